@@ -1,0 +1,124 @@
+"""The seam between the data plane and the containers: the `Backend` and `Reply` protocols.
+
+A backend is one container reached over one protocol. `invoke` sends an `Invocation` and returns the
+container's 2xx `Reply` as soon as its head is in, with the body to be taken or streamed on; any other
+outcome raises `ModelError` naming the container. The wording of those errors lives here, in one place.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from gateway.errors import ModelError
+from gateway.invocation import Invocation
+
+ERROR_BODY_LIMIT = 64 * 1024  # how much of a container's error body is kept for OriginalMessage
+MESSAGE_BODY_LIMIT = 1024  # how much of it is quoted in Message (ValidationError's Message is <= 2048)
+
+
+class Reply(Protocol):
+    """A container's successful answer; the body may still be arriving."""
+
+    @property
+    def content_type(self) -> bytes | None: ...
+
+    @property
+    def custom_attributes(self) -> bytes | None: ...
+
+    @property
+    def content_length(self) -> int | None:
+        """The body's size when the container declared it, else None."""
+
+    @property
+    def complete(self) -> bool:
+        """True once the whole body has arrived."""
+
+    def take(self) -> list[bytes]:
+        """The body chunks that arrived since the last call."""
+
+    async def wait(self) -> None:
+        """Wait for more body or its end. Raises `ModelError` if the container fails meanwhile."""
+
+    async def read(self, limit: int) -> bytes:
+        """The whole body; `ReplyTooLarge` past `limit` bytes, `ModelError` if the container fails."""
+
+    def abandon(self) -> None:
+        """Give up on the rest of the body (frees the connection)."""
+
+
+class Backend(Protocol):
+    """One container, reached over one protocol."""
+
+    name: str
+
+    async def start(self) -> None:
+        """Prepare connections; called once inside the running event loop."""
+
+    async def invoke(self, call: Invocation) -> Reply:
+        """Send `call`; return a 2xx reply or raise `ModelError`."""
+
+    async def check_health(self) -> str | None:
+        """None when the container is ready to serve, else why not."""
+
+    async def close(self) -> None:
+        """Drop connections."""
+
+
+class ReplyTooLarge(Exception):
+    def __init__(self, received: int) -> None:
+        super().__init__(f"reply passed {received} bytes")
+        self.received = received
+
+
+class BufferedReply:
+    """A reply already whole in memory (for protocols that convert the answer)."""
+
+    __slots__ = ("content_type", "custom_attributes", "_body")
+
+    complete = True
+
+    def __init__(self, body: bytes, content_type: bytes | None, custom_attributes: bytes | None = None) -> None:
+        self._body = body
+        self.content_type = content_type
+        self.custom_attributes = custom_attributes
+
+    @property
+    def content_length(self) -> int:
+        return len(self._body)
+
+    def take(self) -> list[bytes]:
+        body, self._body = self._body, b""
+        return [body] if body else []
+
+    async def wait(self) -> None:
+        return None
+
+    async def read(self, limit: int) -> bytes:
+        if len(self._body) > limit:
+            raise ReplyTooLarge(len(self._body))
+        return b"".join(self.take())
+
+    def abandon(self) -> None:
+        self._body = b""
+
+
+def error_status(container: str, status: int, body: bytes) -> ModelError:
+    """The container answered non-2xx: ModelError with its status and message (spec §1.3)."""
+    text = body.decode("utf-8", "replace")
+    quoted = text if len(text) <= MESSAGE_BODY_LIMIT else text[:MESSAGE_BODY_LIMIT] + "..."
+    kind = "client" if 400 <= status < 500 else "server"
+    return ModelError(
+        f'Received {kind} error ({status}) from {container} with message "{quoted}".',
+        container=container,
+        original_status=status,
+        original_message=text,
+    )
+
+
+def unreachable(container: str, address: str, reason: str) -> ModelError:
+    """The container could not be talked to (refused, reset, timed out, broke HTTP).
+
+    ModelError, as SageMaker counts socket errors and timeouts among a container's model errors
+    (InvocationModelErrors, spec §2.3); see docs/decisions.md.
+    """
+    return ModelError(f"Container {container} at {address} {reason}.", container=container)

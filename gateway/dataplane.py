@@ -1,0 +1,126 @@
+"""The data plane: runs an invocation through its route and reports the containers' health.
+
+Shared by every front door, which only translates (kserve's shape). A Direct route is one hop; a Serial
+route buffers each intermediate answer (capped at 5 MB, spec §3) and hands it on as the next request,
+and the last hop's reply is returned unread so the front door can stream it to the client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from gateway.backends import Backend, Reply, ReplyTooLarge, build_backend
+from gateway.endpoint import Endpoint
+from gateway.errors import ModelError
+from gateway.invocation import Invocation
+from gateway.routing import Route, Router
+
+MAX_HOP_PAYLOAD = 5 * 1024 * 1024  # between two containers of a pipeline (spec §3)
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    """Each container's readiness: None when ready, else why not."""
+
+    containers: dict[str, str | None]
+
+    @property
+    def ready(self) -> bool:
+        return all(reason is None for reason in self.containers.values())
+
+    def document(self) -> dict[str, object]:
+        return {
+            "status": "Healthy" if self.ready else "Unhealthy",
+            "containers": {
+                name: {"status": "Healthy"} if reason is None else {"status": "Unhealthy", "reason": reason}
+                for name, reason in self.containers.items()
+            },
+        }
+
+
+class DataPlane:
+    """The endpoint's containers, its router, and the two things a front door asks of them."""
+
+    def __init__(self, endpoint: Endpoint, backends: Sequence[Backend]) -> None:
+        self.endpoint = endpoint
+        self.backends = tuple(backends)
+        self.router = Router(endpoint, self.backends)
+        self._health_round: asyncio.Future[Health] | None = None
+
+    @classmethod
+    def from_endpoint(cls, endpoint: Endpoint) -> DataPlane:
+        return cls(
+            endpoint,
+            [build_backend(endpoint.hostname(i), c.Backend) for i, c in enumerate(endpoint.containers)],
+        )
+
+    async def start(self) -> None:
+        for backend in self.backends:
+            await backend.start()
+
+    async def close(self) -> None:
+        for backend in self.backends:
+            await backend.close()
+
+    async def invoke(self, route: Route, call: Invocation) -> Reply:
+        """Run `call` through `route`; return the last container's reply with its body unread."""
+        last = len(route) - 1
+        accept = call.accept
+        if last > 0:
+            # SageMaker does not document what an inner container is sent; the client's Accept is
+            # for the pipeline's answer, so only the last container gets it (docs/decisions.md).
+            call = Invocation(
+                call.body, call.content_type, None, call.custom_attributes, call.inference_id, call.target_model
+            )
+        for index, backend in enumerate(route):
+            if index == last:
+                return await backend.invoke(call)
+            reply = await backend.invoke(call)
+            body = await _read_hop(reply, backend.name, route[index + 1].name)
+            call = Invocation(
+                body,
+                reply.content_type,
+                accept if index + 1 == last else None,
+                # custom attributes travel along: a container may replace them for the next one
+                reply.custom_attributes if reply.custom_attributes is not None else call.custom_attributes,
+                call.inference_id,
+                call.target_model,
+            )
+        raise AssertionError("a route has at least one container")
+
+    async def health(self) -> Health:
+        """Every container's readiness, checked now; concurrent callers share one round of checks."""
+        if self._health_round is None:
+            self._health_round = asyncio.ensure_future(self._check_all())
+            self._health_round.add_done_callback(self._end_round)
+        return await asyncio.shield(self._health_round)
+
+    async def _check_all(self) -> Health:
+        reasons = await asyncio.gather(*(backend.check_health() for backend in self.backends))
+        return Health({backend.name: reason for backend, reason in zip(self.backends, reasons)})
+
+    def _end_round(self, _: asyncio.Future[Health]) -> None:
+        self._health_round = None
+
+
+async def _read_hop(reply: Reply, source: str, target: str) -> bytes:
+    """An intermediate answer, whole; over 5 MB is a ModelError naming both containers (spec §3)."""
+    declared = reply.content_length
+    if declared is not None and declared > MAX_HOP_PAYLOAD:
+        reply.abandon()
+        raise _hop_too_large(source, target, f"{declared} bytes")
+    try:
+        return await reply.read(MAX_HOP_PAYLOAD)
+    except ReplyTooLarge:
+        raise _hop_too_large(source, target, f"more than {MAX_HOP_PAYLOAD} bytes") from None
+
+
+def _hop_too_large(source: str, target: str, size: str) -> ModelError:
+    # SageMaker's wording for this case (spec §3).
+    return ModelError(
+        f"Received response from {source} with status code 200. However, the request payload from "
+        f"{source} to {target} is {size}, which has exceeded the maximum limit of 5 MB.",
+        container=source,
+    )

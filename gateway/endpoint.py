@@ -1,0 +1,324 @@
+"""The endpoint document: a SageMaker CreateModel request (plus our `Backend` extension), validated once.
+
+Shapes and limits follow botocore's SageMaker model and the developer guide (spec §2). Field-level rules
+(patterns, lengths, enums, unknown keys) are pydantic's; cross-field rules (unique hostnames, all named or
+none, Direct needs names, Environment size across containers) are in `_check_rules`. Every problem is
+reported with its field path, all at once, as `EndpointDocumentError`.
+"""
+
+import json
+import re
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationInfo, field_validator
+from pydantic import ValidationError as PydanticValidationError
+from pydantic_core import ErrorDetails
+
+from gateway.errors import DocumentIssue, EndpointDocumentError
+
+# Patterns as SageMaker writes them (Java full-match semantics); anchored here because pydantic searches.
+HOSTNAME_PATTERN = r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}"
+ENDPOINT_NAME_PATTERN = r"[a-zA-Z0-9](-*[a-zA-Z0-9])*"
+MODEL_NAME_PATTERN = r"[a-zA-Z0-9]([\-a-zA-Z0-9]*[a-zA-Z0-9])?"
+ENV_KEY_PATTERN = r"[a-zA-Z_][a-zA-Z0-9_]*"
+
+HOSTNAME_RE = re.compile(HOSTNAME_PATTERN)
+ENDPOINT_NAME_RE = re.compile(ENDPOINT_NAME_PATTERN)
+MAX_CONTAINERS = 15
+MAX_ENVIRONMENT_ENTRIES = 100
+MAX_ENVIRONMENT_BYTES = 32 * 1024  # keys + values, per map and across all containers (spec §2.1)
+
+SECONDS = 1.0
+DEFAULT_INVOCATION_TIMEOUT = 60 * SECONDS  # containers must answer within 60 s (spec §1.2)
+DEFAULT_CONNECT_TIMEOUT = 5 * SECONDS
+
+
+def _anchored(pattern: str) -> str:
+    return f"^(?:{pattern})$"
+
+
+Hostname = Annotated[str, StringConstraints(max_length=63, pattern=_anchored(HOSTNAME_PATTERN))]
+EndpointNameText = Annotated[str, StringConstraints(max_length=63, pattern=_anchored(ENDPOINT_NAME_PATTERN))]
+ModelNameText = Annotated[str, StringConstraints(max_length=63, pattern=_anchored(MODEL_NAME_PATTERN))]
+EnvKey = Annotated[str, StringConstraints(max_length=1024, pattern=_anchored(ENV_KEY_PATTERN))]
+EnvValue = Annotated[str, StringConstraints(max_length=1024)]
+Seconds = Annotated[float, Field(gt=0, le=3600)]
+
+
+class _Shape(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
+
+
+class ExecutionMode(str, Enum):
+    SERIAL = "Serial"
+    DIRECT = "Direct"
+
+
+class ContainerMode(str, Enum):
+    SINGLE_MODEL = "SingleModel"
+    MULTI_MODEL = "MultiModel"
+
+
+class BackendProtocol(str, Enum):
+    """How the gateway talks to a container. Later protocols join this enum and `gateway.backends`."""
+
+    SAGEMAKER = "sagemaker"  # the generic container contract: GET /ping, POST /invocations (spec §5)
+
+
+class BackendSpec(_Shape):
+    """Our extension: how the gateway reaches one container."""
+
+    Protocol: BackendProtocol = BackendProtocol.SAGEMAKER
+    # A container that is already running. Absent: the container is to be launched natively (`mce up`).
+    Url: Annotated[str, StringConstraints(pattern=r"^http://[^/\s]+/?$")] | None = None
+    InvocationTimeoutInSeconds: Seconds = DEFAULT_INVOCATION_TIMEOUT
+    ConnectTimeoutInSeconds: Seconds = DEFAULT_CONNECT_TIMEOUT
+
+
+class ImageConfigSpec(_Shape):
+    RepositoryAccessMode: Literal["Platform", "Vpc"]
+    RepositoryAuthConfig: dict[str, str] | None = None
+
+
+class MultiModelConfigSpec(_Shape):
+    ModelCacheSetting: Literal["Enabled", "Disabled"] = "Enabled"
+
+
+class Container(_Shape):
+    """A `ContainerDefinition` (spec §2.1) with our `Backend`."""
+
+    ContainerHostname: Hostname | None = None
+    Image: Annotated[str, StringConstraints(max_length=255, pattern=r"^\S+$")] | None = None
+    ImageConfig: ImageConfigSpec | None = None
+    Mode: ContainerMode = ContainerMode.SINGLE_MODEL
+    # SageMaker accepts s3:// and https:// only; locally a path, a .tar.gz or a file:// URL is the point.
+    ModelDataUrl: Annotated[str, StringConstraints(min_length=1, max_length=1024)] | None = None
+    Environment: dict[EnvKey, EnvValue] = Field(default_factory=dict, max_length=MAX_ENVIRONMENT_ENTRIES)
+    MultiModelConfig: MultiModelConfigSpec | None = None
+    Backend: BackendSpec = Field(default_factory=lambda: BackendSpec())
+
+    @field_validator("Environment")
+    @classmethod
+    def _environment_size(cls, value: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        size = _environment_bytes(value)
+        if size > MAX_ENVIRONMENT_BYTES:
+            raise ValueError(f"keys and values total {size} bytes; at most {MAX_ENVIRONMENT_BYTES}")
+        return value
+
+
+class ExecutionConfigSpec(_Shape):
+    Mode: ExecutionMode
+
+
+class Endpoint(_Shape):
+    """A CreateModel request, as the gateway serves it."""
+
+    EndpointName: EndpointNameText
+    ModelName: ModelNameText | None = None
+    PrimaryContainer: Container | None = None
+    Containers: list[Container] | None = Field(default=None, min_length=1, max_length=MAX_CONTAINERS)
+    InferenceExecutionConfig: ExecutionConfigSpec | None = None
+    # Accepted so that `create_model` arguments can be reused as they are; meaningless locally.
+    ExecutionRoleArn: str | None = None
+    EnableNetworkIsolation: bool | None = None
+    VpcConfig: dict[str, list[str]] | None = None
+    Tags: list[dict[str, str]] | None = None
+
+    @property
+    def mode(self) -> ExecutionMode:
+        """Serial unless told otherwise, as in SageMaker (spec §2.2)."""
+        config = self.InferenceExecutionConfig
+        return config.Mode if config is not None else ExecutionMode.SERIAL
+
+    @property
+    def containers(self) -> list[Container]:
+        if self.Containers is not None:
+            return self.Containers
+        assert self.PrimaryContainer is not None, "checked by _check_rules"
+        return [self.PrimaryContainer]
+
+    def hostname(self, index: int) -> str:
+        """The container's name for routing, logs and errors; auto-assigned from its position if unset."""
+        return self.containers[index].ContainerHostname or f"container-{index + 1}"
+
+
+def _environment_bytes(env: dict[str, str]) -> int:
+    return sum(len(k.encode()) + len(v.encode()) for k, v in env.items())
+
+
+def load_endpoint(path: str | Path) -> Endpoint:
+    """Read, parse and validate an endpoint document (YAML or JSON). Raises `EndpointDocumentError`."""
+    path = Path(path)
+    source = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise EndpointDocumentError(source, [DocumentIssue("", f"cannot read the file: {exc.strerror}")]) from exc
+    except UnicodeDecodeError as exc:
+        raise EndpointDocumentError(source, [DocumentIssue("", "the file is not UTF-8 text")]) from exc
+    try:
+        raw = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise EndpointDocumentError(source, [DocumentIssue("", f"not valid {_syntax(path)}: {exc}")]) from exc
+    return parse_endpoint(raw, source=source, default_name=path.stem)
+
+
+def _syntax(path: Path) -> str:
+    return "JSON" if path.suffix == ".json" else "YAML"
+
+
+def parse_endpoint(raw: object, *, source: str, default_name: str) -> Endpoint:
+    """Validate an already-parsed document. `EndpointName` defaults to `default_name` (the file's stem)."""
+    if not isinstance(raw, dict):
+        kind = "empty" if raw is None else type(raw).__name__
+        raise EndpointDocumentError(source, [DocumentIssue("", f"expected a mapping at the top, found {kind}")])
+    document = {"EndpointName": default_name, **raw}
+    try:
+        endpoint = Endpoint.model_validate(document)
+    except PydanticValidationError as exc:
+        issues = [_issue(error) for error in exc.errors()]
+        if "EndpointName" not in raw:
+            issues = [
+                DocumentIssue(i.path, f"{i.message} (the file's stem is the default; set EndpointName)")
+                if i.path == "EndpointName" else i
+                for i in issues
+            ]
+        raise EndpointDocumentError(source, issues) from None
+    issues = _check_rules(endpoint)
+    if issues:
+        raise EndpointDocumentError(source, issues)
+    return endpoint
+
+
+def _check_rules(endpoint: Endpoint) -> list[DocumentIssue]:
+    """The cross-field rules of CreateModel and multi-container endpoints (spec §2.1, §2.2, §3)."""
+    issues: list[DocumentIssue] = []
+    if (endpoint.PrimaryContainer is None) == (endpoint.Containers is None):
+        issues.append(DocumentIssue("Containers", "give exactly one of Containers and PrimaryContainer"))
+        return issues
+    where = "Containers" if endpoint.Containers is not None else "PrimaryContainer"
+    containers = endpoint.containers
+
+    def path(index: int, field: str) -> str:
+        return f"Containers[{index}].{field}" if where == "Containers" else f"PrimaryContainer.{field}"
+
+    named = [c.ContainerHostname is not None for c in containers]
+    if endpoint.mode is ExecutionMode.DIRECT:
+        for index, has_name in enumerate(named):
+            if not has_name:
+                issues.append(DocumentIssue(path(index, "ContainerHostname"), "required in Direct mode"))
+    elif any(named) and not all(named):
+        for index, has_name in enumerate(named):
+            if not has_name:
+                issues.append(
+                    DocumentIssue(
+                        path(index, "ContainerHostname"),
+                        "required because another container sets one (all containers are named or none)",
+                    )
+                )
+    first_seen: dict[str, int] = {}
+    for index, container in enumerate(containers):
+        name = container.ContainerHostname
+        if name is None:
+            continue
+        if name in first_seen:
+            issues.append(
+                DocumentIssue(
+                    path(index, "ContainerHostname"),
+                    f"'{name}' is already the hostname of Containers[{first_seen[name]}]; hostnames are unique",
+                )
+            )
+        else:
+            first_seen[name] = index
+    multi_model = [i for i, c in enumerate(containers) if c.Mode is ContainerMode.MULTI_MODEL]
+    if endpoint.mode is ExecutionMode.SERIAL and len(multi_model) > 1:
+        issues.append(
+            DocumentIssue(
+                path(multi_model[1], "Mode"),
+                "a Serial pipeline holds at most one MultiModel container (spec §3)",
+            )
+        )
+    total_env = sum(_environment_bytes(c.Environment) for c in containers)
+    if total_env > MAX_ENVIRONMENT_BYTES:
+        issues.append(
+            DocumentIssue(
+                where,
+                f"Environment keys and values total {total_env} bytes across all containers; "
+                f"at most {MAX_ENVIRONMENT_BYTES}",
+            )
+        )
+    return issues
+
+
+_PATTERN_NAMES = {
+    _anchored(HOSTNAME_PATTERN): HOSTNAME_PATTERN,
+    _anchored(ENDPOINT_NAME_PATTERN): ENDPOINT_NAME_PATTERN,
+    _anchored(MODEL_NAME_PATTERN): MODEL_NAME_PATTERN,
+    _anchored(ENV_KEY_PATTERN): ENV_KEY_PATTERN,
+}
+
+
+def _issue(error: ErrorDetails) -> DocumentIssue:
+    """One pydantic error as a path and a rule a person can act on."""
+    path = _path(error["loc"])
+    kind = error["type"]
+    ctx = error.get("ctx", {})
+    value = error.get("input")
+    if kind == "string_pattern_mismatch":
+        pattern = str(ctx.get("pattern", ""))
+        message = f"{_show(value)} does not match {_PATTERN_NAMES.get(pattern, pattern.strip('^$'))}"
+    elif kind == "string_too_long":
+        message = f"{_show(value)} is longer than {ctx.get('max_length')} characters"
+    elif kind == "string_too_short":
+        message = "must not be empty"
+    elif kind == "too_long":
+        what = {"Environment": "entries", "Containers": "containers"}.get(path.rsplit(".", 1)[-1], "items")
+        message = f"{ctx.get('actual_length')} {what}; at most {ctx.get('max_length')}"
+    elif kind == "too_short":
+        message = f"needs at least {ctx.get('min_length')} item(s)"
+    elif kind == "extra_forbidden":
+        message = "unknown key"
+    elif kind == "missing":
+        message = "required"
+    elif kind in ("enum", "literal_error"):
+        message = f"{_show(value)} is not one of {ctx.get('expected')}"
+    elif kind == "value_error":
+        message = str(ctx.get("error", error["msg"]))
+    else:
+        message = f"{error['msg']} (got {_show(value)})"
+    return DocumentIssue(path, message)
+
+
+def _path(loc: tuple[int | str, ...]) -> str:
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif part == "[key]":  # pydantic's marker: the problem is the mapping key named just before
+            text += " (key)"
+        else:
+            text += f".{part}" if text else part
+    return text
+
+
+def _show(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def check_servable(endpoint: Endpoint, source: str) -> None:
+    """`mce serve` fronts running containers: each one needs a `Backend.Url`."""
+    where = "Containers" if endpoint.Containers is not None else "PrimaryContainer"
+    issues = [
+        DocumentIssue(
+            f"{where}[{index}].Backend.Url" if where == "Containers" else f"{where}.Backend.Url",
+            "required to serve: the address of the running container, e.g. http://127.0.0.1:9001",
+        )
+        for index, container in enumerate(endpoint.containers)
+        if container.Backend.Url is None
+    ]
+    if issues:
+        raise EndpointDocumentError(source, issues)

@@ -1,0 +1,121 @@
+"""The gateway's one error tree: every failure a client can see, with its SageMaker wire identity.
+
+    GatewayError                      (never raised itself)
+    ├── ValidationError               400  the request breaks the runtime API's rules
+    ├── UnknownOperation              404  no such route on the gateway
+    ├── ModelError                    424  a container answered non-2xx, or could not be talked to
+    ├── ModelNotReady                 429  ModelNotReadyException
+    ├── InternalFailure               500  a fault of the gateway itself
+    ├── ServiceUnavailable            503
+    └── InternalDependencyException   530
+
+Each class knows its HTTP status and the SageMaker error code (the botocore shape name, spec §1.3);
+library code raises these and each front door turns them into its wire form in one place
+(`gateway.wire.error_response` for HTTP).
+
+`EndpointDocumentError` is separate: it is raised at start-up, never on the wire.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class GatewayError(Exception):
+    """A failure with a SageMaker runtime error shape."""
+
+    status: int = 500
+    code: str = "InternalFailure"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def members(self) -> dict[str, object]:
+        """The modelled members of the error shape, as botocore reads them from the JSON body."""
+        return {"Message": self.message}
+
+
+class ValidationError(GatewayError):
+    status = 400
+    code = "ValidationError"
+
+
+class UnknownOperation(GatewayError):
+    # Not a modelled shape: botocore raises a plain ClientError with this code, as AWS does for an
+    # unknown rest-json route.
+    status = 404
+    code = "UnknownOperationException"
+
+
+class ModelError(GatewayError):
+    """A container failed: it answered non-2xx, timed out, refused the connection or broke the protocol.
+
+    `original_status` is the container's HTTP status when it answered one; it is left out of the wire
+    body when there was no answer (timeout, refused connection), rather than inventing a number.
+    """
+
+    status = 424
+    code = "ModelError"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        container: str,
+        original_status: int | None = None,
+        original_message: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.container = container
+        self.original_status = original_status
+        self.original_message = original_message
+
+    def members(self) -> dict[str, object]:
+        members: dict[str, object] = {"Message": self.message}
+        if self.original_status is not None:
+            members["OriginalStatusCode"] = self.original_status
+        if self.original_message is not None:
+            members["OriginalMessage"] = self.original_message
+        return members
+
+
+class ModelNotReady(GatewayError):
+    status = 429
+    code = "ModelNotReadyException"
+
+
+class InternalFailure(GatewayError):
+    status = 500
+    code = "InternalFailure"
+
+
+class ServiceUnavailable(GatewayError):
+    status = 503
+    code = "ServiceUnavailable"
+
+
+class InternalDependencyException(GatewayError):
+    status = 530
+    code = "InternalDependencyException"
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentIssue:
+    """One broken rule in an endpoint document: where (a field path) and what."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+
+class EndpointDocumentError(Exception):
+    """The endpoint document cannot be served; carries every issue found, not just the first."""
+
+    def __init__(self, source: str, issues: list[DocumentIssue]) -> None:
+        self.source = source
+        self.issues = issues
+        lines = "\n".join(f"  {issue}" for issue in issues)
+        super().__init__(f"{source}: {len(issues)} problem(s):\n{lines}")

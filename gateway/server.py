@@ -1,0 +1,334 @@
+"""Where a request enters: the HTTP/1.1 front door, an `asyncio.Protocol` fed by the httptools parser.
+
+Per connection, requests are answered in order (pipelined ones wait in a queue). The request line and
+headers are checked as soon as they are parsed, so a request that cannot succeed (unknown route, bad
+header, a body over 6 MiB by its Content-Length) is refused without reading its body. A request body
+is buffered whole (it is capped at 6 MiB by the API); the answer is streamed: a reply that arrives whole
+within `STREAM_THRESHOLD` goes out in one write, a larger one is relayed as it arrives, with reading from
+the container paused while the client is slow. Every failure leaves here as a SageMaker error
+(`gateway.wire.error_response`); once a streamed answer has begun, a failure can only cut the connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import socket
+from dataclasses import dataclass
+from typing import cast
+
+import httptools
+
+from gateway import wire
+from gateway.backends import Reply
+from gateway.dataplane import DataPlane
+from gateway.errors import GatewayError, InternalFailure, ValidationError
+from gateway.invocation import Invocation, check_headers, invocation_from
+from gateway.routing import Operation, Route
+
+logger = logging.getLogger(__name__)
+
+STREAM_THRESHOLD = 64 * 1024
+MAX_PIPELINE = 16  # queued requests on one connection before reading pauses
+
+
+@dataclass(slots=True)
+class _Request:
+    rid: bytes
+    operation: Operation | None
+    route: Route | None
+    call: Invocation | None
+    error: GatewayError | None
+    keep_alive: bool
+
+
+def body_too_large(size: int | None) -> ValidationError:
+    measured = f"{size} bytes" if size is not None else f"over {wire.MAX_BODY} bytes"
+    return ValidationError(
+        f"Request body is {measured}; InvokeEndpoint accepts at most {wire.MAX_BODY} bytes (6 MB)."
+    )
+
+
+class HttpProtocol(asyncio.Protocol):
+    """One client connection."""
+
+    def __init__(self, server: Server) -> None:
+        self._server = server
+        self._dataplane = server.dataplane
+        self._router = server.dataplane.router
+        self._loop = server.loop
+        self._parser = httptools.HttpRequestParser(self)
+        self._transport: asyncio.Transport | None = None
+        # the request being parsed
+        self._url = b""
+        self._headers: dict[bytes, bytes] = {}
+        self._body: list[bytes] = []
+        self._body_size = 0
+        self._operation: Operation | None = None
+        self._route: Route | None = None
+        self._rejected: GatewayError | None = None
+        self._ignoring = False  # after a refusal that ends the connection, later bytes are not parsed
+        # the requests being answered
+        self._queue: collections.deque[_Request] = collections.deque()
+        self._task: asyncio.Task[None] | None = None
+        self._head_sent = False
+        self._write_paused = False
+        self._drain: asyncio.Future[None] | None = None
+        self._closing = False
+
+    # connection lifecycle
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass asyncio's
+        self._transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._server.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closing = True
+        self._server.forget(self)
+        if self._task is not None:
+            self._task.cancel()  # nobody is left to answer; stop waiting on the container
+        self._queue.clear()
+        self._wake_drain()
+
+    def data_received(self, data: bytes) -> None:
+        if self._ignoring:
+            return
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._refuse(ValidationError("Protocol upgrades are not supported."))
+        except httptools.HttpParserError as exc:
+            self._refuse(ValidationError(f"Malformed HTTP request: {exc}."))
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._wake_drain()
+
+    def shutdown(self) -> None:
+        """Finish the answer in progress, if any, then close."""
+        self._closing = True
+        if self._task is None and self._transport is not None:
+            self._transport.close()
+
+    def abort(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
+
+    # httptools callbacks
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._headers = {}
+        self._body = []
+        self._body_size = 0
+        self._operation = None
+        self._route = None
+        self._rejected = None
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers[name.lower()] = value
+
+    def on_headers_complete(self) -> None:
+        headers = self._headers
+        try:
+            self._operation = operation = self._router.operation(self._parser.get_method(), self._url)
+            if operation is Operation.INVOKE:
+                length = headers.get(wire.CONTENT_LENGTH)
+                if length is not None and int(length) > wire.MAX_BODY:
+                    self._refuse(body_too_large(int(length)))  # refused before the body is read
+                    return
+                check_headers(headers)
+                self._route = self._router.route(headers.get(wire.TARGET_CONTAINER))
+        except GatewayError as error:
+            self._rejected = error
+            return
+        if headers.get(wire.EXPECT, b"").lower() == b"100-continue" and self._task is None:
+            self._write(wire.CONTINUE)
+
+    def on_body(self, body: bytes) -> None:
+        if self._ignoring or self._rejected is not None:
+            return
+        self._body_size += len(body)
+        if self._body_size > wire.MAX_BODY:
+            self._refuse(body_too_large(None))
+            return
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        if self._ignoring:
+            return
+        keep_alive = self._parser.should_keep_alive() and not self._closing
+        call = None
+        if self._operation is Operation.INVOKE and self._rejected is None:
+            body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
+            call = invocation_from(self._headers, body)
+        self._enqueue(_Request(wire.request_id(), self._operation, self._route, call, self._rejected, keep_alive))
+
+    # answering
+    def _enqueue(self, request: _Request) -> None:
+        if self._task is None:
+            self._task = self._loop.create_task(self._answer(request))
+        else:
+            self._queue.append(request)
+            if len(self._queue) >= MAX_PIPELINE and self._transport is not None:
+                self._transport.pause_reading()
+
+    def _refuse(self, error: GatewayError) -> None:
+        """Answer `error` and close the connection, reading nothing more."""
+        self._ignoring = True
+        if self._transport is not None:
+            self._transport.pause_reading()
+        self._enqueue(_Request(wire.request_id(), None, None, None, error, keep_alive=False))
+
+    async def _answer(self, request: _Request) -> None:
+        self._head_sent = False
+        try:
+            if request.error is not None:
+                self._send_error(request.error, request)
+            elif request.operation is Operation.PING:
+                health = await self._dataplane.health()
+                self._write(
+                    wire.json_response(
+                        200 if health.ready else 503, health.document(), request.rid, close=not request.keep_alive
+                    )
+                )
+            else:
+                assert request.route is not None and request.call is not None
+                reply = await self._dataplane.invoke(request.route, request.call)
+                await self._relay(reply, request)
+        except GatewayError as error:
+            self._send_error(error, request)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("request %s failed inside the gateway", request.rid.decode())
+            self._send_error(InternalFailure("The gateway failed while handling the request."), request)
+        self._next(request)
+
+    def _next(self, done: _Request) -> None:
+        self._task = None
+        if self._transport is None or self._transport.is_closing():
+            return
+        if not done.keep_alive or (self._closing and not self._queue):
+            self._transport.close()
+            return
+        if self._queue:
+            if len(self._queue) == MAX_PIPELINE:
+                self._transport.resume_reading()
+            self._task = self._loop.create_task(self._answer(self._queue.popleft()))
+
+    async def _relay(self, reply: Reply, request: _Request) -> None:
+        """Send a container's 2xx reply to the client: whole if small, else streamed as it arrives."""
+        close = not request.keep_alive
+        try:
+            chunks = reply.take()
+            size = sum(map(len, chunks))
+            while not reply.complete and size < STREAM_THRESHOLD:
+                await reply.wait()
+                more = reply.take()
+                chunks += more
+                size += sum(map(len, more))
+            if reply.complete:
+                head = wire.invocation_head(
+                    request.rid, reply.content_type, reply.custom_attributes, length=size, close=close
+                )
+                self._write(b"".join([head, *chunks]))
+                return
+            length = reply.content_length
+            self._write(
+                wire.invocation_head(
+                    request.rid, reply.content_type, reply.custom_attributes, length=length, close=close
+                )
+            )
+            self._head_sent = True
+            chunked = length is None
+            self._write_body(chunks, chunked)
+            while not reply.complete:
+                await self._drained()
+                await reply.wait()
+                self._write_body(reply.take(), chunked)
+            self._write_body(reply.take(), chunked)
+            if chunked:
+                self._write(wire.LAST_CHUNK)
+        finally:
+            if not reply.complete:
+                reply.abandon()
+
+    def _write_body(self, chunks: list[bytes], chunked: bool) -> None:
+        for piece in chunks:
+            self._write(wire.chunk(piece) if chunked else piece)
+
+    def _send_error(self, error: GatewayError, request: _Request) -> None:
+        logger.info("request %s: %s: %s", request.rid.decode(), error.code, error.message)
+        if self._head_sent:
+            # The answer is already on its way; the only honest signal left is to cut it short.
+            self.abort()
+            return
+        self._write(wire.error_response(error, request.rid, close=not request.keep_alive))
+
+    def _write(self, data: bytes) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.write(data)
+
+    async def _drained(self) -> None:
+        if self._write_paused:
+            self._drain = self._loop.create_future()
+            await self._drain
+
+    def _wake_drain(self) -> None:
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_result(None)
+        self._drain = None
+
+
+class Server:
+    """Listens on one address and owns every client connection, for a clean shutdown."""
+
+    def __init__(self, dataplane: DataPlane, *, host: str, port: int) -> None:
+        self.dataplane = dataplane
+        self.host = host
+        self.port = port
+        self.loop = asyncio.get_running_loop()
+        self.connections: set[HttpProtocol] = set()
+        self._server: asyncio.Server | None = None
+        self._all_closed = asyncio.Event()
+
+    async def start(self) -> tuple[str, int]:
+        """Start listening; return the bound address (the port the OS chose when asked for 0)."""
+        self._server = await self.loop.create_server(
+            lambda: HttpProtocol(self), self.host, self.port, reuse_address=True, backlog=1024
+        )
+        sockname = self._server.sockets[0].getsockname()
+        return str(sockname[0]), int(sockname[1])
+
+    def forget(self, connection: HttpProtocol) -> None:
+        self.connections.discard(connection)
+        if not self.connections:
+            self._all_closed.set()
+
+    async def shutdown(self, grace: float) -> None:
+        """Stop accepting, let answers in progress finish within `grace` seconds, then cut the rest."""
+        if self._server is not None:
+            self._server.close()
+        if self.connections:
+            self._all_closed.clear()
+            for connection in list(self.connections):
+                connection.shutdown()
+            try:
+                async with asyncio.timeout(grace):
+                    await self._all_closed.wait()
+            except TimeoutError:
+                logger.warning("%d connection(s) still busy after %.0f s; closing them", len(self.connections), grace)
+                for connection in list(self.connections):
+                    connection.abort()
+        if self._server is not None:
+            await self._server.wait_closed()

@@ -1,0 +1,346 @@
+"""Keep-alive HTTP/1.1 connections from the gateway to one container: where a request leaves over HTTP.
+
+An `asyncio.Protocol` client fed by the httptools response parser, and a pool of idle connections per
+container. A request is written in one `transport.write`; the response head resolves a future, the body
+is buffered in a bounded list (reading pauses above `HIGH_WATER`) for the caller to take or stream on.
+Every exchange has one deadline, armed as a single timer, that fails whatever is waiting on it.
+
+Failures are `UpstreamError`s, which the backends translate into the SageMaker errors a client sees:
+
+    UpstreamError
+    ├── ConnectFailed        the container refused or did not accept the connection
+    ├── ConnectionClosed     the container closed the connection before the response was complete
+    ├── ProtocolViolation    the bytes were not an HTTP/1.1 response
+    └── UpstreamTimeout      the deadline passed
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import socket
+from typing import Final, cast
+
+import httptools
+
+logger = logging.getLogger(__name__)
+
+HIGH_WATER: Final = 256 * 1024  # pause reading a response nobody is consuming above this many bytes
+MAX_IDLE: Final = 128  # idle connections kept per container
+
+
+class UpstreamError(Exception):
+    """The container could not be talked to."""
+
+
+class ConnectFailed(UpstreamError):
+    pass
+
+
+class ConnectionClosed(UpstreamError):
+    def __init__(self, message: str, *, before_response: bool) -> None:
+        super().__init__(message)
+        self.before_response = before_response
+
+
+class ProtocolViolation(UpstreamError):
+    pass
+
+
+class UpstreamTimeout(UpstreamError):
+    pass
+
+
+class Response:
+    """One response from a container: head at once, body as it arrives (bounded by HIGH_WATER)."""
+
+    __slots__ = ("status", "headers", "complete", "_chunks", "_buffered", "_error", "_waiter", "_conn")
+
+    def __init__(self, conn: Connection) -> None:
+        self.status = 0
+        self.headers: dict[bytes, bytes] = {}
+        self.complete = False
+        self._chunks: list[bytes] = []
+        self._buffered = 0
+        self._error: UpstreamError | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._conn: Connection | None = conn
+
+    @property
+    def content_length(self) -> int | None:
+        value = self.headers.get(b"content-length")
+        return int(value) if value is not None and value.isdigit() else None
+
+    def take(self) -> list[bytes]:
+        """The body chunks received so far (and not yet taken)."""
+        chunks = self._chunks
+        self._chunks = []
+        self._buffered = 0
+        if self._conn is not None:
+            self._conn.resume()
+        return chunks
+
+    async def wait(self) -> None:
+        """Wait until more body arrives or the response ends; raise if it failed."""
+        if self._error is not None:
+            raise self._error
+        if self.complete or self._chunks:
+            return
+        self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+
+    async def read(self, limit: int) -> bytes:
+        """The whole body; `ResponseTooLarge` as soon as it would pass `limit` bytes."""
+        body = bytearray()
+        while True:
+            for piece in self.take():
+                body += piece
+            if len(body) > limit:
+                self.abandon()
+                raise ResponseTooLarge(len(body))
+            if self.complete:
+                return bytes(body)
+            await self.wait()
+
+    def abandon(self) -> None:
+        """Stop reading: an unfinished response leaves its connection unusable, so close it."""
+        if not self.complete and self._conn is not None:
+            self._conn.close()
+        self._conn = None
+
+    # Called by the connection.
+    def _feed(self, data: bytes) -> None:
+        self._chunks.append(data)
+        self._buffered += len(data)
+        if self._buffered > HIGH_WATER and self._conn is not None:
+            self._conn.pause()
+        self._wake()
+
+    def _finish(self) -> None:
+        self.complete = True
+        self._conn = None
+        self._wake()
+
+    def _fail(self, error: UpstreamError) -> None:
+        self._error = error
+        self._conn = None
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+
+class ResponseTooLarge(Exception):
+    def __init__(self, received: int) -> None:
+        super().__init__(f"response passed {received} bytes")
+        self.received = received
+
+
+class Connection(asyncio.Protocol):
+    """One keep-alive connection to a container; carries one exchange at a time."""
+
+    def __init__(self, pool: Pool) -> None:
+        self._pool = pool
+        self._loop = pool.loop
+        self._parser = httptools.HttpResponseParser(self)
+        self._transport: asyncio.Transport | None = None
+        self._response: Response | None = None
+        self._head_waiter: asyncio.Future[Response] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._received = False
+        self._paused = False
+        self.closed = False
+
+    # asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass asyncio's
+        self._transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def data_received(self, data: bytes) -> None:
+        if self._response is None:  # data while idle: the container broke the protocol; drop it
+            self.close()
+            return
+        self._received = True
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._fail(ProtocolViolation(f"not a valid HTTP response ({exc})"))
+            self.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._pool.discard(self)
+        response = self._response
+        if response is None:
+            return
+        if self._head_waiter is not None:
+            reason = "reset the connection" if exc is not None else "closed the connection"
+            self._fail(
+                ConnectionClosed(f"{reason} before answering", before_response=not self._received)
+            )
+        elif response.content_length is None and b"transfer-encoding" not in response.headers:
+            self._finish_exchange(response)  # a close-delimited body ends with the connection
+        else:
+            self._fail(ConnectionClosed("closed the connection in the middle of its response", before_response=False))
+
+    # httptools callbacks
+    def on_header(self, name: bytes, value: bytes) -> None:
+        assert self._response is not None
+        self._response.headers[name.lower()] = value
+
+    def on_headers_complete(self) -> None:
+        response = self._response
+        waiter = self._head_waiter
+        if response is None or waiter is None:
+            return
+        response.status = self._parser.get_status_code()
+        if response.status < 200:  # an interim 1xx: the real head follows
+            response.headers = {}
+            return
+        self._head_waiter = None
+        if not waiter.done():
+            waiter.set_result(response)
+
+    def on_body(self, body: bytes) -> None:
+        if self._response is not None:
+            self._response._feed(body)
+
+    def on_message_complete(self) -> None:
+        response = self._response
+        if response is not None and response.status >= 200:
+            self._finish_exchange(response)
+
+    # the exchange
+    async def exchange(self, data: bytes | list[bytes], deadline: float) -> Response:
+        assert self._transport is not None
+        response = Response(self)
+        self._response = response
+        self._received = False
+        self._head_waiter = waiter = self._loop.create_future()
+        self._timer = self._loop.call_at(deadline, self._on_deadline)
+        if isinstance(data, bytes):
+            self._transport.write(data)
+        else:
+            self._transport.writelines(data)
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            self.close()  # the caller went away mid-exchange; this connection cannot be reused
+            raise
+
+    def pause(self) -> None:
+        if not self._paused and self._transport is not None:
+            self._paused = True
+            self._transport.pause_reading()
+
+    def resume(self) -> None:
+        if self._paused and self._transport is not None:
+            self._paused = False
+            self._transport.resume_reading()
+
+    def close(self) -> None:
+        if self._transport is not None and not self.closed:
+            self.closed = True
+            self._transport.close()
+        self._pool.discard(self)
+
+    def _on_deadline(self) -> None:
+        self._timer = None
+        self._fail(UpstreamTimeout("did not finish answering in time"))
+        self.close()
+
+    def _finish_exchange(self, response: Response) -> None:
+        self._cancel_timer()
+        self._response = None
+        keep_alive = self._parser.should_keep_alive() and not self.closed
+        response._finish()
+        if keep_alive:
+            self.resume()
+            self._pool.release(self)
+        else:
+            self.close()
+
+    def _fail(self, error: UpstreamError) -> None:
+        self._cancel_timer()
+        response = self._response
+        self._response = None
+        waiter = self._head_waiter
+        self._head_waiter = None
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(error)
+        if response is not None:
+            response._fail(error)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+
+class Pool:
+    """Idle keep-alive connections to one container (`host:port`), opened on demand."""
+
+    def __init__(self, host: str, port: int, *, connect_timeout: float) -> None:
+        self.host = host
+        self.port = port
+        self.connect_timeout = connect_timeout
+        self.loop = asyncio.get_running_loop()
+        self._idle: collections.deque[Connection] = collections.deque()
+        self._all: set[Connection] = set()
+
+    async def request(self, data: bytes | list[bytes], *, timeout: float) -> Response:
+        """Send one request (head and body, already framed) and return once the response head is in.
+
+        A reused idle connection that the container closed just as it was picked is retried once on a
+        fresh connection (the request never reached the container, so it cannot have run twice).
+        """
+        deadline = self.loop.time() + timeout
+        conn = self._idle.pop() if self._idle else None
+        if conn is not None:
+            try:
+                return await conn.exchange(data, deadline)
+            except ConnectionClosed as exc:
+                if not exc.before_response:
+                    raise
+                logger.debug("idle connection to %s:%s was closed; retrying on a new one", self.host, self.port)
+        conn = await self._connect(deadline)
+        return await conn.exchange(data, deadline)
+
+    async def _connect(self, deadline: float) -> Connection:
+        timeout = min(self.connect_timeout, max(deadline - self.loop.time(), 0.0))
+        try:
+            async with asyncio.timeout(timeout):
+                _, conn = await self.loop.create_connection(lambda: Connection(self), self.host, self.port)
+        except TimeoutError:
+            raise ConnectFailed(f"did not accept a connection within {timeout:g} s") from None
+        except OSError as exc:
+            raise ConnectFailed(f"refused the connection ({exc.strerror or exc})") from exc
+        self._all.add(conn)
+        return conn
+
+    def release(self, conn: Connection) -> None:
+        if len(self._idle) < MAX_IDLE:
+            self._idle.append(conn)
+        else:
+            conn.close()
+
+    def discard(self, conn: Connection) -> None:
+        self._all.discard(conn)
+        try:
+            self._idle.remove(conn)
+        except ValueError:
+            pass
+
+    def close(self) -> None:
+        for conn in list(self._all):
+            conn.close()
+        self._idle.clear()

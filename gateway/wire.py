@@ -1,0 +1,133 @@
+"""The SageMaker runtime API on the wire: header names, limits, and response bytes built for the socket.
+
+Errors go out exactly as botocore parses them (spec §1.3): the shape's status, `x-amzn-ErrorType: <Shape>`,
+`x-amzn-RequestId`, and a JSON body of the shape's members. Constant header blocks are built at import;
+per response only the variable parts are joined.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from http import HTTPStatus
+
+from gateway.errors import GatewayError
+
+# Request headers of InvokeEndpoint, lower-cased as the server stores them (spec §1.2).
+CONTENT_TYPE = b"content-type"
+ACCEPT = b"accept"
+CUSTOM_ATTRIBUTES = b"x-amzn-sagemaker-custom-attributes"
+TARGET_MODEL = b"x-amzn-sagemaker-target-model"
+TARGET_VARIANT = b"x-amzn-sagemaker-target-variant"
+TARGET_CONTAINER = b"x-amzn-sagemaker-target-container-hostname"
+INFERENCE_ID = b"x-amzn-sagemaker-inference-id"
+CONTENT_LENGTH = b"content-length"
+TRANSFER_ENCODING = b"transfer-encoding"
+EXPECT = b"expect"
+
+MAX_BODY = 6 * 1024 * 1024  # InvokeEndpoint Body max 6291456 bytes (spec §1.2)
+MAX_HEADER_VALUE = 1024  # Content-Type, Accept, CustomAttributes, TargetModel (spec §1.2)
+MAX_INFERENCE_ID = 64
+MAX_HOSTNAME = 63
+
+# The one production variant a local endpoint has; SageMaker's SDK names its default variant so.
+VARIANT_NAME = "AllTraffic"
+# Runtime errors name an account; a local endpoint has none, so the conventional local placeholder.
+LOCAL_ACCOUNT = "000000000000"
+
+_STATUS_LINES = {
+    status.value: f"HTTP/1.1 {status.value} {status.phrase}\r\n".encode() for status in HTTPStatus
+}
+_STATUS_LINES[530] = b"HTTP/1.1 530 Internal Dependency\r\n"
+
+_OK_HEAD = b"HTTP/1.1 200 OK\r\nx-Amzn-Invoked-Production-Variant: " + VARIANT_NAME.encode() + b"\r\n"
+_JSON = b"Content-Type: application/json\r\n"
+_CLOSE = b"Connection: close\r\n"
+_CHUNKED = b"Transfer-Encoding: chunked\r\n"
+
+
+def request_id() -> bytes:
+    """A fresh id for `x-amzn-RequestId`, shaped like a UUID4 (random, not sequential)."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40
+    raw[8] = (raw[8] & 0x3F) | 0x80
+    hexed = raw.hex()
+    return f"{hexed[:8]}-{hexed[8:12]}-{hexed[12:16]}-{hexed[16:20]}-{hexed[20:]}".encode()
+
+
+def status_line(status: int) -> bytes:
+    line = _STATUS_LINES.get(status)
+    return line if line is not None else f"HTTP/1.1 {status} Status\r\n".encode()
+
+
+def error_response(error: GatewayError, rid: bytes, *, close: bool = False) -> bytes:
+    """A whole HTTP response for `error`, ready for `transport.write`."""
+    body = json.dumps(error.members(), ensure_ascii=True).encode()
+    return b"".join(
+        (
+            status_line(error.status),
+            b"x-amzn-ErrorType: ",
+            error.code.encode(),
+            b"\r\nx-amzn-RequestId: ",
+            rid,
+            b"\r\n",
+            _JSON,
+            _CLOSE if close else b"",
+            b"Content-Length: ",
+            str(len(body)).encode(),
+            b"\r\n\r\n",
+            body,
+        )
+    )
+
+
+def json_response(status: int, document: object, rid: bytes, *, close: bool = False) -> bytes:
+    """A whole HTTP response with a JSON body (used by /ping)."""
+    body = json.dumps(document).encode()
+    return b"".join(
+        (
+            status_line(status),
+            b"x-amzn-RequestId: ",
+            rid,
+            b"\r\n",
+            _JSON,
+            _CLOSE if close else b"",
+            b"Content-Length: ",
+            str(len(body)).encode(),
+            b"\r\n\r\n",
+            body,
+        )
+    )
+
+
+def invocation_head(
+    rid: bytes,
+    content_type: bytes | None,
+    custom_attributes: bytes | None,
+    *,
+    length: int | None,
+    close: bool,
+) -> bytes:
+    """The head of a successful InvokeEndpoint response; `length=None` means a chunked body follows."""
+    parts = [_OK_HEAD, b"x-amzn-RequestId: ", rid, b"\r\n"]
+    if content_type is not None:
+        parts += (b"Content-Type: ", content_type, b"\r\n")
+    if custom_attributes is not None:
+        parts += (b"X-Amzn-SageMaker-Custom-Attributes: ", custom_attributes, b"\r\n")
+    if close:
+        parts.append(_CLOSE)
+    if length is None:
+        parts.append(_CHUNKED)
+    else:
+        parts += (b"Content-Length: ", str(length).encode(), b"\r\n")
+    parts.append(b"\r\n")
+    return b"".join(parts)
+
+
+def chunk(data: bytes) -> bytes:
+    """One chunk of a chunked body (RFC 9112 §7.1)."""
+    return b"%x\r\n%b\r\n" % (len(data), data)
+
+
+LAST_CHUNK = b"0\r\n\r\n"
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"

@@ -1,0 +1,156 @@
+"""Real processes on 127.0.0.1: test containers and the gateway, each on a port the OS chose.
+
+A process is ready when it prints its `listening on` line; nothing here sleeps to synchronise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+import yaml
+from botocore.config import Config
+
+HERE = Path(__file__).parent
+CONTRACT_SERVER = HERE / "containers" / "contract_server.py"
+READY_TIMEOUT = 30.0
+_PORT_LINE = re.compile(r"listening on (?:http://[\d.]+:)?(\d+)")
+
+
+@dataclass
+class Proc:
+    """A process started by a test, with the port it announced."""
+
+    popen: subprocess.Popen[str]
+    port: int
+    lines: queue.Queue[str] = field(default_factory=queue.Queue)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def kill(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.kill()
+        self.popen.wait(timeout=10)
+
+    def terminate(self, timeout: float = 30.0) -> int:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+        return self.popen.wait(timeout=timeout)
+
+
+def start_process(argv: list[str], *, stderr: Path | None = None) -> Proc:
+    """Start `argv` and wait (bounded) for its `listening on PORT` line."""
+    err = open(stderr, "w") if stderr is not None else subprocess.DEVNULL  # noqa: SIM115
+    popen = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    lines: queue.Queue[str] = queue.Queue()
+
+    def pump() -> None:
+        assert popen.stdout is not None
+        for line in popen.stdout:
+            lines.put(line)
+        lines.put("")
+
+    threading.Thread(target=pump, daemon=True).start()
+    try:
+        while True:
+            line = lines.get(timeout=READY_TIMEOUT)
+            if not line:
+                detail = Path(stderr).read_text() if stderr is not None else ""
+                raise RuntimeError(f"{argv} exited with {popen.wait()} before it was ready\n{detail}")
+            match = _PORT_LINE.search(line)
+            if match:
+                return Proc(popen, int(match.group(1)), lines)
+    except BaseException:
+        popen.kill()
+        popen.wait()
+        raise
+
+
+class Processes:
+    """Everything a test started; all of it is killed when the test (or module) ends."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.started: list[Proc] = []
+
+    def container(self, name: str, *, ping_status: int = 200) -> Proc:
+        proc = start_process(
+            [sys.executable, str(CONTRACT_SERVER), "--name", name, "--port", "0", "--ping-status", str(ping_status)]
+        )
+        self.started.append(proc)
+        return proc
+
+    def write_endpoint(self, document: dict[str, Any], name: str = "endpoint.yaml") -> Path:
+        path = self.tmp / name
+        if name.endswith(".json"):
+            path.write_text(json.dumps(document))
+        else:
+            path.write_text(yaml.safe_dump(document))
+        return path
+
+    def gateway(self, document: dict[str, Any], *extra: str) -> Proc:
+        path = self.write_endpoint(document)
+        proc = start_process(
+            [sys.executable, "-m", "gateway", "serve", str(path), "--port", "0", *extra],
+            stderr=self.tmp / "gateway.log",
+        )
+        self.started.append(proc)
+        return proc
+
+    def stop_all(self) -> None:
+        for proc in self.started:
+            proc.kill()
+
+
+@pytest.fixture
+def procs(tmp_path: Path) -> Iterator[Processes]:
+    processes = Processes(tmp_path)
+    yield processes
+    processes.stop_all()
+
+
+@pytest.fixture(scope="module")
+def module_procs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Processes]:
+    processes = Processes(tmp_path_factory.mktemp("procs"))
+    yield processes
+    processes.stop_all()
+
+
+def runtime_client(url: str, *, read_timeout: float = 30.0) -> Any:
+    """An unmodified boto3 sagemaker-runtime client pointed at `url`, retries off (spec §1.3)."""
+    return boto3.client(
+        "sagemaker-runtime",
+        endpoint_url=url,
+        region_name="us-east-1",
+        aws_access_key_id="AKIDTEST",
+        aws_secret_access_key="secret",
+        config=Config(retries={"max_attempts": 1}, read_timeout=read_timeout, connect_timeout=5),
+    )
+
+
+def container_doc(name: str | None, url: str, **backend: Any) -> dict[str, Any]:
+    doc: dict[str, Any] = {"Image": "example/contract:latest", "Backend": {"Protocol": "sagemaker", "Url": url, **backend}}
+    if name is not None:
+        doc["ContainerHostname"] = name
+    return doc
+
+
+def endpoint_doc(mode: str, containers: list[dict[str, Any]], name: str = "demo") -> dict[str, Any]:
+    return {"EndpointName": name, "InferenceExecutionConfig": {"Mode": mode}, "Containers": containers}
+
+
+Invoke = Callable[..., dict[str, Any]]
