@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from pydantic import ValidationError as PydanticValidationError
 from pydantic_core import ErrorDetails
 
@@ -100,14 +100,6 @@ class Container(_Shape):
     MultiModelConfig: MultiModelConfigSpec | None = None
     Backend: BackendSpec = Field(default_factory=lambda: BackendSpec())
 
-    @field_validator("Environment")
-    @classmethod
-    def _environment_size(cls, value: dict[str, str], info: ValidationInfo) -> dict[str, str]:
-        size = _environment_bytes(value)
-        if size > MAX_ENVIRONMENT_BYTES:
-            raise ValueError(f"keys and values total {size} bytes; at most {MAX_ENVIRONMENT_BYTES}")
-        return value
-
 
 class ExecutionConfigSpec(_Shape):
     Mode: ExecutionMode
@@ -137,7 +129,7 @@ class Endpoint(_Shape):
     def containers(self) -> list[Container]:
         if self.Containers is not None:
             return self.Containers
-        assert self.PrimaryContainer is not None, "checked by _check_rules"
+        assert self.PrimaryContainer is not None, "parse_endpoint checks that one of the two is given"
         return [self.PrimaryContainer]
 
     def hostname(self, index: int) -> str:
@@ -145,8 +137,10 @@ class Endpoint(_Shape):
         return self.containers[index].ContainerHostname or f"container-{index + 1}"
 
 
-def _environment_bytes(env: dict[str, str]) -> int:
-    return sum(len(k.encode()) + len(v.encode()) for k, v in env.items())
+def _environment_bytes(env: object) -> int:
+    if not isinstance(env, dict):
+        return 0
+    return sum(len(str(k).encode()) + len(str(v).encode()) for k, v in env.items())
 
 
 def load_endpoint(path: str | Path) -> Endpoint:
@@ -176,6 +170,8 @@ def parse_endpoint(raw: object, *, source: str, default_name: str) -> Endpoint:
         kind = "empty" if raw is None else type(raw).__name__
         raise EndpointDocumentError(source, [DocumentIssue("", f"expected a mapping at the top, found {kind}")])
     document = {"EndpointName": default_name, **raw}
+    issues: list[DocumentIssue] = []
+    endpoint: Endpoint | None = None
     try:
         endpoint = Endpoint.model_validate(document)
     except PydanticValidationError as exc:
@@ -186,67 +182,77 @@ def parse_endpoint(raw: object, *, source: str, default_name: str) -> Endpoint:
                 if i.path == "EndpointName" else i
                 for i in issues
             ]
-        raise EndpointDocumentError(source, issues) from None
-    issues = _check_rules(endpoint)
-    if issues:
+    issues += _check_rules(document)
+    if issues or endpoint is None:
         raise EndpointDocumentError(source, issues)
     return endpoint
 
 
-def _check_rules(endpoint: Endpoint) -> list[DocumentIssue]:
-    """The cross-field rules of CreateModel and multi-container endpoints (spec §2.1, §2.2, §3)."""
+def _check_rules(document: dict[str, object]) -> list[DocumentIssue]:
+    """The cross-field rules of CreateModel and multi-container endpoints (spec §2.1, §2.2, §3).
+
+    They read the raw document, so they are reported together with any shape problems; values of the
+    wrong type are skipped here (the shape check reports them).
+    """
+    primary, listed = document.get("PrimaryContainer"), document.get("Containers")
+    if (primary is None) == (listed is None):
+        return [DocumentIssue("Containers", "give exactly one of Containers and PrimaryContainer")]
+    if listed is not None:
+        if not isinstance(listed, list):
+            return []
+        containers = [c if isinstance(c, dict) else {} for c in listed]
+        paths = [f"Containers[{index}]" for index in range(len(containers))]
+    else:
+        containers = [primary if isinstance(primary, dict) else {}]
+        paths = ["PrimaryContainer"]
+    config = document.get("InferenceExecutionConfig")
+    direct = isinstance(config, dict) and config.get("Mode") == ExecutionMode.DIRECT.value
     issues: list[DocumentIssue] = []
-    if (endpoint.PrimaryContainer is None) == (endpoint.Containers is None):
-        issues.append(DocumentIssue("Containers", "give exactly one of Containers and PrimaryContainer"))
-        return issues
-    where = "Containers" if endpoint.Containers is not None else "PrimaryContainer"
-    containers = endpoint.containers
 
-    def path(index: int, field: str) -> str:
-        return f"Containers[{index}].{field}" if where == "Containers" else f"PrimaryContainer.{field}"
-
-    named = [c.ContainerHostname is not None for c in containers]
-    if endpoint.mode is ExecutionMode.DIRECT:
-        for index, has_name in enumerate(named):
-            if not has_name:
-                issues.append(DocumentIssue(path(index, "ContainerHostname"), "required in Direct mode"))
-    elif any(named) and not all(named):
-        for index, has_name in enumerate(named):
-            if not has_name:
-                issues.append(
-                    DocumentIssue(
-                        path(index, "ContainerHostname"),
-                        "required because another container sets one (all containers are named or none)",
-                    )
-                )
-    first_seen: dict[str, int] = {}
-    for index, container in enumerate(containers):
-        name = container.ContainerHostname
-        if name is None:
+    names = [c.get("ContainerHostname") for c in containers]
+    if direct:
+        issues += [
+            DocumentIssue(f"{path}.ContainerHostname", "required in Direct mode")
+            for path, name in zip(paths, names) if name is None
+        ]
+    elif any(name is not None for name in names):
+        issues += [
+            DocumentIssue(
+                f"{path}.ContainerHostname",
+                "required because another container sets one (all containers are named or none)",
+            )
+            for path, name in zip(paths, names) if name is None
+        ]
+    first_seen: dict[object, int] = {}
+    for index, name in enumerate(names):
+        if not isinstance(name, str):
             continue
         if name in first_seen:
             issues.append(
                 DocumentIssue(
-                    path(index, "ContainerHostname"),
-                    f"'{name}' is already the hostname of Containers[{first_seen[name]}]; hostnames are unique",
+                    f"{paths[index]}.ContainerHostname",
+                    f"'{name}' is already the hostname of {paths[first_seen[name]]}; hostnames are unique",
                 )
             )
         else:
             first_seen[name] = index
-    multi_model = [i for i, c in enumerate(containers) if c.Mode is ContainerMode.MULTI_MODEL]
-    if endpoint.mode is ExecutionMode.SERIAL and len(multi_model) > 1:
+
+    multi_model = [i for i, c in enumerate(containers) if c.get("Mode") == ContainerMode.MULTI_MODEL.value]
+    if not direct and len(multi_model) > 1:
         issues.append(
-            DocumentIssue(
-                path(multi_model[1], "Mode"),
-                "a Serial pipeline holds at most one MultiModel container (spec §3)",
-            )
+            DocumentIssue(f"{paths[multi_model[1]]}.Mode", "a Serial pipeline holds at most one MultiModel container")
         )
-    total_env = sum(_environment_bytes(c.Environment) for c in containers)
-    if total_env > MAX_ENVIRONMENT_BYTES:
+
+    sizes = [_environment_bytes(c.get("Environment")) for c in containers]
+    issues += [
+        DocumentIssue(f"{path}.Environment", f"keys and values total {size} bytes; at most {MAX_ENVIRONMENT_BYTES}")
+        for path, size in zip(paths, sizes) if size > MAX_ENVIRONMENT_BYTES
+    ]
+    if len(containers) > 1 and sum(sizes) > MAX_ENVIRONMENT_BYTES and all(s <= MAX_ENVIRONMENT_BYTES for s in sizes):
         issues.append(
             DocumentIssue(
-                where,
-                f"Environment keys and values total {total_env} bytes across all containers; "
+                "Containers",
+                f"Environment keys and values total {sum(sizes)} bytes across all containers; "
                 f"at most {MAX_ENVIRONMENT_BYTES}",
             )
         )
@@ -276,7 +282,8 @@ def _issue(error: ErrorDetails) -> DocumentIssue:
         message = "must not be empty"
     elif kind == "too_long":
         what = {"Environment": "entries", "Containers": "containers"}.get(path.rsplit(".", 1)[-1], "items")
-        message = f"{ctx.get('actual_length')} {what}; at most {ctx.get('max_length')}"
+        actual = ctx.get("actual_length") or (len(value) if isinstance(value, (list, dict)) else "too many")
+        message = f"{actual} {what}; at most {ctx.get('max_length')}"
     elif kind == "too_short":
         message = f"needs at least {ctx.get('min_length')} item(s)"
     elif kind == "extra_forbidden":

@@ -30,6 +30,7 @@ from gateway.routing import Operation, Route
 logger = logging.getLogger(__name__)
 
 STREAM_THRESHOLD = 64 * 1024
+LINGER = 5.0  # after refusing a request mid-body, keep draining the client this long before closing
 MAX_PIPELINE = 16  # queued requests on one connection before reading pauses
 
 
@@ -76,6 +77,7 @@ class HttpProtocol(asyncio.Protocol):
         self._write_paused = False
         self._drain: asyncio.Future[None] | None = None
         self._closing = False
+        self._linger: asyncio.TimerHandle | None = None
 
     # connection lifecycle
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -93,6 +95,8 @@ class HttpProtocol(asyncio.Protocol):
             self._task.cancel()  # nobody is left to answer; stop waiting on the container
         self._queue.clear()
         self._wake_drain()
+        if self._linger is not None:
+            self._linger.cancel()
 
     def data_received(self, data: bytes) -> None:
         if self._ignoring:
@@ -219,7 +223,7 @@ class HttpProtocol(asyncio.Protocol):
         if self._transport is None or self._transport.is_closing():
             return
         if not done.keep_alive or (self._closing and not self._queue):
-            self._transport.close()
+            self._close()
             return
         if self._queue:
             if len(self._queue) == MAX_PIPELINE:
@@ -262,6 +266,20 @@ class HttpProtocol(asyncio.Protocol):
         finally:
             if not reply.complete:
                 reply.abandon()
+
+    def _close(self) -> None:
+        """Close after the answer; if the client may still be sending a refused body, drain it first.
+
+        Closing a socket with unread input resets the connection, which can destroy the error answer
+        before the client reads it; so half-close, discard what still comes, and close after LINGER.
+        """
+        assert self._transport is not None
+        if self._ignoring and self._transport.can_write_eof():
+            self._transport.write_eof()
+            self._transport.resume_reading()
+            self._linger = self._loop.call_later(LINGER, self._transport.close)
+        else:
+            self._transport.close()
 
     def _write_body(self, chunks: list[bytes], chunked: bool) -> None:
         for piece in chunks:

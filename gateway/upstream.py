@@ -55,7 +55,7 @@ class UpstreamTimeout(UpstreamError):
 class Response:
     """One response from a container: head at once, body as it arrives (bounded by HIGH_WATER)."""
 
-    __slots__ = ("status", "headers", "complete", "_chunks", "_buffered", "_error", "_waiter", "_conn")
+    __slots__ = ("_buffered", "_chunks", "_conn", "_error", "_waiter", "complete", "headers", "status")
 
     def __init__(self, conn: Connection) -> None:
         self.status = 0
@@ -225,7 +225,8 @@ class Connection(asyncio.Protocol):
         response = Response(self)
         self._response = response
         self._received = False
-        self._head_waiter = waiter = self._loop.create_future()
+        waiter: asyncio.Future[Response] = self._loop.create_future()
+        self._head_waiter = waiter
         self._timer = self._loop.call_at(deadline, self._on_deadline)
         if isinstance(data, bytes):
             self._transport.write(data)

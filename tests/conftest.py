@@ -54,14 +54,19 @@ class Proc:
 
 def start_process(argv: list[str], *, stderr: Path | None = None) -> Proc:
     """Start `argv` and wait (bounded) for its `listening on PORT` line."""
-    err = open(stderr, "w") if stderr is not None else subprocess.DEVNULL  # noqa: SIM115
-    popen = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if stderr is not None:
+        with open(stderr, "w") as err:  # the child keeps its own descriptor
+            popen = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err, text=True, env=env)
+    else:
+        popen = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
     lines: queue.Queue[str] = queue.Queue()
 
     def pump() -> None:
         assert popen.stdout is not None
-        for line in popen.stdout:
-            lines.put(line)
+        with popen.stdout:
+            for line in popen.stdout:
+                lines.put(line)
         lines.put("")
 
     threading.Thread(target=pump, daemon=True).start()

@@ -73,7 +73,7 @@ class ReplyTooLarge(Exception):
 class BufferedReply:
     """A reply already whole in memory (for protocols that convert the answer)."""
 
-    __slots__ = ("content_type", "custom_attributes", "_body")
+    __slots__ = ("_body", "content_type", "custom_attributes")
 
     complete = True
 

@@ -10,8 +10,8 @@ from urllib.parse import urlsplit
 
 from gateway import upstream
 from gateway.backends.base import ERROR_BODY_LIMIT, ReplyTooLarge, error_status, unreachable
-from gateway.errors import ModelError
 from gateway.endpoint import BackendSpec
+from gateway.errors import ModelError
 from gateway.invocation import Invocation
 
 HEALTH_TIMEOUT = 2.0  # SageMaker's ping timeout (spec §5)
@@ -21,7 +21,7 @@ _SMALL_BODY = 64 * 1024  # below this, head and body are joined and written in o
 class HttpReply:
     """A 2xx upstream response, as a `Reply`: transport failures come out as `ModelError`."""
 
-    __slots__ = ("_response", "_backend")
+    __slots__ = ("_backend", "_response")
 
     def __init__(self, response: upstream.Response, backend: HttpBackend) -> None:
         self._response = response

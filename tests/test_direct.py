@@ -1,0 +1,170 @@
+"""Direct mode through an unmodified boto3 client: routing, headers both ways, streaming, and its errors."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from botocore.exceptions import ResponseStreamingError
+from conftest import Processes, container_doc, endpoint_doc, runtime_client
+
+NAMES = ("alpha", "beta", "gamma")
+
+
+@pytest.fixture(scope="module")
+def client(module_procs: Processes) -> Iterator[Any]:
+    containers = [container_doc(name, module_procs.container(name).url) for name in NAMES]
+    gateway = module_procs.gateway(endpoint_doc("Direct", containers))
+    yield runtime_client(gateway.url)
+
+
+def invoke(client: Any, target: str | None, doc: object = None, **kwargs: Any) -> dict[str, Any]:
+    if target is not None:
+        kwargs["TargetContainerHostname"] = target
+    body = kwargs.pop("Body", None)
+    return client.invoke_endpoint(
+        EndpointName="demo", Body=body if body is not None else json.dumps(doc or {}), **kwargs
+    )
+
+
+@pytest.mark.parametrize("target", NAMES)
+def test_each_container_is_reached_by_its_hostname(client: Any, target: str) -> None:
+    answer = json.loads(invoke(client, target, {"instances": [1, 2]})["Body"].read())
+    assert answer["trail"] == [target]
+    assert answer["instances"] == [1, 2]
+
+
+def test_forwards_only_the_runtime_api_headers(client: Any) -> None:
+    response = invoke(
+        client,
+        "beta",
+        {},
+        ContentType="application/json",
+        Accept="application/json",
+        CustomAttributes="trace=1",
+        InferenceId="inference-7",
+        TargetModel="model.tar.gz",
+    )
+    seen = json.loads(response["Body"].read())["seen"]["beta"]["headers"]
+    assert seen["Content-Type"] == "application/json"
+    assert seen["Accept"] == "application/json"
+    assert seen["X-Amzn-SageMaker-Custom-Attributes"] == "trace=1"
+    assert seen["X-Amzn-SageMaker-Inference-Id"] == "inference-7"
+    assert seen["X-Amzn-SageMaker-Target-Model"] == "model.tar.gz"
+    lowered = {name.lower() for name in seen}
+    for dropped in ("authorization", "x-amz-date", "user-agent", "amz-sdk-invocation-id",
+                    "x-amzn-sagemaker-target-container-hostname"):
+        assert dropped not in lowered
+
+
+def test_answers_with_the_container_content_type_and_sagemaker_headers(client: Any) -> None:
+    doc = {"faults": {"gamma": {"content_type": "text/csv; charset=utf-8", "attributes": "answer=42"}}}
+    response = invoke(client, "gamma", doc)
+    assert response["ContentType"] == "text/csv; charset=utf-8"
+    assert response["CustomAttributes"] == "answer=42"
+    assert response["InvokedProductionVariant"] == "AllTraffic"
+    assert len(response["ResponseMetadata"]["RequestId"]) == 36
+
+
+def test_request_ids_differ(client: Any) -> None:
+    first = invoke(client, "alpha")["ResponseMetadata"]["RequestId"]
+    second = invoke(client, "alpha")["ResponseMetadata"]["RequestId"]
+    assert first != second
+
+
+def test_raw_bodies_pass_through_untouched(client: Any) -> None:
+    payload = bytes(range(256)) * 100
+    response = invoke(client, "alpha", Body=payload, ContentType="application/octet-stream")
+    assert response["Body"].read() == payload
+    assert response["ContentType"] == "application/octet-stream"
+
+
+def test_empty_body(client: Any) -> None:
+    assert invoke(client, "alpha", Body=b"")["Body"].read() == b""
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_large_answers_stream_through(client: Any, chunked: bool) -> None:
+    size = 3 * 1024 * 1024 + 17
+    response = invoke(client, "beta", {"faults": {"beta": {"size": size, "chunked": chunked}}})
+    assert response["Body"].read() == b"x" * size
+
+
+def test_container_error_is_a_model_error_with_the_original_status_and_message(client: Any) -> None:
+    with pytest.raises(client.exceptions.ModelError) as caught:
+        invoke(client, "alpha", {"faults": {"alpha": {"status": 400, "message": "bad tensor shape"}}})
+    error = caught.value.response
+    assert error["OriginalStatusCode"] == 400
+    assert error["OriginalMessage"] == "bad tensor shape"
+    assert "alpha" in error["Error"]["Message"] and "bad tensor shape" in error["Error"]["Message"]
+    assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 424
+
+
+def test_server_errors_keep_their_status(client: Any) -> None:
+    with pytest.raises(client.exceptions.ModelError) as caught:
+        invoke(client, "gamma", {"faults": {"gamma": {"status": 507, "message": "Out of resources"}}})
+    assert caught.value.response["OriginalStatusCode"] == 507
+    assert "server error (507) from gamma" in caught.value.response["Error"]["Message"]
+
+
+def test_missing_hostname_is_a_validation_error_naming_the_choices(client: Any) -> None:
+    with pytest.raises(client.exceptions.ValidationError, match="alpha, beta, gamma"):
+        invoke(client, None)
+
+
+def test_unknown_hostname_is_a_validation_error(client: Any) -> None:
+    with pytest.raises(client.exceptions.ValidationError, match="'delta' is not a container of endpoint demo"):
+        invoke(client, "delta")
+
+
+@pytest.mark.parametrize("target", ["bad_name", "-leading", "x" * 64])
+def test_hostname_breaking_the_pattern_is_a_validation_error(client: Any, target: str) -> None:
+    with pytest.raises(client.exceptions.ValidationError, match="does not match"):
+        invoke(client, target)
+
+
+def test_unknown_endpoint_is_a_validation_error_worded_as_sagemaker(client: Any) -> None:
+    with pytest.raises(client.exceptions.ValidationError, match="Endpoint other of account 000000000000 not found"):
+        client.invoke_endpoint(EndpointName="other", TargetContainerHostname="alpha", Body=b"{}")
+
+
+def test_endpoint_name_breaking_the_pattern(client: Any) -> None:
+    with pytest.raises(client.exceptions.ValidationError, match="does not match"):
+        client.invoke_endpoint(EndpointName="a" * 64, TargetContainerHostname="alpha", Body=b"{}")
+
+
+def test_body_over_6_mib_is_refused(client: Any) -> None:
+    with pytest.raises(client.exceptions.ValidationError, match="at most 6291456 bytes"):
+        invoke(client, "alpha", Body=b"x" * (6 * 1024 * 1024 + 1))
+
+
+def test_body_of_exactly_6_mib_is_served(client: Any) -> None:
+    body = b"y" * (6 * 1024 * 1024)
+    assert invoke(client, "alpha", Body=body, ContentType="application/octet-stream")["Body"].read() == body
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "match"),
+    [
+        ("ContentType", "x" * 1025, "ContentType"),
+        ("Accept", "é", "Accept"),
+        ("CustomAttributes", "a" * 1025, "CustomAttributes"),
+        ("TargetModel", "m" * 1025, "TargetModel"),
+        ("TargetModel", "model\x7f.tar.gz", "Malformed HTTP request"),
+        ("InferenceId", "i" * 65, "InferenceId"),
+        ("TargetVariant", "Canary", "variant"),
+    ],
+)
+def test_headers_breaking_the_api_constraints(client: Any, field: str, value: str, match: str) -> None:
+    with pytest.raises(client.exceptions.ValidationError, match=match):
+        invoke(client, "alpha", **{field: value})
+
+
+def test_stream_cut_after_the_answer_began_fails_the_read(client: Any) -> None:
+    size = 2 * 1024 * 1024
+    response = invoke(client, "beta", {"faults": {"beta": {"size": size, "cut_at": 300_000}}})
+    with pytest.raises(ResponseStreamingError):
+        response["Body"].read()
+    assert json.loads(invoke(client, "beta")["Body"].read())["trail"] == ["beta"]
