@@ -52,9 +52,9 @@ class Proc:
         return self.popen.wait(timeout=timeout)
 
 
-def start_process(argv: list[str], *, stderr: Path | None = None) -> Proc:
+def start_process(argv: list[str], *, stderr: Path | None = None, env: dict[str, str] | None = None) -> Proc:
     """Start `argv` and wait (bounded) for its `listening on PORT` line."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     if stderr is not None:
         with open(stderr, "w") as err:  # the child keeps its own descriptor
             popen = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err, text=True, env=env)

@@ -75,9 +75,9 @@ class HttpBackend:
             raise ValueError(f"container {name} has no Backend.Url")
         parts = urlsplit(spec.Url)
         self.name = name
-        self.address = f"{parts.hostname}:{parts.port or 80}"
         self._host = parts.hostname or "127.0.0.1"
-        self._port = parts.port or 80
+        self._port = parts.port if parts.port is not None else 80
+        self.address = f"{self._host}:{self._port}"
         self._timeout = spec.InvocationTimeoutInSeconds
         self._connect_timeout = spec.ConnectTimeoutInSeconds
         host_header = b"Host: " + self.address.encode() + b"\r\n"
