@@ -63,19 +63,46 @@ class ContainerMode(str, Enum):
 
 
 class BackendProtocol(str, Enum):
-    """How the gateway talks to a container. Later protocols join this enum and `gateway.backends`."""
+    """How the gateway talks to a container; each has a module in `gateway.backends`."""
 
     SAGEMAKER = "sagemaker"  # the generic container contract: GET /ping, POST /invocations (spec §5)
+    TORCHSERVE_REST = "torchserve-rest"  # POST /predictions/{model}[/{version}]
+    TORCHSERVE_GRPC = "torchserve-grpc"  # InferenceAPIsService.Predictions
+
+    @property
+    def is_grpc(self) -> bool:
+        return self.value.endswith("-grpc")
+
+    @property
+    def needs_model(self) -> bool:
+        return self is not BackendProtocol.SAGEMAKER
+
+
+HttpUrl = Annotated[str, StringConstraints(pattern=r"^http://[^/\s]+/?$")]
+
+
+class LaunchSpec(_Shape):
+    """How `mce up` starts the container natively (no Docker): a command, run with SageMaker's environment."""
+
+    # argv; a leading `python` is the gateway's own interpreter; relative paths are from the document's folder
+    Command: list[Annotated[str, StringConstraints(min_length=1)]] = Field(min_length=1)
 
 
 class BackendSpec(_Shape):
     """Our extension: how the gateway reaches one container."""
 
     Protocol: BackendProtocol = BackendProtocol.SAGEMAKER
-    # A container that is already running. Absent: the container is to be launched natively (`mce up`).
-    Url: Annotated[str, StringConstraints(pattern=r"^http://[^/\s]+/?$")] | None = None
+    # A container that is already running: http://host:port, or grpc://host:port for the -grpc protocols.
+    # Absent: the container is launched natively (`mce up`) and its addresses come from its port allocation.
+    Url: Annotated[str, StringConstraints(pattern=r"^(http|grpc)://[^/\s]+/?$")] | None = None
+    # TorchServe's management API, where a model's workers tell whether it can serve (readiness).
+    ManagementUrl: HttpUrl | None = None
+    # The model's name (and version) inside a TorchServe or TF Serving container.
+    Model: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=256)] | None = None
+    ModelVersion: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)] | None = None
     InvocationTimeoutInSeconds: Seconds = DEFAULT_INVOCATION_TIMEOUT
     ConnectTimeoutInSeconds: Seconds = DEFAULT_CONNECT_TIMEOUT
+    Launch: LaunchSpec | None = None
 
 
 class ImageConfigSpec(_Shape):
@@ -237,6 +264,9 @@ def _check_rules(document: dict[str, object]) -> list[DocumentIssue]:
         else:
             first_seen[name] = index
 
+    for path, container in zip(paths, containers):
+        issues += _backend_rules(f"{path}.Backend", container.get("Backend"))
+
     multi_model = [i for i, c in enumerate(containers) if c.get("Mode") == ContainerMode.MULTI_MODEL.value]
     if not direct and len(multi_model) > 1:
         issues.append(
@@ -256,6 +286,24 @@ def _check_rules(document: dict[str, object]) -> list[DocumentIssue]:
                 f"at most {MAX_ENVIRONMENT_BYTES}",
             )
         )
+    return issues
+
+
+def _backend_rules(path: str, backend: object) -> list[DocumentIssue]:
+    """A protocol needs the matching URL scheme, and a model name unless it is the generic contract."""
+    if not isinstance(backend, dict):
+        return []
+    try:
+        protocol = BackendProtocol(backend.get("Protocol", BackendProtocol.SAGEMAKER.value))
+    except ValueError:
+        return []  # reported by the shape check
+    issues = []
+    url = backend.get("Url")
+    scheme = "grpc" if protocol.is_grpc else "http"
+    if isinstance(url, str) and not url.startswith(f"{scheme}://"):
+        issues.append(DocumentIssue(f"{path}.Url", f"Protocol {protocol.value} is reached at a {scheme}:// URL"))
+    if protocol.needs_model and backend.get("Model") is None:
+        issues.append(DocumentIssue(f"{path}.Model", f"required for Protocol {protocol.value}: the model's name in the server"))
     return issues
 
 

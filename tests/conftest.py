@@ -159,3 +159,79 @@ def endpoint_doc(mode: str, containers: list[dict[str, Any]], name: str = "demo"
 
 
 Invoke = Callable[..., dict[str, Any]]
+
+
+ROOT = HERE.parent
+PYTORCH_BUILD = ROOT / "build" / "pytorch"
+
+
+def build_pytorch_model() -> Path:
+    """containers/pytorch's build (cheap when nothing changed); returns the model store."""
+    subprocess.run([sys.executable, str(ROOT / "containers" / "pytorch" / "build_model.py")], check=True, timeout=600)
+    return PYTORCH_BUILD / "model-store"
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = 120.0) -> None:
+    """Poll `condition` until it holds; readiness has no event to wait on, so it is asked, with a deadline."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} not within {timeout:g} s")
+        time.sleep(0.1)
+
+
+@dataclass
+class TorchServe:
+    process: Any  # gateway.launch.process.ContainerProcess
+    ports: Any  # gateway.launch.ports.PortAllocation
+
+    @property
+    def rest(self) -> str:
+        return f"http://127.0.0.1:{self.ports.bind}"
+
+    @property
+    def management(self) -> str:
+        return f"http://127.0.0.1:{self.ports.extra(0)}"
+
+    @property
+    def grpc(self) -> str:
+        return f"grpc://127.0.0.1:{self.ports.extra(2)}"
+
+    def model_ready(self, model: str = "mnist") -> bool:
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(f"{self.management}/models/{model}", timeout=2) as response:
+                return any(w["status"] == "READY" for m in json.loads(response.read()) for w in m["workers"])
+        except OSError:
+            return False
+
+
+def start_torchserve(run_dir: Path) -> TorchServe:
+    """A real TorchServe (containers/pytorch/serve.py) on ports SageMaker-style, model loaded and ready."""
+    from gateway.launch.ports import allocate
+    from gateway.launch.process import ContainerProcess
+
+    store = build_pytorch_model()
+    ports = allocate()
+    env = {
+        **os.environ,
+        **ports.environment(),
+        "MCE_MODEL_DIR": str(store),
+        "MCE_RUN_DIR": str(run_dir / "torchserve"),
+        "MCE_BIND_ADDRESS": "127.0.0.1",
+    }
+    process = ContainerProcess(
+        [sys.executable, str(ROOT / "containers" / "pytorch" / "serve.py")], env=env, log_path=run_dir / "torchserve.log"
+    )
+    server = TorchServe(process, ports)
+    try:
+        wait_until(lambda: server.model_ready() or process.returncode is not None, "TorchServe's model ready")
+    except BaseException:
+        process.stop()
+        raise
+    if process.returncode is not None:
+        raise RuntimeError(f"TorchServe exited {process.returncode}:\n{(run_dir / 'torchserve.log').read_text()[-3000:]}")
+    return server

@@ -1,24 +1,28 @@
 """Where a request leaves the gateway: one backend per container, one module per protocol.
 
-`build_backend` is the one place a protocol name becomes code; a new protocol adds a module and a line
-in `_FACTORIES`.
+`build_backend` is the one place a protocol name becomes code; a new protocol adds a module and a line in
+`_MODULES`. Modules are imported on first use, so an endpoint without gRPC containers never loads grpc.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 
 from gateway.backends.base import Backend, BufferedReply, Reply, ReplyTooLarge
-from gateway.backends.sagemaker import SageMakerBackend
 from gateway.endpoint import BackendProtocol, BackendSpec
 
 __all__ = ["Backend", "BufferedReply", "Reply", "ReplyTooLarge", "build_backend"]
 
-_FACTORIES: dict[BackendProtocol, Callable[[str, BackendSpec], Backend]] = {
-    BackendProtocol.SAGEMAKER: SageMakerBackend,
+_MODULES: dict[BackendProtocol, tuple[str, str]] = {
+    BackendProtocol.SAGEMAKER: ("gateway.backends.sagemaker", "SageMakerBackend"),
+    BackendProtocol.TORCHSERVE_REST: ("gateway.backends.torchserve", "TorchServeRestBackend"),
+    BackendProtocol.TORCHSERVE_GRPC: ("gateway.backends.torchserve", "TorchServeGrpcBackend"),
 }
 
 
 def build_backend(name: str, spec: BackendSpec) -> Backend:
     """The backend for container `name`, as its `Backend` section describes it."""
-    return _FACTORIES[spec.Protocol](name, spec)
+    module, cls = _MODULES[spec.Protocol]
+    factory: Callable[[str, BackendSpec], Backend] = getattr(importlib.import_module(module), cls)
+    return factory(name, spec)

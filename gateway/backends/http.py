@@ -64,33 +64,64 @@ class HttpReply:
         self._response.abandon()
 
 
-class HttpBackend:
-    """A container reached over HTTP/1.1 at `Backend.Url`."""
+class HttpAddress:
+    """One HTTP server a backend talks to: its address, its `Host` header, and a keep-alive pool."""
 
-    invocations_path = b"/invocations"
-    ping_path = b"/ping"
-
-    def __init__(self, name: str, spec: BackendSpec) -> None:
-        if spec.Url is None:
-            raise ValueError(f"container {name} has no Backend.Url")
-        parts = urlsplit(spec.Url)
-        self.name = name
-        self._host = parts.hostname or "127.0.0.1"
-        self._port = parts.port if parts.port is not None else 80
-        self.address = f"{self._host}:{self._port}"
-        self._timeout = spec.InvocationTimeoutInSeconds
-        self._connect_timeout = spec.ConnectTimeoutInSeconds
-        host_header = b"Host: " + self.address.encode() + b"\r\n"
-        self._invoke_head = b"POST " + self.invocations_path + b" HTTP/1.1\r\n" + host_header
-        self._ping_request = b"GET " + self.ping_path + b" HTTP/1.1\r\n" + host_header + b"\r\n"
+    def __init__(self, url: str, connect_timeout: float) -> None:
+        parts = urlsplit(url)
+        self.host = parts.hostname or "127.0.0.1"
+        self.port = parts.port if parts.port is not None else 80
+        self.address = f"{self.host}:{self.port}"
+        self.host_header = b"Host: " + self.address.encode() + b"\r\n"
+        self._connect_timeout = connect_timeout
         self._pool: upstream.Pool | None = None
 
-    async def start(self) -> None:
-        self._pool = upstream.Pool(self._host, self._port, connect_timeout=self._connect_timeout)
+    @property
+    def pool(self) -> upstream.Pool:
+        assert self._pool is not None, "start() first"
+        return self._pool
 
-    async def close(self) -> None:
+    def start(self) -> None:
+        self._pool = upstream.Pool(self.host, self.port, connect_timeout=self._connect_timeout)
+
+    def close(self) -> None:
         if self._pool is not None:
             self._pool.close()
+
+    def get_request(self, path: bytes) -> bytes:
+        return b"GET " + path + b" HTTP/1.1\r\n" + self.host_header + b"Accept: application/json\r\n\r\n"
+
+    async def probe(self, request: bytes, what: str) -> tuple[int, bytes] | str:
+        """A health request: (status, body), or why it got no answer within HEALTH_TIMEOUT."""
+        try:
+            response = await self.pool.request(request, timeout=HEALTH_TIMEOUT)
+            return response.status, await response.read(ERROR_BODY_LIMIT)
+        except upstream.UpstreamTimeout:
+            return f"{self.address} did not answer {what} within {HEALTH_TIMEOUT:g} s"
+        except upstream.UpstreamError as exc:
+            return f"{self.address} {exc}"
+        except upstream.ResponseTooLarge:
+            return f"{self.address} answered {what} with an oversized body"
+
+
+class HttpBackend:
+    """A container reached over HTTP/1.1 at `Backend.Url`: `POST /invocations`, healthy when `GET /ping` is 200."""
+
+    def __init__(self, name: str, spec: BackendSpec, *, invocations_path: bytes = b"/invocations") -> None:
+        if spec.Url is None:
+            raise ValueError(f"container {name} has no Backend.Url")
+        self.name = name
+        self.server = HttpAddress(spec.Url, spec.ConnectTimeoutInSeconds)
+        self.address = self.server.address
+        self._timeout = spec.InvocationTimeoutInSeconds
+        self._invoke_head = b"POST " + invocations_path + b" HTTP/1.1\r\n" + self.server.host_header
+        self._ping_request = self.server.get_request(b"/ping")
+
+    async def start(self) -> None:
+        self.server.start()
+
+    async def close(self) -> None:
+        self.server.close()
 
     async def invoke(self, call: Invocation) -> HttpReply:
         response = await self.send(self.request_bytes(call), self._timeout)
@@ -99,18 +130,12 @@ class HttpBackend:
         raise error_status(self.name, response.status, await self._error_body(response))
 
     async def check_health(self) -> str | None:
-        assert self._pool is not None, "start() first"
-        try:
-            response = await self._pool.request(self._ping_request, timeout=HEALTH_TIMEOUT)
-            body = await response.read(ERROR_BODY_LIMIT)
-        except upstream.UpstreamTimeout:
-            return f"{self.address} did not answer /ping within {HEALTH_TIMEOUT:g} s"
-        except upstream.UpstreamError as exc:
-            return f"{self.address} {exc}"
-        except upstream.ResponseTooLarge:
-            return f"{self.address} answered /ping with an oversized body"
-        if response.status != 200:
-            return f"{self.address} answered /ping with {response.status}: {body[:200].decode('utf-8', 'replace')}"
+        answer = await self.server.probe(self._ping_request, "/ping")
+        if isinstance(answer, str):
+            return answer
+        status, body = answer
+        if status != 200:
+            return f"{self.address} answered /ping with {status}: {body[:200].decode('utf-8', 'replace')}"
         return None
 
     def request_bytes(self, call: Invocation) -> bytes | list[bytes]:
@@ -133,9 +158,8 @@ class HttpBackend:
         return [b"".join(parts), call.body]
 
     async def send(self, data: bytes | list[bytes], timeout: float) -> upstream.Response:
-        assert self._pool is not None, "start() first"
         try:
-            return await self._pool.request(data, timeout=timeout)
+            return await self.server.pool.request(data, timeout=timeout)
         except upstream.UpstreamError as exc:
             raise self.failure(exc, timeout) from exc
 

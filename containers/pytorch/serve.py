@@ -1,0 +1,160 @@
+"""The PyTorch container's entrypoint: TorchServe on the ports SageMaker hands out. Docker and native alike.
+
+Reads the environment SageMaker gives a container of a multi-container endpoint and writes TorchServe's
+config from it:
+
+    SAGEMAKER_BIND_TO_PORT     inference REST API, incl. SageMaker's /ping and /invocations (default 8080)
+    SAGEMAKER_SAFE_PORT_RANGE  first..first+3: management, metrics, gRPC inference, gRPC management
+                               (default 8081, 8082, 7070, 7071)
+    SAGEMAKER_MULTI_MODEL      "true": start with no model loaded (models are loaded on demand)
+    MCE_MODEL_DIR              the model store, *.mar files (default /opt/ml/model)
+    MCE_RUN_DIR                config and TorchServe's own files (default /tmp/torchserve)
+    MCE_BIND_ADDRESS           address to listen on (default 0.0.0.0; native launch uses 127.0.0.1)
+
+Token authorization is off and the model API on (both needed locally, see shared/spec/backends.md), no
+config snapshots, logs at WARN on stdout. TorchServe's launcher does not pass SIGTERM on to java, so this
+process does: on SIGTERM or SIGINT it stops java and the launcher by PID, and kills java if it has not gone
+within the grace period. Standard library only: it runs in the official TorchServe image unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+
+GRACE = 25.0  # below SageMaker's 30 s between SIGTERM and SIGKILL
+
+LOG4J2 = """<?xml version="1.0" encoding="UTF-8"?>
+<Configuration status="WARN">
+  <Appenders>
+    <Console name="stdout" target="SYSTEM_OUT">
+      <PatternLayout pattern="%d{ISO8601} [%-5p] %c - %m%n"/>
+    </Console>
+  </Appenders>
+  <Loggers>
+    <Logger name="ACCESS_LOG" level="off"/>
+    <Logger name="MODEL_METRICS" level="off"/>
+    <Logger name="TS_METRICS" level="off"/>
+    <Logger name="MODEL_LOG" level="warn"/>
+    <Root level="warn"><AppenderRef ref="stdout"/></Root>
+  </Loggers>
+</Configuration>
+"""
+
+
+def ports() -> dict[str, int]:
+    bind = int(os.environ.get("SAGEMAKER_BIND_TO_PORT", "8080"))
+    safe = os.environ.get("SAGEMAKER_SAFE_PORT_RANGE")
+    if safe:
+        first, last = (int(part) for part in safe.split("-", 1))
+        if last - first < 3:
+            raise SystemExit(f"SAGEMAKER_SAFE_PORT_RANGE={safe}: TorchServe needs 4 ports in it")
+        extra = [first, first + 1, first + 2, first + 3]
+    else:
+        extra = [8081, 8082, 7070, 7071]
+    return {"inference": bind, "management": extra[0], "metrics": extra[1], "grpc": extra[2], "grpc_management": extra[3]}
+
+
+def write_config(run_dir: Path, model_dir: Path, address: str, multi_model: bool) -> Path:
+    p = ports()
+    config = run_dir / "config.properties"
+    config.write_text(
+        "\n".join(
+            [
+                f"inference_address=http://{address}:{p['inference']}",
+                f"management_address=http://{address}:{p['management']}",
+                f"metrics_address=http://{address}:{p['metrics']}",
+                f"grpc_inference_address={address}",
+                f"grpc_inference_port={p['grpc']}",
+                f"grpc_management_address={address}",
+                f"grpc_management_port={p['grpc_management']}",
+                "disable_token_authorization=true",
+                "enable_model_api=true",
+                f"model_store={model_dir}",
+                f"load_models={'' if multi_model else 'all'}",
+                "default_workers_per_model=1",
+                "install_py_dep_per_model=false",
+                "max_request_size=6553600",
+                "max_response_size=6553600",
+                "vmargs=-Xmx512m -XX:+UseSerialGC -XX:+ExitOnOutOfMemoryError",
+                "",
+            ]
+        )
+    )
+    (run_dir / "log4j2.xml").write_text(LOG4J2)
+    return config
+
+
+def java_pid(run_dir: Path) -> int | None:
+    """TorchServe's launcher writes java's PID to $TMPDIR/.model_server.pid; TMPDIR is the run directory."""
+    try:
+        return int((run_dir / ".model_server.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def main() -> int:
+    model_dir = Path(os.environ.get("MCE_MODEL_DIR", "/opt/ml/model")).resolve()
+    run_dir = Path(os.environ.get("MCE_RUN_DIR", "/tmp/torchserve")).resolve()
+    address = os.environ.get("MCE_BIND_ADDRESS", "0.0.0.0")
+    multi_model = os.environ.get("SAGEMAKER_MULTI_MODEL", "").lower() == "true"
+    if not model_dir.is_dir():
+        print(f"serve.py: model directory {model_dir} does not exist (MCE_MODEL_DIR)", file=sys.stderr)
+        return 2
+    if not multi_model and not any(model_dir.glob("*.mar")):
+        print(f"serve.py: no *.mar model archive in {model_dir}; build it with containers/pytorch/build", file=sys.stderr)
+        return 2
+    launcher_path = shutil.which("torchserve") or str(Path(sys.executable).with_name("torchserve"))
+    if not Path(launcher_path).exists():
+        print("serve.py: the torchserve command is missing; install torchserve==0.12.0", file=sys.stderr)
+        return 2
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / ".model_server.pid").unlink(missing_ok=True)
+    config = write_config(run_dir, model_dir, address, multi_model)
+    env = {**os.environ, "TMPDIR": str(run_dir), "LOG_LOCATION": str(run_dir), "METRICS_LOCATION": str(run_dir)}
+    launcher = subprocess.Popen(
+        [launcher_path, "--foreground", "--ncs", "--ts-config", str(config), "--model-store", str(model_dir),
+         "--log-config", str(run_dir / "log4j2.xml")],
+        env=env,
+        cwd=run_dir,
+    )
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        for pid in (java_pid(run_dir), launcher.pid):
+            if pid is not None and alive(pid):
+                os.kill(pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    code = launcher.wait()
+    java = java_pid(run_dir)
+    if java is not None:
+        deadline = time.monotonic() + GRACE
+        while alive(java) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if alive(java):
+            os.kill(java, signal.SIGKILL)
+    return code if code >= 0 else 128 - code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

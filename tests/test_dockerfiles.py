@@ -1,0 +1,48 @@
+"""The Dockerfiles cannot be built here (no Docker engine), so what can be checked without one is checked."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+
+import pytest
+from dockerfile_parse import DockerfileParser
+
+ROOT = Path(__file__).parent.parent
+CONTAINERS = sorted(ROOT.glob("containers/*/Dockerfile"))
+OFFICIAL = ("pytorch/torchserve:", "tensorflow/serving:", "python:")
+
+
+def parse(path: Path) -> DockerfileParser:
+    return DockerfileParser(str(path))
+
+
+@pytest.mark.parametrize("path", CONTAINERS, ids=lambda p: p.parent.name)
+def test_serving_container_honours_the_multi_container_contract(path: Path) -> None:
+    dockerfile = parse(path)
+    # SageMaker refuses a multi-container image without this label (spec §2.2)
+    assert dockerfile.labels.get("com.amazonaws.sagemaker.capabilities.accept-bind-to-port") == "true"
+
+
+@pytest.mark.parametrize("path", CONTAINERS, ids=lambda p: p.parent.name)
+def test_builds_from_official_images_with_sources_that_exist(path: Path) -> None:
+    dockerfile = parse(path)
+    for instruction in dockerfile.structure:
+        if instruction["instruction"] == "FROM":
+            image = instruction["value"].split()[0]
+            assert image.startswith(OFFICIAL), image
+        if instruction["instruction"] in ("COPY", "ADD"):
+            words = shlex.split(instruction["value"])
+            if any(word.startswith("--from=") for word in words):
+                continue
+            for source in [w for w in words if not w.startswith("--")][:-1]:
+                assert (ROOT / source).exists(), f"{path}: {source} is not in the repository"
+
+
+@pytest.mark.parametrize("path", CONTAINERS, ids=lambda p: p.parent.name)
+def test_entrypoint_is_exec_form_without_tini(path: Path) -> None:
+    entrypoints = [i["value"] for i in parse(path).structure if i["instruction"] == "ENTRYPOINT"]
+    assert entrypoints, "SageMaker runs `docker run IMAGE serve`: the image needs an ENTRYPOINT"
+    argv = json.loads(entrypoints[-1])  # exec form is a JSON array (spec §5)
+    assert "tini" not in argv[0]
