@@ -68,6 +68,8 @@ class BackendProtocol(str, Enum):
     SAGEMAKER = "sagemaker"  # the generic container contract: GET /ping, POST /invocations (spec §5)
     TORCHSERVE_REST = "torchserve-rest"  # POST /predictions/{model}[/{version}]
     TORCHSERVE_GRPC = "torchserve-grpc"  # InferenceAPIsService.Predictions
+    TFSERVING_REST = "tfserving-rest"  # POST /v1/models/{model}[/versions/{v}|/labels/{l}]:predict
+    TFSERVING_GRPC = "tfserving-grpc"  # tensorflow.serving.PredictionService/Predict
 
     @property
     def is_grpc(self) -> bool:
@@ -100,6 +102,9 @@ class BackendSpec(_Shape):
     # The model's name (and version) inside a TorchServe or TF Serving container.
     Model: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=256)] | None = None
     ModelVersion: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)] | None = None
+    ModelLabel: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)] | None = None
+    # TF Serving: the signature used when a request names none (default serving_default).
+    SignatureName: Annotated[str, StringConstraints(min_length=1, max_length=256)] | None = None
     InvocationTimeoutInSeconds: Seconds = DEFAULT_INVOCATION_TIMEOUT
     ConnectTimeoutInSeconds: Seconds = DEFAULT_CONNECT_TIMEOUT
     Launch: LaunchSpec | None = None
@@ -304,6 +309,15 @@ def _backend_rules(path: str, backend: object) -> list[DocumentIssue]:
         issues.append(DocumentIssue(f"{path}.Url", f"Protocol {protocol.value} is reached at a {scheme}:// URL"))
     if protocol.needs_model and backend.get("Model") is None:
         issues.append(DocumentIssue(f"{path}.Model", f"required for Protocol {protocol.value}: the model's name in the server"))
+    version, label = backend.get("ModelVersion"), backend.get("ModelLabel")
+    if version is not None and label is not None:
+        issues.append(DocumentIssue(f"{path}.ModelLabel", "give ModelVersion or ModelLabel, not both"))
+    if label is not None and not protocol.value.startswith("tfserving"):
+        issues.append(DocumentIssue(f"{path}.ModelLabel", "only TF Serving has version labels"))
+    if protocol is BackendProtocol.TFSERVING_GRPC and isinstance(version, str) and not version.isdigit():
+        issues.append(DocumentIssue(f"{path}.ModelVersion", f"'{version}' is not a number; TF Serving versions are"))
+    if backend.get("SignatureName") is not None and not protocol.value.startswith("tfserving"):
+        issues.append(DocumentIssue(f"{path}.SignatureName", "only TF Serving models have signatures"))
     return issues
 
 

@@ -40,8 +40,11 @@ def generate(into: Path) -> None:
         ]
         if protoc.main(args) != 0:
             raise SystemExit(f"protoc failed on {source}")
-    for package in packages:
-        (into / package / "__init__.py").write_text("")
+    for path in list(into.rglob("*_pb2_grpc.py")):
+        if not re.search(r"^class \w+Stub\b", path.read_text(), re.MULTILINE):
+            path.unlink()  # a .proto with no service: protoc still writes an empty module
+    for folder in [into, *(p for p in into.rglob("*") if p.is_dir())]:
+        (folder / "__init__.py").write_text("")
     (into / "__init__.py").write_text('"""Generated gRPC stubs (protos/generate.py). DO NOT EDIT."""\n')
     imports = re.compile(r"^from ({}) import".format("|".join(re.escape(p.replace("/", ".")) for p in packages)), re.MULTILINE)
     for path in into.rglob("*.py*"):

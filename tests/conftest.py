@@ -235,3 +235,63 @@ def start_torchserve(run_dir: Path) -> TorchServe:
     if process.returncode is not None:
         raise RuntimeError(f"TorchServe exited {process.returncode}:\n{(run_dir / 'torchserve.log').read_text()[-3000:]}")
     return server
+
+
+TENSORFLOW_BUILD = ROOT / "build" / "tensorflow"
+
+
+def build_tensorflow_model() -> Path:
+    """containers/tensorflow's build (cheap when nothing changed); returns the model directory."""
+    subprocess.run([sys.executable, str(ROOT / "containers" / "tensorflow" / "build_model.py")], check=True, timeout=900)
+    return TENSORFLOW_BUILD / "model"
+
+
+@dataclass
+class TfServing:
+    process: Any  # gateway.launch.process.ContainerProcess
+    ports: Any  # gateway.launch.ports.PortAllocation
+
+    @property
+    def rest(self) -> str:
+        return f"http://127.0.0.1:{self.ports.bind}"
+
+    @property
+    def grpc(self) -> str:
+        return f"grpc://127.0.0.1:{self.ports.extra(0)}"
+
+    def available(self) -> bool:
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(f"{self.rest}/v1/models/mnist", timeout=2) as response:
+                return any(v["state"] == "AVAILABLE" for v in json.loads(response.read())["model_version_status"])
+        except OSError:
+            return False
+
+
+def start_tfserving(run_dir: Path) -> TfServing:
+    """containers/tensorflow/serve.sh natively (the stand-in, here), on SageMaker-style ports, model AVAILABLE."""
+    from gateway.launch.ports import allocate
+    from gateway.launch.process import ContainerProcess
+
+    model_dir = build_tensorflow_model()
+    ports = allocate()
+    env = {
+        **os.environ,
+        **ports.environment(),
+        "MCE_MODEL_DIR": str(model_dir),
+        "MCE_BIND_ADDRESS": "127.0.0.1",
+        "MCE_PYTHON": sys.executable,
+    }
+    process = ContainerProcess(
+        ["sh", str(ROOT / "containers" / "tensorflow" / "serve.sh")], env=env, log_path=run_dir / "tfserving.log"
+    )
+    server = TfServing(process, ports)
+    try:
+        wait_until(lambda: server.available() or process.returncode is not None, "TF Serving's model AVAILABLE")
+    except BaseException:
+        process.stop()
+        raise
+    if process.returncode is not None:
+        raise RuntimeError(f"TF Serving exited {process.returncode}:\n{(run_dir / 'tfserving.log').read_text()[-3000:]}")
+    return server

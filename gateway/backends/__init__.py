@@ -18,6 +18,8 @@ _MODULES: dict[BackendProtocol, tuple[str, str]] = {
     BackendProtocol.SAGEMAKER: ("gateway.backends.sagemaker", "SageMakerBackend"),
     BackendProtocol.TORCHSERVE_REST: ("gateway.backends.torchserve", "TorchServeRestBackend"),
     BackendProtocol.TORCHSERVE_GRPC: ("gateway.backends.torchserve", "TorchServeGrpcBackend"),
+    BackendProtocol.TFSERVING_REST: ("gateway.backends.tfserving", "TfServingRestBackend"),
+    BackendProtocol.TFSERVING_GRPC: ("gateway.backends.tfserving", "TfServingGrpcBackend"),
 }
 
 
