@@ -1,25 +1,33 @@
-"""`mce`, the command line: validate an endpoint document, serve it. The only place exit codes are chosen."""
+"""`mce`, the command line: validate, serve, up, render. The only place exit codes are chosen."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import logging
+import os
 import signal
+import socket
 import sys
+import time
 from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
 from typing import Any
 
 from gateway import __version__
+from gateway.compose import RenderError, render
 from gateway.dataplane import DataPlane
 from gateway.endpoint import Endpoint, check_servable, load_endpoint
 from gateway.errors import EndpointDocumentError
+from gateway.launch.layout import at_hostnames
+from gateway.launch.summary import summary
+from gateway.launch.supervisor import STARTUP_TIMEOUT, STOP_GRACE, Console, LaunchError, Supervisor, plan
 from gateway.server import Server
 
 logger = logging.getLogger("gateway")
 
 EXIT_OK = 0
-EXIT_INVALID = 1  # the endpoint document breaks a rule
+EXIT_INVALID = 1  # the endpoint document breaks a rule, or a container could not start
 EXIT_FAILED = 2  # the gateway could not start (e.g. the address is in use)
 
 
@@ -41,16 +49,40 @@ def _parser() -> argparse.ArgumentParser:
     validate.set_defaults(command=_validate)
 
     serve = commands.add_parser("serve", help="serve an endpoint whose containers are already running")
-    serve.add_argument("file", help="endpoint document (YAML or JSON)")
-    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8080, help="port to listen on; 0 lets the OS choose (default 8080)")
-    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    _listen_options(serve)
     serve.add_argument(
-        "--shutdown-grace", type=float, default=30.0, metavar="SECONDS",
-        help="on SIGTERM/SIGINT, how long answers in progress may take to finish (default 30)",
+        "--by-hostname", action="store_true",
+        help="reach containers without a Backend.Url at their ContainerHostname on the standard ports (compose)",
     )
     serve.set_defaults(command=_serve)
+
+    up = commands.add_parser("up", help="start every container natively, then serve the endpoint (Ctrl-C stops all)")
+    _listen_options(up)
+    up.add_argument("--run-dir", type=Path, help="logs and runtime files (default run/<EndpointName>)")
+    up.add_argument(
+        "--startup-timeout", type=float, default=STARTUP_TIMEOUT, metavar="SECONDS",
+        help=f"how long containers may take to pass their health checks (default {STARTUP_TIMEOUT:.0f}, as SageMaker)",
+    )
+    up.set_defaults(command=_up)
+
+    render_command = commands.add_parser("render", help="write the endpoint in another tool's format")
+    render_command.add_argument("format", choices=["compose"])
+    render_command.add_argument("file", help="endpoint document")
+    render_command.add_argument("-o", "--output", type=Path, help="write here (default: standard output)")
+    render_command.add_argument("--port", type=int, default=8080, help="the gateway's published port (default 8080)")
+    render_command.set_defaults(command=_render)
     return parser
+
+
+def _listen_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument("file", help="endpoint document (YAML or JSON)")
+    command.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    command.add_argument("--port", type=int, default=8080, help="port to listen on; 0 lets the OS choose (default 8080)")
+    command.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    command.add_argument(
+        "--shutdown-grace", type=float, default=STOP_GRACE, metavar="SECONDS",
+        help=f"on SIGTERM/SIGINT, how long answers in progress may take to finish (default {STOP_GRACE:.0f})",
+    )
 
 
 def _load(path: str) -> Endpoint | None:
@@ -74,15 +106,42 @@ def _serve(args: argparse.Namespace) -> int:
     endpoint = _load(args.file)
     if endpoint is None:
         return EXIT_INVALID
+    if args.by_hostname:
+        endpoint = at_hostnames(endpoint)
     try:
         check_servable(endpoint, args.file)
     except EndpointDocumentError as exc:
         print(exc, file=sys.stderr)
         return EXIT_INVALID
-    logging.basicConfig(
-        level=args.log_level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    _logging(args.log_level)
     return _run(_serve_endpoint(endpoint, args.host, args.port, args.shutdown_grace))
+
+
+def _up(args: argparse.Namespace) -> int:
+    endpoint = _load(args.file)
+    if endpoint is None:
+        return EXIT_INVALID
+    # mce up forks container processes while gRPC channels are open: gRPC's fork handlers only log noise
+    os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+    _logging(args.log_level)
+    return _run(_up_endpoint(endpoint, args))
+
+
+def _render(args: argparse.Namespace) -> int:
+    endpoint = _load(args.file)
+    if endpoint is None:
+        return EXIT_INVALID
+    out_dir = args.output.parent if args.output is not None else Path.cwd()
+    try:
+        text = render(endpoint, Path(args.file), out_dir, port=args.port)
+    except RenderError as exc:
+        print(f"mce: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    if args.output is None:
+        sys.stdout.write(text)
+    else:
+        args.output.write_text(text)
+    return EXIT_OK
 
 
 async def _serve_endpoint(endpoint: Endpoint, host: str, port: int, grace: float) -> int:
@@ -95,10 +154,7 @@ async def _serve_endpoint(endpoint: Endpoint, host: str, port: int, grace: float
         print(f"mce: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
         await dataplane.close()
         return EXIT_FAILED
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
+    stop = _stop_event()
     names = ", ".join(backend.name for backend in dataplane.backends)
     print(
         f"mce-gateway: endpoint {endpoint.EndpointName} ({endpoint.mode.value}: {names}) "
@@ -110,6 +166,99 @@ async def _serve_endpoint(endpoint: Endpoint, host: str, port: int, grace: float
     await server.shutdown(grace)
     await dataplane.close()
     return EXIT_OK
+
+
+async def _up_endpoint(endpoint: Endpoint, args: argparse.Namespace) -> int:
+    began = time.monotonic()
+    console = Console()
+    if args.port != 0 and not _port_free(args.host, args.port):
+        print(
+            f"mce: port {args.port} on {args.host} is in use (another `mce up`?); stop it or pass --port",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    run_dir = (args.run_dir or Path("run") / endpoint.EndpointName).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        served, plans = plan(endpoint, Path(args.file).resolve().parent, run_dir, taken_ports={args.port})
+    except (LaunchError, OSError) as exc:
+        print(f"mce: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    dataplane = DataPlane.from_endpoint(served)
+    await dataplane.start()
+    supervisor = Supervisor(plans, {backend.name: backend for backend in dataplane.backends}, console)
+    stop = _stop_event()
+    starting = asyncio.create_task(supervisor.start(args.startup_timeout))
+    stopping = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    if starting not in done or starting.exception() is not None:
+        failure = starting.exception() if starting in done else None
+        if failure is None:
+            console.message(f"stopping before the endpoint was up ({signal.Signals(stop.signum).name})")
+            starting.cancel()
+            await asyncio.gather(starting, return_exceptions=True)
+        stopping.cancel()
+        await supervisor.stop(args.shutdown_grace)
+        await dataplane.close()
+        if isinstance(failure, LaunchError):
+            print(f"mce: {failure}", file=sys.stderr)
+            return EXIT_INVALID
+        if failure is not None:
+            raise failure
+        return 128 + stop.signum
+    server = Server(dataplane, host=args.host, port=args.port)
+    try:
+        bound_host, bound_port = await server.start()
+    except OSError as exc:
+        print(f"mce: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
+        await supervisor.stop(args.shutdown_grace)
+        await dataplane.close()
+        return EXIT_FAILED
+    url = f"http://{bound_host}:{bound_port}"
+    print(summary(served, url, time.monotonic() - began, run_dir), flush=True)
+    print(f"mce-gateway: endpoint {served.EndpointName} listening on {url}", flush=True)
+    supervisor.watch()
+    await stopping
+    console.message("stopping: the gateway, then every container (SIGTERM, SIGKILL after the grace period)")
+    await server.shutdown(args.shutdown_grace)
+    await supervisor.stop(args.shutdown_grace)
+    await dataplane.close()
+    console.message("stopped")
+    return EXIT_OK
+
+
+class _StopEvent(asyncio.Event):
+    signum = 0
+
+
+def _stop_event() -> _StopEvent:
+    """Set by SIGINT or SIGTERM; remembers which."""
+    event = _StopEvent()
+    loop = asyncio.get_running_loop()
+
+    def received(signum: int) -> None:
+        event.signum = signum
+        event.set()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, received, signum)
+    return event
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
 
 
 def _run(coroutine: Coroutine[Any, Any, int]) -> int:

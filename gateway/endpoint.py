@@ -83,11 +83,33 @@ class BackendProtocol(str, Enum):
 HttpUrl = Annotated[str, StringConstraints(pattern=r"^http://[^/\s]+/?$")]
 
 
-class LaunchSpec(_Shape):
-    """How `mce up` starts the container natively (no Docker): a command, run with SageMaker's environment."""
+Argv = Annotated[list[Annotated[str, StringConstraints(min_length=1)]], Field(min_length=1)]
 
-    # argv; a leading `python` is the gateway's own interpreter; relative paths are from the document's folder
-    Command: list[Annotated[str, StringConstraints(min_length=1)]] = Field(min_length=1)
+
+class LaunchSpec(_Shape):
+    """How `mce up` starts the container natively (no Docker): a command, run with SageMaker's environment.
+
+    In `Command` and `Prepare`, a leading `python` is the gateway's own interpreter, and arguments that name
+    an existing file or folder relative to the document's folder are made absolute.
+    """
+
+    Command: Argv
+    # Run once before the container starts, e.g. a model build; it should be cheap when nothing changed.
+    Prepare: Argv | None = None
+
+
+class BuildSpec(_Shape):
+    """How `mce render compose` builds the container's image (paths relative to the document's folder)."""
+
+    Context: Annotated[str, StringConstraints(min_length=1)] = "."
+    Dockerfile: Annotated[str, StringConstraints(min_length=1)]
+
+
+class ExampleSpec(_Shape):
+    """A request the container answers, for the ready-to-paste examples `mce up` prints."""
+
+    ContentType: Annotated[str, StringConstraints(min_length=1, max_length=1024)] = "application/json"
+    Body: Annotated[str, StringConstraints(max_length=8192)]
 
 
 class BackendSpec(_Shape):
@@ -108,6 +130,8 @@ class BackendSpec(_Shape):
     InvocationTimeoutInSeconds: Seconds = DEFAULT_INVOCATION_TIMEOUT
     ConnectTimeoutInSeconds: Seconds = DEFAULT_CONNECT_TIMEOUT
     Launch: LaunchSpec | None = None
+    Build: BuildSpec | None = None
+    Example: ExampleSpec | None = None
 
 
 class ImageConfigSpec(_Shape):
@@ -163,6 +187,15 @@ class Endpoint(_Shape):
             return self.Containers
         assert self.PrimaryContainer is not None, "parse_endpoint checks that one of the two is given"
         return [self.PrimaryContainer]
+
+    def with_backends(self, backends: dict[int, BackendSpec]) -> "Endpoint":
+        """A copy with the `Backend` of the containers at these positions replaced."""
+        containers = [
+            c.model_copy(update={"Backend": backends[i]}) if i in backends else c for i, c in enumerate(self.containers)
+        ]
+        if self.Containers is not None:
+            return self.model_copy(update={"Containers": containers})
+        return self.model_copy(update={"PrimaryContainer": containers[0]})
 
     def hostname(self, index: int) -> str:
         """The container's name for routing, logs and errors; auto-assigned from its position if unset."""

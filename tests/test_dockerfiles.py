@@ -11,6 +11,7 @@ from dockerfile_parse import DockerfileParser
 
 ROOT = Path(__file__).parent.parent
 CONTAINERS = sorted(ROOT.glob("containers/*/Dockerfile"))
+ALL = [*CONTAINERS, ROOT / "Dockerfile"]
 OFFICIAL = ("pytorch/torchserve:", "tensorflow/serving:", "python:")
 
 
@@ -25,7 +26,7 @@ def test_serving_container_honours_the_multi_container_contract(path: Path) -> N
     assert dockerfile.labels.get("com.amazonaws.sagemaker.capabilities.accept-bind-to-port") == "true"
 
 
-@pytest.mark.parametrize("path", CONTAINERS, ids=lambda p: p.parent.name)
+@pytest.mark.parametrize("path", ALL, ids=lambda p: str(p.relative_to(ROOT)))
 def test_builds_from_official_images_with_sources_that_exist(path: Path) -> None:
     dockerfile = parse(path)
     for instruction in dockerfile.structure:
@@ -40,7 +41,7 @@ def test_builds_from_official_images_with_sources_that_exist(path: Path) -> None
                 assert (ROOT / source).exists(), f"{path}: {source} is not in the repository"
 
 
-@pytest.mark.parametrize("path", CONTAINERS, ids=lambda p: p.parent.name)
+@pytest.mark.parametrize("path", ALL, ids=lambda p: str(p.relative_to(ROOT)))
 def test_entrypoint_is_exec_form_without_tini(path: Path) -> None:
     entrypoints = [i["value"] for i in parse(path).structure if i["instruction"] == "ENTRYPOINT"]
     assert entrypoints, "SageMaker runs `docker run IMAGE serve`: the image needs an ENTRYPOINT"

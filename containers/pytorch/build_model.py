@@ -27,12 +27,15 @@ SEED = 0
 
 
 def fingerprint() -> str:
-    import torch
+    from importlib.metadata import PackageNotFoundError, version
 
     digest = hashlib.sha256()
     for path in (Path(__file__).resolve(), HERE / "handler.py"):
         digest.update(path.read_bytes())
-    digest.update(torch.__version__.encode())
+    try:
+        digest.update(version("torch").encode())  # without importing torch: that takes seconds
+    except PackageNotFoundError:
+        raise SystemExit("build_model.py: torch is not installed (pip install torch==2.13.0)") from None
     return digest.hexdigest()
 
 

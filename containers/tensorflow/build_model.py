@@ -28,11 +28,20 @@ SEED = 0
 
 
 def fingerprint() -> str:
-    import tensorflow as tf
-
     digest = hashlib.sha256(Path(__file__).resolve().read_bytes())
-    digest.update(tf.__version__.encode())
+    digest.update(_installed("tensorflow-cpu", "tensorflow").encode())  # without importing it: that takes seconds
     return digest.hexdigest()
+
+
+def _installed(*names: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    for name in names:
+        try:
+            return f"{name}=={version(name)}"
+        except PackageNotFoundError:
+            continue
+    raise SystemExit(f"build_model.py: none of {', '.join(names)} is installed (pip install tensorflow-cpu)")
 
 
 def build(out: Path) -> float:

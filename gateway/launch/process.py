@@ -60,25 +60,35 @@ class ContainerProcess:
 
     def leftovers(self) -> list[int]:
         """PIDs still alive in the container's process group (empty once stopped)."""
-        alive = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                if os.getpgid(int(entry.name)) == self.pid and not _zombie(entry):
-                    alive.append(int(entry.name))
-            except (ProcessLookupError, PermissionError):
-                continue
-        return alive
+        return group_members(self.pid)
 
     def _kill_group(self) -> None:
-        try:
-            os.killpg(self.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            return
+        kill_group(self.pid)
         deadline = time.monotonic() + 10
         while self.leftovers() and time.monotonic() < deadline:
             time.sleep(0.05)  # reaping by init takes a moment; bounded
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (not zombie) processes in process group `pgid`."""
+    alive = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.getpgid(int(entry.name)) == pgid and not _zombie(entry):
+                alive.append(int(entry.name))
+        except (ProcessLookupError, PermissionError):
+            continue
+    return alive
+
+
+def kill_group(pgid: int) -> None:
+    """SIGKILL whatever is left in process group `pgid`."""
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def _zombie(proc: Path) -> bool:

@@ -1,0 +1,11 @@
+# The gateway's image: `mce` on a slim official Python, serving an endpoint document mounted at
+# /etc/mce/endpoint.yaml (compose.yaml does so). Build context: the repository root.
+FROM python:3.11-slim
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY gateway ./gateway
+RUN python -m pip install --no-cache-dir . && useradd --system --no-create-home mce
+USER mce
+EXPOSE 8080
+ENTRYPOINT ["mce"]
+CMD ["serve", "/etc/mce/endpoint.yaml", "--host", "0.0.0.0", "--port", "8080", "--by-hostname"]

@@ -1,0 +1,50 @@
+"""Invoke the digits endpoints with boto3, exactly as you would on SageMaker (the seed blog's calls).
+
+    python examples/invoke.py [URL]                 mnist-direct: each container by its hostname
+    python examples/invoke.py --serial [URL]        mnist-serial: the whole pipeline, CSV in
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import boto3
+from sklearn.datasets import load_digits
+
+
+def main() -> None:
+    serial = "--serial" in sys.argv
+    args = [a for a in sys.argv[1:] if a != "--serial"]
+    url = args[0] if args else ("http://127.0.0.1:8081" if serial else "http://127.0.0.1:8080")
+    runtime = boto3.client(
+        "sagemaker-runtime",
+        endpoint_url=url,
+        region_name="us-east-1",
+        aws_access_key_id="local",  # boto3 signs every request; the gateway does not check (yet)
+        aws_secret_access_key="local",
+    )
+    digits = load_digits()
+    images, truth = digits.data[:5], digits.target[:5].tolist()
+    if serial:
+        csv = "\n".join(",".join(str(int(v * 255 / 16)) for v in image) for image in images)
+        response = runtime.invoke_endpoint(EndpointName="mnist-serial", ContentType="text/csv", Body=csv)
+        print("mnist-serial ->", response["Body"].read().decode(), "truth:", truth)
+        return
+    instances = images.tolist()
+    for container, key in (("tensorflow-mnist", "instances"), ("pytorch-mnist", "inputs")):
+        response = runtime.invoke_endpoint(
+            EndpointName="mnist-direct",
+            TargetContainerHostname=container,
+            ContentType="application/json",
+            Body=json.dumps({key: instances}),
+        )
+        answer = json.loads(response["Body"].read())
+        predicted = [
+            max(range(10), key=p.__getitem__) if isinstance(p, list) else p["class"] for p in answer["predictions"]
+        ]
+        print(f"{container:>16} -> {predicted} truth: {truth}")
+
+
+if __name__ == "__main__":
+    main()
