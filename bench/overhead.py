@@ -1,13 +1,23 @@
-"""What the gateway costs: latency added and throughput, against direct calls and nginx, in one run.
+"""What the gateway costs, against direct calls and nginx, measured in one run on 127.0.0.1.
 
-Everything runs on 127.0.0.1 on ports the OS chose: two fixed-response backends (one nginx, `return 200`),
-the gateway in Direct mode in front of them, and nginx routing on the same header with a `map` and
-keep-alive upstream pools (one worker, like the one gateway process). wrk drives each in turn (POST,
-~1 KiB JSON body, the routing header alternating between the two backends), rounds interleaved, medians
-reported. CPU per request is the proxy process's utime+stime from /proc over the run, divided by the
-requests served.
+Backends are nginx `return 200` locations (they cost almost nothing) and a 1 MiB static answer; in front
+of them, the gateway in Direct mode and nginx routing on the same header with a `map` and keep-alive
+upstream pools (one worker, like the one gateway process), plus the gateway in Serial mode over three
+backends. wrk drives each path in turn (POST, a JSON body, the routing header alternating between two
+backends), rounds interleaved, medians reported:
 
-    bench/run [--seconds 10] [--rounds 3] [--out bench/results]
+    proxy    ~1 KiB bodies; c=1: p50/p99 and the latency each proxy adds; c=32: req/s, p50/p99, and the
+             proxy process's CPU per request (utime+stime from /proc over the run / requests served)
+    big      1 MiB request and 1 MiB answer, c=8: req/s, and the gateway's peak RSS (VmHWM) after each
+             round: flat means it streams rather than piling up bodies
+    serial   a 3-container Serial pipeline, c=1: latency added per hop, against one Direct hop
+    models   (--models) the real containers of examples/mnist-direct.yaml (TorchServe, the TF Serving
+             stand-in), c=4: throughput through the gateway as a fraction of calling them directly
+
+Results: bench/results/overhead-<date>.md and .png (latency distributions). `--smoke` is a seconds-long
+run for CI: it checks that every path answers, not how fast.
+
+    bench/run [--seconds 10] [--rounds 3] [--models] [--smoke] [--out bench/results]
 """
 
 from __future__ import annotations
@@ -15,7 +25,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import math
 import os
 import platform
 import shutil
@@ -26,13 +35,14 @@ import sys
 import tempfile
 import time
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-PATH = "/endpoints/bench/invocations"
+INVOKE = "/endpoints/bench/invocations"
+SMALL_ANSWER = '{"predictions": [[0.1, 0.9]]}'
 
 
 @dataclass
@@ -40,8 +50,9 @@ class Sample:
     rps: float
     p50_us: float
     p99_us: float
-    cpu_us_per_request: float | None
+    cpu_us: float | None
     errors: int
+    cdf: list[tuple[float, float]] = field(default_factory=list)
 
 
 def free_port() -> int:
@@ -54,16 +65,18 @@ def cpu_seconds(pids: list[int]) -> float:
     total = 0
     for pid in pids:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+        total += int(fields[11]) + int(fields[12])  # utime, stime
     return total / CLOCK_TICKS
 
 
-def children(pid: int) -> list[int]:
-    path = Path(f"/proc/{pid}/task/{pid}/children")
-    return [int(p) for p in path.read_text().split()] if path.exists() else []
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
-def wait_http(url: str, timeout: float = 30.0) -> None:
+def wait_http(url: str, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -83,184 +96,283 @@ class Nginx:
         self.dir.mkdir()
         conf = self.dir / "nginx.conf"
         conf.write_text(
-            f"""
-worker_processes 1;
-daemon off;
-pid {self.dir}/nginx.pid;
-error_log {self.dir}/error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-  access_log off;
-  client_body_temp_path {self.dir}/body;
-  proxy_temp_path {self.dir}/proxy;
-  fastcgi_temp_path {self.dir}/fastcgi;
-  uwsgi_temp_path {self.dir}/uwsgi;
-  scgi_temp_path {self.dir}/scgi;
-  keepalive_requests 1000000;
-  client_max_body_size 8m;
-{http_body}
-}}
-"""
+            f"worker_processes 1;\ndaemon off;\npid {self.dir}/nginx.pid;\nerror_log {self.dir}/error.log warn;\n"
+            "events { worker_connections 4096; }\n"
+            f"http {{\n  access_log off;\n  client_body_temp_path {self.dir}/body;\n  proxy_temp_path {self.dir}/proxy;\n"
+            f"  fastcgi_temp_path {self.dir}/fcgi;\n  uwsgi_temp_path {self.dir}/uwsgi;\n  scgi_temp_path {self.dir}/scgi;\n"
+            f"  keepalive_requests 1000000;\n  client_max_body_size 8m;\n{http_body}\n}}\n"
         )
         self.proc = subprocess.Popen(["nginx", "-c", str(conf), "-p", str(self.dir)], stderr=subprocess.DEVNULL)
 
     def worker_pids(self) -> list[int]:
-        return children(self.proc.pid)
+        path = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
+        return [int(p) for p in path.read_text().split()]
 
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(timeout=10)
 
 
-def run_wrk(url: str, connections: int, seconds: float, body_bytes: int = 1024) -> dict[str, float]:
+class Gateway:
+    def __init__(self, work: Path, name: str, document: dict[str, object]) -> None:
+        path = work / f"{name}.json"
+        path.write_text(json.dumps(document))
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "serve", str(path), "--port", str(self.port), "--log-level", "warning"],
+            stdout=subprocess.DEVNULL, cwd=ROOT,
+        )
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+def run_wrk(url: str, path: str, connections: int, seconds: float, body: int, targets: tuple[str, str]) -> dict:
     threads = min(2, connections)
     out = subprocess.run(
         ["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "10s",
-         "-s", str(HERE / "wrk.lua"), url, "--", PATH, "alpha", "beta", str(body_bytes)],
+         "-s", str(HERE / "wrk.lua"), url, "--", path, *targets, str(body)],
         check=True, capture_output=True, text=True,
     ).stdout
-    line = [l for l in out.splitlines() if l.startswith("{")][-1]
-    result: dict[str, float] = json.loads(line)
-    return result
+    return json.loads([line for line in out.splitlines() if line.startswith("{")][-1])
 
 
-def measure(url: str, pids: list[int] | None, connections: int, seconds: float) -> Sample:
+def measure(url: str, path: str, pids: list[int], connections: int, seconds: float, *,
+            body: int = 1024, targets: tuple[str, str] = ("alpha", "beta")) -> Sample:
     before = cpu_seconds(pids) if pids else 0.0
-    result = run_wrk(url, connections, seconds)
+    result = run_wrk(url, path, connections, seconds, body, targets)
     after = cpu_seconds(pids) if pids else 0.0
     requests = result["requests"]
     return Sample(
         rps=requests / (result["duration_us"] / 1e6),
         p50_us=result["p50_us"],
         p99_us=result["p99_us"],
-        cpu_us_per_request=(after - before) * 1e6 / requests if pids and requests else None,
+        cpu_us=(after - before) * 1e6 / requests if pids and requests else None,
         errors=int(result["socket_errors"] + result["non_2xx"]),
+        cdf=[(p, v) for p, v in result["cdf"]],
     )
+
+
+class Results:
+    def __init__(self) -> None:
+        self.samples: dict[tuple[str, str], list[Sample]] = {}
+        self.notes: dict[str, list[float]] = {}
+
+    def add(self, scenario: str, path: str, sample: Sample) -> None:
+        self.samples.setdefault((scenario, path), []).append(sample)
+        cpu = f"  cpu/req {sample.cpu_us:5.1f} us" if sample.cpu_us is not None else ""
+        print(f"  {scenario:<10} {path:<16} {sample.rps:9.0f} req/s  p50 {sample.p50_us:7.0f} us  "
+              f"p99 {sample.p99_us:7.0f} us{cpu}  errors {sample.errors}", file=sys.stderr)
+
+    def med(self, scenario: str, path: str, attribute: str) -> float:
+        values = [getattr(s, attribute) for s in self.samples.get((scenario, path), [])]
+        values = [v for v in values if v is not None]
+        return statistics.median(values) if values else float("nan")
+
+    def errors(self) -> int:
+        return sum(s.errors for group in self.samples.values() for s in group)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=10.0, help="duration of each wrk run (default 10)")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are reported (default 3)")
-    parser.add_argument("--out", type=Path, default=HERE / "results", help="where the markdown table goes")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians reported (default 3)")
+    parser.add_argument("--models", action="store_true", help="also measure the real model containers")
+    parser.add_argument("--smoke", action="store_true", help="seconds-long run that checks every path answers")
+    parser.add_argument("--out", type=Path, default=HERE / "results", help="where the table and chart go")
     args = parser.parse_args()
+    if args.smoke:
+        args.seconds, args.rounds = 1.0, 1
     for tool in ("nginx", "wrk"):
         if shutil.which(tool) is None:
             print(f"bench: {tool} is missing; bench/run installs it", file=sys.stderr)
             return 2
-
     work = Path(tempfile.mkdtemp(prefix="mce-bench-"))
-    backend_ports = [free_port(), free_port()]
-    proxy_port = free_port()
-    backends = Nginx(
-        work, "backends",
-        "\n".join(
-            f"  server {{ listen 127.0.0.1:{port}; location / {{ return 200 '{{\"predictions\": [[0.1, 0.9]]}}'; }} }}"
-            for port in backend_ports
-        ),
-    )
-    proxy = Nginx(
-        work, "proxy",
-        f"""
-  map $http_x_amzn_sagemaker_target_container_hostname $container {{ alpha alpha; beta beta; }}
-  upstream alpha {{ server 127.0.0.1:{backend_ports[0]}; keepalive 64; keepalive_requests 1000000; }}
-  upstream beta {{ server 127.0.0.1:{backend_ports[1]}; keepalive 64; keepalive_requests 1000000; }}
-  server {{
-    listen 127.0.0.1:{proxy_port};
-    location = /ping {{ return 200; }}
-    location / {{
-      proxy_pass http://$container/invocations;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-    }}
-  }}""",
-    )
-    endpoint = work / "bench.yaml"
-    endpoint.write_text(
-        json.dumps(
-            {
-                "EndpointName": "bench",
-                "InferenceExecutionConfig": {"Mode": "Direct"},
-                "Containers": [
-                    {"ContainerHostname": name, "Backend": {"Protocol": "sagemaker", "Url": f"http://127.0.0.1:{port}"}}
-                    for name, port in zip(("alpha", "beta"), backend_ports)
-                ],
-            }
-        )
-    )
-    gateway_port = free_port()
-    gateway = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "serve", str(endpoint), "--port", str(gateway_port), "--log-level", "warning"],
-        stdout=subprocess.DEVNULL, cwd=ROOT,
-    )
+    results = Results()
+    stoppers: list[object] = []
     try:
-        for port in (*backend_ports, proxy_port, gateway_port):
-            wait_http(f"http://127.0.0.1:{port}/ping")
-        targets = {
-            "direct": (f"http://127.0.0.1:{backend_ports[0]}", None),
-            "nginx": (f"http://127.0.0.1:{proxy_port}", proxy.worker_pids()),
-            "gateway": (f"http://127.0.0.1:{gateway_port}", [gateway.pid]),
-        }
-        for url, _ in targets.values():  # warm up pools and caches
-            run_wrk(url, 8, 1.0)
-        samples: dict[tuple[str, int], list[Sample]] = {}
-        for round_ in range(args.rounds):
-            for connections in (1, 32):
-                for name, (url, pids) in targets.items():
-                    sample = measure(url, pids, connections, args.seconds)
-                    samples.setdefault((name, connections), []).append(sample)
-                    print(f"round {round_ + 1} c={connections:<2} {name:<8} {sample.rps:8.0f} req/s  "
-                          f"p50 {sample.p50_us:6.0f} us  p99 {sample.p99_us:6.0f} us  "
-                          f"cpu/req {sample.cpu_us_per_request or 0:5.1f} us  errors {sample.errors}", file=sys.stderr)
-        table = report(samples, args)
-        print(table)
-        args.out.mkdir(parents=True, exist_ok=True)
-        stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d")
-        (args.out / f"overhead-{stamp}.md").write_text(table)
+        proxies(work, args, results, stoppers)
+        if args.models:
+            from models import measure_models
+
+            measure_models(work, args, results, measure)
     finally:
-        gateway.terminate()
-        gateway.wait(timeout=30)
-        proxy.stop()
-        backends.stop()
+        for item in reversed(stoppers):
+            item.stop()  # type: ignore[attr-defined]
         shutil.rmtree(work, ignore_errors=True)
+    table = report(results, args)
+    print(table)
+    if results.errors():
+        print(f"bench: {results.errors()} requests failed", file=sys.stderr)
+        return 1
+    args.out.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d")
+    (args.out / f"overhead-{stamp}.md").write_text(table + f"\n![latency distributions](overhead-{stamp}.png)\n")
+    chart(results, args.out / f"overhead-{stamp}.png")
     return 0
 
 
-def report(samples: dict[tuple[str, int], list[Sample]], args: argparse.Namespace) -> str:
-    def med(name: str, c: int, field: str) -> float:
-        values = [getattr(s, field) for s in samples[(name, c)]]
-        return statistics.median(v for v in values if v is not None) if any(v is not None for v in values) else float("nan")
+def proxies(work: Path, args: argparse.Namespace, results: Results, stoppers: list[object]) -> None:
+    small = [free_port() for _ in range(3)]
+    big = [free_port() for _ in range(2)]
+    (work / "static").mkdir()
+    (work / "static" / "answer.bin").write_bytes(os.urandom(1024 * 1024))
+    for path in (work, work / "static", work / "static" / "answer.bin"):
+        path.chmod(0o755)  # nginx's workers run as an unprivileged user
+    servers = [f"  server {{ listen 127.0.0.1:{p}; location / {{ return 200 '{SMALL_ANSWER}'; }} }}" for p in small]
+    # nginx serves static files to GET only; error_page turns the POST's 405 into the file with 200
+    servers += [
+        f"  server {{ listen 127.0.0.1:{p}; location / {{ root {work}/static; try_files /answer.bin =404; "
+        "error_page 405 =200 $uri; } }" for p in big
+    ]
+    stoppers.append(Nginx(work, "backends", "\n".join(servers)))
+    names = {"alpha": small[0], "beta": small[1], "gamma": small[2], "big-a": big[0], "big-b": big[1]}
+    proxy_port = free_port()
+    upstreams = "\n".join(
+        f"  upstream {name} {{ server 127.0.0.1:{port}; keepalive 64; keepalive_requests 1000000; }}"
+        for name, port in names.items()
+    )
+    routes = " ".join(f"{name} {name};" for name in names)
+    nginx = Nginx(
+        work, "proxy",
+        f"""  map $http_x_amzn_sagemaker_target_container_hostname $container {{ {routes} }}
+{upstreams}
+  server {{
+    listen 127.0.0.1:{proxy_port};
+    location = /ping {{ return 200; }}
+    location / {{ proxy_pass http://$container/invocations; proxy_http_version 1.1; proxy_set_header Connection ""; }}
+  }}""",
+    )
+    stoppers.append(nginx)
 
+    def container(name: str, port: int) -> dict[str, object]:
+        return {"ContainerHostname": name, "Backend": {"Protocol": "sagemaker", "Url": f"http://127.0.0.1:{port}"}}
+
+    direct = Gateway(work, "direct", {
+        "EndpointName": "bench", "InferenceExecutionConfig": {"Mode": "Direct"},
+        "Containers": [container(n, p) for n, p in names.items()],
+    })
+    stoppers.append(direct)
+    serial = Gateway(work, "serial", {
+        "EndpointName": "bench", "InferenceExecutionConfig": {"Mode": "Serial"},
+        "Containers": [container(n, names[n]) for n in ("alpha", "beta", "gamma")],
+    })
+    stoppers.append(serial)
+    for port in (*small, *big, proxy_port, direct.port, serial.port):
+        wait_http(f"http://127.0.0.1:{port}/ping")
+    backend = f"http://127.0.0.1:{small[0]}"
+    paths = {"direct": (backend, []), "nginx": (f"http://127.0.0.1:{proxy_port}", nginx.worker_pids()),
+             "gateway": (direct.url, [direct.proc.pid])}
+    for url, _ in paths.values():
+        run_wrk(url, INVOKE, 8, 1, 1024, ("alpha", "beta"))  # warm pools and caches
+    for round_ in range(args.rounds):
+        print(f"round {round_ + 1}/{args.rounds}", file=sys.stderr)
+        for connections in (1, 32):
+            for name, (url, pids) in paths.items():
+                results.add(f"proxy c={connections}", name, measure(url, INVOKE, pids, connections, args.seconds))
+        big_paths = {"direct": (f"http://127.0.0.1:{big[0]}", []), "nginx": paths["nginx"], "gateway": paths["gateway"]}
+        for name, (url, pids) in big_paths.items():
+            results.add("big", name, measure(url, INVOKE, pids, 8, args.seconds, body=1024 * 1024,
+                                             targets=("big-a", "big-b")))
+        results.notes.setdefault("gateway peak RSS (MB)", []).append(peak_rss_mb(direct.proc.pid))
+        for name, url in (("direct", backend), ("gateway", direct.url)):
+            results.add("hop", name, measure(url, INVOKE, [], 1, args.seconds))
+        results.add("hop", "serial x3", measure(serial.url, INVOKE, [serial.proc.pid], 1, args.seconds, targets=("-", "-")))
+
+
+def report(results: Results, args: argparse.Namespace) -> str:
+    med = results.med
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT, check=False)
     nginx = subprocess.run(["nginx", "-v"], capture_output=True, text=True, check=False).stderr.strip()
-    options = f" --seconds {args.seconds:g} --rounds {args.rounds}" if (args.seconds, args.rounds) != (10.0, 3) else ""
+    options = " --smoke" if args.smoke else (
+        f" --seconds {args.seconds:g} --rounds {args.rounds}" if (args.seconds, args.rounds) != (10.0, 3) else "")
+    options += " --models" if args.models else ""
     lines = [
         "# Gateway overhead",
         "",
-        f"- date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC; commit {commit.stdout.strip() or 'unknown'}",
-        (f"- machine: {os.cpu_count()} cores, {platform.processor() or platform.machine()}, "
-         f"Python {platform.python_version()}, {nginx}"),
-        (f"- {args.rounds} interleaved rounds of {args.seconds:g} s per cell, medians; POST ~1 KiB JSON, "
-         "routing header alternating between two nginx `return 200` backends"),
-        f"- reproduce: `bench/run{options}`",
+        f"- {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, commit {commit.stdout.strip() or 'unknown'}; "
+        f"{os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}, {nginx}",
+        f"- {args.rounds} interleaved round(s) of {args.seconds:g} s per cell, medians; reproduce: `bench/run{options}`",
         "",
-        "| path | c=1 p50 (us) | c=1 p99 (us) | added p50 (us) | c=32 req/s | c=32 p50 (us) | c=32 p99 (us) | CPU/req (us) | errors |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "## Routing one request (~1 KiB POST, header alternating between two nginx `return 200` backends)",
+        "",
+        "| path | c=1 p50 (us) | c=1 p99 (us) | added p50 (us) | c=32 req/s | c=32 p50 (us) | c=32 p99 (us) | CPU/req (us) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    base = med("direct", 1, "p50_us")
+    base = med("proxy c=1", "direct", "p50_us")
     for name in ("direct", "nginx", "gateway"):
-        cpu = med(name, 32, "cpu_us_per_request")
-        errors = sum(s.errors for key, group in samples.items() if key[0] == name for s in group)
-        added = "-" if name == "direct" else f"{med(name, 1, 'p50_us') - base:.0f}"
-        cpu_text = "-" if math.isnan(cpu) else f"{cpu:.0f}"
+        added = "-" if name == "direct" else f"{med('proxy c=1', name, 'p50_us') - base:.0f}"
+        cpu = med("proxy c=32", name, "cpu_us")
         lines.append(
-            f"| {name} | {med(name, 1, 'p50_us'):.0f} | {med(name, 1, 'p99_us'):.0f} | {added} | "
-            f"{med(name, 32, 'rps'):.0f} | {med(name, 32, 'p50_us'):.0f} | {med(name, 32, 'p99_us'):.0f} | "
-            f"{cpu_text} | {errors} |"
+            f"| {name} | {med('proxy c=1', name, 'p50_us'):.0f} | {med('proxy c=1', name, 'p99_us'):.0f} | {added} | "
+            f"{med('proxy c=32', name, 'rps'):.0f} | {med('proxy c=32', name, 'p50_us'):.0f} | "
+            f"{med('proxy c=32', name, 'p99_us'):.0f} | {'-' if cpu != cpu else f'{cpu:.1f}'} |"  # noqa: PLR0124
         )
-    ratio = med("gateway", 32, "rps") / med("nginx", 32, "rps")
-    lines += ["", f"Gateway throughput at c=32: {ratio:.2f}x nginx's.", ""]
-    return "\n".join(lines)
+    gateway_added = med("proxy c=1", "gateway", "p50_us") - base
+    nginx_added = med("proxy c=1", "nginx", "p50_us") - base
+    hop_base = med("hop", "direct", "p50_us")
+    direct_hop = med("hop", "gateway", "p50_us") - hop_base
+    serial_hop = (med("hop", "serial x3", "p50_us") - hop_base) / 3
+    rss = results.notes.get("gateway peak RSS (MB)", [])
+    lines += [
+        "",
+        "## Against the targets",
+        "",
+        "| measure | gateway | nginx | ratio | target |",
+        "| --- | ---: | ---: | ---: | --- |",
+        f"| c=32 throughput (req/s) | {med('proxy c=32', 'gateway', 'rps'):.0f} | {med('proxy c=32', 'nginx', 'rps'):.0f} | "
+        f"{med('proxy c=32', 'gateway', 'rps') / med('proxy c=32', 'nginx', 'rps'):.2f}x | >= 0.8x |",
+        f"| c=32 CPU per request (us) | {med('proxy c=32', 'gateway', 'cpu_us'):.1f} | {med('proxy c=32', 'nginx', 'cpu_us'):.1f} | "
+        f"{med('proxy c=32', 'gateway', 'cpu_us') / med('proxy c=32', 'nginx', 'cpu_us'):.2f}x | <= 1.5x |",
+        f"| c=1 added p50 (us) | {gateway_added:.0f} | {nginx_added:.0f} | {gateway_added / nginx_added:.2f}x | <= 1.3x |",
+        f"| c=1 p99 (us) | {med('proxy c=1', 'gateway', 'p99_us'):.0f} | {med('proxy c=1', 'nginx', 'p99_us'):.0f} | "
+        f"{med('proxy c=1', 'gateway', 'p99_us') / med('proxy c=1', 'nginx', 'p99_us'):.2f}x | <= 1.0x |",
+        f"| 1 MiB in, 1 MiB out, c=8 (req/s) | {med('big', 'gateway', 'rps'):.0f} | {med('big', 'nginx', 'rps'):.0f} | "
+        f"{med('big', 'gateway', 'rps') / med('big', 'nginx', 'rps'):.2f}x | >= 1.0x |",
+        f"| gateway peak RSS after each round (MB) | {', '.join(f'{r:.0f}' for r in rss)} | | | flat |",
+        f"| Serial: added p50 per hop (us) | {serial_hop:.0f} | (one Direct hop: {direct_hop:.0f}) | "
+        f"{serial_hop / direct_hop:.2f}x | <= 1.2x |",
+        "",
+        f"1 MiB direct from the backend: {med('big', 'direct', 'rps'):.0f} req/s.",
+    ]
+    models = [key for key in results.samples if key[0] == "models"]
+    if models:
+        lines += ["", "## The real containers (examples/mnist-direct.yaml), c=4", "",
+                  "| path | req/s | p50 (us) | p99 (us) | of direct |", "| --- | ---: | ---: | ---: | ---: |"]
+        for _, path in models:
+            direct_rps = med("models", f"{path.split()[0]} direct REST", "rps")
+            lines.append(f"| {path} | {med('models', path, 'rps'):.0f} | {med('models', path, 'p50_us'):.0f} | "
+                         f"{med('models', path, 'p99_us'):.0f} | {med('models', path, 'rps') / direct_rps:.0%} |")
+    return "\n".join(lines) + "\n"
+
+
+def chart(results: Results, path: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("bench: matplotlib is missing; no chart", file=sys.stderr)
+        return
+    panels = [key for key in ("proxy c=1", "proxy c=32", "big", "hop") if any(k[0] == key for k in results.samples)]
+    figure, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
+    for axis, scenario in zip(axes[0], panels):
+        for (name, path_name), samples in results.samples.items():
+            if name != scenario:
+                continue
+            cdf = samples[len(samples) // 2].cdf
+            axis.plot([v / 1000 for _, v in cdf], [p for p, _ in cdf], label=path_name)
+        axis.set_title(scenario)
+        axis.set_xlabel("latency (ms)")
+        axis.set_ylabel("percentile")
+        axis.set_xscale("log")
+        axis.grid(True, alpha=0.3)
+        axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
--- POST a ~1 KiB JSON body, alternating X-Amzn-SageMaker-Target-Container-Hostname between two
--- containers, and print one JSON line of results when done.
--- wrk.lua PATH TARGET_A TARGET_B BODY_BYTES
+-- POST a JSON body of about BODY_BYTES, alternating X-Amzn-SageMaker-Target-Container-Hostname between
+-- TARGET_A and TARGET_B, and print one JSON line of results (with a latency distribution) when done.
+--   wrk ... -s bench/wrk.lua URL -- PATH TARGET_A TARGET_B BODY_BYTES (0: one 64-value row)
 local path, a, b, size = "/invocations", "alpha", "beta", 1024
 local counter = 0
 local body
@@ -10,22 +10,29 @@ function init(args)
   a = args[2] or a
   b = args[3] or b
   size = tonumber(args[4] or size)
-  body = '{"instances": [[' .. string.rep("0.5,", math.floor((size - 20) / 4)) .. '0.5]]}'
+  -- 0: exactly one row of 64 values, an 8x8 digit image (what the models of examples/ take)
+  local values = (size == 0) and 64 or math.max(64, math.floor((size - 20) / 4))
+  body = '{"instances": [[' .. string.rep("0.5,", values - 1) .. '0.5]]}'
 end
 
 function request()
   counter = counter + 1
   local target = (counter % 2 == 0) and a or b
-  return wrk.format("POST", path, {
-    ["Content-Type"] = "application/json",
-    ["X-Amzn-SageMaker-Target-Container-Hostname"] = target,
-  }, body)
+  local headers = {["Content-Type"] = "application/json"}
+  if target ~= "-" then  -- "-": no routing header (a Serial endpoint refuses one)
+    headers["X-Amzn-SageMaker-Target-Container-Hostname"] = target
+  end
+  return wrk.format("POST", path, headers, body)
 end
 
 function done(summary, latency, requests)
   local e = summary.errors
+  local points = {}
+  for _, p in ipairs({1, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 97.5, 99, 99.5, 99.9}) do
+    table.insert(points, string.format('[%s, %d]', p, latency:percentile(p)))
+  end
   io.write(string.format(
-    '{"requests": %d, "duration_us": %d, "socket_errors": %d, "non_2xx": %d, "p50_us": %d, "p90_us": %d, "p99_us": %d, "mean_us": %.1f}\n',
+    '{"requests": %d, "duration_us": %d, "socket_errors": %d, "non_2xx": %d, "p50_us": %d, "p99_us": %d, "cdf": [%s]}\n',
     summary.requests, summary.duration, e.connect + e.read + e.write + e.timeout, e.status,
-    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.mean))
+    latency:percentile(50), latency:percentile(99), table.concat(points, ", ")))
 end

@@ -95,13 +95,14 @@ class HttpAddress:
         """A health request: (status, body), or why it got no answer within HEALTH_TIMEOUT."""
         try:
             response = await self.pool.request(request, timeout=HEALTH_TIMEOUT)
-            return response.status, await response.read(ERROR_BODY_LIMIT)
+            try:
+                return response.status, await response.read(ERROR_BODY_LIMIT)
+            except upstream.ResponseTooLarge:
+                return response.status, b""  # the status is the answer; a large body is not read
         except upstream.UpstreamTimeout:
             return f"{self.address} did not answer {what} within {HEALTH_TIMEOUT:g} s"
         except upstream.UpstreamError as exc:
             return f"{self.address} {exc}"
-        except upstream.ResponseTooLarge:
-            return f"{self.address} answered {what} with an oversized body"
 
 
 class HttpBackend:
