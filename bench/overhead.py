@@ -292,8 +292,8 @@ def report(results: Results, args: argparse.Namespace) -> str:
     lines = [
         "# Gateway overhead",
         "",
-        f"- {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, commit {commit.stdout.strip() or 'unknown'}; "
-        f"{os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}, {nginx}",
+        (f"- {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, commit {commit.stdout.strip() or 'unknown'}; "
+        f"{os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}, {nginx}"),
         f"- {args.rounds} interleaved round(s) of {args.seconds:g} s per cell, medians; reproduce: `bench/run{options}`",
         "",
         "## Routing one request (~1 KiB POST, header alternating between two nginx `return 200` backends)",
@@ -322,18 +322,18 @@ def report(results: Results, args: argparse.Namespace) -> str:
         "",
         "| measure | gateway | nginx | ratio | target |",
         "| --- | ---: | ---: | ---: | --- |",
-        f"| c=32 throughput (req/s) | {med('proxy c=32', 'gateway', 'rps'):.0f} | {med('proxy c=32', 'nginx', 'rps'):.0f} | "
-        f"{med('proxy c=32', 'gateway', 'rps') / med('proxy c=32', 'nginx', 'rps'):.2f}x | >= 0.8x |",
-        f"| c=32 CPU per request (us) | {med('proxy c=32', 'gateway', 'cpu_us'):.1f} | {med('proxy c=32', 'nginx', 'cpu_us'):.1f} | "
-        f"{med('proxy c=32', 'gateway', 'cpu_us') / med('proxy c=32', 'nginx', 'cpu_us'):.2f}x | <= 1.5x |",
+        (f"| c=32 throughput (req/s) | {med('proxy c=32', 'gateway', 'rps'):.0f} | {med('proxy c=32', 'nginx', 'rps'):.0f} | "
+        f"{med('proxy c=32', 'gateway', 'rps') / med('proxy c=32', 'nginx', 'rps'):.2f}x | >= 0.8x |"),
+        (f"| c=32 CPU per request (us) | {med('proxy c=32', 'gateway', 'cpu_us'):.1f} | {med('proxy c=32', 'nginx', 'cpu_us'):.1f} | "
+        f"{med('proxy c=32', 'gateway', 'cpu_us') / med('proxy c=32', 'nginx', 'cpu_us'):.2f}x | <= 1.5x |"),
         f"| c=1 added p50 (us) | {gateway_added:.0f} | {nginx_added:.0f} | {gateway_added / nginx_added:.2f}x | <= 1.3x |",
-        f"| c=1 p99 (us) | {med('proxy c=1', 'gateway', 'p99_us'):.0f} | {med('proxy c=1', 'nginx', 'p99_us'):.0f} | "
-        f"{med('proxy c=1', 'gateway', 'p99_us') / med('proxy c=1', 'nginx', 'p99_us'):.2f}x | <= 1.0x |",
-        f"| 1 MiB in, 1 MiB out, c=8 (req/s) | {med('big', 'gateway', 'rps'):.0f} | {med('big', 'nginx', 'rps'):.0f} | "
-        f"{med('big', 'gateway', 'rps') / med('big', 'nginx', 'rps'):.2f}x | >= 1.0x |",
+        (f"| c=1 p99 (us) | {med('proxy c=1', 'gateway', 'p99_us'):.0f} | {med('proxy c=1', 'nginx', 'p99_us'):.0f} | "
+        f"{med('proxy c=1', 'gateway', 'p99_us') / med('proxy c=1', 'nginx', 'p99_us'):.2f}x | <= 1.0x |"),
+        (f"| 1 MiB in, 1 MiB out, c=8 (req/s) | {med('big', 'gateway', 'rps'):.0f} | {med('big', 'nginx', 'rps'):.0f} | "
+        f"{med('big', 'gateway', 'rps') / med('big', 'nginx', 'rps'):.2f}x | >= 1.0x |"),
         f"| gateway peak RSS after each round (MB) | {', '.join(f'{r:.0f}' for r in rss)} | | | flat |",
-        f"| Serial: added p50 per hop (us) | {serial_hop:.0f} | (one Direct hop: {direct_hop:.0f}) | "
-        f"{serial_hop / direct_hop:.2f}x | <= 1.2x |",
+        (f"| Serial: added p50 per hop (us) | {serial_hop:.0f} | (one Direct hop: {direct_hop:.0f}) | "
+        f"{serial_hop / direct_hop:.2f}x | <= 1.2x |"),
         "",
         f"1 MiB direct from the backend: {med('big', 'direct', 'rps'):.0f} req/s.",
     ]
