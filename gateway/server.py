@@ -15,6 +15,7 @@ import asyncio
 import collections
 import logging
 import socket
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import cast
 
@@ -22,9 +23,10 @@ import httptools
 
 from gateway import wire
 from gateway.backends import Reply
+from gateway.backends.base import Exchange
 from gateway.dataplane import DataPlane
-from gateway.errors import GatewayError, InternalFailure, ValidationError
-from gateway.invocation import Invocation, check_headers, invocation_from
+from gateway.errors import GatewayError, InternalFailure, ModelError, ValidationError
+from gateway.invocation import Invocation, invocation_from
 from gateway.routing import Operation, Route
 
 logger = logging.getLogger(__name__)
@@ -68,11 +70,14 @@ class HttpProtocol(asyncio.Protocol):
         self._body_size = 0
         self._operation: Operation | None = None
         self._route: Route | None = None
+        self._call: Invocation | None = None
         self._rejected: GatewayError | None = None
         self._ignoring = False  # after a refusal that ends the connection, later bytes are not parsed
-        # the requests being answered
+        # the requests being answered: one at a time, by a task or, on the cheap path, by callbacks
         self._queue: collections.deque[_Request] = collections.deque()
         self._task: asyncio.Task[None] | None = None
+        self._inflight: _Request | None = None  # answered through the Receiver callbacks below
+        self._exchange: Exchange | None = None
         self._head_sent = False
         self._write_paused = False
         self._drain: asyncio.Future[None] | None = None
@@ -93,6 +98,9 @@ class HttpProtocol(asyncio.Protocol):
         self._server.forget(self)
         if self._task is not None:
             self._task.cancel()  # nobody is left to answer; stop waiting on the container
+        if self._exchange is not None:
+            self._exchange.abandon()
+        self._inflight = self._exchange = None
         self._queue.clear()
         self._wake_drain()
         if self._linger is not None:
@@ -118,7 +126,7 @@ class HttpProtocol(asyncio.Protocol):
     def shutdown(self) -> None:
         """Finish the answer in progress, if any, then close."""
         self._closing = True
-        if self._task is None and self._transport is not None:
+        if not self._busy and self._transport is not None:
             self._transport.close()
 
     def abort(self) -> None:
@@ -133,6 +141,7 @@ class HttpProtocol(asyncio.Protocol):
         self._body_size = 0
         self._operation = None
         self._route = None
+        self._call = None
         self._rejected = None
 
     def on_url(self, url: bytes) -> None:
@@ -150,12 +159,12 @@ class HttpProtocol(asyncio.Protocol):
                 if length is not None and int(length) > wire.MAX_BODY:
                     self._refuse(body_too_large(int(length)))  # refused before the body is read
                     return
-                check_headers(headers)
+                self._call = invocation_from(headers)
                 self._route = self._router.route(headers.get(wire.TARGET_CONTAINER))
         except GatewayError as error:
             self._rejected = error
             return
-        if headers.get(wire.EXPECT, b"").lower() == b"100-continue" and self._task is None:
+        if headers.get(wire.EXPECT, b"").lower() == b"100-continue" and not self._busy:
             self._write(wire.CONTINUE)
 
     def on_body(self, body: bytes) -> None:
@@ -171,44 +180,91 @@ class HttpProtocol(asyncio.Protocol):
         if self._ignoring:
             return
         keep_alive = self._parser.should_keep_alive() and not self._closing
-        call = None
-        if self._operation is Operation.INVOKE and self._rejected is None:
-            body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
-            call = invocation_from(self._headers, body)
-        self._enqueue(_Request(wire.request_id(), self._operation, self._route, call, self._rejected, keep_alive))
+        call = self._call
+        if call is not None and self._rejected is None:
+            call.body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
+        self._enqueue(_Request(self._server.request_ids.next(), self._operation, self._route, call, self._rejected, keep_alive))
 
     # answering
+    @property
+    def _busy(self) -> bool:
+        return self._task is not None or self._inflight is not None
+
     def _enqueue(self, request: _Request) -> None:
-        if self._task is None:
-            self._task = self._loop.create_task(self._answer(request))
+        if not self._busy:
+            self._dispatch(request)
         else:
             self._queue.append(request)
             if len(self._queue) >= MAX_PIPELINE and self._transport is not None:
                 self._transport.pause_reading()
+
+    def _dispatch(self, request: _Request) -> None:
+        """The cheap path when the route is one container that can take it (no task, no future), else a task."""
+        if request.error is None and request.route is not None and len(request.route) == 1:
+            assert request.call is not None
+            self._inflight = request
+            self._exchange = request.route[0].begin(request.call, self, STREAM_THRESHOLD)
+            if self._exchange is not None:
+                return
+            self._inflight = None
+        self._task = self._loop.create_task(self._answer(request))
+
+    # Receiver: how a request on the cheap path ends
+    def reply(self, reply: Reply) -> None:
+        request = self._settle()
+        if reply.complete:
+            chunks = reply.take()
+            self._write_whole(reply, request, chunks, sum(map(len, chunks)))
+            self._next(request)
+        else:  # a large answer: a task relays the rest as it arrives
+            self._task = self._loop.create_task(self._finish(self._relay(reply, request), request))
+
+    def error(self, error: ModelError) -> None:
+        request = self._settle()
+        self._send_error(error, request)
+        self._next(request)
+
+    def retry(self) -> None:
+        request = self._settle()
+        self._task = self._loop.create_task(self._answer(request))
+
+    def _settle(self) -> _Request:
+        request = self._inflight
+        assert request is not None, "a callback without a request in flight"
+        self._inflight = self._exchange = None
+        self._head_sent = False
+        return request
 
     def _refuse(self, error: GatewayError) -> None:
         """Answer `error` and close the connection, reading nothing more."""
         self._ignoring = True
         if self._transport is not None:
             self._transport.pause_reading()
-        self._enqueue(_Request(wire.request_id(), None, None, None, error, keep_alive=False))
+        self._enqueue(_Request(self._server.request_ids.next(), None, None, None, error, keep_alive=False))
 
     async def _answer(self, request: _Request) -> None:
         self._head_sent = False
-        try:
-            if request.error is not None:
-                self._send_error(request.error, request)
-            elif request.operation is Operation.PING:
-                health = await self._dataplane.health()
-                self._write(
-                    wire.json_response(
-                        200 if health.ready else 503, health.document(), request.rid, close=not request.keep_alive
-                    )
+        await self._finish(self._work(request), request)
+
+    async def _work(self, request: _Request) -> None:
+        if request.error is not None:
+            self._send_error(request.error, request)
+        elif request.operation is Operation.PING:
+            health = await self._dataplane.health()
+            self._write(
+                wire.json_response(
+                    200 if health.ready else 503, health.document(), request.rid, close=not request.keep_alive
                 )
-            else:
-                assert request.route is not None and request.call is not None
-                reply = await self._dataplane.invoke(request.route, request.call)
-                await self._relay(reply, request)
+            )
+        else:
+            assert request.route is not None and request.call is not None
+            reply = await self._dataplane.invoke(request.route, request.call)
+            await self._relay(reply, request)
+
+    async def _finish(self, work: Coroutine[None, None, None], request: _Request) -> None:
+        """Run the answering `work`; whatever it raises becomes the error answer; then the next request."""
+        try:
+            await work
         except GatewayError as error:
             self._send_error(error, request)
         except asyncio.CancelledError:
@@ -228,7 +284,7 @@ class HttpProtocol(asyncio.Protocol):
         if self._queue:
             if len(self._queue) == MAX_PIPELINE:
                 self._transport.resume_reading()
-            self._task = self._loop.create_task(self._answer(self._queue.popleft()))
+            self._dispatch(self._queue.popleft())
 
     async def _relay(self, reply: Reply, request: _Request) -> None:
         """Send a container's 2xx reply to the client: whole if small, else streamed as it arrives."""
@@ -242,10 +298,7 @@ class HttpProtocol(asyncio.Protocol):
                 chunks += more
                 size += sum(map(len, more))
             if reply.complete:
-                head = wire.invocation_head(
-                    request.rid, reply.content_type, reply.custom_attributes, length=size, close=close
-                )
-                self._write(b"".join([head, *chunks]))
+                self._write_whole(reply, request, chunks, size)
                 return
             length = reply.content_length
             self._write(
@@ -266,6 +319,13 @@ class HttpProtocol(asyncio.Protocol):
         finally:
             if not reply.complete:
                 reply.abandon()
+
+    def _write_whole(self, reply: Reply, request: _Request, chunks: list[bytes], size: int) -> None:
+        """A whole answer in one write: head and body together."""
+        head = wire.invocation_head(
+            request.rid, reply.content_type, reply.custom_attributes, length=size, close=not request.keep_alive
+        )
+        self._write(b"".join([head, *chunks]))
 
     def _close(self) -> None:
         """Close after the answer; if the client may still be sending a refused body, drain it first.
@@ -317,6 +377,7 @@ class Server:
         self.port = port
         self.loop = asyncio.get_running_loop()
         self.connections: set[HttpProtocol] = set()
+        self.request_ids = wire.RequestIds()
         self._server: asyncio.Server | None = None
         self._all_closed = asyncio.Event()
 

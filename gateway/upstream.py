@@ -3,7 +3,7 @@
 An `asyncio.Protocol` client fed by the httptools response parser, and a pool of idle connections per
 container. A request is written in one `transport.write`; the response head resolves a future, the body
 is buffered in a bounded list (reading pauses above `HIGH_WATER`) for the caller to take or stream on.
-Every exchange has one deadline, armed as a single timer, that fails whatever is waiting on it.
+Every exchange has one deadline, enforced by the pool's periodic sweep, that fails whatever waits on it.
 
 Failures are `UpstreamError`s, which the backends translate into the SageMaker errors a client sees:
 
@@ -20,7 +20,7 @@ import asyncio
 import collections
 import logging
 import socket
-from typing import Final, cast
+from typing import Final, Protocol, cast
 
 import httptools
 
@@ -28,6 +28,7 @@ logger = logging.getLogger(__name__)
 
 HIGH_WATER: Final = 256 * 1024  # pause reading a response nobody is consuming above this many bytes
 MAX_IDLE: Final = 128  # idle connections kept per container
+SWEEP: Final = 0.1  # seconds between deadline checks; a deadline fires at most this late
 
 
 class UpstreamError(Exception):
@@ -66,6 +67,10 @@ class Response:
         self._error: UpstreamError | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._conn: Connection | None = conn
+
+    @property
+    def buffered(self) -> int:
+        return self._buffered
 
     @property
     def content_length(self) -> int | None:
@@ -136,6 +141,19 @@ class Response:
             waiter.set_result(None)
 
 
+class Listener(Protocol):
+    """Who is told about an exchange started with `Connection.begin` (callbacks instead of awaiting)."""
+
+    def complete(self, response: Response) -> None:
+        """The whole response arrived (the connection is already back in its pool)."""
+
+    def overflow(self, response: Response) -> None:
+        """The body passed `Listener.limit` bytes before it ended: from now on, consume `response` itself."""
+
+    def failed(self, error: UpstreamError) -> None:
+        """The exchange failed before the response was whole."""
+
+
 class ResponseTooLarge(Exception):
     def __init__(self, received: int) -> None:
         super().__init__(f"response passed {received} bytes")
@@ -152,7 +170,10 @@ class Connection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._response: Response | None = None
         self._head_waiter: asyncio.Future[Response] | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        self._listener: Listener | None = None
+        self._listen_limit = 0
+        self.reused = False  # it carried an exchange before this one
+        self.deadline = 0.0  # of the exchange in flight; the pool's sweep enforces it
         self._received = False
         self._paused = False
         self.closed = False
@@ -182,7 +203,7 @@ class Connection(asyncio.Protocol):
         response = self._response
         if response is None:
             return
-        if self._head_waiter is not None:
+        if response.status < 200:  # no head yet
             reason = "reset the connection" if exc is not None else "closed the connection"
             self._fail(
                 ConnectionClosed(f"{reason} before answering", before_response=not self._received)
@@ -199,20 +220,25 @@ class Connection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         response = self._response
-        waiter = self._head_waiter
-        if response is None or waiter is None:
+        if response is None:
             return
         response.status = self._parser.get_status_code()
         if response.status < 200:  # an interim 1xx: the real head follows
             response.headers = {}
             return
+        waiter = self._head_waiter
         self._head_waiter = None
-        if not waiter.done():
+        if waiter is not None and not waiter.done():
             waiter.set_result(response)
 
     def on_body(self, body: bytes) -> None:
-        if self._response is not None:
-            self._response._feed(body)
+        response = self._response
+        if response is not None:
+            response._feed(body)
+            listener = self._listener
+            if listener is not None and response.buffered > self._listen_limit:
+                self._listener = None
+                listener.overflow(response)
 
     def on_message_complete(self) -> None:
         response = self._response
@@ -220,6 +246,26 @@ class Connection(asyncio.Protocol):
             self._finish_exchange(response)
 
     # the exchange
+    def begin(self, data: bytes | list[bytes], deadline: float, listener: Listener, limit: int) -> None:
+        """Send a request and report to `listener`: the whole response, or an overflow past `limit`
+        bytes of body, or a failure. No future, no task: the cheap path for small answers."""
+        assert self._transport is not None
+        self._response = Response(self)
+        self._received = False
+        self._listener = listener
+        self._listen_limit = limit
+        self.deadline = deadline
+        self._pool.track(self)
+        if isinstance(data, bytes):
+            self._transport.write(data)
+        else:
+            self._transport.writelines(data)
+
+    def abandon(self) -> None:
+        """The caller of `begin` went away: this connection cannot be reused."""
+        self._listener = None
+        self.close()
+
     async def exchange(self, data: bytes | list[bytes], deadline: float) -> Response:
         assert self._transport is not None
         response = Response(self)
@@ -227,7 +273,8 @@ class Connection(asyncio.Protocol):
         self._received = False
         waiter: asyncio.Future[Response] = self._loop.create_future()
         self._head_waiter = waiter
-        self._timer = self._loop.call_at(deadline, self._on_deadline)
+        self.deadline = deadline
+        self._pool.track(self)
         if isinstance(data, bytes):
             self._transport.write(data)
         else:
@@ -254,24 +301,29 @@ class Connection(asyncio.Protocol):
             self._transport.close()
         self._pool.discard(self)
 
-    def _on_deadline(self) -> None:
-        self._timer = None
+    def expire(self) -> None:
+        """The exchange's deadline passed: fail whoever waits, and drop the connection."""
         self._fail(UpstreamTimeout("did not finish answering in time"))
         self.close()
 
     def _finish_exchange(self, response: Response) -> None:
-        self._cancel_timer()
+        self._end_deadline()
         self._response = None
         keep_alive = self._parser.should_keep_alive() and not self.closed
         response._finish()
         if keep_alive:
             self.resume()
+            self.reused = True
             self._pool.release(self)
         else:
             self.close()
+        listener = self._listener
+        if listener is not None:
+            self._listener = None
+            listener.complete(response)
 
     def _fail(self, error: UpstreamError) -> None:
-        self._cancel_timer()
+        self._end_deadline()
         response = self._response
         self._response = None
         waiter = self._head_waiter
@@ -280,15 +332,22 @@ class Connection(asyncio.Protocol):
             waiter.set_exception(error)
         if response is not None:
             response._fail(error)
+        listener = self._listener
+        if listener is not None:
+            self._listener = None
+            listener.failed(error)
 
-    def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+    def _end_deadline(self) -> None:
+        self._pool.untrack(self)
 
 
 class Pool:
-    """Idle keep-alive connections to one container (`host:port`), opened on demand."""
+    """Idle keep-alive connections to one container (`host:port`), opened on demand.
+
+    Deadlines are enforced by one sweep every `SWEEP` seconds while exchanges are in flight, rather than a
+    timer per exchange: arming and cancelling a timer per request costs more than the whole sweep, and a
+    deadline of seconds does not need millisecond precision.
+    """
 
     def __init__(self, host: str, port: int, *, connect_timeout: float) -> None:
         self.host = host
@@ -297,6 +356,26 @@ class Pool:
         self.loop = asyncio.get_running_loop()
         self._idle: collections.deque[Connection] = collections.deque()
         self._all: set[Connection] = set()
+        self._active: set[Connection] = set()
+        self._sweeper: asyncio.TimerHandle | None = None
+
+    def track(self, conn: Connection) -> None:
+        self._active.add(conn)
+        if self._sweeper is None:
+            self._sweeper = self.loop.call_later(SWEEP, self._sweep)
+
+    def untrack(self, conn: Connection) -> None:
+        self._active.discard(conn)
+
+    def _sweep(self) -> None:
+        now = self.loop.time()
+        for conn in [c for c in self._active if c.deadline <= now]:
+            conn.expire()
+        self._sweeper = self.loop.call_later(SWEEP, self._sweep) if self._active else None
+
+    def idle(self) -> Connection | None:
+        """An idle keep-alive connection, if there is one (for `Connection.begin`)."""
+        return self._idle.pop() if self._idle else None
 
     async def request(self, data: bytes | list[bytes], *, timeout: float) -> Response:
         """Send one request (head and body, already framed) and return once the response head is in.
@@ -345,3 +424,6 @@ class Pool:
         for conn in list(self._all):
             conn.close()
         self._idle.clear()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None

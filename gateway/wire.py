@@ -7,6 +7,7 @@ per response only the variable parts are joined.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from http import HTTPStatus
@@ -46,13 +47,20 @@ _CLOSE = b"Connection: close\r\n"
 _CHUNKED = b"Transfer-Encoding: chunked\r\n"
 
 
-def request_id() -> bytes:
-    """A fresh id for `x-amzn-RequestId`, shaped like a UUID4 (random, not sequential)."""
-    raw = bytearray(os.urandom(16))
-    raw[6] = (raw[6] & 0x0F) | 0x40
-    raw[8] = (raw[8] & 0x3F) | 0x80
-    hexed = raw.hex()
-    return f"{hexed[:8]}-{hexed[8:12]}-{hexed[12:16]}-{hexed[16:20]}-{hexed[20:]}".encode()
+class RequestIds:
+    """`x-amzn-RequestId` values shaped like UUIDs: a random prefix per process, then a counter.
+
+    Unique within the process and unpredictable across processes, at a fraction of `uuid4`'s cost per
+    request (one counter step instead of reading 16 random bytes).
+    """
+
+    def __init__(self) -> None:
+        raw = os.urandom(12).hex()
+        self._prefix = f"{raw[:8]}-{raw[8:12]}-4{raw[13:16]}-{raw[16:20]}-".encode()
+        self._counter = itertools.count(int(raw[20:24], 16) << 32)
+
+    def next(self) -> bytes:
+        return b"%s%012x" % (self._prefix, next(self._counter) & 0xFFFFFFFFFFFF)
 
 
 def status_line(status: int) -> bytes:

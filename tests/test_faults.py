@@ -107,3 +107,11 @@ def test_client_that_gives_up_does_not_stall_the_gateway(procs: Processes) -> No
     client = runtime_client(started["gateway"].url)
     assert_bystander_serves(client)
     assert json.loads(call(client, "victim", {})["Body"].read())["trail"] == ["victim"]
+
+
+def test_keep_alive_connection_closed_by_the_container_is_retried_once(procs: Processes) -> None:
+    """The pooled connection dies as it is reused: nothing reached the container, so one retry is safe."""
+    client, _ = direct(procs)
+    assert json.loads(call(client, "victim", {"faults": {"victim": {"drop_next": True}}})["Body"].read())["trail"] == ["victim"]
+    # the gateway reuses that connection; the container closes it unanswered; the retry on a new one answers
+    assert json.loads(call(client, "victim", {"n": 2})["Body"].read())["n"] == 2

@@ -46,10 +46,35 @@ class Reply(Protocol):
         """Give up on the rest of the body (frees the connection)."""
 
 
+class Exchange(Protocol):
+    """An invocation started with `Backend.begin`, still in flight."""
+
+    def abandon(self) -> None:
+        """Nobody wants the answer any more (the client left): free what it holds."""
+
+
+class Receiver(Protocol):
+    """Who hears how an invocation started with `Backend.begin` ends (callbacks, not awaiting)."""
+
+    def reply(self, reply: Reply) -> None:
+        """A 2xx answer; whole if `reply.complete`, else its body is still arriving (consume it as usual)."""
+
+    def error(self, error: ModelError) -> None:
+        """The invocation failed."""
+
+    def retry(self) -> None:
+        """The cheap path could not run after all (nothing reached the container): use `invoke`."""
+
+
 class Backend(Protocol):
     """One container, reached over one protocol."""
 
     name: str
+
+    def begin(self, call: Invocation, receiver: Receiver, limit: int) -> Exchange | None:
+        """Start `call` without a coroutine, if this backend can right now; the outcome goes to `receiver`
+        (a reply is handed over incomplete once more than `limit` bytes of body have arrived).
+        None: it cannot (no ready connection, or a protocol that converts); use `invoke`."""
 
     async def start(self) -> None:
         """Prepare connections; called once inside the running event loop."""

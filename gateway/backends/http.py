@@ -9,7 +9,7 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from gateway import upstream
-from gateway.backends.base import ERROR_BODY_LIMIT, ReplyTooLarge, error_status, unreachable
+from gateway.backends.base import ERROR_BODY_LIMIT, Receiver, ReplyTooLarge, error_status, unreachable
 from gateway.endpoint import BackendSpec
 from gateway.errors import ModelError
 from gateway.invocation import Invocation
@@ -62,6 +62,40 @@ class HttpReply:
 
     def abandon(self) -> None:
         self._response.abandon()
+
+
+class _Exchange:
+    """An invocation on a pooled connection, reported through callbacks (`HttpBackend.begin`)."""
+
+    __slots__ = ("_backend", "_connection", "_receiver")
+
+    def __init__(self, backend: HttpBackend, receiver: Receiver, connection: upstream.Connection) -> None:
+        self._backend = backend
+        self._receiver = receiver
+        self._connection = connection
+
+    def complete(self, response: upstream.Response) -> None:
+        self._answered(response)
+
+    def overflow(self, response: upstream.Response) -> None:
+        self._answered(response)
+
+    def failed(self, error: upstream.UpstreamError) -> None:
+        if isinstance(error, upstream.ConnectionClosed) and error.before_response:
+            self._receiver.retry()  # the pooled connection had been closed by the container: never sent
+        else:
+            self._receiver.error(self._backend.failure(error))
+
+    def abandon(self) -> None:
+        self._connection.abandon()
+
+    def _answered(self, response: upstream.Response) -> None:
+        if 200 <= response.status < 300:
+            self._receiver.reply(HttpReply(response, self._backend))
+            return
+        body = b"".join(response.take())[:ERROR_BODY_LIMIT]
+        response.abandon()
+        self._receiver.error(error_status(self._backend.name, response.status, body))
 
 
 class HttpAddress:
@@ -124,8 +158,20 @@ class HttpBackend:
     async def close(self) -> None:
         self.server.close()
 
+    def begin(self, call: Invocation, receiver: Receiver, limit: int) -> _Exchange | None:
+        pool = self.server.pool
+        connection = pool.idle()
+        if connection is None:
+            return None
+        exchange = _Exchange(self, receiver, connection)
+        connection.begin(self.request_bytes(call), pool.loop.time() + self._timeout, exchange, limit)
+        return exchange
+
     async def invoke(self, call: Invocation) -> HttpReply:
-        response = await self.send(self.request_bytes(call), self._timeout)
+        try:
+            response = await self.server.pool.request(self.request_bytes(call), timeout=self._timeout)
+        except upstream.UpstreamError as exc:
+            raise self.failure(exc) from exc
         if 200 <= response.status < 300:
             return HttpReply(response, self)
         raise error_status(self.name, response.status, await self._error_body(response))
@@ -157,12 +203,6 @@ class HttpBackend:
             parts.append(call.body)
             return b"".join(parts)
         return [b"".join(parts), call.body]
-
-    async def send(self, data: bytes | list[bytes], timeout: float) -> upstream.Response:
-        try:
-            return await self.server.pool.request(data, timeout=timeout)
-        except upstream.UpstreamError as exc:
-            raise self.failure(exc, timeout) from exc
 
     def failure(self, exc: upstream.UpstreamError, timeout: float | None = None) -> ModelError:
         if isinstance(exc, upstream.UpstreamTimeout):

@@ -21,7 +21,7 @@ from gateway._proto.tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 from gateway.backends import grpc_channel, tensors
-from gateway.backends.base import BufferedReply, error_status
+from gateway.backends.base import BufferedReply, Receiver, error_status
 from gateway.backends.http import HttpBackend
 from gateway.endpoint import BackendSpec
 from gateway.errors import ModelError
@@ -95,6 +95,9 @@ class TfServingGrpcBackend:
     async def close(self) -> None:
         if self._channel is not None:
             await self._channel.close()
+
+    def begin(self, call: Invocation, receiver: Receiver, limit: int) -> None:
+        return None  # a gRPC answer is converted whole: always through invoke
 
     async def invoke(self, call: Invocation) -> BufferedReply:
         assert self._predict is not None, "start() first"

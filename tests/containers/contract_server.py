@@ -19,6 +19,8 @@ non-JSON body is echoed with its Content-Type. The request steers faults per con
     {"size": N, "cut_at": M}             declare N bytes, send M, close
     {"content_type": "text/csv"}         answer the normal JSON under this Content-Type
     {"attributes": "a=1"}                set X-Amzn-SageMaker-Custom-Attributes on the answer
+    {"drop_next": true}                  answer, keep the connection open, then close it on the next
+                                         request without answering (a keep-alive connection that died)
 """
 
 from __future__ import annotations
@@ -51,6 +53,9 @@ class Handler(BaseHTTPRequestHandler):
         self._send(self.server.ping_status, b"", None)
 
     def do_POST(self) -> None:
+        if getattr(self, "drop_next", False):
+            self.close_connection = True  # closed without a byte of answer
+            return
         body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
         if self.path != "/invocations":
             self._send(404, b"not found", "text/plain")
@@ -88,6 +93,9 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(b"THIS IS NOT HTTP\r\n\r\n")
             self.wfile.flush()
             self.close_connection = True
+        elif fault.get("drop_next"):
+            self.drop_next = True
+            return False
         elif "size" in fault:
             self._send_size(int(str(fault["size"])), bool(fault.get("chunked")), fault.get("cut_at"))
         else:
