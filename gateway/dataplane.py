@@ -65,30 +65,43 @@ class DataPlane:
             await backend.close()
 
     async def invoke(self, route: Route, call: Invocation) -> Reply:
-        """Run `call` through `route`; return the last container's reply with its body unread."""
+        """Run the client's `call` through `route`; return the last container's reply with its body unread."""
+        return await self.run(route, 0, call, self.entry(route, call))
+
+    async def run(self, route: Route, start: int, call: Invocation, sent: Invocation) -> Reply:
+        """Run `route` from container `start`, which is to be sent `sent` (`call` is the client's request)."""
         last = len(route) - 1
-        accept = call.accept
-        if last > 0:
-            # SageMaker does not document what an inner container is sent; the client's Accept is
-            # for the pipeline's answer, so only the last container gets it (docs/decisions.md).
-            call = Invocation(
-                call.body, call.content_type, None, call.custom_attributes, call.inference_id, call.target_model
-            )
-        for index, backend in enumerate(route):
-            if index == last:
-                return await backend.invoke(call)
-            reply = await backend.invoke(call)
-            body = await _read_hop(reply, backend.name, route[index + 1].name)
-            call = Invocation(
-                body,
-                reply.content_type,
-                accept if index + 1 == last else None,
-                # custom attributes travel along: a container may replace them for the next one
-                reply.custom_attributes if reply.custom_attributes is not None else call.custom_attributes,
-                call.inference_id,
-                call.target_model,
-            )
-        raise AssertionError("a route has at least one container")
+        for index in range(start, last):
+            reply = await route[index].invoke(sent)
+            body = await _read_hop(reply, route[index].name, route[index + 1].name)
+            sent = self.hand_on(route, index, call, sent, reply, body)
+        return await route[last].invoke(sent)
+
+    async def continue_after(self, route: Route, index: int, call: Invocation, sent: Invocation, reply: Reply) -> Reply:
+        """Container `index` (not the last) has begun answering `reply`: read it whole and run the rest."""
+        body = await _read_hop(reply, route[index].name, route[index + 1].name)
+        return await self.run(route, index + 1, call, self.hand_on(route, index, call, sent, reply, body))
+
+    @staticmethod
+    def entry(route: Route, call: Invocation) -> Invocation:
+        """What the first container is sent. SageMaker does not document what an inner container of a
+        pipeline gets; the client's Accept is for the pipeline's answer, so only the last one gets it."""
+        if len(route) == 1:
+            return call
+        return Invocation(call.body, call.content_type, None, call.custom_attributes, call.inference_id, call.target_model)
+
+    @staticmethod
+    def hand_on(route: Route, index: int, call: Invocation, sent: Invocation, reply: Reply, body: bytes) -> Invocation:
+        """What container `index + 1` is sent: container `index`'s answer and its Content-Type (docs/decisions.md D5)."""
+        return Invocation(
+            body,
+            reply.content_type,
+            call.accept if index + 2 == len(route) else None,
+            # custom attributes travel along: a container may replace them for the next one
+            reply.custom_attributes if reply.custom_attributes is not None else sent.custom_attributes,
+            sent.inference_id,
+            sent.target_model,
+        )
 
     async def health(self) -> Health:
         """Every container's readiness, checked now; concurrent callers share one round of checks."""

@@ -78,6 +78,8 @@ class HttpProtocol(asyncio.Protocol):
         self._task: asyncio.Task[None] | None = None
         self._inflight: _Request | None = None  # answered through the Receiver callbacks below
         self._exchange: Exchange | None = None
+        self._hop = 0  # which container of the route the cheap path is waiting on
+        self._sent: Invocation | None = None  # and what it was sent
         self._head_sent = False
         self._write_paused = False
         self._drain: asyncio.Future[None] | None = None
@@ -199,19 +201,37 @@ class HttpProtocol(asyncio.Protocol):
                 self._transport.pause_reading()
 
     def _dispatch(self, request: _Request) -> None:
-        """The cheap path when the route is one container that can take it (no task, no future), else a task."""
-        if request.error is None and request.route is not None and len(request.route) == 1:
+        """The cheap path when the first container can take the request (no task, no future), else a task."""
+        if request.error is None and request.route is not None:
             assert request.call is not None
-            self._inflight = request
-            self._exchange = request.route[0].begin(request.call, self, STREAM_THRESHOLD)
-            if self._exchange is not None:
+            if self._begin(request, 0, self._dataplane.entry(request.route, request.call)):
                 return
-            self._inflight = None
         self._task = self._loop.create_task(self._answer(request))
 
-    # Receiver: how a request on the cheap path ends
+    def _begin(self, request: _Request, hop: int, sent: Invocation) -> bool:
+        assert request.route is not None
+        self._inflight, self._hop, self._sent = request, hop, sent
+        self._exchange = request.route[hop].begin(sent, self, STREAM_THRESHOLD)
+        if self._exchange is None:
+            self._inflight = None
+            return False
+        return True
+
+    # Receiver: how a request on the cheap path goes on, or ends
     def reply(self, reply: Reply) -> None:
+        hop, sent = self._hop, self._sent
         request = self._settle()
+        assert request.route is not None and request.call is not None and sent is not None
+        if hop < len(request.route) - 1:  # an inner container of a pipeline answered
+            if not reply.complete:  # a large answer: read on in a task
+                work = self._dataplane.continue_after(request.route, hop, request.call, sent, reply)
+                self._task = self._loop.create_task(self._finish(self._relay_from(work, request), request))
+                return
+            body = b"".join(reply.take())
+            following = self._dataplane.hand_on(request.route, hop, request.call, sent, reply, body)
+            if not self._begin(request, hop + 1, following):
+                self._task = self._loop.create_task(self._answer(request, hop + 1, following))
+            return
         if reply.complete:
             chunks = reply.take()
             self._write_whole(reply, request, chunks, sum(map(len, chunks)))
@@ -225,13 +245,14 @@ class HttpProtocol(asyncio.Protocol):
         self._next(request)
 
     def retry(self) -> None:
+        hop, sent = self._hop, self._sent
         request = self._settle()
-        self._task = self._loop.create_task(self._answer(request))
+        self._task = self._loop.create_task(self._answer(request, hop, sent))
 
     def _settle(self) -> _Request:
         request = self._inflight
         assert request is not None, "a callback without a request in flight"
-        self._inflight = self._exchange = None
+        self._inflight = self._exchange = self._sent = None
         self._head_sent = False
         return request
 
@@ -242,11 +263,11 @@ class HttpProtocol(asyncio.Protocol):
             self._transport.pause_reading()
         self._enqueue(_Request(self._server.request_ids.next(), None, None, None, error, keep_alive=False))
 
-    async def _answer(self, request: _Request) -> None:
+    async def _answer(self, request: _Request, hop: int = 0, sent: Invocation | None = None) -> None:
         self._head_sent = False
-        await self._finish(self._work(request), request)
+        await self._finish(self._work(request, hop, sent), request)
 
-    async def _work(self, request: _Request) -> None:
+    async def _work(self, request: _Request, hop: int, sent: Invocation | None) -> None:
         if request.error is not None:
             self._send_error(request.error, request)
         elif request.operation is Operation.PING:
@@ -258,8 +279,12 @@ class HttpProtocol(asyncio.Protocol):
             )
         else:
             assert request.route is not None and request.call is not None
-            reply = await self._dataplane.invoke(request.route, request.call)
-            await self._relay(reply, request)
+            if sent is None:
+                sent = self._dataplane.entry(request.route, request.call)
+            await self._relay_from(self._dataplane.run(request.route, hop, request.call, sent), request)
+
+    async def _relay_from(self, work: Coroutine[None, None, Reply], request: _Request) -> None:
+        await self._relay(await work, request)
 
     async def _finish(self, work: Coroutine[None, None, None], request: _Request) -> None:
         """Run the answering `work`; whatever it raises becomes the error answer; then the next request."""
