@@ -249,17 +249,9 @@ class Connection(asyncio.Protocol):
     def begin(self, data: bytes | list[bytes], deadline: float, listener: Listener, limit: int) -> None:
         """Send a request and report to `listener`: the whole response, or an overflow past `limit`
         bytes of body, or a failure. No future, no task: the cheap path for small answers."""
-        assert self._transport is not None
-        self._response = Response(self)
-        self._received = False
         self._listener = listener
         self._listen_limit = limit
-        self.deadline = deadline
-        self._pool.track(self)
-        if isinstance(data, bytes):
-            self._transport.write(data)
-        else:
-            self._transport.writelines(data)
+        self._send(data, deadline)
 
     def abandon(self) -> None:
         """The caller of `begin` went away: this connection cannot be reused."""
@@ -267,23 +259,25 @@ class Connection(asyncio.Protocol):
         self.close()
 
     async def exchange(self, data: bytes | list[bytes], deadline: float) -> Response:
-        assert self._transport is not None
-        response = Response(self)
-        self._response = response
-        self._received = False
         waiter: asyncio.Future[Response] = self._loop.create_future()
         self._head_waiter = waiter
+        self._send(data, deadline)
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            self.close()  # the caller went away mid-exchange; this connection cannot be reused
+            raise
+
+    def _send(self, data: bytes | list[bytes], deadline: float) -> None:
+        assert self._transport is not None
+        self._response = Response(self)
+        self._received = False
         self.deadline = deadline
         self._pool.track(self)
         if isinstance(data, bytes):
             self._transport.write(data)
         else:
             self._transport.writelines(data)
-        try:
-            return await waiter
-        except asyncio.CancelledError:
-            self.close()  # the caller went away mid-exchange; this connection cannot be reused
-            raise
 
     def pause(self) -> None:
         if not self._paused and self._transport is not None:

@@ -70,31 +70,20 @@ def status_line(status: int) -> bytes:
 
 def error_response(error: GatewayError, rid: bytes, *, close: bool = False) -> bytes:
     """A whole HTTP response for `error`, ready for `transport.write`."""
-    body = json.dumps(error.members(), ensure_ascii=True).encode()
-    return b"".join(
-        (
-            status_line(error.status),
-            b"x-amzn-ErrorType: ",
-            error.code.encode(),
-            b"\r\nx-amzn-RequestId: ",
-            rid,
-            b"\r\n",
-            _JSON,
-            _CLOSE if close else b"",
-            b"Content-Length: ",
-            str(len(body)).encode(),
-            b"\r\n\r\n",
-            body,
-        )
-    )
+    error_type = b"x-amzn-ErrorType: " + error.code.encode() + b"\r\n"
+    return _json(error.status, error_type, json.dumps(error.members(), ensure_ascii=True).encode(), rid, close)
 
 
 def json_response(status: int, document: object, rid: bytes, *, close: bool = False) -> bytes:
     """A whole HTTP response with a JSON body (used by /ping)."""
-    body = json.dumps(document).encode()
+    return _json(status, b"", json.dumps(document).encode(), rid, close)
+
+
+def _json(status: int, extra: bytes, body: bytes, rid: bytes, close: bool) -> bytes:
     return b"".join(
         (
             status_line(status),
+            extra,
             b"x-amzn-RequestId: ",
             rid,
             b"\r\n",

@@ -227,13 +227,7 @@ def start_torchserve(run_dir: Path) -> TorchServe:
         [sys.executable, str(ROOT / "containers" / "pytorch" / "serve.py")], env=env, log_path=run_dir / "torchserve.log"
     )
     server = TorchServe(process, ports)
-    try:
-        wait_until(lambda: server.model_ready() or process.returncode is not None, "TorchServe's model ready")
-    except BaseException:
-        process.stop()
-        raise
-    if process.returncode is not None:
-        raise RuntimeError(f"TorchServe exited {process.returncode}:\n{(run_dir / 'torchserve.log').read_text()[-3000:]}")
+    _await_ready(process, server.model_ready, "TorchServe's model ready", run_dir / "torchserve.log")
     return server
 
 
@@ -287,11 +281,16 @@ def start_tfserving(run_dir: Path) -> TfServing:
         ["sh", str(ROOT / "containers" / "tensorflow" / "serve.sh")], env=env, log_path=run_dir / "tfserving.log"
     )
     server = TfServing(process, ports)
+    _await_ready(process, server.available, "TF Serving's model AVAILABLE", run_dir / "tfserving.log")
+    return server
+
+
+def _await_ready(process: Any, ready: Callable[[], bool], what: str, log: Path) -> None:
+    """Until `ready()`, or fail with the container's log if it exits first; stop it on any failure."""
     try:
-        wait_until(lambda: server.available() or process.returncode is not None, "TF Serving's model AVAILABLE")
+        wait_until(lambda: ready() or process.returncode is not None, what)
     except BaseException:
         process.stop()
         raise
     if process.returncode is not None:
-        raise RuntimeError(f"TF Serving exited {process.returncode}:\n{(run_dir / 'tfserving.log').read_text()[-3000:]}")
-    return server
+        raise RuntimeError(f"{what}: the container exited {process.returncode}:\n{log.read_text()[-3000:]}")
