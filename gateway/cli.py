@@ -12,17 +12,20 @@ import sys
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway import __version__
 from gateway.compose import RenderError, render
 from gateway.dataplane import DataPlane
 from gateway.endpoint import Endpoint, check_servable, load_endpoint
-from gateway.errors import EndpointDocumentError
+from gateway.errors import DocumentError
 from gateway.launch.layout import at_hostnames
 from gateway.launch.summary import summary
 from gateway.launch.supervisor import STARTUP_TIMEOUT, STOP_GRACE, Console, LaunchError, Supervisor, plan
 from gateway.server import Server
+
+if TYPE_CHECKING:
+    from gateway.access import Access
 
 logger = logging.getLogger("gateway")
 
@@ -80,6 +83,10 @@ def _listen_options(command: argparse.ArgumentParser) -> None:
     command.add_argument("--port", type=int, default=8080, help="port to listen on; 0 lets the OS choose (default 8080)")
     command.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     command.add_argument(
+        "--access", metavar="FILE",
+        help="turn on SigV4 authentication and per-key IAM policies, from this access file (see gateway/access.py)",
+    )
+    command.add_argument(
         "--shutdown-grace", type=float, default=STOP_GRACE, metavar="SECONDS",
         help=f"on SIGTERM/SIGINT, how long answers in progress may take to finish (default {STOP_GRACE:.0f})",
     )
@@ -88,9 +95,22 @@ def _listen_options(command: argparse.ArgumentParser) -> None:
 def _load(path: str) -> Endpoint | None:
     try:
         return load_endpoint(path)
-    except EndpointDocumentError as exc:
+    except DocumentError as exc:
         print(exc, file=sys.stderr)
         return None
+
+
+def _access(args: argparse.Namespace) -> Access | None:
+    """The access file's keys and policies (None: authentication off); exits 1 if it is unusable."""
+    if args.access is None:
+        return None
+    from gateway.access import load_access  # botocore, only when authentication is on
+
+    try:
+        return load_access(args.access)
+    except DocumentError as exc:
+        print(exc, file=sys.stderr)
+        raise SystemExit(EXIT_INVALID) from None
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -110,21 +130,23 @@ def _serve(args: argparse.Namespace) -> int:
         endpoint = at_hostnames(endpoint)
     try:
         check_servable(endpoint, args.file)
-    except EndpointDocumentError as exc:
+    except DocumentError as exc:
         print(exc, file=sys.stderr)
         return EXIT_INVALID
+    access = _access(args)
     _logging(args.log_level)
-    return _run(_serve_endpoint(endpoint, args.host, args.port, args.shutdown_grace))
+    return _run(_serve_endpoint(endpoint, args.host, args.port, args.shutdown_grace, access))
 
 
 def _up(args: argparse.Namespace) -> int:
     endpoint = _load(args.file)
     if endpoint is None:
         return EXIT_INVALID
+    access = _access(args)
     # mce up forks container processes while gRPC channels are open: gRPC's fork handlers only log noise
     os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
     _logging(args.log_level)
-    return _run(_up_endpoint(endpoint, args))
+    return _run(_up_endpoint(endpoint, args, access))
 
 
 def _render(args: argparse.Namespace) -> int:
@@ -144,10 +166,10 @@ def _render(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-async def _serve_endpoint(endpoint: Endpoint, host: str, port: int, grace: float) -> int:
+async def _serve_endpoint(endpoint: Endpoint, host: str, port: int, grace: float, access: Access | None) -> int:
     dataplane = DataPlane.from_endpoint(endpoint)
     await dataplane.start()
-    server = Server(dataplane, host=host, port=port)
+    server = Server(dataplane, host=host, port=port, access=access)
     try:
         bound_host, bound_port = await server.start()
     except OSError as exc:
@@ -168,7 +190,7 @@ async def _serve_endpoint(endpoint: Endpoint, host: str, port: int, grace: float
     return EXIT_OK
 
 
-async def _up_endpoint(endpoint: Endpoint, args: argparse.Namespace) -> int:
+async def _up_endpoint(endpoint: Endpoint, args: argparse.Namespace, access: Access | None) -> int:
     began = time.monotonic()
     console = Console()
     if args.port != 0 and not _port_free(args.host, args.port):
@@ -206,7 +228,7 @@ async def _up_endpoint(endpoint: Endpoint, args: argparse.Namespace) -> int:
         if failure is not None:
             raise failure
         return 128 + stop.signum
-    server = Server(dataplane, host=args.host, port=args.port)
+    server = Server(dataplane, host=args.host, port=args.port, access=access)
     try:
         bound_host, bound_port = await server.start()
     except OSError as exc:

@@ -3,7 +3,7 @@
 Shapes and limits follow botocore's SageMaker model and the developer guide (spec §2). Field-level rules
 (patterns, lengths, enums, unknown keys) are pydantic's; cross-field rules (unique hostnames, all named or
 none, Direct needs names, Environment size across containers) are in `_check_rules`. Every problem is
-reported with its field path, all at once, as `EndpointDocumentError`.
+reported with its field path, all at once, as `DocumentError`.
 """
 
 import json
@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from pydantic import ValidationError as PydanticValidationError
 from pydantic_core import ErrorDetails
 
-from gateway.errors import DocumentIssue, EndpointDocumentError
+from gateway.errors import DocumentError, DocumentIssue
 
 # Patterns as SageMaker writes them (Java full-match semantics); anchored here because pydantic searches.
 HOSTNAME_PATTERN = r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}"
@@ -209,19 +209,19 @@ def _environment_bytes(env: object) -> int:
 
 
 def load_endpoint(path: str | Path) -> Endpoint:
-    """Read, parse and validate an endpoint document (YAML or JSON). Raises `EndpointDocumentError`."""
+    """Read, parse and validate an endpoint document (YAML or JSON). Raises `DocumentError`."""
     path = Path(path)
     source = str(path)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise EndpointDocumentError(source, [DocumentIssue("", f"cannot read the file: {exc.strerror}")]) from exc
+        raise DocumentError(source, [DocumentIssue("", f"cannot read the file: {exc.strerror}")]) from exc
     except UnicodeDecodeError as exc:
-        raise EndpointDocumentError(source, [DocumentIssue("", "the file is not UTF-8 text")]) from exc
+        raise DocumentError(source, [DocumentIssue("", "the file is not UTF-8 text")]) from exc
     try:
         raw = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise EndpointDocumentError(source, [DocumentIssue("", f"not valid {_syntax(path)}: {exc}")]) from exc
+        raise DocumentError(source, [DocumentIssue("", f"not valid {_syntax(path)}: {exc}")]) from exc
     return parse_endpoint(raw, source=source, default_name=path.stem)
 
 
@@ -233,7 +233,7 @@ def parse_endpoint(raw: object, *, source: str, default_name: str) -> Endpoint:
     """Validate an already-parsed document. `EndpointName` defaults to `default_name` (the file's stem)."""
     if not isinstance(raw, dict):
         kind = "empty" if raw is None else type(raw).__name__
-        raise EndpointDocumentError(source, [DocumentIssue("", f"expected a mapping at the top, found {kind}")])
+        raise DocumentError(source, [DocumentIssue("", f"expected a mapping at the top, found {kind}")])
     document = {"EndpointName": default_name, **raw}
     issues: list[DocumentIssue] = []
     endpoint: Endpoint | None = None
@@ -249,7 +249,7 @@ def parse_endpoint(raw: object, *, source: str, default_name: str) -> Endpoint:
             ]
     issues += _check_rules(document)
     if issues or endpoint is None:
-        raise EndpointDocumentError(source, issues)
+        raise DocumentError(source, issues)
     return endpoint
 
 
@@ -423,4 +423,4 @@ def check_servable(endpoint: Endpoint, source: str) -> None:
         if container.Backend.Url is None
     ]
     if issues:
-        raise EndpointDocumentError(source, issues)
+        raise DocumentError(source, issues)

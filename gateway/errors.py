@@ -2,6 +2,9 @@
 
     GatewayError                      (never raised itself)
     ├── ValidationError               400  the request breaks the runtime API's rules
+    ├── AuthenticationError           403  MissingAuthenticationToken, IncompleteSignature,
+    │                                      InvalidSignature, UnrecognizedClient (gateway.access)
+    ├── AccessDenied                  403  AccessDeniedException: a policy does not allow it
     ├── UnknownOperation              404  no such route on the gateway
     ├── ModelError                    424  a container answered non-2xx, or could not be talked to
     ├── ModelNotReady                 429  ModelNotReadyException
@@ -13,7 +16,7 @@ Each class knows its HTTP status and the SageMaker error code (the botocore shap
 library code raises these and each front door turns them into its wire form in one place
 (`gateway.wire.error_response` for HTTP).
 
-`EndpointDocumentError` is separate: it is raised at start-up, never on the wire.
+`DocumentError` is separate: it is raised at start-up (a bad endpoint or access document), never on the wire.
 """
 
 from __future__ import annotations
@@ -39,6 +42,21 @@ class GatewayError(Exception):
 class ValidationError(GatewayError):
     status = 400
     code = "ValidationError"
+
+
+class AuthenticationError(GatewayError):
+    """The request's SigV4 signature is missing, malformed or wrong; `code` is AWS's name for the case."""
+
+    status = 403
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class AccessDenied(GatewayError):
+    status = 403
+    code = "AccessDeniedException"
 
 
 class UnknownOperation(GatewayError):
@@ -111,8 +129,8 @@ class DocumentIssue:
         return f"{self.path}: {self.message}" if self.path else self.message
 
 
-class EndpointDocumentError(Exception):
-    """The endpoint document cannot be served; carries every issue found, not just the first."""
+class DocumentError(Exception):
+    """A document (the endpoint, the access file) cannot be used; carries every issue found, not just the first."""
 
     def __init__(self, source: str, issues: list[DocumentIssue]) -> None:
         self.source = source

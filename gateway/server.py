@@ -17,7 +17,7 @@ import logging
 import socket
 from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import httptools
 
@@ -28,6 +28,9 @@ from gateway.dataplane import DataPlane
 from gateway.errors import GatewayError, InternalFailure, ModelError, ValidationError
 from gateway.invocation import Invocation, invocation_from
 from gateway.routing import Operation, Route
+
+if TYPE_CHECKING:
+    from gateway.access import Access
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +63,7 @@ class HttpProtocol(asyncio.Protocol):
         self._server = server
         self._dataplane = server.dataplane
         self._router = server.dataplane.router
+        self._access = server.access
         self._loop = server.loop
         self._parser = httptools.HttpRequestParser(self)
         self._transport: asyncio.Transport | None = None
@@ -183,8 +187,15 @@ class HttpProtocol(asyncio.Protocol):
             return
         keep_alive = self._parser.should_keep_alive() and not self._closing
         call = self._call
+        body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
         if call is not None and self._rejected is None:
-            call.body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
+            call.body = body
+        if self._access is not None and self._operation is Operation.INVOKE:
+            # who is asking comes before what is wrong with the request: no container names to strangers
+            try:
+                self._access.check(self._parser.get_method(), self._url, self._headers, body, self._router.endpoint_name)
+            except GatewayError as error:
+                self._rejected = error
         self._enqueue(_Request(self._server.request_ids.next(), self._operation, self._route, call, self._rejected, keep_alive))
 
     # answering
@@ -396,8 +407,9 @@ class HttpProtocol(asyncio.Protocol):
 class Server:
     """Listens on one address and owns every client connection, for a clean shutdown."""
 
-    def __init__(self, dataplane: DataPlane, *, host: str, port: int) -> None:
+    def __init__(self, dataplane: DataPlane, *, host: str, port: int, access: Access | None = None) -> None:
         self.dataplane = dataplane
+        self.access = access
         self.host = host
         self.port = port
         self.loop = asyncio.get_running_loop()

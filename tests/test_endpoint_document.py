@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 
 from gateway.endpoint import ContainerMode, ExecutionMode, load_endpoint, parse_endpoint
-from gateway.errors import EndpointDocumentError
+from gateway.errors import DocumentError
 
 
 def problems(raw: Any, default_name: str = "demo") -> list[str]:
-    with pytest.raises(EndpointDocumentError) as caught:
+    with pytest.raises(DocumentError) as caught:
         parse_endpoint(raw, source="doc.yaml", default_name=default_name)
     return [str(issue) for issue in caught.value.issues]
 
@@ -114,7 +114,7 @@ def test_every_problem_is_reported_at_once() -> None:
 def test_default_endpoint_name_from_a_stem_that_breaks_the_pattern(tmp_path: Path) -> None:
     path = tmp_path / "my_endpoint.yaml"
     path.write_text("Containers: [{}]\n")
-    with pytest.raises(EndpointDocumentError, match="the file's stem is the default; set EndpointName"):
+    with pytest.raises(DocumentError, match="the file's stem is the default; set EndpointName"):
         load_endpoint(path)
 
 
@@ -130,12 +130,12 @@ def test_default_endpoint_name_from_a_stem_that_breaks_the_pattern(tmp_path: Pat
 def test_unreadable_documents(tmp_path: Path, name: str, text: str, expected: str) -> None:
     path = tmp_path / name
     path.write_text(text)
-    with pytest.raises(EndpointDocumentError, match=expected):
+    with pytest.raises(DocumentError, match=expected):
         load_endpoint(path)
 
 
 def test_missing_file(tmp_path: Path) -> None:
-    with pytest.raises(EndpointDocumentError, match="cannot read the file"):
+    with pytest.raises(DocumentError, match="cannot read the file"):
         load_endpoint(tmp_path / "absent.yaml")
 
 
