@@ -11,6 +11,8 @@ import argparse
 import os
 import subprocess
 import sys
+import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,7 +28,20 @@ CONNECTIONS = 4
 
 class Launched:
     def __init__(self, argv: list[str], env: dict[str, str], log: Path) -> None:
+        self.started = time.monotonic()
         self.process = ContainerProcess(argv, env=env, log_path=log)
+
+    def rss_mb(self) -> float:
+        """Resident memory of the container's whole process group (java, workers, ...)."""
+        total = 0
+        for pid in self.process.leftovers():
+            try:
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+            except OSError:
+                continue
+        return total / 1024
 
     def stop(self) -> None:
         self.process.stop()
@@ -65,6 +80,10 @@ def measure_models(work: Path, args: argparse.Namespace, results: Any, measure: 
                 container("tf-grpc", BackendProtocol.TFSERVING_GRPC, tf_ports),
             ],
         })
+        cold = {
+            "TorchServe": _torchserve_ready(torch_ports.extra(0), servers[0]),
+            "TF": _tf_ready(tf_ports.bind, servers[1]),
+        }
         wait_http(f"{gateway.url}/ping", timeout=180)  # 200 once every model can serve
         paths = {
             "TorchServe direct REST": (f"http://127.0.0.1:{torch_ports.bind}", "/predictions/mnist", ("-", "-")),
@@ -78,8 +97,40 @@ def measure_models(work: Path, args: argparse.Namespace, results: Any, measure: 
             print(f"models round {round_ + 1}/{args.rounds}", file=sys.stderr)
             for name, (url, path, targets) in paths.items():
                 results.add("models", name, measure(url, path, [], CONNECTIONS, args.seconds, body=0, targets=targets))
+                results.add("models c=1", name, measure(url, path, [], 1, args.seconds, body=0, targets=targets))
+        for server, launched in zip(("TorchServe", "TF"), servers):
+            results.notes[f"{server} cold start to ready (s)"] = [cold[server]]
+            results.notes[f"{server} container memory (MB)"] = [launched.rss_mb()]
     finally:
         if gateway is not None:
             gateway.stop()
         for server in servers:
             server.stop()
+
+
+def _torchserve_ready(management: int, launched: Launched) -> float:
+    """Seconds from launch until the model has a READY worker."""
+    import json
+
+    while time.monotonic() - launched.started < 180:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{management}/models/mnist", timeout=2) as response:
+                if any(w["status"] == "READY" for m in json.loads(response.read()) for w in m["workers"]):
+                    return time.monotonic() - launched.started
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError("TorchServe not ready within 180 s")
+
+
+def _tf_ready(rest: int, launched: Launched) -> float:
+    """Seconds from launch until the model version is AVAILABLE."""
+    while time.monotonic() - launched.started < 180:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{rest}/v1/models/mnist", timeout=2) as response:
+                if b"AVAILABLE" in response.read():
+                    return time.monotonic() - launched.started
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError("TF Serving not ready within 180 s")

@@ -181,6 +181,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians reported (default 3)")
     parser.add_argument("--models", action="store_true", help="also measure the real model containers")
     parser.add_argument("--smoke", action="store_true", help="seconds-long run that checks every path answers")
+    parser.add_argument("--models-only", action="store_true", help="only the real model containers")
     parser.add_argument("--out", type=Path, default=HERE / "results", help="where the table and chart go")
     args = parser.parse_args()
     if args.smoke:
@@ -193,8 +194,9 @@ def main() -> int:
     results = Results()
     stoppers: list[object] = []
     try:
-        proxies(work, args, results, stoppers)
-        if args.models:
+        if not args.models_only:
+            proxies(work, args, results, stoppers)
+        if args.models or args.models_only:
             from models import measure_models
 
             measure_models(work, args, results, measure)
@@ -283,18 +285,28 @@ def proxies(work: Path, args: argparse.Namespace, results: Results, stoppers: li
 
 
 def report(results: Results, args: argparse.Namespace) -> str:
-    med = results.med
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT, check=False)
     nginx = subprocess.run(["nginx", "-v"], capture_output=True, text=True, check=False).stderr.strip()
     options = " --smoke" if args.smoke else (
         f" --seconds {args.seconds:g} --rounds {args.rounds}" if (args.seconds, args.rounds) != (10.0, 3) else "")
     options += " --models" if args.models else ""
+    options += " --models-only" if args.models_only else ""
     lines = [
         "# Gateway overhead",
         "",
         (f"- {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, commit {commit.stdout.strip() or 'unknown'}; "
         f"{os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}, {nginx}"),
         f"- {args.rounds} interleaved round(s) of {args.seconds:g} s per cell, medians; reproduce: `bench/run{options}`",
+    ]
+    if any(key[0] == "proxy c=1" for key in results.samples):
+        lines += _proxy_sections(results)
+    lines += _model_section(results)
+    return "\n".join(lines) + "\n"
+
+
+def _proxy_sections(results: Results) -> list[str]:
+    med = results.med
+    lines = [
         "",
         "## Routing one request (~1 KiB POST, header alternating between two nginx `return 200` backends)",
         "",
@@ -343,15 +355,25 @@ def report(results: Results, args: argparse.Namespace) -> str:
          f"what wrk measures, its own client costs included; each hop beyond the first costs {extra_hop:.0f} us "
          "end to end, the container call included."),
     ]
+    return lines
+
+
+def _model_section(results: Results) -> list[str]:
+    med = results.med
+    lines: list[str] = []
     models = [key for key in results.samples if key[0] == "models"]
     if models:
-        lines += ["", "## The real containers (examples/mnist-direct.yaml), c=4", "",
-                  "| path | req/s | p50 (us) | p99 (us) | of direct |", "| --- | ---: | ---: | ---: | ---: |"]
+        lines += ["", "## The real containers (examples/mnist-direct.yaml)", "",
+                  "| path | c=4 req/s | c=4 p50 (us) | c=4 p99 (us) | of direct | c=1 p50 (us) |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: |"]
         for _, path in models:
             direct_rps = med("models", f"{path.split()[0]} direct REST", "rps")
             lines.append(f"| {path} | {med('models', path, 'rps'):.0f} | {med('models', path, 'p50_us'):.0f} | "
-                         f"{med('models', path, 'p99_us'):.0f} | {med('models', path, 'rps') / direct_rps:.0%} |")
-    return "\n".join(lines) + "\n"
+                         f"{med('models', path, 'p99_us'):.0f} | {med('models', path, 'rps') / direct_rps:.0%} | "
+                         f"{med('models c=1', path, 'p50_us'):.0f} |")
+        lines.append("")
+        lines += [f"- {name}: {values[0]:.1f}" for name, values in results.notes.items() if "container" in name or "cold" in name]
+    return lines
 
 
 def chart(results: Results, path: Path) -> None:
@@ -363,7 +385,7 @@ def chart(results: Results, path: Path) -> None:
     except ImportError:
         print("bench: matplotlib is missing; no chart", file=sys.stderr)
         return
-    panels = [key for key in ("proxy c=1", "proxy c=32", "big", "hop") if any(k[0] == key for k in results.samples)]
+    panels = [key for key in ("proxy c=1", "proxy c=32", "big", "hop", "models c=1") if any(k[0] == key for k in results.samples)]
     figure, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
     for axis, scenario in zip(axes[0], panels):
         for (name, path_name), samples in results.samples.items():
