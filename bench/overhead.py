@@ -210,9 +210,9 @@ def main() -> int:
         print(f"bench: {results.errors()} requests failed", file=sys.stderr)
         return 1
     args.out.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d")
-    (args.out / f"overhead-{stamp}.md").write_text(table + f"\n![latency distributions](overhead-{stamp}.png)\n")
-    chart(results, args.out / f"overhead-{stamp}.png")
+    name = ("models-" if args.models_only else "overhead-") + datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d")
+    (args.out / f"{name}.md").write_text(table + f"\n![latency distributions]({name}.png)\n")
+    chart(results, args.out / f"{name}.png")
     return 0
 
 
