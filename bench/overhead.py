@@ -114,13 +114,13 @@ class Nginx:
 
 
 class Gateway:
-    def __init__(self, work: Path, name: str, document: dict[str, object]) -> None:
+    def __init__(self, work: Path, name: str, document: dict[str, object], *extra: str) -> None:
         path = work / f"{name}.json"
         path.write_text(json.dumps(document))
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "serve", str(path), "--port", str(self.port), "--log-level", "warning"],
+            [sys.executable, "-m", "gateway", "serve", str(path), "--port", str(self.port), "--log-level", "warning", *extra],
             stdout=subprocess.DEVNULL, cwd=ROOT,
         )
 
@@ -257,16 +257,21 @@ def proxies(work: Path, args: argparse.Namespace, results: Results, stoppers: li
         "Containers": [container(n, p) for n, p in names.items()],
     })
     stoppers.append(direct)
+    bare = Gateway(work, "bare", {
+        "EndpointName": "bench", "InferenceExecutionConfig": {"Mode": "Direct"},
+        "Containers": [container(n, p) for n, p in names.items()],
+    }, "--no-metrics")
+    stoppers.append(bare)
     serial = Gateway(work, "serial", {
         "EndpointName": "bench", "InferenceExecutionConfig": {"Mode": "Serial"},
         "Containers": [container(n, names[n]) for n in ("alpha", "beta", "gamma")],
     })
     stoppers.append(serial)
-    for port in (*small, *big, proxy_port, direct.port, serial.port):
+    for port in (*small, *big, proxy_port, direct.port, bare.port, serial.port):
         wait_http(f"http://127.0.0.1:{port}/ping")
     backend = f"http://127.0.0.1:{small[0]}"
     paths = {"direct": (backend, []), "nginx": (f"http://127.0.0.1:{proxy_port}", nginx.worker_pids()),
-             "gateway": (direct.url, [direct.proc.pid])}
+             "gateway": (direct.url, [direct.proc.pid]), "gateway, no metrics": (bare.url, [bare.proc.pid])}
     for url, _ in paths.values():
         run_wrk(url, INVOKE, 8, 1, 1024, ("alpha", "beta"))  # warm pools and caches
     for round_ in range(args.rounds):
@@ -314,7 +319,7 @@ def _proxy_sections(results: Results) -> list[str]:
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     base = med("proxy c=1", "direct", "p50_us")
-    for name in ("direct", "nginx", "gateway"):
+    for name in ("direct", "nginx", "gateway", "gateway, no metrics"):
         added = "-" if name == "direct" else f"{med('proxy c=1', name, 'p50_us') - base:.0f}"
         cpu = med("proxy c=32", name, "cpu_us")
         lines.append(
@@ -348,6 +353,11 @@ def _proxy_sections(results: Results) -> list[str]:
         f"| gateway peak RSS after each round (MB) | {', '.join(f'{r:.0f}' for r in rss)} | | | flat |",
         (f"| Serial: added p50 per hop (us) | {serial_hop:.0f} | (one Direct hop: {direct_hop:.0f}) | "
         f"{serial_hop / direct_hop:.2f}x | <= 1.2x |"),
+        "",
+        (f"Metrics, Server-Timing and trace context cost {med('proxy c=32', 'gateway', 'cpu_us') - med('proxy c=32', 'gateway, no metrics', 'cpu_us'):.1f} us "
+         f"of CPU per request at c=32 (gateway {med('proxy c=32', 'gateway', 'cpu_us'):.1f} us, with --no-metrics "
+         f"{med('proxy c=32', 'gateway, no metrics', 'cpu_us'):.1f} us) and "
+         f"{med('proxy c=1', 'gateway', 'p50_us') - med('proxy c=1', 'gateway, no metrics', 'p50_us'):.0f} us of p50 at c=1."),
         "",
         (f"1 MiB direct from the backend: {med('big', 'direct', 'rps'):.0f} req/s. Serial: 3 hops p50 "
          f"{med('hop', 'serial x3', 'p50_us'):.0f} us, 1 Direct hop {med('hop', 'gateway', 'p50_us'):.0f} us, the "

@@ -22,7 +22,10 @@ from gateway.errors import DocumentError
 from gateway.launch.layout import at_hostnames
 from gateway.launch.summary import summary
 from gateway.launch.supervisor import STARTUP_TIMEOUT, STOP_GRACE, Console, LaunchError, Supervisor, plan
+from gateway.metrics import Metrics
 from gateway.server import Server
+from gateway.telemetry import Telemetry
+from gateway.wire import VARIANT_NAME
 
 if TYPE_CHECKING:
     from gateway.access import Access
@@ -68,6 +71,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     up.set_defaults(command=_up)
 
+    status_command = commands.add_parser("status", help="each container of a running endpoint at a glance")
+    status_command.add_argument("url", nargs="?", default="http://127.0.0.1:8080", help="the gateway (default http://127.0.0.1:8080)")
+    status_command.set_defaults(command=_status)
+
     render_command = commands.add_parser("render", help="write the endpoint in another tool's format")
     render_command.add_argument("format", choices=["compose"])
     render_command.add_argument("file", help="endpoint document")
@@ -82,6 +89,8 @@ def _listen_options(command: argparse.ArgumentParser) -> None:
     command.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     command.add_argument("--port", type=int, default=8080, help="port to listen on; 0 lets the OS choose (default 8080)")
     command.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    command.add_argument("--no-metrics", action="store_true", help="no /metrics, no Server-Timing (they cost a little per request)")
+    command.add_argument("--access-log", action="store_true", help="one JSON line per invocation on stderr")
     command.add_argument(
         "--access", metavar="FILE",
         help="turn on SigV4 authentication and per-key IAM policies, from this access file (see gateway/access.py)",
@@ -135,7 +144,7 @@ def _serve(args: argparse.Namespace) -> int:
         return EXIT_INVALID
     access = _access(args)
     _logging(args.log_level)
-    return _run(_serve_endpoint(endpoint, args.host, args.port, args.shutdown_grace, access))
+    return _run(_serve_endpoint(endpoint, args, access))
 
 
 def _up(args: argparse.Namespace) -> int:
@@ -147,6 +156,17 @@ def _up(args: argparse.Namespace) -> int:
     os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
     _logging(args.log_level)
     return _run(_up_endpoint(endpoint, args, access))
+
+
+def _status(args: argparse.Namespace) -> int:
+    from gateway.status import status
+
+    try:
+        print(status(args.url.rstrip("/")))
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"mce: no endpoint answers at {args.url} ({exc})", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
 
 
 def _render(args: argparse.Namespace) -> int:
@@ -166,10 +186,28 @@ def _render(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-async def _serve_endpoint(endpoint: Endpoint, host: str, port: int, grace: float, access: Access | None) -> int:
+def _telemetry(endpoint: Endpoint, args: argparse.Namespace, access: Access | None) -> Telemetry:
+    metrics = None
+    if not args.no_metrics:
+        metrics = Metrics(endpoint.EndpointName, VARIANT_NAME, [endpoint.hostname(i) for i in range(len(endpoint.containers))])
+        if access is not None:
+            denials = access.denials
+            metrics.denials = lambda: _by_reason(denials)
+    return Telemetry(metrics, log_requests=args.access_log)
+
+
+def _by_reason(denials: dict[tuple[str, str], int]) -> dict[str, int]:
+    totals: dict[str, int] = {}
+    for (_, reason), count in denials.items():
+        totals[reason] = totals.get(reason, 0) + count
+    return totals
+
+
+async def _serve_endpoint(endpoint: Endpoint, args: argparse.Namespace, access: Access | None) -> int:
+    host, port, grace = args.host, args.port, args.shutdown_grace
     dataplane = DataPlane.from_endpoint(endpoint)
     await dataplane.start()
-    server = Server(dataplane, host=host, port=port, access=access)
+    server = Server(dataplane, host=host, port=port, access=access, telemetry=_telemetry(endpoint, args, access))
     try:
         bound_host, bound_port = await server.start()
     except OSError as exc:
@@ -228,7 +266,11 @@ async def _up_endpoint(endpoint: Endpoint, args: argparse.Namespace, access: Acc
         if failure is not None:
             raise failure
         return 128 + stop.signum
-    server = Server(dataplane, host=args.host, port=args.port, access=access)
+    telemetry = _telemetry(served, args, access)
+    if telemetry.metrics is not None:
+        for container in supervisor.containers:
+            telemetry.metrics.process_groups[container.name] = container.process_group
+    server = Server(dataplane, host=args.host, port=args.port, access=access, telemetry=telemetry)
     try:
         bound_host, bound_port = await server.start()
     except OSError as exc:

@@ -16,6 +16,7 @@ from gateway.endpoint import Endpoint
 from gateway.errors import ModelError
 from gateway.invocation import Invocation
 from gateway.routing import Route, Router
+from gateway.telemetry import now
 
 MAX_HOP_PAYLOAD = 5 * 1024 * 1024  # between two containers of a pipeline (spec §3)
 
@@ -68,19 +69,34 @@ class DataPlane:
         """Run the client's `call` through `route`; return the last container's reply with its body unread."""
         return await self.run(route, 0, call, self.entry(route, call))
 
-    async def run(self, route: Route, start: int, call: Invocation, sent: Invocation) -> Reply:
-        """Run `route` from container `start`, which is to be sent `sent` (`call` is the client's request)."""
+    async def run(
+        self, route: Route, start: int, call: Invocation, sent: Invocation, marks: list[float] | None = None
+    ) -> Reply:
+        """Run `route` from container `start`, which is to be sent `sent` (`call` is the client's request).
+
+        `marks`, when kept, gets the time each container is sent its request and has answered (the last
+        container's answer is the caller's to time: it is handed back unread)."""
         last = len(route) - 1
         for index in range(start, last):
+            if marks is not None:
+                marks.append(now())
             reply = await route[index].invoke(sent)
             body = await _read_hop(reply, route[index].name, route[index + 1].name)
+            if marks is not None:
+                marks.append(now())
             sent = self.hand_on(route, index, call, sent, reply, body)
+        if marks is not None:
+            marks.append(now())
         return await route[last].invoke(sent)
 
-    async def continue_after(self, route: Route, index: int, call: Invocation, sent: Invocation, reply: Reply) -> Reply:
+    async def continue_after(
+        self, route: Route, index: int, call: Invocation, sent: Invocation, reply: Reply, marks: list[float] | None
+    ) -> Reply:
         """Container `index` (not the last) has begun answering `reply`: read it whole and run the rest."""
         body = await _read_hop(reply, route[index].name, route[index + 1].name)
-        return await self.run(route, index + 1, call, self.hand_on(route, index, call, sent, reply, body))
+        if marks is not None:
+            marks.append(now())
+        return await self.run(route, index + 1, call, self.hand_on(route, index, call, sent, reply, body), marks)
 
     @staticmethod
     def entry(route: Route, call: Invocation) -> Invocation:
@@ -88,7 +104,9 @@ class DataPlane:
         pipeline gets; the client's Accept is for the pipeline's answer, so only the last one gets it."""
         if len(route) == 1:
             return call
-        return Invocation(call.body, call.content_type, None, call.custom_attributes, call.inference_id, call.target_model)
+        return Invocation(
+            call.body, call.content_type, None, call.custom_attributes, call.inference_id, call.target_model, call.traceparent
+        )
 
     @staticmethod
     def hand_on(route: Route, index: int, call: Invocation, sent: Invocation, reply: Reply, body: bytes) -> Invocation:
@@ -101,6 +119,7 @@ class DataPlane:
             reply.custom_attributes if reply.custom_attributes is not None else sent.custom_attributes,
             sent.inference_id,
             sent.target_model,
+            sent.traceparent,
         )
 
     async def health(self) -> Health:

@@ -25,7 +25,7 @@ class Invocation:
     custom_attributes: bytes | None = None
     inference_id: bytes | None = None
     target_model: bytes | None = None
-
+    traceparent: bytes | None = None  # W3C trace context, passed to every container
 
 def invocation_from(headers: dict[bytes, bytes]) -> Invocation:
     """The forwarded headers of a request, checked against the runtime API's constraints (spec §1.2).
@@ -50,7 +50,7 @@ def invocation_from(headers: dict[bytes, bytes]) -> Invocation:
             f"Target variant '{_text(variant)}' is not a production variant of this endpoint; "
             f"its only variant is '{wire.VARIANT_NAME}'."
         )
-    return Invocation(b"", content_type, accept, attributes, inference_id, target_model)
+    return Invocation(b"", content_type, accept, attributes, inference_id, target_model, get(b"traceparent"))
 
 
 _VARIANT = wire.VARIANT_NAME.encode()

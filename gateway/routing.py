@@ -28,6 +28,7 @@ Route = tuple[Backend, ...]
 class Operation(Enum):
     INVOKE = "invoke"
     PING = "ping"
+    METRICS = "metrics"
 
 
 class Router:
@@ -52,11 +53,14 @@ class Router:
         elif path == b"/ping":
             if method == b"GET":
                 return Operation.PING
+        elif path == b"/metrics":
+            if method == b"GET":
+                return Operation.METRICS
         elif path.startswith(b"/endpoints/") and path.endswith(b"/invocations"):
             raise self._unknown_endpoint(path[len(b"/endpoints/") : -len(b"/invocations")])
         raise UnknownOperation(
-            f"mce-gateway serves POST /endpoints/{self.endpoint_name}/invocations, POST /invocations "
-            f"and GET /ping; not {method.decode('ascii', 'replace')} {_text(path)}."
+            f"mce-gateway serves POST /endpoints/{self.endpoint_name}/invocations, POST /invocations, "
+            f"GET /ping and GET /metrics; not {method.decode('ascii', 'replace')} {_text(path)}."
         )
 
     def route(self, target: bytes | None) -> Route:

@@ -25,9 +25,10 @@ from gateway import wire
 from gateway.backends import Reply
 from gateway.backends.base import Exchange
 from gateway.dataplane import DataPlane
-from gateway.errors import GatewayError, InternalFailure, ModelError, ValidationError
+from gateway.errors import GatewayError, InternalFailure, ModelError, UnknownOperation, ValidationError
 from gateway.invocation import Invocation, invocation_from
 from gateway.routing import Operation, Route
+from gateway.telemetry import Telemetry, now
 
 if TYPE_CHECKING:
     from gateway.access import Access
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 STREAM_THRESHOLD = 64 * 1024
+PROMETHEUS = b"text/plain; version=0.0.4; charset=utf-8"
 LINGER = 5.0  # after refusing a request mid-body, keep draining the client this long before closing
 MAX_PIPELINE = 16  # queued requests on one connection before reading pauses
 
@@ -47,6 +49,8 @@ class _Request:
     call: Invocation | None
     error: GatewayError | None
     keep_alive: bool
+    marks: list[float] | None = None  # gateway.telemetry: received, then sent/answered per container
+    failure: GatewayError | None = None  # what the client was answered, if not a 2xx
 
 
 def body_too_large(size: int | None) -> ValidationError:
@@ -64,6 +68,7 @@ class HttpProtocol(asyncio.Protocol):
         self._dataplane = server.dataplane
         self._router = server.dataplane.router
         self._access = server.access
+        self._telemetry = server.telemetry
         self._loop = server.loop
         self._parser = httptools.HttpRequestParser(self)
         self._transport: asyncio.Transport | None = None
@@ -196,7 +201,12 @@ class HttpProtocol(asyncio.Protocol):
                 self._access.check(self._parser.get_method(), self._url, self._headers, body, self._router.endpoint_name)
             except GatewayError as error:
                 self._rejected = error
-        self._enqueue(_Request(self._server.request_ids.next(), self._operation, self._route, call, self._rejected, keep_alive))
+        rid = self._server.request_ids.next()
+        if call is not None and call.traceparent is None:
+            trace = rid.replace(b"-", b"")  # a fresh trace, named after the request: 32 hex digits
+            call.traceparent = b"00-" + trace + b"-" + trace[16:] + b"-01"
+        marks = [now()] if self._telemetry.enabled and call is not None else None
+        self._enqueue(_Request(rid, self._operation, self._route, call, self._rejected, keep_alive, marks))
 
     # answering
     @property
@@ -222,9 +232,13 @@ class HttpProtocol(asyncio.Protocol):
     def _begin(self, request: _Request, hop: int, sent: Invocation) -> bool:
         assert request.route is not None
         self._inflight, self._hop, self._sent = request, hop, sent
+        if request.marks is not None:
+            request.marks.append(now())
         self._exchange = request.route[hop].begin(sent, self, STREAM_THRESHOLD)
         if self._exchange is None:
             self._inflight = None
+            if request.marks is not None:
+                request.marks.pop()  # not sent after all: the coroutine path will mark it
             return False
         return True
 
@@ -235,15 +249,19 @@ class HttpProtocol(asyncio.Protocol):
         assert request.route is not None and request.call is not None and sent is not None
         if hop < len(request.route) - 1:  # an inner container of a pipeline answered
             if not reply.complete:  # a large answer: read on in a task
-                work = self._dataplane.continue_after(request.route, hop, request.call, sent, reply)
+                work = self._dataplane.continue_after(request.route, hop, request.call, sent, reply, request.marks)
                 self._task = self._loop.create_task(self._finish(self._relay_from(work, request), request))
                 return
+            if request.marks is not None:
+                request.marks.append(now())
             body = b"".join(reply.take())
             following = self._dataplane.hand_on(request.route, hop, request.call, sent, reply, body)
             if not self._begin(request, hop + 1, following):
                 self._task = self._loop.create_task(self._answer(request, hop + 1, following))
             return
         if reply.complete:
+            if request.marks is not None:
+                request.marks.append(now())
             chunks = reply.take()
             self._write_whole(reply, request, chunks, sum(map(len, chunks)))
             self._next(request)
@@ -281,6 +299,11 @@ class HttpProtocol(asyncio.Protocol):
     async def _work(self, request: _Request, hop: int, sent: Invocation | None) -> None:
         if request.error is not None:
             self._send_error(request.error, request)
+        elif request.operation is Operation.METRICS:
+            metrics = self._telemetry.metrics
+            if metrics is None:
+                raise UnknownOperation("Metrics are off (mce serve --no-metrics).")
+            self._write(wire.text_response(200, metrics.exposition(), PROMETHEUS, request.rid, close=not request.keep_alive))
         elif request.operation is Operation.PING:
             health = await self._dataplane.health()
             self._write(
@@ -292,7 +315,7 @@ class HttpProtocol(asyncio.Protocol):
             assert request.route is not None and request.call is not None
             if sent is None:
                 sent = self._dataplane.entry(request.route, request.call)
-            await self._relay_from(self._dataplane.run(request.route, hop, request.call, sent), request)
+            await self._relay_from(self._dataplane.run(request.route, hop, request.call, sent, request.marks), request)
 
     async def _relay_from(self, work: Coroutine[None, None, Reply], request: _Request) -> None:
         await self._relay(await work, request)
@@ -312,6 +335,11 @@ class HttpProtocol(asyncio.Protocol):
 
     def _next(self, done: _Request) -> None:
         self._task = None
+        if done.marks is not None and done.route is not None:
+            self._telemetry.finish(
+                done.rid, [b.name for b in done.route], done.marks, done.failure,
+                done.call.inference_id if done.call is not None else None,
+            )
         if self._transport is None or self._transport.is_closing():
             return
         if not done.keep_alive or (self._closing and not self._queue):
@@ -334,12 +362,15 @@ class HttpProtocol(asyncio.Protocol):
                 chunks += more
                 size += sum(map(len, more))
             if reply.complete:
+                if request.marks is not None:
+                    request.marks.append(now())
                 self._write_whole(reply, request, chunks, size)
                 return
             length = reply.content_length
             self._write(
                 wire.invocation_head(
-                    request.rid, reply.content_type, reply.custom_attributes, length=length, close=close
+                    request.rid, reply.content_type, reply.custom_attributes, length=length, close=close,
+                    timing=self._timing(request),
                 )
             )
             self._head_sent = True
@@ -359,9 +390,15 @@ class HttpProtocol(asyncio.Protocol):
     def _write_whole(self, reply: Reply, request: _Request, chunks: list[bytes], size: int) -> None:
         """A whole answer in one write: head and body together."""
         head = wire.invocation_head(
-            request.rid, reply.content_type, reply.custom_attributes, length=size, close=not request.keep_alive
+            request.rid, reply.content_type, reply.custom_attributes, length=size, close=not request.keep_alive,
+            timing=self._timing(request),
         )
         self._write(b"".join([head, *chunks]))
+
+    def _timing(self, request: _Request) -> bytes | None:
+        if request.marks is None or request.route is None:
+            return None
+        return self._telemetry.server_timing([b.name for b in request.route], request.marks)
 
     def _close(self) -> None:
         """Close after the answer; if the client may still be sending a refused body, drain it first.
@@ -382,6 +419,7 @@ class HttpProtocol(asyncio.Protocol):
             self._write(wire.chunk(piece) if chunked else piece)
 
     def _send_error(self, error: GatewayError, request: _Request) -> None:
+        request.failure = error
         logger.info("request %s: %s: %s", request.rid.decode(), error.code, error.message)
         if self._head_sent:
             # The answer is already on its way; the only honest signal left is to cut it short.
@@ -407,9 +445,13 @@ class HttpProtocol(asyncio.Protocol):
 class Server:
     """Listens on one address and owns every client connection, for a clean shutdown."""
 
-    def __init__(self, dataplane: DataPlane, *, host: str, port: int, access: Access | None = None) -> None:
+    def __init__(
+        self, dataplane: DataPlane, *, host: str, port: int, access: Access | None = None,
+        telemetry: Telemetry | None = None,
+    ) -> None:
         self.dataplane = dataplane
         self.access = access
+        self.telemetry = telemetry or Telemetry(None)
         self.host = host
         self.port = port
         self.loop = asyncio.get_running_loop()

@@ -79,7 +79,7 @@ def json_response(status: int, document: object, rid: bytes, *, close: bool = Fa
     return _json(status, b"", json.dumps(document).encode(), rid, close)
 
 
-def _json(status: int, extra: bytes, body: bytes, rid: bytes, close: bool) -> bytes:
+def _json(status: int, extra: bytes, body: bytes, rid: bytes, close: bool, content_type: bytes = _JSON) -> bytes:
     return b"".join(
         (
             status_line(status),
@@ -87,7 +87,7 @@ def _json(status: int, extra: bytes, body: bytes, rid: bytes, close: bool) -> by
             b"x-amzn-RequestId: ",
             rid,
             b"\r\n",
-            _JSON,
+            content_type,
             _CLOSE if close else b"",
             b"Content-Length: ",
             str(len(body)).encode(),
@@ -104,9 +104,12 @@ def invocation_head(
     *,
     length: int | None,
     close: bool,
+    timing: bytes | None = None,
 ) -> bytes:
     """The head of a successful InvokeEndpoint response; `length=None` means a chunked body follows."""
     parts = [_OK_HEAD, b"x-amzn-RequestId: ", rid, b"\r\n"]
+    if timing is not None:
+        parts += (b"Server-Timing: ", timing, b"\r\n")
     if content_type is not None:
         parts += (b"Content-Type: ", content_type, b"\r\n")
     if custom_attributes is not None:
@@ -119,6 +122,11 @@ def invocation_head(
         parts += (b"Content-Length: ", str(length).encode(), b"\r\n")
     parts.append(b"\r\n")
     return b"".join(parts)
+
+
+def text_response(status: int, body: bytes, content_type: bytes, rid: bytes, *, close: bool = False) -> bytes:
+    """A whole HTTP response with a text body (used by /metrics)."""
+    return _json(status, b"", body, rid, close, content_type=b"Content-Type: " + content_type + b"\r\n")
 
 
 def chunk(data: bytes) -> bytes:

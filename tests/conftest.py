@@ -294,3 +294,17 @@ def _await_ready(process: Any, ready: Callable[[], bool], what: str, log: Path) 
         raise
     if process.returncode is not None:
         raise RuntimeError(f"{what}: the container exited {process.returncode}:\n{log.read_text()[-3000:]}")
+
+
+@pytest.fixture
+def clients() -> Iterator[Callable[..., Any]]:
+    """runtime_client, closed when the test ends (so no pooled socket is left for the garbage collector)."""
+    made: list[Any] = []
+
+    def make(url: str, **kwargs: Any) -> Any:
+        made.append(runtime_client(url, **kwargs))
+        return made[-1]
+
+    yield make
+    for client in made:
+        client.close()

@@ -297,3 +297,19 @@ def test_cost_of_checking_a_signature(tmp_path: Path, capsys: pytest.CaptureFixt
     )
     with capsys.disabled():
         print(f"\n[access] one SigV4 check + policy decision: {seconds / runs * 1e6:.0f} us")
+
+
+def test_denials_are_counted_in_metrics(gateway: Proc) -> None:
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    outcome(gateway, "bob", "special-x")  # an explicit deny
+    outcome(gateway, "alice", "other")  # no allow
+    with urllib.request.urlopen(gateway.url + "/metrics", timeout=10) as response:
+        counts = {
+            s.labels["reason"]: s.value
+            for f in text_string_to_metric_families(response.read().decode()) for s in f.samples
+            if s.name == "mce_access_denials_total"
+        }
+    assert counts["explicit deny"] >= 1 and counts["no allow"] >= 1

@@ -13,6 +13,7 @@ import grpc
 
 from gateway.backends.base import error_status, unreachable
 from gateway.errors import ModelError
+from gateway.invocation import Invocation
 
 MAX_MESSAGE = 16 * 1024 * 1024  # above the API's 6 MiB request and any answer we relay
 
@@ -52,6 +53,13 @@ def open_channel(address: str) -> grpc.aio.Channel:
             ("grpc.enable_retries", 0),  # a retried inference is the caller's choice, not ours
         ],
     )
+
+
+def metadata(call: Invocation) -> tuple[tuple[str, str], ...]:
+    """What a gRPC call carries besides its message: the W3C trace context, when there is one."""
+    if call.traceparent is None:
+        return ()
+    return (("traceparent", call.traceparent.decode("latin-1")),)
 
 
 def failure(container: str, address: str, error: grpc.aio.AioRpcError, timeout: float) -> ModelError:

@@ -198,6 +198,8 @@ class HttpBackend:
             parts += (b"X-Amzn-SageMaker-Inference-Id: ", call.inference_id, b"\r\n")
         if call.target_model is not None:
             parts += (b"X-Amzn-SageMaker-Target-Model: ", call.target_model, b"\r\n")
+        if call.traceparent is not None:
+            parts += (b"traceparent: ", call.traceparent, b"\r\n")
         parts += (b"Content-Length: ", str(len(call.body)).encode(), b"\r\n\r\n")
         if len(call.body) < _SMALL_BODY:
             parts.append(call.body)

@@ -117,7 +117,7 @@ class TfServingGrpcBackend:
         request.model_spec.CopyFrom(self._spec)
         request.model_spec.signature_name = signature_name
         try:
-            response = await self._predict.Predict(request, timeout=self._timeout)
+            response = await self._predict.Predict(request, timeout=self._timeout, metadata=grpc_channel.metadata(call))
         except grpc.aio.AioRpcError as error:
             raise grpc_channel.failure(self.name, self.address, error, self._timeout) from error
         try:

@@ -118,7 +118,7 @@ class TorchServeGrpcBackend:
             model_name=self.readiness.model, model_version=self._version, input={"data": call.body}
         )
         try:
-            response = await self._stub.Predictions(request, timeout=self._timeout)
+            response = await self._stub.Predictions(request, timeout=self._timeout, metadata=grpc_channel.metadata(call))
         except grpc.aio.AioRpcError as error:
             raise grpc_channel.failure(self.name, self.address, error, self._timeout) from error
         # TorchServe's gRPC answer carries no content type; its handlers answer JSON.

@@ -139,6 +139,11 @@ class ManagedContainer:
     def returncode(self) -> int | None:
         return None if self._process is None else self._process.returncode
 
+    def process_group(self) -> int | None:
+        """The running container's process group (its main process started a session of its own)."""
+        process = self._process
+        return process.pid if process is not None and process.returncode is None else None
+
     async def prepare(self) -> None:
         if self.plan.prepare is None:
             return

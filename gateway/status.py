@@ -1,0 +1,66 @@
+"""`mce status URL`: each container of a running endpoint at a glance, from its /ping and two /metrics scrapes."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+
+from prometheus_client.parser import text_string_to_metric_families
+
+Samples = dict[tuple[str, str], float]  # (metric sample name, container) -> value
+
+
+def scrape(url: str) -> Samples:
+    with urllib.request.urlopen(f"{url}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    samples: Samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if "le" in sample.labels:
+                continue
+            samples[(sample.name, sample.labels.get("container", ""))] = sample.value
+    return samples
+
+
+def health(url: str) -> dict[str, str]:
+    try:
+        with urllib.request.urlopen(f"{url}/ping", timeout=10) as response:
+            report = json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        with error:
+            report = json.loads(error.read())
+    return {
+        name: "Healthy" if state["status"] == "Healthy" else f"Unhealthy: {state.get('reason', '')}"
+        for name, state in report["containers"].items()
+    }
+
+
+def status(url: str, interval: float = 1.0) -> str:
+    """The table: health, request and error rates over `interval`, mean latency, CPU and memory."""
+    first = scrape(url)
+    time.sleep(interval)  # a rate needs two readings
+    second = scrape(url)
+    states = health(url)
+    rows = [("container", "health", "req/s", "errors/s", "latency ms", "CPU %", "memory %")]
+    def delta(metric: str, name: str) -> float:
+        return second.get((metric, name), 0.0) - first.get((metric, name), 0.0)
+
+    for name, state in states.items():
+        count = second.get(("sagemaker_container_latency_seconds_count", name), 0.0)
+        total = second.get(("sagemaker_container_latency_seconds_sum", name), 0.0)
+        errors = delta("sagemaker_invocation_4xx_errors_total", name) + delta("sagemaker_invocation_5xx_errors_total", name)
+        cpu = second.get(("sagemaker_cpu_utilization_percent", name))
+        memory = second.get(("sagemaker_memory_utilization_percent", name))
+        rows.append((
+            name,
+            state[:40],
+            f"{delta('sagemaker_invocations_total', name) / interval:.1f}",
+            f"{errors / interval:.1f}",
+            f"{total / count * 1000:.2f}" if count else "-",
+            f"{cpu:.1f}" if cpu is not None else "-",
+            f"{memory:.1f}" if memory is not None else "-",
+        ))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows)
