@@ -39,6 +39,9 @@ from prometheus_client.registry import Collector
 BUCKETS = (5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
+_bucket = bisect.bisect_left
+
+
 class Histogram:
     __slots__ = ("counts", "total")
 
@@ -47,7 +50,7 @@ class Histogram:
         self.total = 0.0
 
     def observe(self, seconds: float) -> None:
-        self.counts[bisect.bisect_left(BUCKETS, seconds)] += 1
+        self.counts[_bucket(BUCKETS, seconds)] += 1
         self.total += seconds
 
     def family_buckets(self) -> list[tuple[str, float]]:
@@ -98,22 +101,32 @@ class Metrics:
         """
         self.invocations += 1
         hops = (len(marks) - 1) // 2
-        in_containers = 0.0
-        previous = marks[0]
-        for hop in range(hops):
-            stats = self._by_name[route[hop]]
-            sent, done = marks[1 + 2 * hop], marks[2 + 2 * hop]
-            spent = done - sent
-            in_containers += spent
+        if hops == 1:  # Direct mode, the common case
+            stats = self._by_name[route[0]]
+            spent = marks[2] - marks[1]
             stats.invocations += 1
             stats.latency.observe(spent)
-            waited = sent - previous
-            if hop == hops - 1:
-                waited += end - done
-            stats.overhead.observe(max(waited, 0.0))
-            previous = done
-        self.model_latency.observe(in_containers)
-        self.overhead.observe(max(end - marks[0] - in_containers, 0.0))
+            overhead = end - marks[0] - spent
+            stats.overhead.observe(overhead)
+            self.model_latency.observe(spent)
+            self.overhead.observe(overhead)
+        else:
+            in_containers = 0.0
+            previous = marks[0]
+            for hop in range(hops):
+                stats = self._by_name[route[hop]]
+                sent, done = marks[1 + 2 * hop], marks[2 + 2 * hop]
+                spent = done - sent
+                in_containers += spent
+                stats.invocations += 1
+                stats.latency.observe(spent)
+                waited = sent - previous
+                if hop == hops - 1:
+                    waited += end - done
+                stats.overhead.observe(max(waited, 0.0))
+                previous = done
+            self.model_latency.observe(in_containers)
+            self.overhead.observe(max(end - marks[0] - in_containers, 0.0))
         if failed_status is not None and hops:
             stats = self._by_name[route[hops - 1]]
             self.model_errors += 1

@@ -43,6 +43,8 @@ class Router:
             self._direct = {backend.name.encode(): (backend,) for backend in backends}
         self._serial: Route = tuple(backends)
         self._names = ", ".join(backend.name for backend in backends)
+        routes = [*self._direct.values(), self._serial]
+        self.names: dict[Route, tuple[str, ...]] = {route: tuple(b.name for b in route) for route in routes}
 
     def operation(self, method: bytes, url: bytes) -> Operation:
         """The operation a request line names; raises for anything the runtime API does not have."""

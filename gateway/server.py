@@ -337,7 +337,7 @@ class HttpProtocol(asyncio.Protocol):
         self._task = None
         if done.marks is not None and done.route is not None:
             self._telemetry.finish(
-                done.rid, [b.name for b in done.route], done.marks, done.failure,
+                done.rid, self._router.names[done.route], done.marks, done.failure,
                 done.call.inference_id if done.call is not None else None,
             )
         if self._transport is None or self._transport.is_closing():
@@ -398,7 +398,7 @@ class HttpProtocol(asyncio.Protocol):
     def _timing(self, request: _Request) -> bytes | None:
         if request.marks is None or request.route is None:
             return None
-        return self._telemetry.server_timing([b.name for b in request.route], request.marks)
+        return self._telemetry.server_timing(self._router.names[request.route], request.marks)
 
     def _close(self) -> None:
         """Close after the answer; if the client may still be sending a refused body, drain it first.

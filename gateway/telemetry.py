@@ -33,9 +33,9 @@ class Telemetry:
         for hop in range((len(marks) - 1) // 2):
             spent = marks[2 + 2 * hop] - marks[1 + 2 * hop]
             in_containers += spent
-            parts.append(f'container;desc="{names[hop]}";dur={spent * 1000:.3f}')
-        parts.append(f"gateway;dur={max(now() - marks[0] - in_containers, 0.0) * 1000:.3f}")
-        return ", ".join(parts).encode()
+            parts.append(b'container;desc="%s";dur=%.3f' % (names[hop].encode(), spent * 1000))
+        parts.append(b"gateway;dur=%.3f" % (max(now() - marks[0] - in_containers, 0.0) * 1000))
+        return b", ".join(parts)
 
     def finish(
         self, rid: bytes, names: Sequence[str], marks: list[float], failure: GatewayError | None,
