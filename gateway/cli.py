@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from gateway import __version__
 from gateway.compose import RenderError, render
 from gateway.dataplane import DataPlane
-from gateway.endpoint import Endpoint, check_servable, load_endpoint
+from gateway.endpoint import Endpoint, ExecutionMode, check_servable, load_endpoint
 from gateway.errors import DocumentError
 from gateway.launch.layout import at_hostnames
 from gateway.launch.summary import summary
@@ -189,7 +189,9 @@ def _render(args: argparse.Namespace) -> int:
 def _telemetry(endpoint: Endpoint, args: argparse.Namespace, access: Access | None) -> Telemetry:
     metrics = None
     if not args.no_metrics:
-        metrics = Metrics(endpoint.EndpointName, VARIANT_NAME, [endpoint.hostname(i) for i in range(len(endpoint.containers))])
+        names = [endpoint.hostname(i) for i in range(len(endpoint.containers))]
+        single_hop = endpoint.mode is ExecutionMode.DIRECT or len(names) == 1
+        metrics = Metrics(endpoint.EndpointName, VARIANT_NAME, names, single_hop=single_hop)
         if access is not None:
             denials = access.denials
             metrics.denials = lambda: _by_reason(denials)

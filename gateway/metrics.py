@@ -53,6 +53,14 @@ class Histogram:
         self.counts[_bucket(BUCKETS, seconds)] += 1
         self.total += seconds
 
+    @staticmethod
+    def sum(histograms: Sequence[Histogram]) -> Histogram:
+        total = Histogram()
+        for histogram in histograms:
+            total.counts = [a + b for a, b in zip(total.counts, histogram.counts)]
+            total.total += histogram.total
+        return total
+
     def family_buckets(self) -> list[tuple[str, float]]:
         running, buckets = 0, []
         for bound, count in zip((*BUCKETS, float("inf")), self.counts):
@@ -75,7 +83,11 @@ class ContainerStats:
 class Metrics:
     """The endpoint's numbers. `record` is called once per answered invocation."""
 
-    def __init__(self, endpoint: str, variant: str, containers: Sequence[str]) -> None:
+    def __init__(self, endpoint: str, variant: str, containers: Sequence[str], *, single_hop: bool = False) -> None:
+        """`single_hop`: every invocation calls one container (Direct mode, or one container): the endpoint's
+        ModelLatency and OverheadLatency are then the sums of the containers', added up at scrape time
+        instead of per request."""
+        self.single_hop = single_hop
         self.endpoint = endpoint
         self.variant = variant
         self.names = list(containers)
@@ -108,8 +120,9 @@ class Metrics:
             stats.latency.observe(spent)
             overhead = end - marks[0] - spent
             stats.overhead.observe(overhead)
-            self.model_latency.observe(spent)
-            self.overhead.observe(overhead)
+            if not self.single_hop:
+                self.model_latency.observe(spent)
+                self.overhead.observe(overhead)
         else:
             in_containers = 0.0
             previous = marks[0]
@@ -195,12 +208,16 @@ class _Collector(Collector):
                                      labels=["endpoint", "variant"])
         errors.add_metric(base, m.model_errors)
         yield errors
+        model_latency, overhead_latency = m.model_latency, m.overhead
+        if m.single_hop:
+            model_latency = Histogram.sum([c.latency for c in m.containers])
+            overhead_latency = Histogram.sum([c.overhead for c in m.containers])
         model = HistogramMetricFamily("sagemaker_model_latency_seconds", "time in containers (ModelLatency)", labels=["endpoint", "variant"])
-        model.add_metric(base, m.model_latency.family_buckets(), m.model_latency.total)
+        model.add_metric(base, model_latency.family_buckets(), model_latency.total)
         yield model
         container_latency = HistogramMetricFamily("sagemaker_container_latency_seconds", "time in one container (ContainerLatency)", labels=per)
         overhead = HistogramMetricFamily("sagemaker_overhead_latency_seconds", "time in the gateway (OverheadLatency)", labels=per)
-        overhead.add_metric([*base, ""], m.overhead.family_buckets(), m.overhead.total)
+        overhead.add_metric([*base, ""], overhead_latency.family_buckets(), overhead_latency.total)
         for container, stats in zip(m.names, m.containers):
             container_latency.add_metric([*base, container], stats.latency.family_buckets(), stats.latency.total)
             overhead.add_metric([*base, container], stats.overhead.family_buckets(), stats.overhead.total)

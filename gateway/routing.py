@@ -45,6 +45,10 @@ class Router:
         self._names = ", ".join(backend.name for backend in backends)
         routes = [*self._direct.values(), self._serial]
         self.names: dict[Route, tuple[str, ...]] = {route: tuple(b.name for b in route) for route in routes}
+        # each container's Server-Timing entry up to its duration (gateway.telemetry)
+        self.timing: dict[Route, tuple[bytes, ...]] = {
+            route: tuple(b'container;desc="%s";dur=' % b.name.encode() for b in route) for route in routes
+        }
 
     def operation(self, method: bytes, url: bytes) -> Operation:
         """The operation a request line names; raises for anything the runtime API does not have."""

@@ -398,7 +398,7 @@ class HttpProtocol(asyncio.Protocol):
     def _timing(self, request: _Request) -> bytes | None:
         if request.marks is None or request.route is None:
             return None
-        return self._telemetry.server_timing(self._router.names[request.route], request.marks)
+        return self._telemetry.server_timing(self._router.timing[request.route], request.marks)
 
     def _close(self) -> None:
         """Close after the answer; if the client may still be sending a refused body, drain it first.
