@@ -43,6 +43,16 @@ class ValidationError(GatewayError):
     status = 400
     code = "ValidationError"
 
+    def __init__(self, message: str, *, error_code: str | None = None) -> None:
+        super().__init__(message)
+        self.error_code = error_code  # SageMaker's finer code, in the body as ErrorCode, where it has one
+
+    def members(self) -> dict[str, object]:
+        members: dict[str, object] = {"Message": self.message}
+        if self.error_code is not None:
+            members["ErrorCode"] = self.error_code
+        return members
+
 
 class AuthenticationError(GatewayError):
     """The request's SigV4 signature is missing, malformed or wrong; `code` is AWS's name for the case."""

@@ -6,6 +6,7 @@ checks here are cheap byte tests (length, `isascii`, first byte), run once per r
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from gateway import wire
@@ -42,6 +43,7 @@ def invocation_from(headers: dict[bytes, bytes]) -> Invocation:
     target_model, inference_id = get(wire.TARGET_MODEL), get(wire.INFERENCE_ID)
     if target_model is not None:
         _check_printable(target_model, "TargetModel", wire.MAX_HEADER_VALUE)
+        _check_relative_path(target_model)
     if inference_id is not None:
         _check_printable(inference_id, "InferenceId", wire.MAX_INFERENCE_ID)
     variant = get(wire.TARGET_VARIANT)
@@ -63,6 +65,25 @@ def _check_printable(value: bytes, member: str, limit: int) -> None:
     if not value.isascii() or not value.decode("ascii").isprintable() or value[:1].isspace():
         raise ValidationError(
             f"Value '{_text(value)}' for {member} must be printable characters that do not start with a space."
+        )
+
+
+_ESCAPED = re.compile(rb"%[0-9A-Fa-f]{2}")
+
+
+def _check_relative_path(value: bytes) -> None:
+    """TargetModel is a path below the endpoint's model prefix and can never leave it (spec §4.3)."""
+    parts = value.split(b"/")
+    if (
+        value.startswith(b"/")
+        or b"\\" in value
+        or b"//" in value
+        or any(part in (b"..", b".") for part in parts)
+        or _ESCAPED.search(value)
+    ):
+        raise ValidationError(
+            f"TargetModel '{_text(value)}' must be a path relative to the model prefix: no leading '/', no '.' "
+            "or '..' segments, no '//', backslashes or percent-escapes."
         )
 
 

@@ -17,6 +17,7 @@ from gateway.endpoint import (
     ENDPOINT_NAME_RE,
     HOSTNAME_PATTERN,
     HOSTNAME_RE,
+    ContainerMode,
     Endpoint,
     ExecutionMode,
 )
@@ -44,6 +45,11 @@ class Router:
         self._serial: Route = tuple(backends)
         self._names = ", ".join(backend.name for backend in backends)
         routes = [*self._direct.values(), self._serial]
+        # which routes reach a MultiModel container (spec §4): they need TargetModel, the others refuse it
+        modes = {backend.name: container.Mode for backend, container in zip(backends, endpoint.containers)}
+        self._multi_model = {
+            route: any(modes[b.name] is ContainerMode.MULTI_MODEL for b in route) for route in routes
+        }
         self.names: dict[Route, tuple[str, ...]] = {route: tuple(b.name for b in route) for route in routes}
         # each container's Server-Timing entry up to its duration (gateway.telemetry)
         self.timing: dict[Route, tuple[bytes, ...]] = {
@@ -69,20 +75,36 @@ class Router:
             f"GET /ping and GET /metrics; not {method.decode('ascii', 'replace')} {_text(path)}."
         )
 
-    def route(self, target: bytes | None) -> Route:
-        """The containers an invocation runs through, from `X-Amzn-SageMaker-Target-Container-Hostname`."""
+    def route(self, target: bytes | None, target_model: bytes | None = None) -> Route:
+        """The containers an invocation runs through, from `X-Amzn-SageMaker-Target-Container-Hostname`;
+        `X-Amzn-SageMaker-Target-Model` must name a model exactly when the route has a MultiModel container."""
         if self.mode is ExecutionMode.DIRECT:
-            if target is not None:
-                route = self._direct.get(target)
-                if route is not None:
-                    return route
-            raise self._bad_target(target)
-        if target is not None:
+            route = self._direct.get(target) if target is not None else None
+            if route is None:
+                raise self._bad_target(target)
+        elif target is not None:
             raise ValidationError(
                 f"Endpoint {self.endpoint_name} runs its containers in Serial mode; "
                 "TargetContainerHostname is only for endpoints in Direct mode."
             )
-        return self._serial
+        else:
+            route = self._serial
+        if self._multi_model[route] != (target_model is not None):
+            raise self._target_model_mismatch(route, target_model)
+        return route
+
+    def _target_model_mismatch(self, route: Route, target_model: bytes | None) -> GatewayError:
+        where = f"container {route[0].name} of endpoint" if self.mode is ExecutionMode.DIRECT else "endpoint"
+        if target_model is None:
+            return ValidationError(
+                f"The {where} {self.endpoint_name} hosts multiple models: the request is missing a target "
+                "model header (TargetModel)."
+            )
+        # SageMaker's wording and error code for TargetModel to a single-model endpoint (spec §1.3)
+        return ValidationError(
+            f"The {where} {self.endpoint_name} is not a multi-model endpoint and does not support target model header.",
+            error_code="TARGET_MODEL_HEADER_NOT_SUPPORTED",
+        )
 
     def _bad_target(self, target: bytes | None) -> GatewayError:
         if target is None:

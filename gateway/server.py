@@ -171,7 +171,7 @@ class HttpProtocol(asyncio.Protocol):
                     self._refuse(body_too_large(int(length)))  # refused before the body is read
                     return
                 self._call = invocation_from(headers)
-                self._route = self._router.route(headers.get(wire.TARGET_CONTAINER))
+                self._route = self._router.route(headers.get(wire.TARGET_CONTAINER), self._call.target_model)
         except GatewayError as error:
             self._rejected = error
             return
@@ -179,7 +179,8 @@ class HttpProtocol(asyncio.Protocol):
             self._write(wire.CONTINUE)
 
     def on_body(self, body: bytes) -> None:
-        if self._ignoring or self._rejected is not None:
+        # a rejected body is still read for the signature check, which comes first (gateway.access)
+        if self._ignoring or (self._rejected is not None and self._access is None):
             return
         self._body_size += len(body)
         if self._body_size > wire.MAX_BODY:

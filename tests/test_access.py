@@ -26,6 +26,7 @@ from conftest import Proc, Processes, container_doc, endpoint_doc
 ACCOUNT = "111122223333"
 ENDPOINT_ARN = f"arn:aws:sagemaker:us-east-1:{ACCOUNT}:endpoint/shop"
 HOSTS = ("customIps-1", "common-a", "common-ab", "Common-b", "special-x", "other")
+MULTI_MODEL = ("models-a", "common-mm")  # TargetModel is only for multi-model containers
 
 
 def allow(condition: dict[str, Any] | None = None, resource: str = ENDPOINT_ARN, sid: str = "allow") -> dict[str, Any]:
@@ -75,6 +76,7 @@ def secret(name: str) -> str:
 @pytest.fixture(scope="module")
 def gateway(module_procs: Processes) -> Iterator[Proc]:
     containers = [container_doc(host, module_procs.container(host).url) for host in HOSTS]
+    containers += [{**container_doc(host, module_procs.container(host).url), "Mode": "MultiModel"} for host in MULTI_MODEL]
     access = {
         "Region": "us-east-1",
         "Account": ACCOUNT,
@@ -117,7 +119,7 @@ MATRIX = [
     ("bob", "special-x", None, DENIED),  # an explicit Deny beats the Allow
     ("carol", "common-a", None, "allowed"),  # ? is exactly one character
     ("carol", "common-ab", None, DENIED),
-    ("erin", "other", "company_a/m1.tar.gz", "allowed"),
+    ("erin", "models-a", "company_a/m1.tar.gz", "allowed"),
     ("erin", "other", "company_b/m1.tar.gz", DENIED),
     ("erin", "other", None, DENIED),  # the key is absent: the condition is false
     ("frank", "other", None, "allowed"),  # ...unless IfExists
@@ -128,8 +130,8 @@ MATRIX = [
     ("heidi", "common-a", None, DENIED),
     ("ivan", "other", None, DENIED),  # its Allow is for another endpoint's ARN
     ("judy", "common-a", None, "allowed"),  # StringNotEquals with the key absent: true
-    ("judy", "common-a", "company_a/other.tar.gz", "allowed"),
-    ("judy", "common-a", "company_a/secret.tar.gz", DENIED),  # two operators: AND
+    ("judy", "common-mm", "company_a/other.tar.gz", "allowed"),
+    ("judy", "common-mm", "company_a/secret.tar.gz", DENIED),  # two operators: AND
     ("judy", "other", "company_a/other.tar.gz", DENIED),
 ]
 
@@ -313,3 +315,8 @@ def test_denials_are_counted_in_metrics(gateway: Proc) -> None:
             if s.name == "mce_access_denials_total"
         }
     assert counts["explicit deny"] >= 1 and counts["no allow"] >= 1
+
+
+def test_a_signed_request_that_breaks_a_rule_gets_the_validation_error(gateway: Proc) -> None:
+    """The request is refused for its hostname, but its body is still read to check the signature first."""
+    assert outcome(gateway, "bob", "nosuch") == "ValidationError"

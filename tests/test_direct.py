@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,6 +18,7 @@ NAMES = ("alpha", "beta", "gamma")
 @pytest.fixture(scope="module")
 def client(module_procs: Processes) -> Iterator[Any]:
     containers = [container_doc(name, module_procs.container(name).url) for name in NAMES]
+    containers.append({**container_doc("multi", module_procs.container("multi").url), "Mode": "MultiModel"})
     gateway = module_procs.gateway(endpoint_doc("Direct", containers))
     yield runtime_client(gateway.url)
 
@@ -39,20 +42,20 @@ def test_each_container_is_reached_by_its_hostname(client: Any, target: str) -> 
 def test_forwards_only_the_runtime_api_headers(client: Any) -> None:
     response = invoke(
         client,
-        "beta",
+        "multi",
         {},
         ContentType="application/json",
         Accept="application/json",
         CustomAttributes="trace=1",
         InferenceId="inference-7",
-        TargetModel="model.tar.gz",
+        TargetModel="a/model.tar.gz",
     )
-    seen = json.loads(response["Body"].read())["seen"]["beta"]["headers"]
+    seen = json.loads(response["Body"].read())["seen"]["multi"]["headers"]
     assert seen["Content-Type"] == "application/json"
     assert seen["Accept"] == "application/json"
     assert seen["X-Amzn-SageMaker-Custom-Attributes"] == "trace=1"
     assert seen["X-Amzn-SageMaker-Inference-Id"] == "inference-7"
-    assert seen["X-Amzn-SageMaker-Target-Model"] == "model.tar.gz"
+    assert seen["X-Amzn-SageMaker-Target-Model"] == "a/model.tar.gz"
     lowered = {name.lower() for name in seen}
     for dropped in ("authorization", "x-amz-date", "user-agent", "amz-sdk-invocation-id",
                     "x-amzn-sagemaker-target-container-hostname"):
@@ -168,3 +171,31 @@ def test_stream_cut_after_the_answer_began_fails_the_read(client: Any) -> None:
     with pytest.raises(ResponseStreamingError):
         response["Body"].read()
     assert json.loads(invoke(client, "beta")["Body"].read())["trail"] == ["beta"]
+
+
+def test_target_model_to_a_single_model_container(client: Any) -> None:
+    with pytest.raises(client.exceptions.ValidationError) as caught:
+        invoke(client, "alpha", {}, TargetModel="model.tar.gz")
+    assert "does not support target model header" in caught.value.response["Error"]["Message"]
+    # SageMaker's finer code travels in the body (botocore keeps only the modelled members)
+    request = urllib.request.Request(
+        client.meta.endpoint_url + "/invocations", data=b"{}",
+        headers={"X-Amzn-SageMaker-Target-Container-Hostname": "alpha", "X-Amzn-SageMaker-Target-Model": "m.tar.gz"},
+    )
+    with pytest.raises(urllib.error.HTTPError) as raw:
+        urllib.request.urlopen(request, timeout=10)
+    with raw.value as error:
+        assert json.loads(error.read())["ErrorCode"] == "TARGET_MODEL_HEADER_NOT_SUPPORTED"
+
+
+def test_multi_model_container_without_target_model(client: Any) -> None:
+    with pytest.raises(client.exceptions.ValidationError, match="missing a target model header"):
+        invoke(client, "multi", {})
+
+
+@pytest.mark.parametrize(
+    "model", ["../escape.tar.gz", "a/../../b.tar.gz", "/etc/passwd", "a//b.tar.gz", "a\\b.tar.gz", "a/%2e%2e/b", "./m.tar.gz"]
+)
+def test_target_model_cannot_leave_the_prefix(client: Any, model: str) -> None:
+    with pytest.raises(client.exceptions.ValidationError, match="must be a path relative to the model prefix"):
+        invoke(client, "multi", {}, TargetModel=model)

@@ -102,3 +102,8 @@ def test_container_style_path_runs_the_pipeline(client: Any, module_procs: Proce
     request = urllib.request.Request(url, data=b'{"instances": []}', headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request) as response:
         assert json.loads(response.read())["trail"] == list(CHAIN)
+
+
+def test_target_model_on_a_pipeline_without_a_multi_model_container(client: Any) -> None:
+    with pytest.raises(client.exceptions.ValidationError, match="does not support target model header"):
+        invoke(client, {}, TargetModel="model.tar.gz")
