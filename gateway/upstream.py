@@ -396,8 +396,12 @@ class Pool:
                 _, conn = await self.loop.create_connection(lambda: Connection(self), self.host, self.port)
         except TimeoutError:
             raise ConnectFailed(f"did not accept a connection within {timeout:g} s") from None
-        except OSError as exc:
+        except socket.gaierror as exc:
+            raise ConnectFailed(f"could not be resolved ({exc.strerror or exc})") from exc
+        except ConnectionRefusedError as exc:
             raise ConnectFailed(f"refused the connection ({exc.strerror or exc})") from exc
+        except OSError as exc:
+            raise ConnectFailed(f"could not be reached ({exc.strerror or exc})") from exc
         self._all.add(conn)
         return conn
 

@@ -115,3 +115,14 @@ def test_keep_alive_connection_closed_by_the_container_is_retried_once(procs: Pr
     assert json.loads(call(client, "victim", {"faults": {"victim": {"drop_next": True}}})["Body"].read())["trail"] == ["victim"]
     # the gateway reuses that connection; the container closes it unanswered; the retry on a new one answers
     assert json.loads(call(client, "victim", {"n": 2})["Body"].read())["n"] == 2
+
+
+def test_container_whose_host_does_not_resolve(procs: Processes) -> None:
+    bystander = procs.container("bystander")
+    gateway = procs.gateway(
+        endpoint_doc("Direct", [container_doc("lost", "http://no-such-host.invalid:8080"), container_doc("bystander", bystander.url)])
+    )
+    client = runtime_client(gateway.url)
+    with pytest.raises(client.exceptions.ModelError, match="lost at no-such-host.invalid:8080 could not be resolved"):
+        call(client, "lost", {})
+    assert_bystander_serves(client)
