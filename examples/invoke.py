@@ -21,7 +21,7 @@ def main() -> None:
         "sagemaker-runtime",
         endpoint_url=url,
         region_name="us-east-1",
-        aws_access_key_id="local",  # boto3 signs every request; the gateway does not check (yet)
+        aws_access_key_id="local",  # boto3 signs every request; the gateway checks only with --access
         aws_secret_access_key="local",
     )
     digits = load_digits()
