@@ -172,7 +172,6 @@ class Connection(asyncio.Protocol):
         self._head_waiter: asyncio.Future[Response] | None = None
         self._listener: Listener | None = None
         self._listen_limit = 0
-        self.reused = False  # it carried an exchange before this one
         self.deadline = 0.0  # of the exchange in flight; the pool's sweep enforces it
         self._received = False
         self._paused = False
@@ -307,7 +306,6 @@ class Connection(asyncio.Protocol):
         response._finish()
         if keep_alive:
             self.resume()
-            self.reused = True
             self._pool.release(self)
         else:
             self.close()

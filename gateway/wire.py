@@ -23,7 +23,6 @@ TARGET_VARIANT = b"x-amzn-sagemaker-target-variant"
 TARGET_CONTAINER = b"x-amzn-sagemaker-target-container-hostname"
 INFERENCE_ID = b"x-amzn-sagemaker-inference-id"
 CONTENT_LENGTH = b"content-length"
-TRANSFER_ENCODING = b"transfer-encoding"
 EXPECT = b"expect"
 
 MAX_BODY = 6 * 1024 * 1024  # InvokeEndpoint Body max 6291456 bytes (spec §1.2)

@@ -158,7 +158,6 @@ def endpoint_doc(mode: str, containers: list[dict[str, Any]], name: str = "demo"
     return {"EndpointName": name, "InferenceExecutionConfig": {"Mode": mode}, "Containers": containers}
 
 
-Invoke = Callable[..., dict[str, Any]]
 
 
 ROOT = HERE.parent

@@ -49,7 +49,6 @@ class Handler(BaseHTTPRequestHandler):
         if self.path != "/ping":
             self._send(404, b"not found", "text/plain")
             return
-        self.server.pings += 1
         self._send(self.server.ping_status, b"", None)
 
     def do_POST(self) -> None:
@@ -142,7 +141,6 @@ class ContractServer(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", port), Handler)
         self.name = name
         self.ping_status = ping_status
-        self.pings = 0
 
 
 def main() -> None:
