@@ -277,6 +277,8 @@ class HttpProtocol(asyncio.Protocol):
     def retry(self) -> None:
         hop, sent = self._hop, self._sent
         request = self._settle()
+        if request.marks is not None:
+            request.marks.pop()  # that attempt never reached the container; the coroutine path marks its own
         self._task = self._loop.create_task(self._answer(request, hop, sent))
 
     def _settle(self) -> _Request:

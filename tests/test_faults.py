@@ -111,10 +111,16 @@ def test_client_that_gives_up_does_not_stall_the_gateway(procs: Processes) -> No
 
 def test_keep_alive_connection_closed_by_the_container_is_retried_once(procs: Processes) -> None:
     """The pooled connection dies as it is reused: nothing reached the container, so one retry is safe."""
-    client, _ = direct(procs)
+    client, started = direct(procs)
     assert json.loads(call(client, "victim", {"faults": {"victim": {"drop_next": True}}})["Body"].read())["trail"] == ["victim"]
     # the gateway reuses that connection; the container closes it unanswered; the retry on a new one answers
     assert json.loads(call(client, "victim", {"n": 2})["Body"].read())["n"] == 2
+    # and the retried invocation is recorded as one call to one container, without a hitch in the gateway
+    import urllib.request
+
+    with urllib.request.urlopen(started["gateway"].url + "/metrics", timeout=10) as response:
+        assert 'sagemaker_container_latency_seconds_count{container="victim"' in response.read().decode()
+    assert "Traceback" not in (procs.tmp / "gateway.log").read_text()
 
 
 def test_container_whose_host_does_not_resolve(procs: Processes) -> None:
