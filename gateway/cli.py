@@ -12,6 +12,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Coroutine, Sequence
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +22,7 @@ from gateway.dataplane import DataPlane
 from gateway.endpoint import Endpoint, ExecutionMode, check_servable, load_endpoint
 from gateway.errors import DocumentError
 from gateway.launch.layout import at_hostnames
+from gateway.launch.process import group_usage
 from gateway.launch.summary import summary
 from gateway.launch.supervisor import STARTUP_TIMEOUT, STOP_GRACE, Console, LaunchError, Supervisor, plan
 from gateway.metrics import Metrics
@@ -95,6 +97,11 @@ def _listen_options(command: argparse.ArgumentParser) -> None:
     command.add_argument(
         "--access", metavar="FILE",
         help="turn on SigV4 authentication and per-key IAM policies, from this access file (see gateway/access.py)",
+    )
+    command.add_argument(
+        "--model-cache", type=Path, metavar="DIR",
+        help="MultiModel containers' unpacked models, a folder per container; the container must see it at the "
+        "same path (default: <run dir>/models, run/<EndpointName>/models for serve)",
     )
     command.add_argument(
         "--shutdown-grace", type=float, default=STOP_GRACE, metavar="SECONDS",
@@ -187,12 +194,17 @@ def _render(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _telemetry(endpoint: Endpoint, args: argparse.Namespace, access: Access | None) -> Telemetry:
+def _telemetry(dataplane: DataPlane, args: argparse.Namespace, access: Access | None) -> Telemetry:
     metrics = None
     if not args.no_metrics:
+        endpoint = dataplane.endpoint
         names = [endpoint.hostname(i) for i in range(len(endpoint.containers))]
         single_hop = endpoint.mode is ExecutionMode.DIRECT or len(names) == 1
         metrics = Metrics(endpoint.EndpointName, VARIANT_NAME, names, single_hop=single_hop)
+        for backend in dataplane.backends:
+            store = getattr(backend, "store", None)
+            if store is not None:
+                metrics.models[backend.name] = store.stats
         if access is not None:
             denials = access.denials
             metrics.denials = lambda: _by_reason(denials)
@@ -208,9 +220,9 @@ def _by_reason(denials: dict[tuple[str, str], int]) -> dict[str, int]:
 
 async def _serve_endpoint(endpoint: Endpoint, args: argparse.Namespace, access: Access | None) -> int:
     host, port, grace = args.host, args.port, args.shutdown_grace
-    dataplane = DataPlane.from_endpoint(endpoint)
+    dataplane = DataPlane.from_endpoint(endpoint, base=Path(args.file).resolve().parent, model_cache=args.model_cache)
     await dataplane.start()
-    server = Server(dataplane, host=host, port=port, access=access, telemetry=_telemetry(endpoint, args, access))
+    server = Server(dataplane, host=host, port=port, access=access, telemetry=_telemetry(dataplane, args, access))
     try:
         bound_host, bound_port = await server.start()
     except OSError as exc:
@@ -248,7 +260,9 @@ async def _up_endpoint(endpoint: Endpoint, args: argparse.Namespace, access: Acc
     except (LaunchError, OSError) as exc:
         print(f"mce: {exc}", file=sys.stderr)
         return EXIT_INVALID
-    dataplane = DataPlane.from_endpoint(served)
+    dataplane = DataPlane.from_endpoint(
+        served, base=Path(args.file).resolve().parent, model_cache=args.model_cache or run_dir / "models"
+    )
     await dataplane.start()
     supervisor = Supervisor(plans, {backend.name: backend for backend in dataplane.backends}, console)
     stop = _stop_event()
@@ -270,10 +284,13 @@ async def _up_endpoint(endpoint: Endpoint, args: argparse.Namespace, access: Acc
         if failure is not None:
             raise failure
         return 128 + stop.signum
-    telemetry = _telemetry(served, args, access)
-    if telemetry.metrics is not None:
-        for container in supervisor.containers:
+    telemetry = _telemetry(dataplane, args, access)
+    for container in supervisor.containers:
+        if telemetry.metrics is not None:
             telemetry.metrics.process_groups[container.name] = container.process_group
+        store = getattr(container.backend, "store", None)
+        if store is not None:  # a MultiModel container's memory budget is measured on its processes
+            store.memory = partial(_memory, container.process_group)
     server = Server(dataplane, host=args.host, port=args.port, access=access, telemetry=telemetry)
     try:
         bound_host, bound_port = await server.start()
@@ -294,6 +311,11 @@ async def _up_endpoint(endpoint: Endpoint, args: argparse.Namespace, access: Acc
     await dataplane.close()
     console.message("stopped")
     return EXIT_OK
+
+
+def _memory(process_group: Callable[[], int | None]) -> int | None:
+    pgid = process_group()
+    return None if pgid is None else group_usage(pgid)[1]
 
 
 class _StopEvent(asyncio.Event):

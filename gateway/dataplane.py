@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from gateway.backends import Backend, Reply, ReplyTooLarge, build_backend
-from gateway.endpoint import Endpoint
+from gateway.endpoint import ContainerMode, Endpoint
 from gateway.errors import ModelError
 from gateway.invocation import Invocation
 from gateway.routing import Route, Router
@@ -51,11 +52,21 @@ class DataPlane:
         self._health_round: asyncio.Future[Health] | None = None
 
     @classmethod
-    def from_endpoint(cls, endpoint: Endpoint) -> DataPlane:
-        return cls(
-            endpoint,
-            [build_backend(endpoint.hostname(i), c.Backend) for i, c in enumerate(endpoint.containers)],
-        )
+    def from_endpoint(cls, endpoint: Endpoint, *, base: Path | None = None, model_cache: Path | None = None) -> DataPlane:
+        """`base`: the endpoint document's folder; `model_cache`: where MultiModel containers' models are
+        unpacked, a folder per container (both default to the current folder's)."""
+        base = base or Path.cwd()
+        cache = model_cache or Path("run") / endpoint.EndpointName / "models"
+        backends: list[Backend] = []
+        for index, container in enumerate(endpoint.containers):
+            name = endpoint.hostname(index)
+            if container.Mode is ContainerMode.MULTI_MODEL:
+                from gateway.multimodel.backend import MultiModelBackend
+
+                backends.append(MultiModelBackend(name, container, base=base, cache=(cache / name).resolve()))
+            else:
+                backends.append(build_backend(name, container.Backend))
+        return cls(endpoint, backends)
 
     async def start(self) -> None:
         for backend in self.backends:

@@ -34,6 +34,8 @@ MAX_ENVIRONMENT_BYTES = 32 * 1024  # keys + values, per map and across all conta
 SECONDS = 1.0
 DEFAULT_INVOCATION_TIMEOUT = 60 * SECONDS  # containers must answer within 60 s (spec §1.2)
 DEFAULT_CONNECT_TIMEOUT = 5 * SECONDS
+MODEL_LOAD_WAIT = 60 * SECONDS  # a multi-model invocation waits this long for its model, then 429 (spec §4.2)
+MODEL_LOAD_TIMEOUT = 360 * SECONDS  # while the download and load go on for up to this long (spec §4.2)
 
 
 def _anchored(pattern: str) -> str:
@@ -112,6 +114,20 @@ class ExampleSpec(_Shape):
     Body: Annotated[str, StringConstraints(max_length=8192)]
 
 
+class MultiModelSpec(_Shape):
+    """How the gateway runs a MultiModel container's models (SageMaker's part, spec §4): our extension.
+
+    Without a budget, models are unloaded only when the container answers 507 (out of memory); with one,
+    least recently used idle models are also unloaded before a load while the container's processes
+    (launched by `mce up`) use more than `MemoryBudgetInMiB`. The disk cache of unpacked artifacts keeps
+    under `DiskCacheInMiB`, deleting the least recently used models that are not loaded."""
+
+    MemoryBudgetInMiB: Annotated[int, Field(gt=0)] | None = None
+    DiskCacheInMiB: Annotated[int, Field(gt=0)] | None = None
+    ModelLoadWaitInSeconds: Seconds = MODEL_LOAD_WAIT
+    ModelLoadTimeoutInSeconds: Seconds = MODEL_LOAD_TIMEOUT
+
+
 class BackendSpec(_Shape):
     """Our extension: how the gateway reaches one container."""
 
@@ -132,6 +148,7 @@ class BackendSpec(_Shape):
     Launch: LaunchSpec | None = None
     Build: BuildSpec | None = None
     Example: ExampleSpec | None = None
+    MultiModel: MultiModelSpec | None = None  # only for a container in Mode MultiModel
 
 
 class ImageConfigSpec(_Shape):
@@ -151,6 +168,7 @@ class Container(_Shape):
     ImageConfig: ImageConfigSpec | None = None
     Mode: ContainerMode = ContainerMode.SINGLE_MODEL
     # SageMaker accepts s3:// and https:// only; locally a path, a .tar.gz or a file:// URL is the point.
+    # For a MultiModel container it is the prefix its models are found under: a folder, file:// or s3://.
     ModelDataUrl: Annotated[str, StringConstraints(min_length=1, max_length=1024)] | None = None
     Environment: dict[EnvKey, EnvValue] = Field(default_factory=dict, max_length=MAX_ENVIRONMENT_ENTRIES)
     MultiModelConfig: MultiModelConfigSpec | None = None
@@ -304,6 +322,7 @@ def _check_rules(document: dict[str, object]) -> list[DocumentIssue]:
 
     for path, container in zip(paths, containers):
         issues += _backend_rules(f"{path}.Backend", container.get("Backend"))
+        issues += _multi_model_rules(path, container)
 
     multi_model = [i for i, c in enumerate(containers) if c.get("Mode") == ContainerMode.MULTI_MODEL.value]
     if not direct and len(multi_model) > 1:
@@ -351,6 +370,35 @@ def _backend_rules(path: str, backend: object) -> list[DocumentIssue]:
         issues.append(DocumentIssue(f"{path}.ModelVersion", f"'{version}' is not a number; TF Serving versions are"))
     if backend.get("SignatureName") is not None and not protocol.value.startswith("tfserving"):
         issues.append(DocumentIssue(f"{path}.SignatureName", "only TF Serving models have signatures"))
+    return issues
+
+
+def _multi_model_rules(path: str, container: dict[str, object]) -> list[DocumentIssue]:
+    """A MultiModel container speaks SageMaker's multi-model API (spec §4.1) and has a prefix to load from."""
+    backend = container.get("Backend")
+    backend = backend if isinstance(backend, dict) else {}
+    if container.get("Mode") != ContainerMode.MULTI_MODEL.value:
+        if "MultiModel" in backend:
+            return [DocumentIssue(f"{path}.Backend.MultiModel", "only for a container with Mode: MultiModel")]
+        if container.get("MultiModelConfig") is not None:
+            return [DocumentIssue(f"{path}.MultiModelConfig", "only for a container with Mode: MultiModel")]
+        return []
+    issues = []
+    protocol = backend.get("Protocol", BackendProtocol.SAGEMAKER.value)
+    if protocol != BackendProtocol.SAGEMAKER.value:
+        issues.append(
+            DocumentIssue(
+                f"{path}.Backend.Protocol",
+                f"a MultiModel container is reached over its multi-model API (Protocol sagemaker), not {protocol}",
+            )
+        )
+    url = container.get("ModelDataUrl")
+    if url is None:
+        issues.append(DocumentIssue(f"{path}.ModelDataUrl", "required for Mode MultiModel: the prefix models are loaded from"))
+    elif isinstance(url, str) and url.startswith(("http://", "https://")):
+        issues.append(DocumentIssue(f"{path}.ModelDataUrl", "a MultiModel prefix is a folder, a file:// URL or an s3:// URL"))
+    elif isinstance(url, str) and url.endswith((".tar.gz", ".tgz")):
+        issues.append(DocumentIssue(f"{path}.ModelDataUrl", "for Mode MultiModel this is a prefix (a folder), not one artifact"))
     return issues
 
 

@@ -16,6 +16,15 @@ CPUUtilization (%, up to 100 x cores)  sagemaker_cpu_utilization_percent        
 MemoryUtilization (%)               sagemaker_memory_utilization_percent             endpoint, variant, container
 (gateway) access denials            mce_access_denials_total                         endpoint, reason
 
+MultiModel containers (spec §4.4), per container:
+ModelLoadingWaitTime (us)           sagemaker_model_loading_wait_seconds (histogram) endpoint, variant, container
+ModelDownloadingTime (us)           sagemaker_model_downloading_seconds (histogram)  endpoint, variant, container
+ModelLoadingTime (us)               sagemaker_model_loading_seconds (histogram)      endpoint, variant, container
+ModelUnloadingTime (us)             sagemaker_model_unloading_seconds (histogram)    endpoint, variant, container
+ModelCacheHit (average = ratio)     sagemaker_model_cache_hits_total / sagemaker_model_cache_lookups_total
+LoadedModelCount                    sagemaker_loaded_model_count                     endpoint, variant, container
+(gateway) unloads by reason         mce_model_unloads_total                          endpoint, variant, container, reason
+
 Latencies are in seconds, Prometheus' base unit (CloudWatch's microseconds = seconds x 1e6). A container's
 4XX/5XX errors count its answers with that status; a container that could not be talked to (timeout,
 refused, reset) counts as 5XX and as a model error, as SageMaker's InvocationModelErrors does. ModelLatency
@@ -26,14 +35,19 @@ by hop, per container: the time before a container was called, plus after the la
 from __future__ import annotations
 
 import bisect
-import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
+
+from gateway.launch.process import group_usage
+
+if TYPE_CHECKING:
+    from gateway.multimodel.store import ModelStats
 
 # From 50 us (a gateway's overhead) to 60 s (SageMaker's invocation timeout).
 BUCKETS = (5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -101,6 +115,7 @@ class Metrics:
         self.overhead = Histogram()
         self.denials: Callable[[], dict[str, int]] | None = None  # reason -> count, from gateway.access
         self.process_groups: dict[str, Callable[[], int | None]] = {}  # container -> its process group, if launched
+        self.models: dict[str, ModelStats] = {}  # MultiModel container -> its model store's numbers
         self._cpu_seen: dict[str, tuple[float, float]] = {}
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_Collector(self))
@@ -159,19 +174,7 @@ class Metrics:
         pgid = group() if group is not None else None
         if pgid is None:
             return None
-        cpu_seconds, rss = 0.0, 0
-        ticks = os.sysconf("SC_CLK_TCK")
-        for proc in Path("/proc").iterdir():
-            if not proc.name.isdigit():
-                continue
-            try:
-                fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
-                if int(fields[2]) != pgid:  # field 5 of stat: the process group
-                    continue
-                cpu_seconds += (int(fields[11]) + int(fields[12])) / ticks
-                rss += int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
-            except (OSError, IndexError, ValueError):
-                continue
+        cpu_seconds, rss = group_usage(pgid)
         now = time.monotonic()
         last = self._cpu_seen.get(container)
         self._cpu_seen[container] = (now, cpu_seconds)
@@ -232,8 +235,37 @@ class _Collector(Collector):
                 memory.add_metric([*base, container], found[1])
         yield cpu
         yield memory
+        if m.models:
+            yield from _model_families(m)
         if m.denials is not None:
             denials = CounterMetricFamily("mce_access_denials", "requests refused by --access", labels=["endpoint", "reason"])
             for reason, count in sorted(m.denials().items()):
                 denials.add_metric([m.endpoint, reason], count)
             yield denials
+
+
+def _model_families(m: Metrics) -> Iterator[CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily]:
+    per = ["endpoint", "variant", "container"]
+    for name, doc, attribute in (
+        ("sagemaker_model_loading_wait_seconds", "a request waiting for its model to load (ModelLoadingWaitTime)", "loading_wait"),
+        ("sagemaker_model_downloading_seconds", "downloading a model's artifact (ModelDownloadingTime)", "downloading"),
+        ("sagemaker_model_loading_seconds", "the container loading a model (ModelLoadingTime)", "loading"),
+        ("sagemaker_model_unloading_seconds", "the container unloading a model (ModelUnloadingTime)", "unloading"),
+    ):
+        family = HistogramMetricFamily(name, doc, labels=per)
+        for container, stats in m.models.items():
+            histogram: Histogram = getattr(stats, attribute)
+            family.add_metric([m.endpoint, m.variant, container], histogram.family_buckets(), histogram.total)
+        yield family
+    hits = CounterMetricFamily("sagemaker_model_cache_hits", "requests whose model was loaded (ModelCacheHit)", labels=per)
+    lookups = CounterMetricFamily("sagemaker_model_cache_lookups", "requests to a MultiModel container", labels=per)
+    loaded = GaugeMetricFamily("sagemaker_loaded_model_count", "models loaded in the container (LoadedModelCount)", labels=per)
+    unloads = CounterMetricFamily("mce_model_unloads", "models unloaded, by reason", labels=[*per, "reason"])
+    for container, stats in m.models.items():
+        labels = [m.endpoint, m.variant, container]
+        hits.add_metric(labels, stats.hits)
+        lookups.add_metric(labels, stats.lookups)
+        loaded.add_metric(labels, stats.loaded)
+        for reason, count in sorted(stats.unloads.items()):
+            unloads.add_metric([*labels, reason.value], count)
+    yield from (hits, lookups, loaded, unloads)

@@ -25,6 +25,7 @@ from botocore.config import Config
 
 HERE = Path(__file__).parent
 CONTRACT_SERVER = HERE / "containers" / "contract_server.py"
+MODEL_SERVER = HERE / "containers" / "multimodel_server.py"
 READY_TIMEOUT = 30.0
 _PORT_LINE = re.compile(r"listening on (?:http://[\d.]+:)?(\d+)")
 
@@ -99,6 +100,15 @@ class Processes:
         self.started.append(proc)
         return proc
 
+    def model_container(self, *, capacity: int | None = None) -> Proc:
+        """tests/containers/multimodel_server.py: SageMaker's multi-model API."""
+        argv = [sys.executable, str(MODEL_SERVER), "--port", "0"]
+        if capacity is not None:
+            argv += ["--capacity", str(capacity)]
+        proc = start_process(argv)
+        self.started.append(proc)
+        return proc
+
     def write_endpoint(self, document: dict[str, Any], name: str = "endpoint.yaml") -> Path:
         path = self.tmp / name
         if name.endswith(".json"):
@@ -152,6 +162,29 @@ def container_doc(name: str | None, url: str, **backend: Any) -> dict[str, Any]:
     if name is not None:
         doc["ContainerHostname"] = name
     return doc
+
+
+def multi_model_doc(name: str | None, url: str, prefix: Path | str, **multi_model: Any) -> dict[str, Any]:
+    """A MultiModel container at `url` whose models are under `prefix`; `multi_model`: Backend.MultiModel."""
+    doc = {**container_doc(name, url), "Mode": "MultiModel", "ModelDataUrl": str(prefix)}
+    if multi_model:
+        doc["Backend"]["MultiModel"] = multi_model
+    return doc
+
+
+def write_artifact(path: Path, files: dict[str, str | bytes]) -> Path:
+    """A model artifact: a .tar.gz holding `files` at its top level."""
+    import io
+    import tarfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w:gz") as tar:
+        for name, content in files.items():
+            data = content.encode() if isinstance(content, str) else content
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
 
 
 def endpoint_doc(mode: str, containers: list[dict[str, Any]], name: str = "demo") -> dict[str, Any]:

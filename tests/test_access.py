@@ -21,7 +21,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
-from conftest import Proc, Processes, container_doc, endpoint_doc
+from conftest import Proc, Processes, container_doc, endpoint_doc, multi_model_doc, write_artifact
 
 ACCOUNT = "111122223333"
 ENDPOINT_ARN = f"arn:aws:sagemaker:us-east-1:{ACCOUNT}:endpoint/shop"
@@ -76,7 +76,10 @@ def secret(name: str) -> str:
 @pytest.fixture(scope="module")
 def gateway(module_procs: Processes) -> Iterator[Proc]:
     containers = [container_doc(host, module_procs.container(host).url) for host in HOSTS]
-    containers += [{**container_doc(host, module_procs.container(host).url), "Mode": "MultiModel"} for host in MULTI_MODEL]
+    prefix = module_procs.tmp / "models"
+    for model in ("company_a/m1.tar.gz", "company_a/other.tar.gz"):
+        write_artifact(prefix / model, {"weights.txt": model})
+    containers += [multi_model_doc(host, module_procs.model_container().url, prefix) for host in MULTI_MODEL]
     access = {
         "Region": "us-east-1",
         "Account": ACCOUNT,

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ResponseStreamingError
-from conftest import Processes, container_doc, endpoint_doc, runtime_client
+from conftest import Processes, container_doc, endpoint_doc, multi_model_doc, runtime_client, write_artifact
 
 NAMES = ("alpha", "beta", "gamma")
 
@@ -18,8 +18,10 @@ NAMES = ("alpha", "beta", "gamma")
 @pytest.fixture(scope="module")
 def client(module_procs: Processes) -> Iterator[Any]:
     containers = [container_doc(name, module_procs.container(name).url) for name in NAMES]
-    containers.append({**container_doc("multi", module_procs.container("multi").url), "Mode": "MultiModel"})
-    gateway = module_procs.gateway(endpoint_doc("Direct", containers))
+    prefix = module_procs.tmp / "models"
+    write_artifact(prefix / "a" / "model.tar.gz", {"weights.txt": "a"})
+    containers.append(multi_model_doc("multi", module_procs.model_container().url, prefix))
+    gateway = module_procs.gateway(endpoint_doc("Direct", containers), "--model-cache", str(module_procs.tmp / "cache"))
     yield runtime_client(gateway.url)
 
 
@@ -42,20 +44,18 @@ def test_each_container_is_reached_by_its_hostname(client: Any, target: str) -> 
 def test_forwards_only_the_runtime_api_headers(client: Any) -> None:
     response = invoke(
         client,
-        "multi",
+        "alpha",
         {},
         ContentType="application/json",
         Accept="application/json",
         CustomAttributes="trace=1",
         InferenceId="inference-7",
-        TargetModel="a/model.tar.gz",
     )
-    seen = json.loads(response["Body"].read())["seen"]["multi"]["headers"]
+    seen = json.loads(response["Body"].read())["seen"]["alpha"]["headers"]
     assert seen["Content-Type"] == "application/json"
     assert seen["Accept"] == "application/json"
     assert seen["X-Amzn-SageMaker-Custom-Attributes"] == "trace=1"
     assert seen["X-Amzn-SageMaker-Inference-Id"] == "inference-7"
-    assert seen["X-Amzn-SageMaker-Target-Model"] == "a/model.tar.gz"
     lowered = {name.lower() for name in seen}
     for dropped in ("authorization", "x-amz-date", "user-agent", "amz-sdk-invocation-id",
                     "x-amzn-sagemaker-target-container-hostname"):
@@ -186,6 +186,12 @@ def test_target_model_to_a_single_model_container(client: Any) -> None:
         urllib.request.urlopen(request, timeout=10)
     with raw.value as error:
         assert json.loads(error.read())["ErrorCode"] == "TARGET_MODEL_HEADER_NOT_SUPPORTED"
+
+
+def test_target_container_and_target_model_combine(client: Any) -> None:
+    answer = json.loads(invoke(client, "multi", {}, TargetModel="a/model.tar.gz")["Body"].read())
+    assert answer["target"] == "a/model.tar.gz"
+    assert answer["files"] == {"weights.txt": "a"}
 
 
 def test_multi_model_container_without_target_model(client: Any) -> None:

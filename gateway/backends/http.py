@@ -174,7 +174,7 @@ class HttpBackend:
             raise self.failure(exc) from exc
         if 200 <= response.status < 300:
             return HttpReply(response, self)
-        raise error_status(self.name, response.status, await self._error_body(response))
+        raise error_status(self.name, response.status, await self.error_body(response))
 
     async def check_health(self) -> str | None:
         answer = await self.server.probe(self._ping_request, "/ping")
@@ -185,9 +185,10 @@ class HttpBackend:
             return f"{self.address} answered /ping with {status}: {body[:200].decode('utf-8', 'replace')}"
         return None
 
-    def request_bytes(self, call: Invocation) -> bytes | list[bytes]:
-        """The request for `call`, framed: one bytes object for small bodies, head and body otherwise."""
-        parts = [self._invoke_head]
+    def request_bytes(self, call: Invocation, head: bytes | None = None) -> bytes | list[bytes]:
+        """The request for `call`, framed: one bytes object for small bodies, head and body otherwise.
+        `head` is the request line and Host header, when not the backend's invocation path."""
+        parts = [head if head is not None else self._invoke_head]
         if call.content_type is not None:
             parts += (b"Content-Type: ", call.content_type, b"\r\n")
         if call.accept is not None:
@@ -212,7 +213,7 @@ class HttpBackend:
             return unreachable(self.name, self.address, f"did not answer within {limit:g} s")
         return unreachable(self.name, self.address, str(exc))
 
-    async def _error_body(self, response: upstream.Response) -> bytes:
+    async def error_body(self, response: upstream.Response) -> bytes:
         try:
             return await response.read(ERROR_BODY_LIMIT)
         except upstream.ResponseTooLarge:

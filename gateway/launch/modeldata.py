@@ -8,10 +8,10 @@ extracted into the container's run folder, once per change of the archive.
 from __future__ import annotations
 
 import json
-import shutil
-import tarfile
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
+
+from gateway.multimodel.sources import ArtifactBroken, unpack
 
 
 class ModelDataError(Exception):
@@ -48,13 +48,9 @@ def _extract(archive: Path, target: Path) -> Path:
     marker = target / ".mce-extracted"
     if marker.exists() and marker.read_text() == stamp:
         return target
-    if target.exists():
-        shutil.rmtree(target)
-    target.mkdir(parents=True)
     try:
-        with tarfile.open(archive) as tar:
-            tar.extractall(target, filter="data")  # refuses absolute paths, `..`, devices
-    except (tarfile.TarError, OSError) as exc:
+        unpack(archive, target)
+    except ArtifactBroken as exc:
         raise ModelDataError(f"ModelDataUrl {archive}: cannot extract it: {exc}") from exc
     marker.write_text(stamp)
     return target

@@ -83,6 +83,24 @@ def group_members(pgid: int) -> list[int]:
     return alive
 
 
+def group_usage(pgid: int) -> tuple[float, int]:
+    """CPU seconds so far and resident bytes of every process in group `pgid`, from /proc."""
+    cpu_seconds, rss = 0.0, 0
+    ticks, page = os.sysconf("SC_CLK_TCK"), os.sysconf("SC_PAGE_SIZE")
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) != pgid:  # field 5 of stat: the process group
+                continue
+            cpu_seconds += (int(fields[11]) + int(fields[12])) / ticks
+            rss += int(fields[21]) * page
+        except (OSError, IndexError, ValueError):
+            continue
+    return cpu_seconds, rss
+
+
 def kill_group(pgid: int) -> None:
     """SIGKILL whatever is left in process group `pgid`."""
     try:

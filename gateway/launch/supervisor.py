@@ -1,7 +1,8 @@
 """`mce up`'s supervisor: start each container natively as SageMaker would, watch it, restart it, stop it.
 
 Per container without a `Backend.Url`: a port allocation (SAGEMAKER_BIND_TO_PORT, SAGEMAKER_SAFE_PORT_RANGE),
-its model data made local, its `Environment`, SAGEMAKER_MULTI_MODEL when it is a MultiModel container, and
+its model data made local (a MultiModel container's models are the gateway's to load, gateway.multimodel),
+its `Environment`, SAGEMAKER_MULTI_MODEL when it is a MultiModel container, and
 its `Launch.Command` run in a process group of its own, output kept in `<run dir>/<hostname>.log`. Start-up
 ends when every container passes its health check (2 s per check) within the start-up window (SageMaker's
 ContainerStartupHealthCheckTimeoutInSeconds, 240 s by default); a container that exits or never gets ready
@@ -82,7 +83,7 @@ def plan(endpoint: Endpoint, document_dir: Path, run_dir: Path, *, taken_ports: 
             env["SAGEMAKER_MULTI_MODEL"] = "true"
         if backend.Model is not None:
             env.setdefault("MCE_MODEL_NAME", backend.Model)
-        if container.ModelDataUrl is not None:
+        if container.ModelDataUrl is not None and container.Mode is not ContainerMode.MULTI_MODEL:
             try:
                 env["MCE_MODEL_DIR"] = str(model_directory(container.ModelDataUrl, document_dir, container_dir))
             except ModelDataError as exc:
