@@ -112,6 +112,7 @@ class ExampleSpec(_Shape):
 
     ContentType: Annotated[str, StringConstraints(min_length=1, max_length=1024)] = "application/json"
     Body: Annotated[str, StringConstraints(max_length=8192)]
+    TargetModel: Annotated[str, StringConstraints(min_length=1, max_length=1024)] | None = None  # MultiModel
 
 
 class MultiModelSpec(_Shape):

@@ -117,11 +117,12 @@ class Processes:
             path.write_text(yaml.safe_dump(document))
         return path
 
-    def gateway(self, document: dict[str, Any], *extra: str) -> Proc:
+    def gateway(self, document: dict[str, Any], *extra: str, env: dict[str, str] | None = None) -> Proc:
         path = self.write_endpoint(document)
         proc = start_process(
             [sys.executable, "-m", "gateway", "serve", str(path), "--port", "0", *extra],
             stderr=self.tmp / "gateway.log",
+            env=env,
         )
         self.started.append(proc)
         return proc

@@ -66,3 +66,29 @@ def test_gateway_command_serves_the_document_by_hostname(procs: Processes) -> No
             report = json.loads(error.read())
     assert set(report["containers"]) == {"tensorflow-mnist", "pytorch-mnist"}
     assert report["status"] == "Unhealthy"
+
+
+def test_multi_model_endpoint_renders_with_a_shared_model_volume(tmp_path: Path) -> None:
+    """The gateway unpacks models where the container reads them: one volume at the same path in both."""
+    out = tmp_path / "compose.yaml"
+    subprocess.run(
+        [sys.executable, "-m", "gateway", "render", "compose", str(ROOT / "examples" / "multi-model.yaml"), "-o", str(out)],
+        check=True, cwd=ROOT,
+    )
+    result = subprocess.run(
+        [str(Path(sys.executable).with_name("check-jsonschema")), "--builtin-schema", "vendor.compose-spec", str(out)],
+        capture_output=True, text=True, check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    compose = yaml.safe_load(out.read_text())
+    gateway, container = compose["services"]["gateway"], compose["services"]["container-1"]
+    assert gateway["command"][-2:] == ["--model-cache", "/opt/ml/models"]
+    assert "models:/opt/ml/models" in gateway["volumes"]
+    assert container["volumes"] == ["models:/opt/ml/models:ro"]
+    assert container["environment"]["SAGEMAKER_MULTI_MODEL"] == "true"
+    assert compose["volumes"] == {"models": {}}
+    # the prefix, mounted where the document's relative ModelDataUrl points from /etc/mce/endpoint.yaml
+    prefix = next(v for v in gateway["volumes"] if v.endswith(":ro") and "multi-model/models" in v)
+    source, inside, _ = prefix.split(":")
+    assert inside == "/etc/build/multi-model/models"  # /etc/mce/ + ../build/multi-model/models
+    assert (tmp_path / source).resolve() == (ROOT / "build" / "multi-model" / "models").resolve()

@@ -47,3 +47,11 @@ def test_entrypoint_is_exec_form_without_tini(path: Path) -> None:
     assert entrypoints, "SageMaker runs `docker run IMAGE serve`: the image needs an ENTRYPOINT"
     argv = json.loads(entrypoints[-1])  # exec form is a JSON array (spec §5)
     assert "tini" not in argv[0]
+
+
+def test_multi_model_container_advertises_it() -> None:
+    dockerfile = parse(ROOT / "containers" / "multi-model" / "Dockerfile")
+    # the bring-your-own multi-model label and the environment SageMaker sets for it (spec §4.2)
+    assert dockerfile.labels.get("com.amazonaws.sagemaker.capabilities.multi-models") == "true"
+    assert dockerfile.envs.get("SAGEMAKER_MULTI_MODEL") == "true"
+    assert json.loads([i["value"] for i in dockerfile.structure if i["instruction"] == "CMD"][-1]) == ["serve"]

@@ -12,9 +12,11 @@ import json
 import threading
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 from conftest import Proc, Processes, container_doc, endpoint_doc, multi_model_doc, wait_until, write_artifact
 
@@ -25,9 +27,9 @@ def stats(container: Proc) -> dict[str, dict[str, int]]:
     return result
 
 
-def metric(gateway: Proc, name: str, **labels: str) -> float:
-    """One sample of the gateway's /metrics (0 when absent)."""
-    with urllib.request.urlopen(gateway.url + "/metrics", timeout=5) as response:
+def metric(url: str, name: str, **labels: str) -> float:
+    """One sample of the gateway's /metrics at `url` (0 when absent)."""
+    with urllib.request.urlopen(url + "/metrics", timeout=5) as response:
         text = response.read().decode()
     for line in text.splitlines():
         if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
@@ -76,11 +78,11 @@ def test_first_request_loads_the_model_later_ones_hit_the_cache(procs: Processes
     assert invoke(client, "sub/folder/other.tar.gz")["files"] == {"weights.txt": "weights of sub/folder/other.tar.gz"}
     assert stats(container)["loads"] == {first["model"]: 1, invoke(client, "sub/folder/other.tar.gz")["model"]: 1}
     labels = {"container": "models"}
-    assert metric(gateway, "sagemaker_model_cache_lookups_total", **labels) == 6
-    assert metric(gateway, "sagemaker_model_cache_hits_total", **labels) == 4
-    assert metric(gateway, "sagemaker_loaded_model_count", **labels) == 2
-    assert metric(gateway, "sagemaker_model_loading_seconds_count", **labels) == 2
-    assert metric(gateway, "sagemaker_model_loading_wait_seconds_count", **labels) == 2
+    assert metric(gateway.url, "sagemaker_model_cache_lookups_total", **labels) == 6
+    assert metric(gateway.url, "sagemaker_model_cache_hits_total", **labels) == 4
+    assert metric(gateway.url, "sagemaker_loaded_model_count", **labels) == 2
+    assert metric(gateway.url, "sagemaker_model_loading_seconds_count", **labels) == 2
+    assert metric(gateway.url, "sagemaker_model_loading_wait_seconds_count", **labels) == 2
     # the single-model container beside it is untouched by all this
     assert client.invoke_endpoint(EndpointName="demo", TargetContainerHostname="plain", Body=b"{}")["Body"].read()
 
@@ -103,7 +105,7 @@ def test_concurrent_first_requests_load_once(procs: Processes, prefix: Path, cli
         thread.join()
     assert len(answers) == 8 and len(set(answers)) == 1
     assert stats(container)["loads"] == {answers[0]: 1}
-    assert metric(gateway, "sagemaker_model_loading_wait_seconds_count", container="models") == 8
+    assert metric(gateway.url, "sagemaker_model_loading_wait_seconds_count", container="models") == 8
 
 
 def test_a_slow_load_answers_model_not_ready_and_goes_on(procs: Processes, prefix: Path, clients: Any) -> None:
@@ -137,8 +139,8 @@ def test_507_unloads_the_least_recently_used_idle_model(procs: Processes, prefix
     assert stats(container)["unloads"] == {names["b"]: 1}
     assert invoke(client, "b.tar.gz")["model"] == names["b"]  # and back: a is the oldest now
     assert stats(container)["unloads"] == {names["b"]: 1, names["a"]: 1}
-    assert metric(gateway, "mce_model_unloads_total", container="models", reason="out_of_memory") == 2
-    assert metric(gateway, "sagemaker_loaded_model_count", container="models") == 2
+    assert metric(gateway.url, "mce_model_unloads_total", container="models", reason="out_of_memory") == 2
+    assert metric(gateway.url, "sagemaker_loaded_model_count", container="models") == 2
     log = (procs.tmp / "gateway.log").read_text()
     assert "unloaded model b.tar.gz" in log and "answered 507 (out of memory) to loading c.tar.gz" in log
 
@@ -237,3 +239,39 @@ def test_a_container_without_the_multi_model_api_is_unhealthy(procs: Processes, 
     with caught.value as error:
         reason = json.loads(error.read())["containers"]["models"]["reason"]
     assert "GET /models with 404" in reason
+
+
+@pytest.fixture
+def s3() -> Iterator[tuple[str, Any]]:
+    """A local S3-compatible server (moto's server mode, a real HTTP server) and a client for it."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    url = "http://{}:{}".format(*server.get_host_and_port())
+    client = boto3.client("s3", endpoint_url=url, region_name="us-east-1", aws_access_key_id="AKIDS3", aws_secret_access_key="s3")
+    client.create_bucket(Bucket="models")
+    yield url, client
+    client.close()
+    server.stop()
+
+
+def test_models_from_s3(procs: Processes, tmp_path: Path, s3: tuple[str, Any], clients: Any) -> None:
+    url, bucket = s3
+    local = artifact(tmp_path, "m.tar.gz")
+    bucket.put_object(Bucket="models", Key="prefix/team/m.tar.gz", Body=local.read_bytes())
+    bucket.put_object(Bucket="models", Key="elsewhere.tar.gz", Body=local.read_bytes())
+    container = procs.model_container()
+    doc = multi_model_doc("models", container.url, "s3://models/prefix/")
+    env = {"AWS_ENDPOINT_URL_S3": url, "AWS_ACCESS_KEY_ID": "AKIDS3", "AWS_SECRET_ACCESS_KEY": "s3", "AWS_DEFAULT_REGION": "us-east-1"}
+    gateway = procs.gateway(endpoint_doc("Direct", [doc]), "--model-cache", str(tmp_path / "cache"), env=env)
+    client = clients(gateway.url)
+    assert invoke(client, "team/m.tar.gz")["files"] == {"weights.txt": "weights of m.tar.gz"}
+    assert metric(gateway.url, "sagemaker_model_downloading_seconds_count", container="models") == 1
+    assert invoke(client, "team/m.tar.gz")["target"] == "team/m.tar.gz"
+    assert metric(gateway.url, "sagemaker_model_downloading_seconds_count", container="models") == 1  # downloaded once
+    with pytest.raises(client.exceptions.ValidationError, match=r"s3://models/prefix/missing.tar.gz cannot be downloaded \(NoSuchKey\)"):
+        invoke(client, "missing.tar.gz")
+    # the prefix is the only place looked at: the object beside it is not reachable
+    with pytest.raises(client.exceptions.ValidationError, match="must be a path relative to the model prefix"):
+        invoke(client, "../elsewhere.tar.gz")

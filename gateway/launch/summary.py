@@ -16,6 +16,9 @@ def summary(endpoint: Endpoint, url: str, elapsed: float, run_dir: Path) -> str:
     body = example.Body if example is not None else "{}"
     target = f'TargetContainerHostname="{names[0]}", ' if direct else ""
     header = f"-H 'X-Amzn-SageMaker-Target-Container-Hostname: {names[0]}' " if direct else ""
+    if example is not None and example.TargetModel is not None:
+        target += f'TargetModel="{example.TargetModel}", '
+        header += f"-H 'X-Amzn-SageMaker-Target-Model: {example.TargetModel}' "
     invoke_url = f"{url}/endpoints/{endpoint.EndpointName}/invocations"
     lines = [
         "",

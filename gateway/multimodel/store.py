@@ -34,6 +34,8 @@ from gateway.multimodel.sources import ArtifactBroken, ArtifactMissing, Source, 
 logger = logging.getLogger("gateway.models")
 
 MIB = 1024 * 1024
+MEMORY_SETTLE = 2.0  # seconds an unloaded model's memory may take to be given back
+REFUSED_CLEANUP = 10.0  # seconds to remove a model the container refused but kept registered
 now = time.perf_counter
 
 
@@ -64,6 +66,7 @@ class Model:
     url: Path | None = None  # what the container loads: the unpacked artifact (or a folder read in place)
     on_disk: int = 0  # bytes of it in the disk cache
     loaded: bool = False
+    refused: bool = False  # the container's last answer to loading it was 507
     users: int = 0  # requests waiting for it or running on it: while > 0 it is never unloaded
     last_used: float = field(default_factory=time.monotonic)
     loading: asyncio.Task[None] | None = None
@@ -241,6 +244,18 @@ class ModelStore:
             if not await self.make_room(model, Unload.MEMORY_BUDGET, reason):
                 logger.warning("%s: %s, and every loaded model is in use: loading %s anyway", self.container, reason, model.target)
                 return
+            await self._memory_freed(used)
+
+    async def _memory_freed(self, before: int) -> None:
+        """Wait (a little) for an unload to show in the container's memory: the unload call may answer
+        before the model's process has exited, and measuring too soon would unload one model too many."""
+        assert self.memory is not None
+        deadline = time.monotonic() + MEMORY_SETTLE
+        while time.monotonic() < deadline:
+            used = self.memory()
+            if used is None or used < before:
+                return
+            await asyncio.sleep(0.02)
 
     async def _load_into_container(self, model: Model) -> None:
         """`POST /models`; on 507 (out of memory) unload an idle model and try again, while there is one."""
@@ -248,12 +263,16 @@ class ModelStore:
         while True:
             started = now()
             status, body = await self.api.load_model(model.name, str(model.url), model.target, self.spec.ModelLoadTimeoutInSeconds)
+            if status == 409 and model.refused:
+                await self._clear_refused(model)
+                continue
             if 200 <= status < 300 or status == 409:  # 409: it was loaded already (spec §4.1)
-                model.loaded = True
+                model.loaded, model.refused = True, False
                 took = now() - started
                 self.stats.loading.observe(took)
                 logger.info("%s: loaded model %s as %s in %.0f ms", self.container, model.target, model.name, took * 1000)
                 return
+            model.refused = model.refused or status == 507
             if status != 507 or not await self.make_room(
                 model, Unload.OUT_OF_MEMORY, f"the container answered 507 (out of memory) to loading {model.target}"
             ):
@@ -261,6 +280,24 @@ class ModelStore:
                     "%s: could not load model %s: %d %s", self.container, model.target, status, body[:200].decode("utf-8", "replace")
                 )
                 raise error_status(self.container, status, body)
+
+    async def _clear_refused(self, model: Model) -> None:
+        """A container refused to load `model` (507) yet says it has it (409): Multi Model Server keeps a
+        refused name registered without a worker, and only a later `DELETE` removes it (D22). Delete it
+        until the container says it did, polling while it is still cleaning up itself, within 10 s."""
+        deadline = time.monotonic() + REFUSED_CLEANUP
+        while time.monotonic() < deadline:
+            status, _ = await self.api.unload_model(model.name, model.target, REFUSED_CLEANUP)
+            if 200 <= status < 300:
+                model.refused = False
+                logger.info("%s: removed model %s, which the container had refused but kept registered", self.container, model.target)
+                return
+            await asyncio.sleep(0.05)  # the container's own cleanup of the name is still under way
+        raise ModelError(
+            f"Container {self.container} refused to load model {model.target} (507) and keeps it registered; "
+            f"unloading it did not succeed within {REFUSED_CLEANUP:g} s.",
+            container=self.container,
+        )
 
     async def _unload(self, model: Model, why: Unload, detail: str) -> bool:
         """`DELETE /models/{name}`, if nobody is using it; with `ModelCacheSetting: Disabled` it also leaves
