@@ -1,4 +1,4 @@
-"""The multi-model container, for real: serve.py runs Multi Model Server on 127.0.0.1 and a port the OS chose.
+"""The multi-model container, for real: serve.py runs Multi Model Server on 127.0.0.1, on a free port below 32767.
 
 Covers the SageMaker multi-model container API (spec section 4.1) as MMS 1.1.11 serves it with our handler:
 load, invoke (checked against a numpy reference computed from the artifact's own model.npz), list,
@@ -14,7 +14,6 @@ import io
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tarfile
@@ -29,12 +28,13 @@ import numpy as np
 import psutil
 import pytest
 
+from gateway.launch.ports import allocate
+
 CONTAINER = Path(__file__).resolve().parent.parent / "containers" / "multi-model"
 READY_TIMEOUT = 60.0
 REQUEST_TIMEOUT = 30.0
 EXIT_TIMEOUT = 30.0
 WORKER = "model_service_worker"
-MMS_PORT_LIMIT = 32767  # exclusive (Connector.parse in model-server.jar)
 
 
 @dataclass
@@ -83,23 +83,8 @@ class Server:
         return self.popen.wait(timeout=EXIT_TIMEOUT)
 
 
-def free_port() -> int:
-    """A port free now and below 32767: MMS 1.1.11 refuses any higher port ("Invalid port number"), and
-    Linux hands out ephemeral ports from 32768 up, so binding port 0 never yields one MMS accepts."""
-    rng = np.random.default_rng()
-    for _ in range(100):
-        candidate = int(rng.integers(10_000, MMS_PORT_LIMIT))
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", candidate))
-            except OSError:
-                continue
-            return candidate
-    raise AssertionError("no free port below 32767")
-
-
 def start_server(run_dir: Path, extra_env: dict[str, str] | None = None) -> Server:
-    port = free_port()
+    port = allocate().bind  # below 32767: MMS 1.1.11 refuses higher ports ("Invalid port number")
     env = {
         **os.environ,
         "SAGEMAKER_BIND_TO_PORT": str(port),

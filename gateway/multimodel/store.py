@@ -133,6 +133,7 @@ class ModelStore:
             return model
         if model.loading is None:
             model.loading = asyncio.create_task(self._load(model))
+            model.loading.add_done_callback(_retrieved)
         started = now()
         try:
             await asyncio.wait_for(asyncio.shield(model.loading), self.spec.ModelLoadWaitInSeconds)
@@ -356,3 +357,10 @@ class ModelStore:
         task = asyncio.ensure_future(work)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+
+def _retrieved(task: asyncio.Task[None]) -> None:
+    """A load's failure reaches the requests that waited for it; when all of them had given up
+    (ModelNotReady), nobody else needs it: mark it retrieved rather than have asyncio complain."""
+    if not task.cancelled():
+        task.exception()
