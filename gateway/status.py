@@ -38,12 +38,13 @@ def health(url: str) -> dict[str, str]:
 
 
 def status(url: str, interval: float = 1.0) -> str:
-    """The table: health, request and error rates over `interval`, mean latency, CPU and memory."""
+    """The table: health, request and error rates over `interval`, mean latency, CPU and memory; for a
+    MultiModel container, its loaded models and cache hit ratio."""
     first = scrape(url)
     time.sleep(interval)  # a rate needs two readings
     second = scrape(url)
     states = health(url)
-    rows = [("container", "health", "req/s", "errors/s", "latency ms", "CPU %", "memory %")]
+    rows = [("container", "health", "req/s", "errors/s", "latency ms", "CPU %", "memory %", "models (hit %)")]
     def delta(metric: str, name: str) -> float:
         return second.get((metric, name), 0.0) - first.get((metric, name), 0.0)
 
@@ -53,6 +54,10 @@ def status(url: str, interval: float = 1.0) -> str:
         errors = delta("sagemaker_invocation_4xx_errors_total", name) + delta("sagemaker_invocation_5xx_errors_total", name)
         cpu = second.get(("sagemaker_cpu_utilization_percent", name))
         memory = second.get(("sagemaker_memory_utilization_percent", name))
+        loaded = second.get(("sagemaker_loaded_model_count", name))
+        lookups = second.get(("sagemaker_model_cache_lookups_total", name), 0.0)
+        hits = second.get(("sagemaker_model_cache_hits_total", name), 0.0)
+        models = "-" if loaded is None else f"{loaded:.0f}" + (f" ({100 * hits / lookups:.0f})" if lookups else "")
         rows.append((
             name,
             state[:40],
@@ -61,6 +66,7 @@ def status(url: str, interval: float = 1.0) -> str:
             f"{total / count * 1000:.2f}" if count else "-",
             f"{cpu:.1f}" if cpu is not None else "-",
             f"{memory:.1f}" if memory is not None else "-",
+            models,
         ))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows)

@@ -145,6 +145,18 @@ def test_507_unloads_the_least_recently_used_idle_model(procs: Processes, prefix
     assert "unloaded model b.tar.gz" in log and "answered 507 (out of memory) to loading c.tar.gz" in log
 
 
+def test_507_to_an_invocation_unloads_an_idle_model_and_tries_once_more(procs: Processes, prefix: Path, clients: Any) -> None:
+    artifact(prefix, "a.tar.gz")
+    artifact(prefix, "b.tar.gz", **{"invoke.json": '{"status_once": 507}'})
+    container, gateway = serve(procs, prefix)
+    client = clients(gateway.url)
+    a = invoke(client, "a.tar.gz")["model"]
+    assert invoke(client, "b.tar.gz")["target"] == "b.tar.gz"  # 507, a is unloaded, b answers
+    assert stats(container)["unloads"] == {a: 1}
+    assert metric(gateway.url, "mce_model_unloads_total", container="models", reason="out_of_memory") == 1
+    assert "answered 507 (out of memory) to invoking b.tar.gz" in (procs.tmp / "gateway.log").read_text()
+
+
 def test_507_with_nothing_to_unload_is_a_model_error(procs: Processes, prefix: Path, clients: Any) -> None:
     artifact(prefix, "a.tar.gz")
     _, gateway = serve(procs, prefix, capacity=0)

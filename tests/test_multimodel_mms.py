@@ -9,6 +9,7 @@ from each artifact's own weights.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -172,8 +173,9 @@ def test_the_notebook_example(tmp_path: Path) -> None:
     """examples/multi-model.yaml and examples/multi_model.py, as the README runs them."""
     run = Up(ROOT / "examples" / "multi-model.yaml", tmp_path / "run")
     try:
+        url = run.url()
         result = subprocess.run(
-            [sys.executable, str(ROOT / "examples" / "multi_model.py"), run.url()],
+            [sys.executable, str(ROOT / "examples" / "multi_model.py"), url],
             capture_output=True, text=True, timeout=300, check=False,
         )
         assert result.returncode == 0, result.stderr
@@ -182,6 +184,11 @@ def test_the_notebook_example(tmp_path: Path) -> None:
         assert accuracy >= 90, result.stdout
         assert "the endpoint now has 12 models" in result.stdout
         assert "cache hit ratio: " in result.stdout
+        status = subprocess.run(
+            [sys.executable, "-m", "gateway", "status", url], capture_output=True, text=True, timeout=60, check=True
+        ).stdout.splitlines()
+        assert status[0].split()[-3:] == ["models", "(hit", "%)"]
+        assert re.search(r"^container-1\s+Healthy.*\s\d+ \(\d+\)$", status[1]), status
         assert run.stop() == 0
         assert run.leftovers() == []
     finally:

@@ -145,10 +145,17 @@ class ModelStore:
             ) from None
         except BaseException:
             model.users -= 1
+            self._forget_if_unused(model)
             raise
         finally:
             self.stats.loading_wait.observe(now() - started)
         return model
+
+    def _forget_if_unused(self, model: Model) -> None:
+        """A model that failed to load and holds nothing (no files, no load, no request) is not kept: names
+        of artifacts that do not exist must not pile up."""
+        if not (model.loaded or model.users or model.on_disk or model.loading is not None or model.unloading is not None):
+            self.models.pop(model.target, None)
 
     def release(self, model: Model) -> None:
         """A request is done with `model`."""

@@ -13,7 +13,7 @@ with what it knows of the model, so tests can see which artifact was loaded unde
     GET /stats                           {"loads": {name: n}, "unloads": {name: n}}
 
 A model folder steers faults with a `load.json`: {"seconds": S} loads take S seconds; {"status": N}
-the load answers N.
+the load answers N; and with an `invoke.json`: {"status_once": N} its first invocation answers N.
 """
 
 from __future__ import annotations
@@ -105,6 +105,15 @@ class Handler(BaseHTTPRequestHandler):
         if url is None:
             self._json(404, {"code": 404, "type": "ModelNotFoundException", "message": f"Model not found: {name}"})
             return
+        steer = Path(url) / "invoke.json"
+        if steer.exists():
+            with s.lock:
+                first = name not in s.invoked
+                s.invoked.add(name)
+            if first:
+                status = int(json.loads(steer.read_text())["status_once"])
+                self._json(status, {"code": status, "type": "ServiceUnavailableException", "message": "Out of resources"})
+                return
         files = {p.name: p.read_text() for p in sorted(Path(url).iterdir()) if p.is_file()}
         self._json(
             200,
@@ -138,6 +147,7 @@ class ModelServer(ThreadingHTTPServer):
         self.models: dict[str, str] = {}
         self.loads: dict[str, int] = {}
         self.unloads: dict[str, int] = {}
+        self.invoked: set[str] = set()
 
 
 def main() -> None:
