@@ -287,3 +287,13 @@ def test_models_from_s3(procs: Processes, tmp_path: Path, s3: tuple[str, Any], c
     # the prefix is the only place looked at: the object beside it is not reachable
     with pytest.raises(client.exceptions.ValidationError, match="must be a path relative to the model prefix"):
         invoke(client, "../elsewhere.tar.gz")
+
+
+def test_a_memory_budget_needs_launched_containers(procs: Processes, prefix: Path, clients: Any) -> None:
+    artifact(prefix, "m.tar.gz")
+    _, gateway = serve(procs, prefix, MemoryBudgetInMiB=1)  # mce serve: the container's processes are unknown
+    client = clients(gateway.url)
+    assert invoke(client, "m.tar.gz")["target"] == "m.tar.gz"
+    assert "MemoryBudgetInMiB is measured on the container's processes, which only `mce up` knows" in (
+        procs.tmp / "gateway.log"
+    ).read_text()

@@ -111,6 +111,7 @@ class ModelStore:
         # bytes used by the container's processes, when the gateway launched it (`mce up`); else None
         self.memory: Callable[[], int | None] | None = None
         self._background: set[asyncio.Future[object]] = set()
+        self._budget_unmeasured = False  # warned that the memory budget cannot be measured
 
     def prepare(self) -> None:
         """A fresh disk cache: what an earlier run left there may be stale."""
@@ -245,7 +246,15 @@ class ModelStore:
     async def _within_budget(self, model: Model) -> None:
         """With a memory budget: unload idle models while the container uses more than it."""
         budget = self.spec.MemoryBudgetInMiB
-        if budget is None or self.memory is None:
+        if budget is None:
+            return
+        if self.memory is None:
+            if not self._budget_unmeasured:
+                self._budget_unmeasured = True
+                logger.warning(
+                    "%s: MemoryBudgetInMiB is measured on the container's processes, which only `mce up` knows; "
+                    "models are unloaded on 507 only", self.container,
+                )
             return
         while (used := self.memory()) is not None and used > budget * MIB:
             reason = f"the container uses {used / MIB:.0f} MiB, over its budget of {budget} MiB"
