@@ -186,6 +186,7 @@ def test_a_corrupt_artifact_is_refused_and_the_rest_keeps_serving(procs: Process
         invoke(client, "corrupt.tar.gz")
     with pytest.raises(client.exceptions.ValidationError, match="leads outside the model prefix"):
         invoke(client, "evil.tar.gz")
+    assert list((procs.tmp / "cache" / "models").iterdir()) == []  # nothing half-made is left in the cache
     assert invoke(client, "good.tar.gz")["files"]
 
 

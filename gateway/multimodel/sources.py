@@ -65,7 +65,7 @@ class S3Source:
         from botocore.exceptions import BotoCoreError, ClientError
 
         key = self.prefix + relative
-        target = into / Path(relative).name
+        target = into / "artifact.download"
         try:
             answer = self._s3().get_object(Bucket=self.bucket, Key=key)
             with target.open("wb") as out:

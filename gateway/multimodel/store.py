@@ -181,7 +181,7 @@ class ModelStore:
         tasks += [m.loading for m in self.models.values() if m.loading is not None]
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._background, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def _new(self, target: str) -> Model:
         name = hashlib.sha256(target.encode()).hexdigest()[:32]
@@ -230,18 +230,22 @@ class ModelStore:
 
     def _fetch_blocking(self, model: Model) -> tuple[Path, int, float | None]:
         model.folder.mkdir(parents=True, exist_ok=True)
-        started = now()
-        artifact, downloaded = self.source.fetch(model.target, model.folder)
-        took = now() - started if downloaded else None
-        if artifact.is_dir():
-            return artifact, 0, took  # a folder is loaded where it is
-        unpacked = model.folder / "model"
         try:
-            unpack(artifact, unpacked)
-        finally:
-            if downloaded:
-                artifact.unlink(missing_ok=True)
-        return unpacked, folder_size(unpacked), took
+            started = now()
+            artifact, downloaded = self.source.fetch(model.target, model.folder)
+            took = now() - started if downloaded else None
+            if artifact.is_dir():
+                return artifact, 0, took  # a folder is loaded where it is
+            unpacked = model.folder / "model"
+            try:
+                unpack(artifact, unpacked)
+            finally:
+                if downloaded:
+                    artifact.unlink(missing_ok=True)
+            return unpacked, folder_size(unpacked), took
+        except BaseException:
+            shutil.rmtree(model.folder, ignore_errors=True)  # nothing half-made stays in the cache
+            raise
 
     async def _within_budget(self, model: Model) -> None:
         """With a memory budget: unload idle models while the container uses more than it."""
