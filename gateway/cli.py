@@ -26,6 +26,7 @@ from gateway.launch.process import group_usage
 from gateway.launch.summary import summary
 from gateway.launch.supervisor import STARTUP_TIMEOUT, STOP_GRACE, Console, LaunchError, Supervisor, plan
 from gateway.metrics import Metrics
+from gateway.multimodel.backend import MultiModelBackend
 from gateway.server import Server
 from gateway.telemetry import Telemetry
 from gateway.wire import VARIANT_NAME
@@ -202,9 +203,8 @@ def _telemetry(dataplane: DataPlane, args: argparse.Namespace, access: Access | 
         single_hop = endpoint.mode is ExecutionMode.DIRECT or len(names) == 1
         metrics = Metrics(endpoint.EndpointName, VARIANT_NAME, names, single_hop=single_hop)
         for backend in dataplane.backends:
-            store = getattr(backend, "store", None)
-            if store is not None:
-                metrics.models[backend.name] = store.stats
+            if isinstance(backend, MultiModelBackend):
+                metrics.models[backend.name] = backend.store.stats
         if access is not None:
             denials = access.denials
             metrics.denials = lambda: _by_reason(denials)
@@ -288,9 +288,8 @@ async def _up_endpoint(endpoint: Endpoint, args: argparse.Namespace, access: Acc
     for container in supervisor.containers:
         if telemetry.metrics is not None:
             telemetry.metrics.process_groups[container.name] = container.process_group
-        store = getattr(container.backend, "store", None)
-        if store is not None:  # a MultiModel container's memory budget is measured on its processes
-            store.memory = partial(_memory, container.process_group)
+        if isinstance(container.backend, MultiModelBackend):  # its memory budget is measured on its processes
+            container.backend.store.memory = partial(_memory, container.process_group)
     server = Server(dataplane, host=args.host, port=args.port, access=access, telemetry=telemetry)
     try:
         bound_host, bound_port = await server.start()
