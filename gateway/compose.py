@@ -80,9 +80,7 @@ def _local_prefix(url: str | None) -> str | None:
     """A MultiModel prefix the gateway reads from the document's folder (None for s3://, read over the network)."""
     if url is None or url.startswith("s3://"):
         return None
-    if url.startswith("file://"):
-        raise RenderError(f"ModelDataUrl {url}: in compose, give the prefix relative to the endpoint document")
-    if os.path.isabs(url):
+    if url.startswith("file://") or os.path.isabs(url):
         raise RenderError(f"ModelDataUrl {url}: in compose, give the prefix relative to the endpoint document")
     return url
 

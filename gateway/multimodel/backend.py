@@ -37,6 +37,7 @@ class MultiModelBackend(HttpBackend):
         )
         self._host = self.server.host_header
         self._models_request = self.server.get_request(b"/models")
+        self._invoke_heads: dict[str, bytes] = {}
 
     async def start(self) -> None:
         await super().start()
@@ -74,7 +75,9 @@ class MultiModelBackend(HttpBackend):
             retried = True
 
     async def _invoke_model(self, model: Model, call: Invocation) -> upstream.Response:
-        head = b"POST /models/%s/invoke HTTP/1.1\r\n%s" % (model.name.encode(), self._host)
+        head = self._invoke_heads.get(model.name)
+        if head is None:  # once per model: the request line and Host header of its invocations
+            head = self._invoke_heads[model.name] = b"POST /models/%s/invoke HTTP/1.1\r\n%s" % (model.name.encode(), self._host)
         try:
             return await self.server.pool.request(self.request_bytes(call, head), timeout=self._timeout)
         except upstream.UpstreamError as exc:
@@ -115,10 +118,11 @@ class MultiModelBackend(HttpBackend):
     async def _manage(self, request: bytes, timeout: float) -> tuple[int, bytes]:
         try:
             response = await self.server.pool.request(request, timeout=timeout)
-            if 200 <= response.status < 300:
+            if not 200 <= response.status < 300:
+                return response.status, await self.error_body(response)
+            try:
                 return response.status, await response.read(ERROR_BODY_LIMIT)
-            return response.status, await self.error_body(response)
-        except upstream.ResponseTooLarge:
-            return 200, b""
+            except upstream.ResponseTooLarge:
+                return response.status, b""  # the status is the answer; a large body is not read
         except upstream.UpstreamError as exc:
             raise self.failure(exc, timeout) from exc

@@ -73,9 +73,8 @@ class S3Source:
                     out.write(chunk)
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
-            if code in ("NoSuchKey", "404", "NoSuchBucket", "AccessDenied", "403"):
-                raise ArtifactMissing(f"s3://{self.bucket}/{key} cannot be downloaded ({code})") from exc
-            raise ArtifactMissing(f"s3://{self.bucket}/{key} cannot be downloaded ({exc})") from exc
+            known = code in ("NoSuchKey", "404", "NoSuchBucket", "AccessDenied", "403")
+            raise ArtifactMissing(f"s3://{self.bucket}/{key} cannot be downloaded ({code if known else exc})") from exc
         except BotoCoreError as exc:  # no credentials, no route to the endpoint, ...
             raise ArtifactMissing(f"s3://{self.bucket}/{key} cannot be downloaded ({exc})") from exc
         return target, True
