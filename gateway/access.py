@@ -15,15 +15,20 @@ an environment variable holding it) and its identity policies:
 A request is authenticated by recomputing its signature with botocore's SigV4 signer (service `sagemaker`,
 the request's own X-Amz-Date and signed headers, the body's SHA-256) and comparing in constant time, then
 authorized for `sagemaker:InvokeEndpoint` on `arn:aws:sagemaker:<region>:<account>:endpoint/<name>` with the
-condition keys `sagemaker:TargetContainerHostname` and `sagemaker:TargetModel`. Failures answer what AWS
-answers (403 with MissingAuthenticationTokenException, IncompleteSignatureException, InvalidSignatureException,
-UnrecognizedClientException, AccessDeniedException). Secrets are never logged.
+condition keys `sagemaker:TargetContainerHostname` and `sagemaker:TargetModel`. The signature is bound to
+the body the gateway received: an `X-Amz-Content-SHA256` that is not that body's SHA-256 (`UNSIGNED-PAYLOAD`
+included) is refused, because botocore's canonical request trusts that header instead of hashing the body.
+Every other operation but `GET /ping` (`/metrics`, and unknown paths) needs a valid signature by any key of
+the file, and no policy. Failures answer what AWS answers (403 with MissingAuthenticationTokenException,
+IncompleteSignatureException, InvalidSignatureException, UnrecognizedClientException,
+AccessDeniedException). Secrets are never logged.
 """
 
 from __future__ import annotations
 
 import collections
 import datetime
+import hashlib
 import hmac
 import json
 import logging
@@ -89,10 +94,14 @@ class Access:
 
     def check(
         self, method: bytes, url: bytes, headers: dict[bytes, bytes], body: bytes, endpoint: str, *,
-        now: datetime.datetime | None = None,
+        authorize: bool = True, now: datetime.datetime | None = None,
     ) -> None:
-        """Raise AuthenticationError or AccessDenied unless the request is signed by a key whose policy allows it."""
+        """Raise AuthenticationError or AccessDenied unless the request is signed by a key whose policy allows it
+        (`authorize=False`: any key's valid signature will do). `headers` are the request's head, never its
+        trailers: the same map the request was routed by."""
         key = self._authenticate(method, url, headers, body, now or datetime.datetime.now(datetime.UTC))
+        if not authorize:
+            return
         context = {}
         for header, condition_key in ((b"x-amzn-sagemaker-target-container-hostname", "sagemaker:targetcontainerhostname"),
                                       (b"x-amzn-sagemaker-target-model", "sagemaker:targetmodel")):
@@ -165,6 +174,19 @@ class Access:
         names = signed.split(";")
         if "host" not in names:
             raise AuthenticationError("IncompleteSignatureException", "SignedHeaders must include host.")
+        declared = headers.get(b"x-amz-content-sha256")
+        if declared is not None and declared != hashlib.sha256(body).hexdigest().encode():
+            # botocore's canonical request takes this header's value instead of hashing the body: unchecked,
+            # a signature would not bind the body at all
+            self.denials[(key_id, "bad signature")] += 1
+            if declared == b"UNSIGNED-PAYLOAD":
+                raise AuthenticationError(
+                    "InvalidSignatureException", "UNSIGNED-PAYLOAD is not accepted: the signature must cover the body."
+                )
+            raise AuthenticationError(
+                "InvalidSignatureException",
+                "The X-Amz-Content-SHA256 header does not match the SHA-256 of the request body.",
+            )
         request = AWSRequest(
             method=method.decode("latin-1"),
             url="http://" + headers.get(b"host", b"").decode("latin-1") + url.decode("latin-1"),

@@ -22,6 +22,7 @@ from gateway.dataplane import DataPlane
 from gateway.endpoint import Endpoint, ExecutionMode, check_servable, load_endpoint
 from gateway.errors import DocumentError
 from gateway.launch.layout import at_hostnames
+from gateway.limits import MIB, Limits, raise_descriptor_limit
 from gateway.launch.process import group_usage
 from gateway.launch.summary import summary
 from gateway.launch.supervisor import STARTUP_TIMEOUT, STOP_GRACE, Console, LaunchError, Supervisor, plan
@@ -108,6 +109,44 @@ def _listen_options(command: argparse.ArgumentParser) -> None:
         "--shutdown-grace", type=float, default=STOP_GRACE, metavar="SECONDS",
         help=f"on SIGTERM/SIGINT, how long answers in progress may take to finish (default {STOP_GRACE:.0f})",
     )
+    limits = command.add_argument_group("client limits (gateway/limits.py; README, 'Limits and timeouts')")
+    defaults = Limits()
+    for flag, field, what in (
+        ("--header-timeout", "header_timeout", "for a request's line and headers, from its first byte"),
+        ("--body-timeout", "body_timeout", "for a request's body, from its last header"),
+        ("--keep-alive-timeout", "keep_alive_timeout", "an idle kept-alive connection stays open"),
+        ("--send-timeout", "send_timeout", "a client may take none of its answer before it is cut off"),
+    ):
+        limits.add_argument(
+            flag, type=_positive, default=getattr(defaults, field), dest=field, metavar="SECONDS",
+            help=f"seconds {what} (default {getattr(defaults, field):g})",
+        )
+    limits.add_argument(
+        "--max-connections", type=int, default=defaults.max_connections, metavar="N",
+        help=f"open client connections; past it new ones are answered 503 (default {defaults.max_connections}, "
+        "lowered to what `ulimit -n` holds)",
+    )
+    limits.add_argument(
+        "--max-buffered-mib", type=_positive, default=defaults.max_buffered_bodies / MIB, metavar="MIB",
+        help="request bodies held by all connections together; past it requests are answered 503 "
+        f"(default {defaults.max_buffered_bodies // MIB})",
+    )
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, not {text}")
+    return value
+
+
+def _limits(args: argparse.Namespace) -> Limits:
+    raise_descriptor_limit()
+    return Limits(
+        header_timeout=args.header_timeout, body_timeout=args.body_timeout,
+        keep_alive_timeout=args.keep_alive_timeout, send_timeout=args.send_timeout,
+        max_connections=args.max_connections, max_buffered_bodies=int(args.max_buffered_mib * MIB),
+    ).fitted()
 
 
 def _load(path: str) -> Endpoint | None:
@@ -222,7 +261,10 @@ async def _serve_endpoint(endpoint: Endpoint, args: argparse.Namespace, access: 
     host, port, grace = args.host, args.port, args.shutdown_grace
     dataplane = DataPlane.from_endpoint(endpoint, base=Path(args.file).resolve().parent, model_cache=args.model_cache)
     await dataplane.start()
-    server = Server(dataplane, host=host, port=port, access=access, telemetry=_telemetry(dataplane, args, access))
+    server = Server(
+        dataplane, host=host, port=port, access=access, telemetry=_telemetry(dataplane, args, access),
+        limits=_limits(args),
+    )
     try:
         bound_host, bound_port = await server.start()
     except OSError as exc:
@@ -290,7 +332,7 @@ async def _up_endpoint(endpoint: Endpoint, args: argparse.Namespace, access: Acc
             telemetry.metrics.process_groups[container.name] = container.process_group
         if isinstance(container.backend, MultiModelBackend):  # its memory budget is measured on its processes
             container.backend.store.memory = partial(_memory, container.process_group)
-    server = Server(dataplane, host=args.host, port=args.port, access=access, telemetry=telemetry)
+    server = Server(dataplane, host=args.host, port=args.port, access=access, telemetry=telemetry, limits=_limits(args))
     try:
         bound_host, bound_port = await server.start()
     except OSError as exc:

@@ -6,6 +6,8 @@
     │                                      InvalidSignature, UnrecognizedClient (gateway.access)
     ├── AccessDenied                  403  AccessDeniedException: a policy does not allow it
     ├── UnknownOperation              404  no such route on the gateway
+    ├── RequestRefused                408  RequestTimeout, 414 URITooLong, 431 RequestHeaderFieldsTooLarge:
+    │                                      the request broke a limit of the front door (gateway.limits)
     ├── ModelError                    424  a container answered non-2xx, or could not be talked to
     ├── ModelNotReady                 429  ModelNotReadyException
     ├── InternalFailure               500  a fault of the gateway itself
@@ -74,6 +76,16 @@ class UnknownOperation(GatewayError):
     # unknown rest-json route.
     status = 404
     code = "UnknownOperationException"
+
+
+class RequestRefused(GatewayError):
+    """The request cannot be read within the front door's limits (gateway.limits). None is a modelled
+    sagemaker-runtime shape, so botocore raises a ClientError with `code`, as for AWS's own 4xx of this kind."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
 
 
 class ModelError(GatewayError):

@@ -1,12 +1,19 @@
 """Where a request enters: the HTTP/1.1 front door, an `asyncio.Protocol` fed by the httptools parser.
 
-Per connection, requests are answered in order (pipelined ones wait in a queue). The request line and
-headers are checked as soon as they are parsed, so a request that cannot succeed (unknown route, bad
-header, a body over 6 MiB by its Content-Length) is refused without reading its body. A request body
-is buffered whole (it is capped at 6 MiB by the API); the answer is streamed: a reply that arrives whole
-within `STREAM_THRESHOLD` goes out in one write, a larger one is relayed as it arrives, with reading from
-the container paused while the client is slow. Every failure leaves here as a SageMaker error
-(`gateway.wire.error_response`); once a streamed answer has begun, a failure can only cut the connection.
+Per connection, requests are answered in order; one complete request may wait behind the one being
+answered (`Limits.read_ahead`), then reading pauses, as it does while the client is not taking its
+answers. The request line and headers are checked as soon as they are parsed, so a request that cannot
+succeed (unknown route, bad header, a body over 6 MiB by its Content-Length) is refused without reading
+its body. What routes a request is frozen when its head is complete: trailers are read and dropped, so
+the access check after the body judges exactly the headers the route was chosen from. A request body is
+buffered whole (capped at 6 MiB by the API, and across all connections by `Limits.max_buffered_bodies`);
+the answer is streamed: a reply that arrives whole within `STREAM_THRESHOLD` goes out in one write, a
+larger one is relayed as it arrives, with reading from the container paused while the client is slow.
+
+Every client has deadlines (gateway.limits): to send its head, its body, its next request on a kept-alive
+connection, and to take its answer; one sweep a second enforces them all. Every failure leaves here as a
+SageMaker error (`gateway.wire.error_response`); once a streamed answer has begun, a failure can only cut
+the connection.
 """
 
 from __future__ import annotations
@@ -14,8 +21,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import math
 import socket
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
@@ -25,8 +33,17 @@ from gateway import wire
 from gateway.backends import Reply
 from gateway.backends.base import Exchange
 from gateway.dataplane import DataPlane
-from gateway.errors import GatewayError, InternalFailure, ModelError, UnknownOperation, ValidationError
+from gateway.errors import (
+    GatewayError,
+    InternalFailure,
+    ModelError,
+    RequestRefused,
+    ServiceUnavailable,
+    UnknownOperation,
+    ValidationError,
+)
 from gateway.invocation import Invocation, invocation_from
+from gateway.limits import BodyBudget, Limits
 from gateway.routing import Operation, Route
 from gateway.telemetry import Telemetry, now
 
@@ -38,7 +55,31 @@ logger = logging.getLogger(__name__)
 STREAM_THRESHOLD = 64 * 1024
 PROMETHEUS = b"text/plain; version=0.0.4; charset=utf-8"
 LINGER = 5.0  # after refusing a request mid-body, keep draining the client this long before closing
-MAX_PIPELINE = 16  # queued requests on one connection before reading pauses
+TURNED_AWAY_LOG_EVERY = 10.0  # seconds between log lines about connections refused at the cap
+
+# Where the parser is in the request it reads, for the client's deadlines.
+_WAIT = 0  # between requests: no byte of the next one yet
+_HEAD = 1  # request line and headers
+_BODY = 2
+# Why reading is paused (a bit each).
+_QUEUE_FULL = 1  # a request is already waiting behind the one being answered
+_OUTPUT_FULL = 2  # the client is not taking its answers
+
+# Headers the gateway reads: a request that repeats one is refused, so nobody can say two things at once.
+_SINGLE = frozenset(
+    {
+        b"host", b"content-length", b"content-type", b"accept", b"authorization", b"x-amz-date",
+        b"x-amz-content-sha256", b"x-amz-security-token", b"traceparent", wire.CUSTOM_ATTRIBUTES,
+        wire.TARGET_MODEL, wire.TARGET_VARIANT, wire.TARGET_CONTAINER, wire.INFERENCE_ID,
+    }
+)
+
+
+class _Refusal(Exception):
+    """Raised inside a parser callback to stop parsing; the connection answers `error` and closes."""
+
+    def __init__(self, error: GatewayError) -> None:
+        self.error = error
 
 
 @dataclass(slots=True)
@@ -51,6 +92,11 @@ class _Request:
     keep_alive: bool
     marks: list[float] | None = None  # gateway.telemetry: received, then sent/answered per container
     failure: GatewayError | None = None  # what the client was answered, if not a 2xx
+    held: int = 0  # bytes of body counted in the server's BodyBudget until the request is done
+
+
+def _timed_out(what: str, seconds: float) -> RequestRefused:
+    return RequestRefused(408, "RequestTimeout", f"The request's {what} did not arrive within {seconds:g} s.")
 
 
 def body_too_large(size: int | None) -> ValidationError:
@@ -69,21 +115,39 @@ class HttpProtocol(asyncio.Protocol):
         self._router = server.dataplane.router
         self._access = server.access
         self._telemetry = server.telemetry
+        self._limits = server.limits
+        self._bodies = server.bodies
         self._loop = server.loop
         self._parser = httptools.HttpRequestParser(self)
         self._transport: asyncio.Transport | None = None
         # the request being parsed
+        self._phase = _WAIT
+        self._deadline = math.inf  # for the parser's phase (header, body, keep-alive timeouts)
+        self._send_deadline = math.inf  # while the client takes none of its answer
+        self._head_bytes = 0  # bytes of the head being read, counted before the parser sees them
+        self._body_left = -1  # bytes of body still to come, when its length is known
+        self._stash = b""  # read but not parsed: the connection stopped at a request's end
+        self._head_size = 0
+        self._header_count = 0
+        self._repeated: list[bytes] | None = None
+        self._head_done = False  # headers after this are trailers: read, never used
         self._url = b""
         self._headers: dict[bytes, bytes] = {}
         self._body: list[bytes] = []
         self._body_size = 0
+        self._held = 0
+        self._buffering = True
+        self._shed = False  # refused for want of room: not authenticated, body not kept
+        self._upgrade = False
         self._operation: Operation | None = None
         self._route: Route | None = None
         self._call: Invocation | None = None
         self._rejected: GatewayError | None = None
         self._ignoring = False  # after a refusal that ends the connection, later bytes are not parsed
+        self._paused_for = 0  # _QUEUE_FULL | _OUTPUT_FULL
         # the requests being answered: one at a time, by a task or, on the cheap path, by callbacks
         self._queue: collections.deque[_Request] = collections.deque()
+        self._current: _Request | None = None
         self._task: asyncio.Task[None] | None = None
         self._inflight: _Request | None = None  # answered through the Receiver callbacks below
         self._exchange: Exchange | None = None
@@ -102,37 +166,163 @@ class HttpProtocol(asyncio.Protocol):
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._server.connections.add(self)
+        server = self._server
+        if len(server.connections) >= self._limits.max_connections:
+            server.turned_away()
+            self._ignoring = True
+            self._write(
+                wire.error_response(
+                    ServiceUnavailable(
+                        f"The gateway holds its maximum of {self._limits.max_connections} client connections; "
+                        "retry later."
+                    ),
+                    server.request_ids.next(),
+                    close=True,
+                )
+            )
+            self._close()
+            return
+        server.connections.add(self)
+        self._deadline = server.clock + self._limits.header_timeout  # a new connection owes its first request
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
         self._server.forget(self)
         if self._task is not None:
             self._task.cancel()  # nobody is left to answer; stop waiting on the container
+            self._task = None
         if self._exchange is not None:
             self._exchange.abandon()
         self._inflight = self._exchange = None
+        held = self._held + sum(request.held for request in self._queue)
+        if self._current is not None:
+            held += self._current.held
+            self._current.held = 0
+        self._bodies.release(held)
+        self._held = 0
         self._queue.clear()
+        self._body = []
         self._wake_drain()
         if self._linger is not None:
             self._linger.cancel()
+            self._linger = None
+        # the parser holds this protocol's callbacks: drop it, so a closed connection is freed at once,
+        # not by the cycle collector
+        del self._parser
 
     def data_received(self, data: bytes) -> None:
         if self._ignoring:
             return
+        if self._stash:
+            data, self._stash = self._stash + data, b""
+        self._parse(data)
+
+    def _parse(self, data: bytes) -> None:
+        """Feed the parser one message boundary at a time: the end of a head, the end of a body of known
+        length. So a connection that must stop reading (its queue or its output is full) stops exactly at
+        a request's end, keeping the rest unparsed (`_stash`); and a head is measured before the parser
+        buffers it, so one over `max_head` is refused in linear time, whatever its size."""
+        while data:
+            if self._paused_for:
+                self._stash = data
+                return
+            if self._phase == _BODY:
+                left = self._body_left
+                piece = data if left < 0 or left >= len(data) else data[:left]
+                if left >= 0:
+                    self._body_left = left - len(piece)
+            else:
+                end = data.find(b"\r\n\r\n")
+                piece = data if end < 0 else data[: end + 4]
+                self._head_bytes += len(piece)
+                if self._head_bytes > self._limits.max_head:
+                    self._refuse(self._head_too_large())
+                    return
+            data = data[len(piece) :] if len(piece) < len(data) else b""
+            if not self._feed(piece):
+                return
+
+    def _unstash(self) -> None:
+        if self._stash and not self._paused_for and not self._ignoring:
+            data, self._stash = self._stash, b""
+            self._parse(data)
+
+    def _feed(self, data: bytes) -> bool:
+        """Parse `data`; False once the connection refused the request and reads no more."""
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            self._refuse(ValidationError("Protocol upgrades are not supported."))
+            # on_headers_complete refused it (and the body, if any, was not parsed): just stop reading
+            self._ignoring = True
+            if self._transport is not None:
+                self._transport.pause_reading()
+        except httptools.HttpParserCallbackError as exc:
+            if not isinstance(exc.__context__, _Refusal):
+                raise
+            self._refuse(exc.__context__.error)
         except httptools.HttpParserError as exc:
             self._refuse(ValidationError(f"Malformed HTTP request: {exc}."))
+        return not self._ignoring
+
+    def _head_too_large(self) -> RequestRefused:
+        return RequestRefused(
+            431, "RequestHeaderFieldsTooLarge",
+            f"The request line and headers pass {self._limits.max_head} bytes "
+            f"(or {self._limits.max_headers} header fields).",
+        )
 
     def pause_writing(self) -> None:
         self._write_paused = True
+        self._send_deadline = self._server.clock + self._limits.send_timeout
+        self._pause(_OUTPUT_FULL)  # read no more requests while the answers are not taken
 
     def resume_writing(self) -> None:
         self._write_paused = False
+        self._send_deadline = math.inf
         self._wake_drain()
+        self._resume(_OUTPUT_FULL)
+
+    def _pause(self, reason: int) -> None:
+        if not self._paused_for and self._transport is not None and not self._ignoring:
+            self._transport.pause_reading()
+        self._paused_for |= reason
+
+    def _resume(self, reason: int) -> None:
+        if not self._paused_for & reason:
+            return
+        self._paused_for &= ~reason
+        if not self._paused_for and self._transport is not None and not self._ignoring:
+            self._transport.resume_reading()
+            self._arm()
+            if self._stash:
+                self._loop.call_soon(self._unstash)
+
+    def _arm(self) -> None:
+        """The deadline of what the client owes now (none while it waits for an answer)."""
+        limits, clock = self._limits, self._server.clock
+        if self._phase == _HEAD:
+            self._deadline = clock + limits.header_timeout
+        elif self._phase == _BODY:
+            self._deadline = clock + limits.body_timeout
+        elif self._busy or self._queue:
+            self._deadline = math.inf
+        else:
+            self._deadline = clock + limits.keep_alive_timeout
+
+    def check(self, now: float) -> None:
+        """The server's sweep: act on a deadline that has passed."""
+        if self._send_deadline <= now:
+            logger.info("client took none of its answer for %g s; connection cut", self._limits.send_timeout)
+            self.abort()
+        elif self._deadline <= now and not self._paused_for and not self._ignoring:
+            self._deadline = math.inf
+            if self._phase == _WAIT:
+                if self._transport is not None:
+                    self._transport.close()  # idle: nothing owed, nothing to answer
+            elif self._phase == _HEAD:
+                self._refuse(_timed_out("headers", self._limits.header_timeout))
+            else:
+                self._refuse(_timed_out("body", self._limits.body_timeout))
 
     def shutdown(self) -> None:
         """Finish the answer in progress, if any, then close."""
@@ -146,6 +336,12 @@ class HttpProtocol(asyncio.Protocol):
 
     # httptools callbacks
     def on_message_begin(self) -> None:
+        self._phase = _HEAD
+        self._deadline = self._server.clock + self._limits.header_timeout
+        self._head_size = self._header_count = 0
+        self._repeated = None
+        self._head_done = self._upgrade = self._shed = False
+        self._buffering = True
         self._url = b""
         self._headers = {}
         self._body = []
@@ -157,49 +353,119 @@ class HttpProtocol(asyncio.Protocol):
 
     def on_url(self, url: bytes) -> None:
         self._url += url
+        if len(self._url) > self._limits.max_url:
+            raise _Refusal(
+                RequestRefused(414, "URITooLong", f"The request target passes {self._limits.max_url} bytes.")
+            )
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers[name.lower()] = value
+        if self._head_done:
+            return  # a trailer: what routed and authorized the request is already fixed
+        self._header_count += 1
+        self._head_size += len(name) + len(value) + 4
+        if self._header_count > self._limits.max_headers or self._head_size > self._limits.max_head:
+            raise _Refusal(self._head_too_large())
+        name = name.lower()
+        headers = self._headers
+        if name in headers:
+            if self._repeated is None:
+                self._repeated = []
+            self._repeated.append(name)
+        headers[name] = value.rstrip(b" \t")  # RFC 9110 §5.5: a field value has no trailing whitespace
 
     def on_headers_complete(self) -> None:
+        self._head_done = True
+        self._head_bytes = 0
+        self._phase = _BODY
+        self._deadline = self._server.clock + self._limits.body_timeout
         headers = self._headers
+        parser = self._parser
+        length = headers.get(wire.CONTENT_LENGTH)
+        self._body_left = int(length) if length is not None and b"transfer-encoding" not in headers else -1
         try:
-            self._operation = operation = self._router.operation(self._parser.get_method(), self._url)
+            self._check_head(parser, headers)
+            self._operation = operation = self._router.operation(parser.get_method(), self._url)
             if operation is Operation.INVOKE:
-                length = headers.get(wire.CONTENT_LENGTH)
                 if length is not None and int(length) > wire.MAX_BODY:
                     self._refuse(body_too_large(int(length)))  # refused before the body is read
                     return
+                if length is not None and not self._bodies.take(int(length)):
+                    self._shed_request()
+                    return
+                self._held = int(length) if length is not None else 0
                 self._call = invocation_from(headers)
                 self._route = self._router.route(headers.get(wire.TARGET_CONTAINER), self._call.target_model)
         except GatewayError as error:
             self._rejected = error
+            # a rejected body is still read for the signature check, which comes first (gateway.access)
+            self._buffering = self._access is not None
+            if not self._buffering:
+                self._bodies.release(self._held)
+                self._held = 0
             return
         if headers.get(wire.EXPECT, b"").lower() == b"100-continue" and not self._busy:
             self._write(wire.CONTINUE)
 
+    def _check_head(self, parser: httptools.HttpRequestParser, headers: dict[bytes, bytes]) -> None:
+        """HTTP/1.1's rules for the head (RFC 9112 §3.2) and the gateway's own: one value per header it reads."""
+        if parser.should_upgrade():
+            self._upgrade = True  # llhttp hands the rest of the connection over: it ends with this answer
+            raise ValidationError("Protocol upgrades are not supported: send the request without Upgrade.")
+        url = self._url
+        if not url.startswith(b"/") and url.startswith((b"http://", b"https://")):
+            # absolute form (RFC 9112 §3.2.2): the target's authority stands in for Host
+            authority, _, path = url.partition(b"://")[2].partition(b"/")
+            self._url = b"/" + path
+            headers[b"host"] = authority
+        if self._repeated is not None:
+            for name in self._repeated:
+                if name in _SINGLE:
+                    raise ValidationError(f"Header {name.decode('latin-1')} must appear once; it appears more.")
+        if b"host" not in headers and parser.get_http_version() != "1.0":
+            raise ValidationError("An HTTP/1.1 request must have a Host header.")
+
+    def _shed_request(self) -> None:
+        """No room for this body (Limits.max_buffered_bodies): answer 503, which clients retry, and drop the body."""
+        self._shed = True
+        self._buffering = False
+        self._rejected = ServiceUnavailable(
+            "The gateway holds as many request bodies as it may; retry later."
+        )
+
     def on_body(self, body: bytes) -> None:
-        # a rejected body is still read for the signature check, which comes first (gateway.access)
-        if self._ignoring or (self._rejected is not None and self._access is None):
+        if self._ignoring or not self._buffering:
             return
-        self._body_size += len(body)
-        if self._body_size > wire.MAX_BODY:
-            self._refuse(body_too_large(None))
-            return
+        size = self._body_size = self._body_size + len(body)
+        if size > self._held:  # no Content-Length: count the body as it comes
+            if size > wire.MAX_BODY:
+                self._refuse(body_too_large(None))
+                return
+            if not self._bodies.take(size - self._held):
+                self._refuse(
+                    ServiceUnavailable("The gateway holds as many request bodies as it may; retry later.")
+                )
+                return
+            self._held = size
         self._body.append(body)
 
     def on_message_complete(self) -> None:
         if self._ignoring:
             return
-        keep_alive = self._parser.should_keep_alive() and not self._closing
+        self._phase = _WAIT
+        self._deadline = math.inf  # the client waits for its answer now
+        keep_alive = not self._closing and not self._upgrade and self._parser.should_keep_alive()
         call = self._call
         body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
+        self._body = []
         if call is not None and self._rejected is None:
             call.body = body
-        if self._access is not None and self._operation is Operation.INVOKE:
+        if self._access is not None and not self._shed and self._operation is not Operation.PING:
             # who is asking comes before what is wrong with the request: no container names to strangers
             try:
-                self._access.check(self._parser.get_method(), self._url, self._headers, body, self._router.endpoint_name)
+                self._access.check(
+                    self._parser.get_method(), self._url, self._headers, body, self._router.endpoint_name,
+                    authorize=self._operation is Operation.INVOKE,
+                )
             except GatewayError as error:
                 self._rejected = error
         rid = self._server.request_ids.next()
@@ -207,7 +473,9 @@ class HttpProtocol(asyncio.Protocol):
             trace = rid.replace(b"-", b"")  # a fresh trace, named after the request: 32 hex digits
             call.traceparent = b"00-" + trace + b"-" + trace[16:] + b"-01"
         marks = [now()] if self._telemetry.enabled and call is not None else None
-        self._enqueue(_Request(rid, self._operation, self._route, call, self._rejected, keep_alive, marks))
+        request = _Request(rid, self._operation, self._route, call, self._rejected, keep_alive, marks, held=self._held)
+        self._held = 0
+        self._enqueue(request)
 
     # answering
     @property
@@ -219,11 +487,12 @@ class HttpProtocol(asyncio.Protocol):
             self._dispatch(request)
         else:
             self._queue.append(request)
-            if len(self._queue) >= MAX_PIPELINE and self._transport is not None:
-                self._transport.pause_reading()
+            if len(self._queue) >= self._limits.read_ahead:
+                self._pause(_QUEUE_FULL)
 
     def _dispatch(self, request: _Request) -> None:
         """The cheap path when the first container can take the request (no task, no future), else a task."""
+        self._current = request
         if request.error is None and request.route is not None:
             assert request.call is not None
             if self._begin(request, 0, self._dataplane.entry(request.route, request.call)):
@@ -250,8 +519,15 @@ class HttpProtocol(asyncio.Protocol):
         assert request.route is not None and request.call is not None and sent is not None
         if hop < len(request.route) - 1:  # an inner container of a pipeline answered
             if not reply.complete:  # a large answer: read on in a task
-                work = self._dataplane.continue_after(request.route, hop, request.call, sent, reply, request.marks)
-                self._task = self._loop.create_task(self._finish(self._relay_from(work, request), request))
+                route, call, marks = request.route, request.call, request.marks
+                self._task = self._loop.create_task(
+                    self._finish(
+                        lambda: self._relay_from(
+                            self._dataplane.continue_after(route, hop, call, sent, reply, marks), request
+                        ),
+                        request,
+                    )
+                )
                 return
             if request.marks is not None:
                 request.marks.append(now())
@@ -267,19 +543,12 @@ class HttpProtocol(asyncio.Protocol):
             self._write_whole(reply, request, chunks, sum(map(len, chunks)))
             self._next(request)
         else:  # a large answer: a task relays the rest as it arrives
-            self._task = self._loop.create_task(self._finish(self._relay(reply, request), request))
+            self._task = self._loop.create_task(self._finish(lambda: self._relay(reply, request), request))
 
     def error(self, error: ModelError) -> None:
         request = self._settle()
         self._send_error(error, request)
         self._next(request)
-
-    def retry(self) -> None:
-        hop, sent = self._hop, self._sent
-        request = self._settle()
-        if request.marks is not None:
-            request.marks.pop()  # that attempt never reached the container; the coroutine path marks its own
-        self._task = self._loop.create_task(self._answer(request, hop, sent))
 
     def _settle(self) -> _Request:
         request = self._inflight
@@ -290,14 +559,18 @@ class HttpProtocol(asyncio.Protocol):
 
     def _refuse(self, error: GatewayError) -> None:
         """Answer `error` and close the connection, reading nothing more."""
-        self._ignoring = True
-        if self._transport is not None:
+        if self._transport is not None and not self._paused_for:
             self._transport.pause_reading()
+        self._ignoring = True
+        self._deadline = math.inf
+        self._bodies.release(self._held)
+        self._held = 0
+        self._body = []
         self._enqueue(_Request(self._server.request_ids.next(), None, None, None, error, keep_alive=False))
 
     async def _answer(self, request: _Request, hop: int = 0, sent: Invocation | None = None) -> None:
         self._head_sent = False
-        await self._finish(self._work(request, hop, sent), request)
+        await self._finish(lambda: self._work(request, hop, sent), request)
 
     async def _work(self, request: _Request, hop: int, sent: Invocation | None) -> None:
         if request.error is not None:
@@ -323,10 +596,12 @@ class HttpProtocol(asyncio.Protocol):
     async def _relay_from(self, work: Coroutine[None, None, Reply], request: _Request) -> None:
         await self._relay(await work, request)
 
-    async def _finish(self, work: Coroutine[None, None, None], request: _Request) -> None:
-        """Run the answering `work`; whatever it raises becomes the error answer; then the next request."""
+    async def _finish(self, work: Callable[[], Awaitable[None]], request: _Request) -> None:
+        """Run the answering `work`; whatever it raises becomes the error answer; then the next request.
+
+        `work` is made here, inside the task, so a task cancelled before it starts leaves no coroutine unawaited."""
         try:
-            await work
+            await work()
         except GatewayError as error:
             self._send_error(error, request)
         except asyncio.CancelledError:
@@ -338,6 +613,9 @@ class HttpProtocol(asyncio.Protocol):
 
     def _next(self, done: _Request) -> None:
         self._task = None
+        self._current = None
+        self._bodies.release(done.held)
+        done.held = 0
         if done.marks is not None and done.route is not None:
             self._telemetry.finish(
                 done.rid, self._router.names[done.route], done.marks, done.failure,
@@ -349,9 +627,11 @@ class HttpProtocol(asyncio.Protocol):
             self._close()
             return
         if self._queue:
-            if len(self._queue) == MAX_PIPELINE:
-                self._transport.resume_reading()
-            self._dispatch(self._queue.popleft())
+            self._dispatch(self._queue.popleft())  # first: a connection that is answering owes nothing
+            if len(self._queue) < self._limits.read_ahead:
+                self._resume(_QUEUE_FULL)
+        elif self._phase == _WAIT and not self._busy:
+            self._deadline = self._server.clock + self._limits.keep_alive_timeout
 
     async def _relay(self, reply: Reply, request: _Request) -> None:
         """Send a container's 2xx reply to the client: whole if small, else streamed as it arrives."""
@@ -450,26 +730,49 @@ class Server:
 
     def __init__(
         self, dataplane: DataPlane, *, host: str, port: int, access: Access | None = None,
-        telemetry: Telemetry | None = None,
+        telemetry: Telemetry | None = None, limits: Limits | None = None,
     ) -> None:
         self.dataplane = dataplane
         self.access = access
         self.telemetry = telemetry or Telemetry(None)
+        self.limits = limits or Limits()
+        self.bodies = BodyBudget(self.limits.max_buffered_bodies)
         self.host = host
         self.port = port
         self.loop = asyncio.get_running_loop()
+        self.clock = self.loop.time()  # the sweep's clock: deadlines need seconds, not a clock read per request
         self.connections: set[HttpProtocol] = set()
         self.request_ids = wire.RequestIds()
         self._server: asyncio.Server | None = None
         self._all_closed = asyncio.Event()
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._turned_away = 0
+        self._turned_away_logged = -math.inf
 
     async def start(self) -> tuple[str, int]:
         """Start listening; return the bound address (the port the OS chose when asked for 0)."""
         self._server = await self.loop.create_server(
             lambda: HttpProtocol(self), self.host, self.port, reuse_address=True, backlog=1024
         )
+        self._sweeper = self.loop.call_later(self.limits.sweep, self._sweep)
         sockname = self._server.sockets[0].getsockname()
         return str(sockname[0]), int(sockname[1])
+
+    def _sweep(self) -> None:
+        self.clock = now = self.loop.time()
+        for connection in list(self.connections):
+            connection.check(now)
+        self._sweeper = self.loop.call_later(self.limits.sweep, self._sweep)
+
+    def turned_away(self) -> None:
+        """A connection came while the gateway holds `max_connections`: count it, and say so now and then."""
+        self._turned_away += 1
+        if self.clock - self._turned_away_logged >= TURNED_AWAY_LOG_EVERY:
+            self._turned_away_logged = self.clock
+            logger.warning(
+                "%d client connections open, the maximum (--max-connections): new ones are answered 503 "
+                "(%d so far)", len(self.connections), self._turned_away,
+            )
 
     def forget(self, connection: HttpProtocol) -> None:
         self.connections.discard(connection)
@@ -480,6 +783,8 @@ class Server:
         """Stop accepting, let answers in progress finish within `grace` seconds, then cut the rest."""
         if self._server is not None:
             self._server.close()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         if self.connections:
             self._all_closed.clear()
             for connection in list(self.connections):

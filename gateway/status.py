@@ -13,8 +13,7 @@ Samples = dict[tuple[str, str], float]  # (metric sample name, container) -> val
 
 
 def scrape(url: str) -> Samples:
-    with urllib.request.urlopen(f"{url}/metrics", timeout=5) as response:
-        text = response.read().decode()
+    text = _metrics(f"{url}/metrics").decode()
     samples: Samples = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
@@ -22,6 +21,34 @@ def scrape(url: str) -> Samples:
                 continue
             samples[(sample.name, sample.labels.get("container", ""))] = sample.value
     return samples
+
+
+def _metrics(url: str) -> bytes:
+    """GET /metrics; signed with the caller's AWS credentials when the gateway asks for it (`--access`)."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return bytes(response.read())
+    except urllib.error.HTTPError as error:
+        with error:
+            if error.code != 403:
+                raise
+    import os
+
+    import botocore.session
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+
+    credentials = botocore.session.get_session().get_credentials()
+    if credentials is None:
+        raise PermissionError(
+            "the gateway runs with --access: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY to a key of its access file"
+        )
+    request = AWSRequest(method="GET", url=url)
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    SigV4Auth(credentials, "sagemaker", region).add_auth(request)
+    signed = urllib.request.Request(url, headers=dict(request.headers.items()))
+    with urllib.request.urlopen(signed, timeout=5) as response:
+        return bytes(response.read())
 
 
 def health(url: str) -> dict[str, str]:

@@ -4,6 +4,8 @@ An `asyncio.Protocol` client fed by the httptools response parser, and a pool of
 container. A request is written in one `transport.write`; the response head resolves a future, the body
 is buffered in a bounded list (reading pauses above `HIGH_WATER`) for the caller to take or stream on.
 Every exchange has one deadline, enforced by the pool's periodic sweep, that fails whatever waits on it.
+A request is never sent twice: a pooled connection is checked for a close by the container before it is
+reused, and once a request is written, any failure is the caller's answer (docs/decisions.md D8).
 
 Failures are `UpstreamError`s, which the backends translate into the SageMaker errors a client sees:
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import select
 import socket
 from typing import Final, Protocol, cast
 
@@ -40,9 +43,7 @@ class ConnectFailed(UpstreamError):
 
 
 class ConnectionClosed(UpstreamError):
-    def __init__(self, message: str, *, before_response: bool) -> None:
-        super().__init__(message)
-        self.before_response = before_response
+    pass
 
 
 class ProtocolViolation(UpstreamError):
@@ -173,8 +174,8 @@ class Connection(asyncio.Protocol):
         self._listener: Listener | None = None
         self._listen_limit = 0
         self.deadline = 0.0  # of the exchange in flight; the pool's sweep enforces it
-        self._received = False
         self._paused = False
+        self._poll: select.poll | None = None
         self.closed = False
 
     # asyncio.Protocol
@@ -182,14 +183,21 @@ class Connection(asyncio.Protocol):
         transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass asyncio's
         self._transport = transport
         sock = transport.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if sock is not None:
+            if sock.family in (socket.AF_INET, socket.AF_INET6):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._poll = select.poll()
+            self._poll.register(sock.fileno(), select.POLLIN | select.POLLRDHUP)
+
+    def stale(self) -> bool:
+        """True when this idle connection cannot carry a request: the container closed it (or sent bytes
+        unasked) and the event loop has not yet told us. One poll(2) with a zero timeout."""
+        return self.closed or (self._poll is not None and bool(self._poll.poll(0)))
 
     def data_received(self, data: bytes) -> None:
         if self._response is None:  # data while idle: the container broke the protocol; drop it
             self.close()
             return
-        self._received = True
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
@@ -200,17 +208,18 @@ class Connection(asyncio.Protocol):
         self.closed = True
         self._pool.discard(self)
         response = self._response
-        if response is None:
-            return
-        if response.status < 200:  # no head yet
-            reason = "reset the connection" if exc is not None else "closed the connection"
-            self._fail(
-                ConnectionClosed(f"{reason} before answering", before_response=not self._received)
-            )
-        elif response.content_length is None and b"transfer-encoding" not in response.headers:
-            self._finish_exchange(response)  # a close-delimited body ends with the connection
-        else:
-            self._fail(ConnectionClosed("closed the connection in the middle of its response", before_response=False))
+        if response is not None:
+            if response.status < 200:  # no head yet
+                reason = "reset the connection" if exc is not None else "closed the connection"
+                self._fail(ConnectionClosed(f"{reason} before answering"))
+            elif response.content_length is None and b"transfer-encoding" not in response.headers:
+                self._finish_exchange(response)  # a close-delimited body ends with the connection
+            else:
+                self._fail(ConnectionClosed("closed the connection in the middle of its response"))
+        # the parser holds this protocol's callbacks: drop it, so a closed connection is freed at once,
+        # not by the cycle collector
+        del self._parser
+        self._poll = None
 
     # httptools callbacks
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -270,7 +279,6 @@ class Connection(asyncio.Protocol):
     def _send(self, data: bytes | list[bytes], deadline: float) -> None:
         assert self._transport is not None
         self._response = Response(self)
-        self._received = False
         self.deadline = deadline
         self._pool.track(self)
         if isinstance(data, bytes):
@@ -302,7 +310,7 @@ class Connection(asyncio.Protocol):
     def _finish_exchange(self, response: Response) -> None:
         self._end_deadline()
         self._response = None
-        keep_alive = self._parser.should_keep_alive() and not self.closed
+        keep_alive = not self.closed and self._parser.should_keep_alive()
         response._finish()
         if keep_alive:
             self.resume()
@@ -366,25 +374,25 @@ class Pool:
         self._sweeper = self.loop.call_later(SWEEP, self._sweep) if self._active else None
 
     def idle(self) -> Connection | None:
-        """An idle keep-alive connection, if there is one (for `Connection.begin`)."""
-        return self._idle.pop() if self._idle else None
+        """An idle keep-alive connection the container has not closed, if there is one."""
+        idle = self._idle
+        while idle:
+            conn = idle.pop()
+            if not conn.stale():
+                return conn
+            logger.debug("idle connection to %s:%s was closed by the container; not reused", self.host, self.port)
+            conn.close()
+        return None
 
     async def request(self, data: bytes | list[bytes], *, timeout: float) -> Response:
         """Send one request (head and body, already framed) and return once the response head is in.
 
-        A reused idle connection that the container closed just as it was picked is retried once on a
-        fresh connection (the request never reached the container, so it cannot have run twice).
+        Never sent twice: once written, the container may have read it, so a failure is the answer.
         """
         deadline = self.loop.time() + timeout
-        conn = self._idle.pop() if self._idle else None
-        if conn is not None:
-            try:
-                return await conn.exchange(data, deadline)
-            except ConnectionClosed as exc:
-                if not exc.before_response:
-                    raise
-                logger.debug("idle connection to %s:%s was closed; retrying on a new one", self.host, self.port)
-        conn = await self._connect(deadline)
+        conn = self.idle()
+        if conn is None:
+            conn = await self._connect(deadline)
         return await conn.exchange(data, deadline)
 
     async def _connect(self, deadline: float) -> Connection:

@@ -341,3 +341,50 @@ def clients() -> Iterator[Callable[..., Any]]:
     yield make
     for client in made:
         client.close()
+
+
+def sign(
+    url: str, key: str, secret: str, *, body: bytes, headers: dict[str, str], method: str = "POST",
+    region: str = "us-east-1",
+) -> dict[str, str]:
+    """`headers` plus a SigV4 signature for sagemaker, made with botocore's signer, as boto3 signs.
+
+    For requests boto3 would not send: raw sockets, a chosen X-Amz-Content-SHA256, a body swapped after."""
+    import datetime
+    from urllib.parse import urlsplit
+
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+    host = urlsplit(url).netloc
+    request = AWSRequest(method=method, url=url, data=body, headers={"Host": host, "X-Amz-Date": stamp, **headers})
+    request.context["timestamp"] = stamp
+    signer = SigV4Auth(Credentials(key, secret), "sagemaker", region)
+    signature = signer.signature(signer.string_to_sign(request, signer.canonical_request(request)), request)
+    names = signer.signed_headers(signer.headers_to_sign(request))
+    signed = dict(request.headers.items())
+    signed["Authorization"] = (
+        f"AWS4-HMAC-SHA256 Credential={key}/{stamp[:8]}/{region}/sagemaker/aws4_request, "
+        f"SignedHeaders={names}, Signature={signature}"
+    )
+    return signed
+
+
+def raw_exchange(port: int, data: bytes, *, timeout: float = 15.0) -> bytes:
+    """Send `data` on a new connection and read until the gateway closes it (raw bytes, no client library)."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(data)
+        chunks = []
+        while True:
+            try:
+                piece = sock.recv(65536)
+            except ConnectionResetError:
+                break
+            if not piece:
+                break
+            chunks.append(piece)
+    return b"".join(chunks)

@@ -21,7 +21,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
-from conftest import Proc, Processes, container_doc, endpoint_doc, multi_model_doc, write_artifact
+from conftest import Proc, Processes, container_doc, endpoint_doc, multi_model_doc, sign, write_artifact
 
 ACCOUNT = "111122223333"
 ENDPOINT_ARN = f"arn:aws:sagemaker:us-east-1:{ACCOUNT}:endpoint/shop"
@@ -311,7 +311,9 @@ def test_denials_are_counted_in_metrics(gateway: Proc) -> None:
 
     outcome(gateway, "bob", "special-x")  # an explicit deny
     outcome(gateway, "alice", "other")  # no allow
-    with urllib.request.urlopen(gateway.url + "/metrics", timeout=10) as response:
+    url = gateway.url + "/metrics"  # under --access, metrics need a signature too (hardening #9)
+    scrape = urllib.request.Request(url, headers=sign(url, key_id("alice"), secret("alice"), body=b"", headers={}, method="GET"))
+    with urllib.request.urlopen(scrape, timeout=10) as response:
         counts = {
             s.labels["reason"]: s.value
             for f in text_string_to_metric_families(response.read().decode()) for s in f.samples

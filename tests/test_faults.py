@@ -109,18 +109,35 @@ def test_client_that_gives_up_does_not_stall_the_gateway(procs: Processes) -> No
     assert json.loads(call(client, "victim", {})["Body"].read())["trail"] == ["victim"]
 
 
-def test_keep_alive_connection_closed_by_the_container_is_retried_once(procs: Processes) -> None:
-    """The pooled connection dies as it is reused: nothing reached the container, so one retry is safe."""
-    client, started = direct(procs)
-    assert json.loads(call(client, "victim", {"faults": {"victim": {"drop_next": True}}})["Body"].read())["trail"] == ["victim"]
-    # the gateway reuses that connection; the container closes it unanswered; the retry on a new one answers
-    assert json.loads(call(client, "victim", {"n": 2})["Body"].read())["n"] == 2
-    # and the retried invocation is recorded as one call to one container, without a hitch in the gateway
+def posts(container: Any) -> int:
+    """How many POST requests the contract container has read."""
     import urllib.request
 
-    with urllib.request.urlopen(started["gateway"].url + "/metrics", timeout=10) as response:
-        assert 'sagemaker_container_latency_seconds_count{container="victim"' in response.read().decode()
+    with urllib.request.urlopen(container.url + "/count", timeout=10) as response:
+        return int(response.read())
+
+
+def test_a_request_the_container_read_and_dropped_is_never_sent_again(procs: Processes) -> None:
+    """D8: the container read the request on a reused connection and closed it unanswered. It may have run
+    it, so the gateway answers ModelError instead of sending it again (it used to: 10 requests ran 20 times)."""
+    client, started = direct(procs)
+    for _ in range(10):
+        assert json.loads(call(client, "victim", {"faults": {"victim": {"drop_next": True}}})["Body"].read())["trail"] == ["victim"]
+        with pytest.raises(client.exceptions.ModelError, match="victim .*closed the connection before answering"):
+            call(client, "victim", {"n": 2})
+    assert posts(started["victim"]) == 20  # ten answered, ten read and dropped: each exactly once
+    assert_bystander_serves(client)
     assert "Traceback" not in (procs.tmp / "gateway.log").read_text()
+
+
+def test_a_kept_alive_connection_the_container_closed_is_not_reused(procs: Processes) -> None:
+    """The container closes each connection right after answering (its keep-alive timeout ran out): the
+    next request finds the pooled connection closed, goes out on a new one, and runs once."""
+    client, started = direct(procs)
+    for n in range(20):
+        answer = json.loads(call(client, "victim", {"n": n, "faults": {"victim": {"close_idle": True}}})["Body"].read())
+        assert answer["n"] == n
+    assert posts(started["victim"]) == 20
 
 
 def test_container_whose_host_does_not_resolve(procs: Processes) -> None:

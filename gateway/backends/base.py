@@ -62,9 +62,6 @@ class Receiver(Protocol):
     def error(self, error: ModelError) -> None:
         """The invocation failed."""
 
-    def retry(self) -> None:
-        """The cheap path could not run after all (nothing reached the container): use `invoke`."""
-
 
 class Backend(Protocol):
     """One container, reached over one protocol."""

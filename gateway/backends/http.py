@@ -81,10 +81,7 @@ class _Exchange:
         self._answered(response)
 
     def failed(self, error: upstream.UpstreamError) -> None:
-        if isinstance(error, upstream.ConnectionClosed) and error.before_response:
-            self._receiver.retry()  # the pooled connection had been closed by the container: never sent
-        else:
-            self._receiver.error(self._backend.failure(error))
+        self._receiver.error(self._backend.failure(error))
 
     def abandon(self) -> None:
         self._connection.abandon()

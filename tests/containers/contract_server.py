@@ -11,6 +11,7 @@ non-JSON body is echoed with its Content-Type. The request steers faults per con
 
     {"status": 500, "message": "boom"}   answer that status and message
     {"hang": true}                       never answer
+    {"delay": S}                         answer normally after S seconds (a slow model)
     {"reset": true}                      reset the connection (RST)
     {"exit": 3}                          the process exits mid-request
     {"garbage": true}                    answer bytes that are not HTTP
@@ -20,7 +21,11 @@ non-JSON body is echoed with its Content-Type. The request steers faults per con
     {"content_type": "text/csv"}         answer the normal JSON under this Content-Type
     {"attributes": "a=1"}                set X-Amzn-SageMaker-Custom-Attributes on the answer
     {"drop_next": true}                  answer, keep the connection open, then close it on the next
-                                         request without answering (a keep-alive connection that died)
+                                         request without answering (it read the request, then died)
+    {"close_idle": true}                 answer, then close the kept-alive connection at once (a
+                                         container whose keep-alive timeout ran out)
+
+`GET /count` answers how many POST requests it has read (a request reaching it twice shows there).
 """
 
 from __future__ import annotations
@@ -46,12 +51,17 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
     def do_GET(self) -> None:
+        if self.path == "/count":
+            self._send(200, str(self.server.posts).encode(), "text/plain")
+            return
         if self.path != "/ping":
             self._send(404, b"not found", "text/plain")
             return
         self._send(self.server.ping_status, b"", None)
 
     def do_POST(self) -> None:
+        with self.server.lock:
+            self.server.posts += 1
         if getattr(self, "drop_next", False):
             self.close_connection = True  # closed without a byte of answer
             return
@@ -68,6 +78,8 @@ class Handler(BaseHTTPRequestHandler):
             self._send(200, body, self.headers.get("Content-Type"))
             return
         fault = doc.get("faults", {}).get(name, {})
+        if "delay" in fault:
+            NEVER.wait(float(fault["delay"]))
         if self._fault(fault):
             return
         doc.setdefault("trail", []).append(name)
@@ -76,6 +88,10 @@ class Handler(BaseHTTPRequestHandler):
         if "attributes" in fault:
             extra["X-Amzn-SageMaker-Custom-Attributes"] = fault["attributes"]
         self._send(200, json.dumps(doc).encode(), fault.get("content_type", "application/json"), extra)
+        if getattr(self, "close_idle", False):
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_RDWR)
+            self.close_connection = True
 
     def _fault(self, fault: dict[str, object]) -> bool:
         if "status" in fault:
@@ -94,6 +110,9 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True
         elif fault.get("drop_next"):
             self.drop_next = True
+            return False
+        elif fault.get("close_idle"):
+            self.close_idle = True
             return False
         elif "size" in fault:
             self._send_size(int(str(fault["size"])), bool(fault.get("chunked")), fault.get("cut_at"))
@@ -141,6 +160,8 @@ class ContractServer(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", port), Handler)
         self.name = name
         self.ping_status = ping_status
+        self.posts = 0
+        self.lock = threading.Lock()
 
 
 def main() -> None:
