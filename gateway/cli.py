@@ -22,10 +22,11 @@ from gateway.dataplane import DataPlane
 from gateway.endpoint import Endpoint, ExecutionMode, check_servable, load_endpoint
 from gateway.errors import DocumentError
 from gateway.launch.layout import at_hostnames
-from gateway.limits import MIB, Limits, raise_descriptor_limit
+from gateway.launch.modeldata import missing_model_data
 from gateway.launch.process import group_usage
 from gateway.launch.summary import summary
 from gateway.launch.supervisor import STARTUP_TIMEOUT, STOP_GRACE, Console, LaunchError, Supervisor, plan
+from gateway.limits import MIB, Limits, raise_descriptor_limit
 from gateway.metrics import Metrics
 from gateway.multimodel.backend import MultiModelBackend
 from gateway.server import Server
@@ -174,8 +175,11 @@ def _validate(args: argparse.Namespace) -> int:
     endpoint = _load(args.file)
     if endpoint is None:
         return EXIT_INVALID
-    names = ", ".join(endpoint.hostname(i) for i in range(len(endpoint.containers)))
-    print(f"{args.file}: endpoint {endpoint.EndpointName} is valid ({endpoint.mode.value} mode: {names})")
+    issues = missing_model_data(endpoint, Path(args.file).resolve().parent)
+    if issues:
+        print(DocumentError(args.file, issues), file=sys.stderr)
+        return EXIT_INVALID
+    print(f"{args.file}: endpoint {endpoint.EndpointName} is valid ({endpoint.layout()})")
     return EXIT_OK
 
 
@@ -209,8 +213,11 @@ def _up(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     from gateway.status import status
 
+    url = args.url.rstrip("/")
+    if "://" not in url:
+        url = "http://" + url  # `mce status 127.0.0.1:8080`
     try:
-        print(status(args.url.rstrip("/")))
+        print(status(url))
     except (OSError, ValueError, KeyError) as exc:
         print(f"mce: no endpoint answers at {args.url} ({exc})", file=sys.stderr)
         return EXIT_FAILED
@@ -273,9 +280,8 @@ async def _serve_endpoint(endpoint: Endpoint, args: argparse.Namespace, access: 
         return EXIT_FAILED
     stop = _stop_event()
     _freeze_heap()
-    names = ", ".join(backend.name for backend in dataplane.backends)
     print(
-        f"mce-gateway: endpoint {endpoint.EndpointName} ({endpoint.mode.value}: {names}) "
+        f"mce-gateway: endpoint {endpoint.EndpointName} ({endpoint.layout()}) "
         f"listening on http://{bound_host}:{bound_port}",
         flush=True,
     )

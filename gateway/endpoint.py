@@ -200,6 +200,14 @@ class Endpoint(_Shape):
         config = self.InferenceExecutionConfig
         return config.Mode if config is not None else ExecutionMode.SERIAL
 
+    def layout(self) -> str:
+        """How the containers serve, for banners: `Direct: a, b`, `Serial: a -> b`, or the one container."""
+        names = [self.hostname(i) for i in range(len(self.containers))]
+        if len(names) == 1:
+            kind = "multi-model container" if self.containers[0].Mode is ContainerMode.MULTI_MODEL else "one container"
+            return f"{kind}: {names[0]}"
+        return f"{self.mode.value}: " + (", " if self.mode is ExecutionMode.DIRECT else " -> ").join(names)
+
     @property
     def containers(self) -> list[Container]:
         if self.Containers is not None:

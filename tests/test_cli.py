@@ -19,7 +19,30 @@ def test_validate_accepts_a_good_document(procs: Processes) -> None:
     path = procs.write_endpoint(endpoint_doc("Direct", [container_doc("a", "http://127.0.0.1:1")]))
     result = mce("validate", str(path))
     assert result.returncode == 0, result.stderr
-    assert "endpoint demo is valid (Direct mode: a)" in result.stdout
+    assert "endpoint demo is valid (one container: a)" in result.stdout
+    two = procs.write_endpoint(
+        endpoint_doc("Serial", [container_doc("a", "http://127.0.0.1:1"), container_doc("b", "http://127.0.0.1:2")]), "two.yaml"
+    )
+    assert "endpoint demo is valid (Serial: a -> b)" in mce("validate", str(two)).stdout
+    models = {**container_doc("m", "http://127.0.0.1:1"), "Mode": "MultiModel", "ModelDataUrl": str(procs.tmp)}
+    one = procs.write_endpoint(endpoint_doc("Serial", [models]), "models.yaml")
+    assert "endpoint demo is valid (multi-model container: m)" in mce("validate", str(one)).stdout  # not "Serial"
+
+
+def test_validate_finds_model_data_that_is_not_there(procs: Processes) -> None:
+    """`mce up` would fail on it; validate says so first (hardening #13)."""
+    container = {**container_doc("a", "http://127.0.0.1:1"), "Mode": "MultiModel", "ModelDataUrl": "no-such-models/"}
+    result = mce("validate", str(procs.write_endpoint(endpoint_doc("Direct", [container]))))
+    assert result.returncode == 1
+    assert "Containers[0].ModelDataUrl: " in result.stderr and "no-such-models does not exist" in result.stderr
+
+
+def test_status_takes_an_address_without_its_scheme(procs: Processes) -> None:
+    a = procs.container("a")
+    gateway = procs.gateway(endpoint_doc("Direct", [container_doc("a", a.url)]))
+    result = mce("status", f"127.0.0.1:{gateway.port}")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[1].startswith("a ") and "Healthy" in result.stdout
 
 
 def test_validate_exits_1_with_every_message(procs: Processes) -> None:

@@ -11,11 +11,32 @@ import json
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from gateway.endpoint import Endpoint
+from gateway.errors import DocumentIssue
 from gateway.multimodel.sources import ArtifactBroken, unpack
 
 
 class ModelDataError(Exception):
     """The model data cannot be made local; the message says what to do."""
+
+
+def missing_model_data(endpoint: Endpoint, base: Path) -> list[DocumentIssue]:
+    """Each local `ModelDataUrl` (a path or file:// URL; relative ones from `base`) that does not exist."""
+    issues = []
+    where = "Containers" if endpoint.Containers is not None else "PrimaryContainer"
+    for index, container in enumerate(endpoint.containers):
+        url = container.ModelDataUrl
+        if url is None:
+            continue
+        parts = urlsplit(url)
+        if parts.scheme not in ("", "file"):
+            continue  # s3:// is checked when it is read
+        path = Path(unquote(parts.path)) if parts.scheme == "file" else Path(url)
+        path = path if path.is_absolute() else base / path
+        if not path.exists():
+            field = f"{where}[{index}].ModelDataUrl" if where == "Containers" else f"{where}.ModelDataUrl"
+            issues.append(DocumentIssue(field, f"{path} does not exist (is the model built?)"))
+    return issues
 
 
 def model_directory(url: str, base: Path, run_dir: Path) -> Path:

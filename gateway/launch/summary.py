@@ -22,7 +22,7 @@ def summary(endpoint: Endpoint, url: str, elapsed: float, run_dir: Path) -> str:
     invoke_url = f"{url}/endpoints/{endpoint.EndpointName}/invocations"
     lines = [
         "",
-        (f"Endpoint {endpoint.EndpointName} is up at {url} ({endpoint.mode.value}: {', '.join(names)}), "
+        (f"Endpoint {endpoint.EndpointName} is up at {url} ({endpoint.layout()}), "
          f"ready in {elapsed:.1f} s."),
         f"Logs: {run_dir}/<container>.log. Ctrl-C stops everything.",
         "",
