@@ -1,7 +1,7 @@
 """Invoke the digits endpoints with boto3, exactly as you would on SageMaker (the seed blog's calls).
 
-    python examples/invoke.py [URL]                 mnist-direct: each container by its hostname
-    python examples/invoke.py --serial [URL]        mnist-serial: the whole pipeline, CSV in
+    .venv/bin/python examples/invoke.py [URL]                 mnist-direct: each container by its hostname
+    .venv/bin/python examples/invoke.py --serial [URL]        mnist-serial: the whole pipeline, CSV in
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The seed notebook's multi-model walk-through, against `mce up examples/multi-model.yaml`, with boto3.
 
-    python examples/multi_model.py [URL] [--prefix DIR]
+    .venv/bin/python examples/multi_model.py [URL] [--prefix DIR]
 
 1. Invoke the two models under the prefix: the first call to each downloads and loads it, the next is warm.
 2. Add ten copies of a third model under a subfolder of the prefix while the endpoint runs (no restart).

@@ -115,6 +115,7 @@ def test_both_protocols_give_the_same_answer(client: Any) -> None:
     ("body", "message"),
     [
         (b"{nope", "JSON Parse error"),
+        (b"{\x00\xff binary", "the body is not UTF-8 text"),  # was "'utf-16-be' codec can't decode" (#13)
         ({"instances": [[1, 2, 3]]}, "input 'pixels' has shape [1, 3]; the signature expects [?, 64]"),
         ({"instances": [["a"] * 64]}, "input 'pixels' cannot be read as DT_FLOAT"),
         ({"instances": [[1.0] * 64, [1.0] * 10]}, "input 'pixels' cannot be read as DT_FLOAT"),

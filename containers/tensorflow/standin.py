@@ -231,7 +231,11 @@ class RestHandler(BaseHTTPRequestHandler):
                 raise invalid("version labels are not supported by the TF Serving stand-in")
             self.servable.check(match.group(1), _int(match.group(2)))
             try:
-                document = json.loads(body)
+                # decoded as UTF-8 first: json.loads on bytes guesses UTF-16/32 from NUL bytes, and a
+                # binary body then reads as a codec failure instead of what it is
+                document = json.loads(body.decode("utf-8"))
+            except UnicodeDecodeError:
+                raise invalid("JSON Parse error: the body is not UTF-8 text (JSON expected)") from None
             except ValueError as exc:
                 raise invalid(f"JSON Parse error: {exc}") from None
             if not isinstance(document, dict):

@@ -102,8 +102,10 @@ class TfServingGrpcBackend:
     async def invoke(self, call: Invocation) -> BufferedReply:
         assert self._predict is not None, "start() first"
         try:
-            document = json.loads(call.body)
-        except (ValueError, UnicodeDecodeError) as exc:
+            document = json.loads(call.body.decode("utf-8"))  # not json.loads(bytes): it guesses UTF-16 from NULs
+        except UnicodeDecodeError:
+            raise self._bad_request("JSON Parse error: the body is not UTF-8 text (JSON expected)") from None
+        except ValueError as exc:
             raise self._bad_request(f"JSON Parse error: {exc}") from None
         signature_name = self._default_signature
         if isinstance(document, dict) and isinstance(document.get("signature_name"), str):
