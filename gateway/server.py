@@ -62,6 +62,8 @@ _WAIT = 0  # between requests: no byte of the next one yet
 _HEAD = 1  # request line and headers
 _BODY = 2
 # Why reading is paused (a bit each).
+# What a request line holds besides its target: the method, spaces, "HTTP/1.1".
+_LINE_EXTRA = 32
 _QUEUE_FULL = 1  # a request is already waiting behind the one being answered
 _OUTPUT_FULL = 2  # the client is not taking its answers
 
@@ -125,6 +127,7 @@ class HttpProtocol(asyncio.Protocol):
         self._deadline = math.inf  # for the parser's phase (header, body, keep-alive timeouts)
         self._send_deadline = math.inf  # while the client takes none of its answer
         self._head_bytes = 0  # bytes of the head being read, counted before the parser sees them
+        self._line_left = self._limits.max_url + _LINE_EXTRA  # bytes the request line may still take; -1: ended
         self._body_left = -1  # bytes of body still to come, when its length is known
         self._stash = b""  # read but not parsed: the connection stopped at a request's end
         self._head_size = 0
@@ -234,6 +237,12 @@ class HttpProtocol(asyncio.Protocol):
             else:
                 end = data.find(b"\r\n\r\n")
                 piece = data if end < 0 else data[: end + 4]
+                if self._line_left >= 0:  # still in the request line: a line too long is 414 however it arrives
+                    line_end = piece.find(b"\r\n")
+                    self._line_left = -1 if 0 <= line_end <= self._line_left else self._line_left - len(piece)
+                    if self._line_left < -1 or (line_end < 0 and self._line_left < 0):
+                        self._refuse(self._url_too_long())
+                        return
                 self._head_bytes += len(piece)
                 if self._head_bytes > self._limits.max_head:
                     self._refuse(self._head_too_large())
@@ -263,6 +272,9 @@ class HttpProtocol(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             self._refuse(ValidationError(f"Malformed HTTP request: {exc}."))
         return not self._ignoring
+
+    def _url_too_long(self) -> RequestRefused:
+        return RequestRefused(414, "URITooLong", f"The request target passes {self._limits.max_url} bytes.")
 
     def _head_too_large(self) -> RequestRefused:
         return RequestRefused(
@@ -354,9 +366,7 @@ class HttpProtocol(asyncio.Protocol):
     def on_url(self, url: bytes) -> None:
         self._url += url
         if len(self._url) > self._limits.max_url:
-            raise _Refusal(
-                RequestRefused(414, "URITooLong", f"The request target passes {self._limits.max_url} bytes.")
-            )
+            raise _Refusal(self._url_too_long())
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if self._head_done:
@@ -376,6 +386,7 @@ class HttpProtocol(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         self._head_done = True
         self._head_bytes = 0
+        self._line_left = self._limits.max_url + _LINE_EXTRA
         self._phase = _BODY
         self._deadline = self._server.clock + self._limits.body_timeout
         headers = self._headers

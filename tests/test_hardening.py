@@ -281,8 +281,9 @@ def test_3_the_descriptor_limit_caps_connections(procs: Processes) -> None:
         (invoke_bytes(extra="X-Big: " + "a" * 100_000 + "\r\n"), 431, "RequestHeaderFieldsTooLarge"),
         (invoke_bytes(extra="".join(f"X-{i}: v\r\n" for i in range(200))), 431, "RequestHeaderFieldsTooLarge"),
         (b"POST /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414, "URITooLong"),
+        (b"POST /" + b"a" * 8_000_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414, "URITooLong"),  # in one read or many
     ],
-    ids=["100KB-header", "200-headers", "9KB-url"],
+    ids=["100KB-header", "200-headers", "9KB-url", "8MB-url"],
 )
 def test_4_heads_past_the_limits_are_refused(tight: dict[str, Proc], request_bytes: bytes, status: int, code: str) -> None:
     raw = raw_exchange(tight["gateway"].port, request_bytes)

@@ -155,6 +155,7 @@ class Handler(BaseHTTPRequestHandler):
 
 class ContractServer(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 1024  # socketserver's 5 drops bursts of new connections into TCP retransmits
 
     def __init__(self, port: int, name: str, ping_status: int) -> None:
         super().__init__(("127.0.0.1", port), Handler)
