@@ -316,10 +316,18 @@ def test_full_server_answers_507_until_a_model_is_unloaded(capped: Server, model
     status, body = capped.load(second, models["digits-logreg"])
     assert status == 507
     assert body == {"code": 507, "type": "InternalServerException", "message": "Failed to start workers"}
-    # MMS 1.1.11 keeps the refused name registered with no worker: it must be deleted before a retry.
-    assert forget(capped, second)
+    # MMS 1.1.11 keeps the refused name registered with no worker: it must be deleted before a retry. Its own
+    # cleanup races the DELETE (now and then it wins, and the DELETE only ever sees 404), so a load that meets
+    # the ghost (409) deletes it again, as the gateway does (store.py, 409 after 507).
+    forget(capped, second)
     assert capped.request("DELETE", f"/models/{first}")[0] == 200
-    assert capped.load(second, models["digits-logreg"])[0] == 200
+    status = capped.load(second, models["digits-logreg"])[0]
+    for _ in range(3):
+        if status != 409:
+            break
+        forget(capped, second)
+        status = capped.load(second, models["digits-logreg"])[0]
+    assert status == 200
     status, answer = capped.invoke(second, *PAYLOADS["bare list"])
     assert status == 200 and answer["model"] == "digits-logreg"
     assert capped.request("DELETE", f"/models/{second}")[0] == 200

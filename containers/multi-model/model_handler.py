@@ -24,13 +24,27 @@ the retried load arrives, so at capacity we poll for a few seconds before refusi
 (measured): after that 507 the name stays registered with no worker (`GET` 200 with `"workers": []`, a
 repeated load 409, invoke 503), so a caller must `DELETE /models/{name}` until it answers 200 (a DELETE
 racing MMS's own failed cleanup can get 404 while the ghost comes back) before loading it again.
+
+Logging: the worker logs through MMS's root handler (a StreamHandler on stdout), and after a load its stdout
+and stderr are FIFOs the Java frontend reads. On an unload the frontend closes the worker's socket, then
+stops reading both FIFOs and closes them (MMS 1.1.11 `WorkerThread.shutdown`). The worker sees the socket
+close and logs "Frontend disconnected." (`mms/protocol/otf_message_handler.py`) and "Backend worker process
+died." with its traceback (`mms/model_service_worker.py`): that write fails with BrokenPipeError, and
+logging's `Handler.handleError` prints "--- Logging error ---" and the traceback to stderr, of which the
+frontend's stderr reader, told to stop, logs only the line it was already waiting for: the container log
+showed a bare "--- Logging error ---" at WARN. `quiet_closed_log_pipes` (at load) gives the root logger's
+stream handlers a `handleError` that, on a broken pipe, points that stream's file descriptor at /dev/null
+(nobody reads it any more; MMS's own later flushes then succeed) and drops the record; any other logging
+error is reported in full as before.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import logging
 import os
+import sys
 import time
 import zipfile
 from dataclasses import dataclass
@@ -154,6 +168,38 @@ def _cmdline(process: psutil.Process) -> list[str]:
         return []
 
 
+class WorkerLogHandler(logging.StreamHandler[Any]):
+    """A StreamHandler that goes quiet once its stream's reader has gone (the frontend unloading the model)."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        if not isinstance(sys.exc_info()[1], BrokenPipeError):
+            super().handleError(record)  # a real logging error: "--- Logging error ---" and the traceback
+            return
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            try:
+                os.dup2(devnull, self.stream.fileno())
+            finally:
+                os.close(devnull)
+        except (OSError, AttributeError, ValueError):
+            pass  # not a file descriptor: the record is dropped all the same
+
+
+def quiet_closed_log_pipes() -> None:
+    """Make the root logger's plain stream handlers (MMS's basicConfig on stdout) WorkerLogHandlers."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if type(handler) is not logging.StreamHandler:
+            continue
+        quiet = WorkerLogHandler(handler.stream)
+        quiet.setLevel(handler.level)
+        quiet.setFormatter(handler.formatter)
+        for log_filter in handler.filters:
+            quiet.addFilter(log_filter)
+        root.addHandler(quiet)
+        root.removeHandler(handler)
+
+
 def check_capacity(limit: int) -> None:
     """Raise MemoryError if `limit` other models stay loaded for CAPACITY_WAIT seconds."""
     deadline = time.monotonic() + CAPACITY_WAIT
@@ -237,6 +283,7 @@ class ModelHandler:
         self.name = ""
 
     def initialize(self, context: Any) -> None:
+        quiet_closed_log_pipes()
         limit = os.environ.get("MODEL_SERVER_MAX_MODELS", "").strip()
         if limit:
             check_capacity(int(limit))
