@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gateway import __version__
+from gateway.app import Gateway, Options
 from gateway.compose import RenderError, render
-from gateway.dataplane import DataPlane
-from gateway.endpoint import Endpoint, ExecutionMode, check_servable, load_endpoint
+from gateway.endpoint import Endpoint, check_servable, load_endpoint
 from gateway.errors import DocumentError
 from gateway.launch.layout import at_hostnames
 from gateway.launch.modeldata import missing_model_data
@@ -27,11 +27,7 @@ from gateway.launch.process import group_usage
 from gateway.launch.summary import summary
 from gateway.launch.supervisor import STARTUP_TIMEOUT, STOP_GRACE, Console, LaunchError, Supervisor, plan
 from gateway.limits import MIB, Limits, raise_descriptor_limit
-from gateway.metrics import Metrics
 from gateway.multimodel.backend import MultiModelBackend
-from gateway.server import Server
-from gateway.telemetry import Telemetry
-from gateway.wire import VARIANT_NAME
 
 if TYPE_CHECKING:
     from gateway.access import Access
@@ -241,54 +237,36 @@ def _render(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _telemetry(dataplane: DataPlane, args: argparse.Namespace, access: Access | None) -> Telemetry:
-    metrics = None
-    if not args.no_metrics:
-        endpoint = dataplane.endpoint
-        names = [endpoint.hostname(i) for i in range(len(endpoint.containers))]
-        single_hop = endpoint.mode is ExecutionMode.DIRECT or len(names) == 1
-        metrics = Metrics(endpoint.EndpointName, VARIANT_NAME, names, single_hop=single_hop)
-        for backend in dataplane.backends:
-            if isinstance(backend, MultiModelBackend):
-                metrics.models[backend.name] = backend.store.stats
-        if access is not None:
-            denials = access.denials
-            metrics.denials = lambda: _by_reason(denials)
-    return Telemetry(metrics, log_requests=args.access_log)
+def _options(args: argparse.Namespace, access: Access | None) -> Options:
+    return Options(
+        host=args.host, port=args.port, metrics=not args.no_metrics, access_log=args.access_log, access=access,
+        limits=_limits(args), shutdown_grace=args.shutdown_grace,
+    )
 
 
-def _by_reason(denials: dict[tuple[str, str], int]) -> dict[str, int]:
-    totals: dict[str, int] = {}
-    for (_, reason), count in denials.items():
-        totals[reason] = totals.get(reason, 0) + count
-    return totals
+async def _listen(gateway: Gateway) -> str | None:
+    """Open the front door: its URL, or None after saying why it cannot listen."""
+    options = gateway.options
+    try:
+        host, port = await gateway.listen()
+    except OSError as exc:
+        print(f"mce: cannot listen on {options.host}:{options.port}: {exc.strerror or exc}", file=sys.stderr)
+        return None
+    _freeze_heap()
+    return f"http://{host}:{port}"
 
 
 async def _serve_endpoint(endpoint: Endpoint, args: argparse.Namespace, access: Access | None) -> int:
-    host, port, grace = args.host, args.port, args.shutdown_grace
-    dataplane = DataPlane.from_endpoint(endpoint, base=Path(args.file).resolve().parent, model_cache=args.model_cache)
-    await dataplane.start()
-    server = Server(
-        dataplane, host=host, port=port, access=access, telemetry=_telemetry(dataplane, args, access),
-        limits=_limits(args),
-    )
-    try:
-        bound_host, bound_port = await server.start()
-    except OSError as exc:
-        print(f"mce: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
-        await dataplane.close()
-        return EXIT_FAILED
+    gateway = Gateway(_options(args, access))
+    await gateway.add(endpoint, base=Path(args.file).resolve().parent, model_cache=args.model_cache)
     stop = _stop_event()
-    _freeze_heap()
-    print(
-        f"mce-gateway: endpoint {endpoint.EndpointName} ({endpoint.layout()}) "
-        f"listening on http://{bound_host}:{bound_port}",
-        flush=True,
-    )
+    url = await _listen(gateway)
+    if url is None:
+        await gateway.close()
+        return EXIT_FAILED
+    print(f"mce-gateway: endpoint {endpoint.EndpointName} ({endpoint.layout()}) listening on {url}", flush=True)
     await stop.wait()
-    logger.info("stopping: finishing answers in progress (up to %.0f s)", grace)
-    await server.shutdown(grace)
-    await dataplane.close()
+    await gateway.close()
     return EXIT_OK
 
 
@@ -303,16 +281,15 @@ async def _up_endpoint(endpoint: Endpoint, args: argparse.Namespace, access: Acc
         return EXIT_FAILED
     run_dir = (args.run_dir or Path("run") / endpoint.EndpointName).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
+    base = Path(args.file).resolve().parent
     try:
-        served, plans = plan(endpoint, Path(args.file).resolve().parent, run_dir, taken_ports={args.port})
+        served, plans = plan(endpoint, base, run_dir, taken_ports={args.port})
     except (LaunchError, OSError) as exc:
         print(f"mce: {exc}", file=sys.stderr)
         return EXIT_INVALID
-    dataplane = DataPlane.from_endpoint(
-        served, base=Path(args.file).resolve().parent, model_cache=args.model_cache or run_dir / "models"
-    )
-    await dataplane.start()
-    supervisor = Supervisor(plans, {backend.name: backend for backend in dataplane.backends}, console)
+    gateway = Gateway(_options(args, access))
+    service = await gateway.add(served, base=base, model_cache=args.model_cache or run_dir / "models")
+    supervisor = Supervisor(plans, {backend.name: backend for backend in service.dataplane.backends}, console)
     stop = _stop_event()
     starting = asyncio.create_task(supervisor.start(args.startup_timeout))
     stopping = asyncio.create_task(stop.wait())
@@ -325,37 +302,31 @@ async def _up_endpoint(endpoint: Endpoint, args: argparse.Namespace, access: Acc
             await asyncio.gather(starting, return_exceptions=True)
         stopping.cancel()
         await supervisor.stop(args.shutdown_grace)
-        await dataplane.close()
+        await gateway.close()
         if isinstance(failure, LaunchError):
             print(f"mce: {failure}", file=sys.stderr)
             return EXIT_INVALID
         if failure is not None:
             raise failure
         return 128 + stop.signum
-    telemetry = _telemetry(dataplane, args, access)
+    metrics = service.telemetry.metrics
     for container in supervisor.containers:
-        if telemetry.metrics is not None:
-            telemetry.metrics.process_groups[container.name] = container.process_group
+        if metrics is not None:
+            metrics.process_groups[container.name] = container.process_group
         if isinstance(container.backend, MultiModelBackend):  # its memory budget is measured on its processes
             container.backend.store.memory = partial(_memory, container.process_group)
-    server = Server(dataplane, host=args.host, port=args.port, access=access, telemetry=telemetry, limits=_limits(args))
-    try:
-        bound_host, bound_port = await server.start()
-    except OSError as exc:
-        print(f"mce: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
+    url = await _listen(gateway)
+    if url is None:
         await supervisor.stop(args.shutdown_grace)
-        await dataplane.close()
+        await gateway.close()
         return EXIT_FAILED
-    url = f"http://{bound_host}:{bound_port}"
-    _freeze_heap()
     print(summary(served, url, time.monotonic() - began, run_dir), flush=True)
     print(f"mce-gateway: endpoint {served.EndpointName} listening on {url}", flush=True)
     supervisor.watch()
     await stopping
     console.message("stopping: the gateway, then every container (SIGTERM, SIGKILL after the grace period)")
-    await server.shutdown(args.shutdown_grace)
+    await gateway.close()
     await supervisor.stop(args.shutdown_grace)
-    await dataplane.close()
     console.message("stopped")
     return EXIT_OK
 

@@ -1,8 +1,8 @@
-"""The data plane: runs an invocation through its route and reports the containers' health.
+"""The data plane: an endpoint's containers, its router, the pipeline rules, and the containers' health.
 
-Shared by every front door, which only translates (kserve's shape). A Direct route is one hop; a Serial
-route buffers each intermediate answer (capped at 5 MB, spec §3) and hands it on as the next request,
-and the last hop's reply is returned unread so the front door can stream it to the client.
+Shared by every front door, which only translates (kserve's shape); the request cycle (gateway.cycle)
+walks a route with these rules. A Direct route is one hop; a Serial route reads each intermediate answer
+whole (capped at 5 MB, spec §3, `read_hop`) and hands it on as the next request (`hand_on`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from gateway.endpoint import ContainerMode, Endpoint
 from gateway.errors import ModelError
 from gateway.invocation import Invocation
 from gateway.routing import Route, Router
-from gateway.telemetry import now
 
 MAX_HOP_PAYLOAD = 5 * 1024 * 1024  # between two containers of a pipeline (spec §3)
 
@@ -76,44 +75,11 @@ class DataPlane:
         for backend in self.backends:
             await backend.close()
 
-    async def invoke(self, route: Route, call: Invocation) -> Reply:
-        """Run the client's `call` through `route`; return the last container's reply with its body unread."""
-        return await self.run(route, 0, call, self.entry(route, call))
-
-    async def run(
-        self, route: Route, start: int, call: Invocation, sent: Invocation, marks: list[float] | None = None
-    ) -> Reply:
-        """Run `route` from container `start`, which is to be sent `sent` (`call` is the client's request).
-
-        `marks`, when kept, gets the time each container is sent its request and has answered (the last
-        container's answer is the caller's to time: it is handed back unread)."""
-        last = len(route) - 1
-        for index in range(start, last):
-            if marks is not None:
-                marks.append(now())
-            reply = await route[index].invoke(sent)
-            body = await _read_hop(reply, route[index].name, route[index + 1].name)
-            if marks is not None:
-                marks.append(now())
-            sent = self.hand_on(route, index, call, sent, reply, body)
-        if marks is not None:
-            marks.append(now())
-        return await route[last].invoke(sent)
-
-    async def continue_after(
-        self, route: Route, index: int, call: Invocation, sent: Invocation, reply: Reply, marks: list[float] | None
-    ) -> Reply:
-        """Container `index` (not the last) has begun answering `reply`: read it whole and run the rest."""
-        body = await _read_hop(reply, route[index].name, route[index + 1].name)
-        if marks is not None:
-            marks.append(now())
-        return await self.run(route, index + 1, call, self.hand_on(route, index, call, sent, reply, body), marks)
-
     @staticmethod
     def entry(route: Route, call: Invocation) -> Invocation:
         """What the first container is sent. SageMaker does not document what an inner container of a
         pipeline gets; the client's Accept is for the pipeline's answer, so only the last one gets it."""
-        if len(route) == 1:
+        if route.last == 0:
             return call
         return Invocation(
             call.body, call.content_type, None, call.custom_attributes, call.inference_id, call.target_model, call.traceparent
@@ -125,7 +91,7 @@ class DataPlane:
         return Invocation(
             body,
             reply.content_type,
-            call.accept if index + 2 == len(route) else None,
+            call.accept if index + 1 == route.last else None,
             # custom attributes travel along: a container may replace them for the next one
             reply.custom_attributes if reply.custom_attributes is not None else sent.custom_attributes,
             sent.inference_id,
@@ -148,7 +114,7 @@ class DataPlane:
         self._health_round = None
 
 
-async def _read_hop(reply: Reply, source: str, target: str) -> bytes:
+async def read_hop(reply: Reply, source: str, target: str) -> bytes:
     """An intermediate answer, whole; over 5 MB is a ModelError naming both containers (spec §3)."""
     declared = reply.content_length
     if declared is not None and declared > MAX_HOP_PAYLOAD:

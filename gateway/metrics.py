@@ -34,7 +34,6 @@ by hop, per container: the time before a container was called, plus after the la
 
 from __future__ import annotations
 
-import bisect
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -44,44 +43,15 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
+from gateway.errors import ModelError
+from gateway.histogram import BUCKETS, Histogram
 from gateway.launch.process import group_usage
 
 if TYPE_CHECKING:
     from gateway.multimodel.store import ModelStats
+    from gateway.timeline import Timeline
 
-# From 50 us (a gateway's overhead) to 60 s (SageMaker's invocation timeout).
-BUCKETS = (5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
-
-
-_bucket = bisect.bisect_left
-
-
-class Histogram:
-    __slots__ = ("counts", "total")
-
-    def __init__(self) -> None:
-        self.counts = [0] * (len(BUCKETS) + 1)
-        self.total = 0.0
-
-    def observe(self, seconds: float) -> None:
-        self.counts[_bucket(BUCKETS, seconds)] += 1
-        self.total += seconds
-
-    @staticmethod
-    def sum(histograms: Sequence[Histogram]) -> Histogram:
-        total = Histogram()
-        for histogram in histograms:
-            total.counts = [a + b for a, b in zip(total.counts, histogram.counts)]
-            total.total += histogram.total
-        return total
-
-    def family_buckets(self) -> list[tuple[str, float]]:
-        running, buckets = 0, []
-        for bound, count in zip((*BUCKETS, float("inf")), self.counts):
-            running += count
-            buckets.append(("+Inf" if bound == float("inf") else repr(bound), float(running)))
-        return buckets
-
+__all__ = ["BUCKETS", "Histogram", "Metrics"]
 
 class ContainerStats:
     __slots__ = ("errors_4xx", "errors_5xx", "invocations", "latency", "overhead")
@@ -120,50 +90,57 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_Collector(self))
 
-    def record(self, route: Sequence[str], marks: Sequence[float], end: float, failed_status: int | None) -> None:
-        """One invocation: `route` the containers' names, `marks` = [start, sent0, done0, sent1, done1, ...].
+    def record(self, route: Sequence[str], timeline: Timeline) -> None:
+        """One answered invocation: `route` the names of the containers it was to run through.
 
-        `failed_status` is None when it succeeded, else the failing container's HTTP status (0: no answer);
-        the failing container is the last one in `marks`.
-        """
+        Counted with the class of the answer the client got: a ModelError by the failing container's own
+        status (4XX, else 5XX: no answer at all is 5XX), under that container and the endpoint; any other
+        4xx (ValidationError, ModelNotReadyException, an access denial) or 5xx under the endpoint, and under
+        the last container sent a request if one was."""
         self.invocations += 1
-        hops = (len(marks) - 1) // 2
+        hops = timeline.hops
         if hops == 1:  # Direct mode, the common case
             stats = self._by_name[route[0]]
-            spent = marks[2] - marks[1]
+            spent = timeline.spent(0)
             stats.invocations += 1
             stats.latency.observe(spent)
-            overhead = end - marks[0] - spent
+            overhead = timeline.ended - timeline.received - spent
             stats.overhead.observe(overhead)
             if not self.single_hop:
                 self.model_latency.observe(spent)
                 self.overhead.observe(overhead)
-        else:
+        elif hops:
             in_containers = 0.0
-            previous = marks[0]
             for hop in range(hops):
                 stats = self._by_name[route[hop]]
-                sent, done = marks[1 + 2 * hop], marks[2 + 2 * hop]
-                spent = done - sent
+                spent = timeline.spent(hop)
                 in_containers += spent
                 stats.invocations += 1
                 stats.latency.observe(spent)
-                waited = sent - previous
+                waited = timeline.waited(hop)
                 if hop == hops - 1:
-                    waited += end - done
+                    waited += timeline.after(hop)
                 stats.overhead.observe(max(waited, 0.0))
-                previous = done
             self.model_latency.observe(in_containers)
-            self.overhead.observe(max(end - marks[0] - in_containers, 0.0))
-        if failed_status is not None and hops:
-            stats = self._by_name[route[hops - 1]]
+            self.overhead.observe(max(timeline.ended - timeline.received - in_containers, 0.0))
+        failure = timeline.failure
+        if failure is None:
+            return
+        where = self._by_name[route[hops - 1]] if hops else None
+        if isinstance(failure, ModelError):
             self.model_errors += 1
-            if 400 <= failed_status < 500:
-                stats.errors_4xx += 1
-                self.errors_4xx += 1
-            else:
-                stats.errors_5xx += 1
-                self.errors_5xx += 1
+            status = failure.original_status or 0
+            where = self._by_name.get(failure.container, where)
+        else:
+            status = failure.status
+        if 400 <= status < 500:
+            self.errors_4xx += 1
+            if where is not None:
+                where.errors_4xx += 1
+        else:
+            self.errors_5xx += 1
+            if where is not None:
+                where.errors_5xx += 1
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -12,6 +12,7 @@ from enum import Enum
 
 from gateway import wire
 from gateway.backends import Backend
+from gateway.backends.base import Begin, CanBegin
 from gateway.endpoint import (
     ENDPOINT_NAME_PATTERN,
     ENDPOINT_NAME_RE,
@@ -23,7 +24,25 @@ from gateway.endpoint import (
 )
 from gateway.errors import GatewayError, UnknownOperation, ValidationError
 
-Route = tuple[Backend, ...]
+
+class Route:
+    """The containers one invocation runs through, in order, with what the request cycle needs of them:
+    their names, and for each the `begin` that starts an exchange without a task, where it has one
+    (learned once, here)."""
+
+    __slots__ = ("backends", "begins", "last", "multi_model", "names")
+
+    def __init__(self, backends: Sequence[Backend], *, multi_model: bool) -> None:
+        self.backends = tuple(backends)
+        self.names = tuple(backend.name for backend in backends)
+        self.begins: tuple[Begin | None, ...] = tuple(
+            backend.begin if isinstance(backend, CanBegin) else None for backend in backends
+        )
+        self.last = len(backends) - 1
+        self.multi_model = multi_model  # it reaches a MultiModel container: TargetModel is required (spec §4)
+
+    def __repr__(self) -> str:
+        return f"Route({' -> '.join(self.names)})"
 
 
 class Operation(Enum):
@@ -39,22 +58,18 @@ class Router:
         self.endpoint_name = endpoint.EndpointName
         self.mode = endpoint.mode
         self._invoke_path = f"/endpoints/{endpoint.EndpointName}/invocations".encode()
+        multi_model = {
+            backend.name: container.Mode is ContainerMode.MULTI_MODEL
+            for backend, container in zip(backends, endpoint.containers)
+        }
         self._direct: dict[bytes, Route] = {}
         if self.mode is ExecutionMode.DIRECT:
-            self._direct = {backend.name.encode(): (backend,) for backend in backends}
-        self._serial: Route = tuple(backends)
+            self._direct = {
+                backend.name.encode(): Route((backend,), multi_model=multi_model[backend.name]) for backend in backends
+            }
+        self._serial = Route(backends, multi_model=any(multi_model.values()))
         self._names = ", ".join(backend.name for backend in backends)
-        routes = [*self._direct.values(), self._serial]
-        # which routes reach a MultiModel container (spec §4): they need TargetModel, the others refuse it
-        modes = {backend.name: container.Mode for backend, container in zip(backends, endpoint.containers)}
-        self._multi_model = {
-            route: any(modes[b.name] is ContainerMode.MULTI_MODEL for b in route) for route in routes
-        }
-        self.names: dict[Route, tuple[str, ...]] = {route: tuple(b.name for b in route) for route in routes}
-        # each container's Server-Timing entry up to its duration (gateway.telemetry)
-        self.timing: dict[Route, tuple[bytes, ...]] = {
-            route: tuple(b'container;desc="%s";dur=' % b.name.encode() for b in route) for route in routes
-        }
+        self.routes: tuple[Route, ...] = (*self._direct.values(), self._serial)
 
     def operation(self, method: bytes, url: bytes) -> Operation:
         """The operation a request line names; raises for anything the runtime API does not have."""
@@ -69,7 +84,7 @@ class Router:
             if method == b"GET":
                 return Operation.METRICS
         elif path.startswith(b"/endpoints/") and path.endswith(b"/invocations"):
-            raise self._unknown_endpoint(path[len(b"/endpoints/") : -len(b"/invocations")])
+            raise unknown_endpoint(path[len(b"/endpoints/") : -len(b"/invocations")])
         raise UnknownOperation(
             f"mce-gateway serves POST /endpoints/{self.endpoint_name}/invocations, POST /invocations, "
             f"GET /ping and GET /metrics; not {method.decode('ascii', 'replace')} {_text(path)}."
@@ -89,12 +104,12 @@ class Router:
             )
         else:
             route = self._serial
-        if self._multi_model[route] != (target_model is not None):
+        if route.multi_model != (target_model is not None):
             raise self._target_model_mismatch(route, target_model)
         return route
 
     def _target_model_mismatch(self, route: Route, target_model: bytes | None) -> GatewayError:
-        where = f"container {route[0].name} of endpoint" if self.mode is ExecutionMode.DIRECT else "endpoint"
+        where = f"container {route.names[0]} of endpoint" if self.mode is ExecutionMode.DIRECT else "endpoint"
         if target_model is None:
             return ValidationError(
                 f"The {where} {self.endpoint_name} hosts multiple models: the request is missing a target "
@@ -123,14 +138,15 @@ class Router:
             f"(its containers: {self._names})."
         )
 
-    def _unknown_endpoint(self, name: bytes) -> GatewayError:
-        text = _text(name)
-        if len(name) > 63 or not name.isascii() or not ENDPOINT_NAME_RE.fullmatch(text):
-            return ValidationError(
-                f"EndpointName '{text}' does not match {ENDPOINT_NAME_PATTERN} (at most 63 characters)."
-            )
-        # SageMaker's wording for an endpoint that does not exist (spec §1.3).
-        return ValidationError(f"Endpoint {text} of account {wire.LOCAL_ACCOUNT} not found.")
+
+
+def unknown_endpoint(name: bytes) -> GatewayError:
+    """The error for `/endpoints/{name}/invocations` when no endpoint of that name is served."""
+    text = _text(name)
+    if len(name) > 63 or not name.isascii() or not ENDPOINT_NAME_RE.fullmatch(text):
+        return ValidationError(f"EndpointName '{text}' does not match {ENDPOINT_NAME_PATTERN} (at most 63 characters).")
+    # SageMaker's wording for an endpoint that does not exist (spec §1.3).
+    return ValidationError(f"Endpoint {text} of account {wire.LOCAL_ACCOUNT} not found.")
 
 
 def _text(value: bytes) -> str:

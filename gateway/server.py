@@ -6,14 +6,14 @@ answers. The request line and headers are checked as soon as they are parsed, so
 succeed (unknown route, bad header, a body over 6 MiB by its Content-Length) is refused without reading
 its body. What routes a request is frozen when its head is complete: trailers are read and dropped, so
 the access check after the body judges exactly the headers the route was chosen from. A request body is
-buffered whole (capped at 6 MiB by the API, and across all connections by `Limits.max_buffered_bodies`);
-the answer is streamed: a reply that arrives whole within `STREAM_THRESHOLD` goes out in one write, a
-larger one is relayed as it arrives, with reading from the container paused while the client is slow.
+buffered whole (capped at 6 MiB by the API, and across all connections by `Limits.max_buffered_bodies`).
+
+The connection parses, queues and writes; each complete request becomes a `Cycle` (gateway.cycle), the
+one driver that runs it and writes its answer through this connection.
 
 Every client has deadlines (gateway.limits): to send its head, its body, its next request on a kept-alive
-connection, and to take its answer; one sweep a second enforces them all. Every failure leaves here as a
-SageMaker error (`gateway.wire.error_response`); once a streamed answer has begun, a failure can only cut
-the connection.
+connection, and to take its answer; one sweep a second enforces them all. Every failure leaves as a
+SageMaker error (`gateway.wire.error_response`).
 """
 
 from __future__ import annotations
@@ -23,37 +23,24 @@ import collections
 import logging
 import math
 import socket
-from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
 import httptools
 
 from gateway import wire
-from gateway.backends import Reply
-from gateway.backends.base import Exchange
-from gateway.dataplane import DataPlane
-from gateway.errors import (
-    GatewayError,
-    InternalFailure,
-    ModelError,
-    RequestRefused,
-    ServiceUnavailable,
-    UnknownOperation,
-    ValidationError,
-)
+from gateway.cycle import Cycle
+from gateway.errors import GatewayError, RequestRefused, ServiceUnavailable, UnknownOperation, ValidationError
 from gateway.invocation import Invocation, invocation_from
 from gateway.limits import BodyBudget, Limits
-from gateway.routing import Operation, Route
-from gateway.telemetry import Telemetry, now
+from gateway.routing import Operation, Route, unknown_endpoint
+from gateway.service import Service
+from gateway.timeline import Timeline
 
 if TYPE_CHECKING:
     from gateway.access import Access
 
 logger = logging.getLogger(__name__)
 
-STREAM_THRESHOLD = 64 * 1024
-PROMETHEUS = b"text/plain; version=0.0.4; charset=utf-8"
 LINGER = 5.0  # after refusing a request mid-body, keep draining the client this long before closing
 TURNED_AWAY_LOG_EVERY = 10.0  # seconds between log lines about connections refused at the cap
 
@@ -84,19 +71,6 @@ class _Refusal(Exception):
         self.error = error
 
 
-@dataclass(slots=True)
-class _Request:
-    rid: bytes
-    operation: Operation | None
-    route: Route | None
-    call: Invocation | None
-    error: GatewayError | None
-    keep_alive: bool
-    marks: list[float] | None = None  # gateway.telemetry: received, then sent/answered per container
-    failure: GatewayError | None = None  # what the client was answered, if not a 2xx
-    held: int = 0  # bytes of body counted in the server's BodyBudget until the request is done
-
-
 def _timed_out(what: str, seconds: float) -> RequestRefused:
     return RequestRefused(408, "RequestTimeout", f"The request's {what} did not arrive within {seconds:g} s.")
 
@@ -113,10 +87,8 @@ class HttpProtocol(asyncio.Protocol):
 
     def __init__(self, server: Server) -> None:
         self._server = server
-        self._dataplane = server.dataplane
-        self._router = server.dataplane.router
+        self._service: Service | None = None  # the endpoint the request being parsed names
         self._access = server.access
-        self._telemetry = server.telemetry
         self._limits = server.limits
         self._bodies = server.bodies
         self._loop = server.loop
@@ -148,15 +120,9 @@ class HttpProtocol(asyncio.Protocol):
         self._rejected: GatewayError | None = None
         self._ignoring = False  # after a refusal that ends the connection, later bytes are not parsed
         self._paused_for = 0  # _QUEUE_FULL | _OUTPUT_FULL
-        # the requests being answered: one at a time, by a task or, on the cheap path, by callbacks
-        self._queue: collections.deque[_Request] = collections.deque()
-        self._current: _Request | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._inflight: _Request | None = None  # answered through the Receiver callbacks below
-        self._exchange: Exchange | None = None
-        self._hop = 0  # which container of the route the cheap path is waiting on
-        self._sent: Invocation | None = None  # and what it was sent
-        self._head_sent = False
+        # the requests being answered, one at a time, each by its cycle
+        self._queue: collections.deque[Cycle] = collections.deque()
+        self._current: Cycle | None = None
         self._write_paused = False
         self._drain: asyncio.Future[None] | None = None
         self._closing = False
@@ -173,7 +139,7 @@ class HttpProtocol(asyncio.Protocol):
         if len(server.connections) >= self._limits.max_connections:
             server.turned_away()
             self._ignoring = True
-            self._write(
+            self.write(
                 wire.error_response(
                     ServiceUnavailable(
                         f"The gateway holds its maximum of {self._limits.max_connections} client connections; "
@@ -191,16 +157,13 @@ class HttpProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
         self._server.forget(self)
-        if self._task is not None:
-            self._task.cancel()  # nobody is left to answer; stop waiting on the container
-            self._task = None
-        if self._exchange is not None:
-            self._exchange.abandon()
-        self._inflight = self._exchange = None
-        held = self._held + sum(request.held for request in self._queue)
-        if self._current is not None:
-            held += self._current.held
-            self._current.held = 0
+        held = self._held + sum(cycle.held for cycle in self._queue)
+        current = self._current
+        if current is not None:
+            current.abandon()  # nobody is left to answer; stop waiting on the containers
+            held += current.held
+            current.held = 0
+            self._current = None
         self._bodies.release(held)
         self._held = 0
         self._queue.clear()
@@ -316,7 +279,7 @@ class HttpProtocol(asyncio.Protocol):
             self._deadline = clock + limits.header_timeout
         elif self._phase == _BODY:
             self._deadline = clock + limits.body_timeout
-        elif self._busy or self._queue:
+        elif self._current is not None or self._queue:
             self._deadline = math.inf
         else:
             self._deadline = clock + limits.keep_alive_timeout
@@ -339,12 +302,14 @@ class HttpProtocol(asyncio.Protocol):
     def shutdown(self) -> None:
         """Finish the answer in progress, if any, then close."""
         self._closing = True
-        if not self._busy and self._transport is not None:
+        if self._current is None and self._transport is not None:
             self._transport.close()
 
     def abort(self) -> None:
         if self._transport is not None:
             self._transport.abort()
+
+    cut = abort  # gateway.cycle.Connection: an answer begun cannot be finished
 
     # httptools callbacks
     def on_message_begin(self) -> None:
@@ -358,6 +323,7 @@ class HttpProtocol(asyncio.Protocol):
         self._headers = {}
         self._body = []
         self._body_size = 0
+        self._service = None
         self._operation = None
         self._route = None
         self._call = None
@@ -395,7 +361,10 @@ class HttpProtocol(asyncio.Protocol):
         self._body_left = int(length) if length is not None and b"transfer-encoding" not in headers else -1
         try:
             self._check_head(parser, headers)
-            self._operation = operation = self._router.operation(parser.get_method(), self._url)
+            path = self._url.partition(b"?")[0]
+            service = self._service = self._server.service_for(path)
+            router = service.dataplane.router
+            self._operation = operation = router.operation(parser.get_method(), path)
             if operation is Operation.INVOKE:
                 if length is not None and int(length) > wire.MAX_BODY:
                     self._refuse(body_too_large(int(length)))  # refused before the body is read
@@ -405,7 +374,7 @@ class HttpProtocol(asyncio.Protocol):
                     return
                 self._held = int(length) if length is not None else 0
                 self._call = invocation_from(headers)
-                self._route = self._router.route(headers.get(wire.TARGET_CONTAINER), self._call.target_model)
+                self._route = router.route(headers.get(wire.TARGET_CONTAINER), self._call.target_model)
         except GatewayError as error:
             self._rejected = error
             # a rejected body is still read for the signature check, which comes first (gateway.access)
@@ -414,8 +383,8 @@ class HttpProtocol(asyncio.Protocol):
                 self._bodies.release(self._held)
                 self._held = 0
             return
-        if headers.get(wire.EXPECT, b"").lower() == b"100-continue" and not self._busy:
-            self._write(wire.CONTINUE)
+        if headers.get(wire.EXPECT, b"").lower() == b"100-continue" and self._current is None:
+            self.write(wire.CONTINUE)
 
     def _check_head(self, parser: httptools.HttpRequestParser, headers: dict[bytes, bytes]) -> None:
         """HTTP/1.1's rules for the head (RFC 9112 §3.2) and the gateway's own: one value per header it reads."""
@@ -474,7 +443,8 @@ class HttpProtocol(asyncio.Protocol):
             # who is asking comes before what is wrong with the request: no container names to strangers
             try:
                 self._access.check(
-                    self._parser.get_method(), self._url, self._headers, body, self._router.endpoint_name,
+                    self._parser.get_method(), self._url, self._headers, body,
+                    self._service.dataplane.router.endpoint_name if self._service is not None else "",
                     authorize=self._operation is Operation.INVOKE,
                 )
             except GatewayError as error:
@@ -483,90 +453,27 @@ class HttpProtocol(asyncio.Protocol):
         if call is not None and call.traceparent is None:
             trace = rid.replace(b"-", b"")  # a fresh trace, named after the request: 32 hex digits
             call.traceparent = b"00-" + trace + b"-" + trace[16:] + b"-01"
-        marks = [now()] if self._telemetry.enabled and call is not None else None
-        request = _Request(rid, self._operation, self._route, call, self._rejected, keep_alive, marks, held=self._held)
+        operation = self._operation
+        service = self._service
+        timeline = (
+            Timeline() if operation is Operation.INVOKE and service is not None and service.telemetry.enabled else None
+        )
+        cycle = Cycle(
+            self, service, rid, operation, self._route, call, self._rejected, keep_alive=keep_alive,
+            held=self._held, timeline=timeline,
+        )
         self._held = 0
-        self._enqueue(request)
+        self._enqueue(cycle)
 
-    # answering
-    @property
-    def _busy(self) -> bool:
-        return self._task is not None or self._inflight is not None
-
-    def _enqueue(self, request: _Request) -> None:
-        if not self._busy:
-            self._dispatch(request)
+    # answering: one cycle at a time
+    def _enqueue(self, cycle: Cycle) -> None:
+        if self._current is None:
+            self._current = cycle
+            cycle.start()
         else:
-            self._queue.append(request)
+            self._queue.append(cycle)
             if len(self._queue) >= self._limits.read_ahead:
                 self._pause(_QUEUE_FULL)
-
-    def _dispatch(self, request: _Request) -> None:
-        """The cheap path when the first container can take the request (no task, no future), else a task."""
-        self._current = request
-        if request.error is None and request.route is not None:
-            assert request.call is not None
-            if self._begin(request, 0, self._dataplane.entry(request.route, request.call)):
-                return
-        self._task = self._loop.create_task(self._answer(request))
-
-    def _begin(self, request: _Request, hop: int, sent: Invocation) -> bool:
-        assert request.route is not None
-        self._inflight, self._hop, self._sent = request, hop, sent
-        if request.marks is not None:
-            request.marks.append(now())
-        self._exchange = request.route[hop].begin(sent, self, STREAM_THRESHOLD)
-        if self._exchange is None:
-            self._inflight = None
-            if request.marks is not None:
-                request.marks.pop()  # not sent after all: the coroutine path will mark it
-            return False
-        return True
-
-    # Receiver: how a request on the cheap path goes on, or ends
-    def reply(self, reply: Reply) -> None:
-        hop, sent = self._hop, self._sent
-        request = self._settle()
-        assert request.route is not None and request.call is not None and sent is not None
-        if hop < len(request.route) - 1:  # an inner container of a pipeline answered
-            if not reply.complete:  # a large answer: read on in a task
-                route, call, marks = request.route, request.call, request.marks
-                self._task = self._loop.create_task(
-                    self._finish(
-                        lambda: self._relay_from(
-                            self._dataplane.continue_after(route, hop, call, sent, reply, marks), request
-                        ),
-                        request,
-                    )
-                )
-                return
-            if request.marks is not None:
-                request.marks.append(now())
-            body = b"".join(reply.take())
-            following = self._dataplane.hand_on(request.route, hop, request.call, sent, reply, body)
-            if not self._begin(request, hop + 1, following):
-                self._task = self._loop.create_task(self._answer(request, hop + 1, following))
-            return
-        if reply.complete:
-            if request.marks is not None:
-                request.marks.append(now())
-            chunks = reply.take()
-            self._write_whole(reply, request, chunks, sum(map(len, chunks)))
-            self._next(request)
-        else:  # a large answer: a task relays the rest as it arrives
-            self._task = self._loop.create_task(self._finish(lambda: self._relay(reply, request), request))
-
-    def error(self, error: ModelError) -> None:
-        request = self._settle()
-        self._send_error(error, request)
-        self._next(request)
-
-    def _settle(self) -> _Request:
-        request = self._inflight
-        assert request is not None, "a callback without a request in flight"
-        self._inflight = self._exchange = self._sent = None
-        self._head_sent = False
-        return request
 
     def _refuse(self, error: GatewayError) -> None:
         """Answer `error` and close the connection, reading nothing more."""
@@ -577,122 +484,34 @@ class HttpProtocol(asyncio.Protocol):
         self._bodies.release(self._held)
         self._held = 0
         self._body = []
-        self._enqueue(_Request(self._server.request_ids.next(), None, None, None, error, keep_alive=False))
+        self._enqueue(Cycle(self, self._service, self._server.request_ids.next(), None, None, None, error, keep_alive=False))
 
-    async def _answer(self, request: _Request, hop: int = 0, sent: Invocation | None = None) -> None:
-        self._head_sent = False
-        await self._finish(lambda: self._work(request, hop, sent), request)
+    # gateway.cycle.Connection
+    def write(self, data: bytes) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.write(data)
 
-    async def _work(self, request: _Request, hop: int, sent: Invocation | None) -> None:
-        if request.error is not None:
-            self._send_error(request.error, request)
-        elif request.operation is Operation.METRICS:
-            metrics = self._telemetry.metrics
-            if metrics is None:
-                raise UnknownOperation("Metrics are off (mce serve --no-metrics).")
-            self._write(wire.text_response(200, metrics.exposition(), PROMETHEUS, request.rid, close=not request.keep_alive))
-        elif request.operation is Operation.PING:
-            health = await self._dataplane.health()
-            self._write(
-                wire.json_response(
-                    200 if health.ready else 503, health.document(), request.rid, close=not request.keep_alive
-                )
-            )
-        else:
-            assert request.route is not None and request.call is not None
-            if sent is None:
-                sent = self._dataplane.entry(request.route, request.call)
-            await self._relay_from(self._dataplane.run(request.route, hop, request.call, sent, request.marks), request)
+    async def drained(self) -> None:
+        if self._write_paused:
+            self._drain = self._loop.create_future()
+            await self._drain
 
-    async def _relay_from(self, work: Coroutine[None, None, Reply], request: _Request) -> None:
-        await self._relay(await work, request)
-
-    async def _finish(self, work: Callable[[], Awaitable[None]], request: _Request) -> None:
-        """Run the answering `work`; whatever it raises becomes the error answer; then the next request.
-
-        `work` is made here, inside the task, so a task cancelled before it starts leaves no coroutine unawaited."""
-        try:
-            await work()
-        except GatewayError as error:
-            self._send_error(error, request)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            logger.exception("request %s failed inside the gateway", request.rid.decode())
-            self._send_error(InternalFailure("The gateway failed while handling the request."), request)
-        self._next(request)
-
-    def _next(self, done: _Request) -> None:
-        self._task = None
+    def done(self, cycle: Cycle) -> None:
         self._current = None
-        self._bodies.release(done.held)
-        done.held = 0
-        if done.marks is not None and done.route is not None:
-            self._telemetry.finish(
-                done.rid, self._router.names[done.route], done.marks, done.failure,
-                done.call.inference_id if done.call is not None else None,
-            )
+        self._bodies.release(cycle.held)
+        cycle.held = 0
         if self._transport is None or self._transport.is_closing():
             return
-        if not done.keep_alive or (self._closing and not self._queue):
+        if not cycle.keep_alive or (self._closing and not self._queue):
             self._close()
             return
         if self._queue:
-            self._dispatch(self._queue.popleft())  # first: a connection that is answering owes nothing
+            following = self._current = self._queue.popleft()  # first: a connection answering owes nothing
             if len(self._queue) < self._limits.read_ahead:
                 self._resume(_QUEUE_FULL)
-        elif self._phase == _WAIT and not self._busy:
+            following.start()
+        elif self._phase == _WAIT:
             self._deadline = self._server.clock + self._limits.keep_alive_timeout
-
-    async def _relay(self, reply: Reply, request: _Request) -> None:
-        """Send a container's 2xx reply to the client: whole if small, else streamed as it arrives."""
-        close = not request.keep_alive
-        try:
-            chunks = reply.take()
-            size = sum(map(len, chunks))
-            while not reply.complete and size < STREAM_THRESHOLD:
-                await reply.wait()
-                more = reply.take()
-                chunks += more
-                size += sum(map(len, more))
-            if reply.complete:
-                if request.marks is not None:
-                    request.marks.append(now())
-                self._write_whole(reply, request, chunks, size)
-                return
-            length = reply.content_length
-            self._write(
-                wire.invocation_head(
-                    request.rid, reply.content_type, reply.custom_attributes, length=length, close=close,
-                    timing=self._timing(request),
-                )
-            )
-            self._head_sent = True
-            chunked = length is None
-            self._write_body(chunks, chunked)
-            while not reply.complete:
-                await self._drained()
-                await reply.wait()
-                self._write_body(reply.take(), chunked)
-            self._write_body(reply.take(), chunked)
-            if chunked:
-                self._write(wire.LAST_CHUNK)
-        finally:
-            if not reply.complete:
-                reply.abandon()
-
-    def _write_whole(self, reply: Reply, request: _Request, chunks: list[bytes], size: int) -> None:
-        """A whole answer in one write: head and body together."""
-        head = wire.invocation_head(
-            request.rid, reply.content_type, reply.custom_attributes, length=size, close=not request.keep_alive,
-            timing=self._timing(request),
-        )
-        self._write(b"".join([head, *chunks]))
-
-    def _timing(self, request: _Request) -> bytes | None:
-        if request.marks is None or request.route is None:
-            return None
-        return self._telemetry.server_timing(self._router.timing[request.route], request.marks)
 
     def _close(self) -> None:
         """Close after the answer; if the client may still be sending a refused body, drain it first.
@@ -708,28 +527,6 @@ class HttpProtocol(asyncio.Protocol):
         else:
             self._transport.close()
 
-    def _write_body(self, chunks: list[bytes], chunked: bool) -> None:
-        for piece in chunks:
-            self._write(wire.chunk(piece) if chunked else piece)
-
-    def _send_error(self, error: GatewayError, request: _Request) -> None:
-        request.failure = error
-        logger.info("request %s: %s: %s", request.rid.decode(), error.code, error.message)
-        if self._head_sent:
-            # The answer is already on its way; the only honest signal left is to cut it short.
-            self.abort()
-            return
-        self._write(wire.error_response(error, request.rid, close=not request.keep_alive))
-
-    def _write(self, data: bytes) -> None:
-        if self._transport is not None and not self._transport.is_closing():
-            self._transport.write(data)
-
-    async def _drained(self) -> None:
-        if self._write_paused:
-            self._drain = self._loop.create_future()
-            await self._drain
-
     def _wake_drain(self) -> None:
         if self._drain is not None and not self._drain.done():
             self._drain.set_result(None)
@@ -740,12 +537,11 @@ class Server:
     """Listens on one address and owns every client connection, for a clean shutdown."""
 
     def __init__(
-        self, dataplane: DataPlane, *, host: str, port: int, access: Access | None = None,
-        telemetry: Telemetry | None = None, limits: Limits | None = None,
+        self, *, host: str, port: int, access: Access | None = None, limits: Limits | None = None,
     ) -> None:
-        self.dataplane = dataplane
         self.access = access
-        self.telemetry = telemetry or Telemetry(None)
+        self._by_path: dict[bytes, Service] = {}
+        self._only: Service | None = None
         self.limits = limits or Limits()
         self.bodies = BodyBudget(self.limits.max_buffered_bodies)
         self.host = host
@@ -768,6 +564,28 @@ class Server:
         self._sweeper = self.loop.call_later(self.limits.sweep, self._sweep)
         sockname = self._server.sockets[0].getsockname()
         return str(sockname[0]), int(sockname[1])
+
+    def mount(self, service: Service) -> None:
+        """Serve `service`'s endpoint at `/endpoints/{name}/invocations` (and at `/invocations`, `/ping` and
+        `/metrics` while it is the only one)."""
+        self._by_path[b"/endpoints/%s/invocations" % service.dataplane.router.endpoint_name.encode()] = service
+        self._only = next(iter(self._by_path.values())) if len(self._by_path) == 1 else None
+
+    def unmount(self, service: Service) -> None:
+        self._by_path = {path: mounted for path, mounted in self._by_path.items() if mounted is not service}
+        self._only = next(iter(self._by_path.values())) if len(self._by_path) == 1 else None
+
+    def service_for(self, path: bytes) -> Service:
+        """The endpoint a request path names; the only endpoint for the paths that name none."""
+        service = self._by_path.get(path) or self._only
+        if service is None:
+            if path.startswith(b"/endpoints/") and path.endswith(b"/invocations"):
+                raise unknown_endpoint(path[len(b"/endpoints/") : -len(b"/invocations")])
+            raise UnknownOperation(
+                "No endpoint is served here." if not self._by_path else
+                f"mce-gateway serves POST /endpoints/{{EndpointName}}/invocations; not {_text(path)}."
+            )
+        return service
 
     def _sweep(self) -> None:
         self.clock = now = self.loop.time()
@@ -809,3 +627,7 @@ class Server:
                     connection.abort()
         if self._server is not None:
             await self._server.wait_closed()
+
+
+def _text(value: bytes) -> str:
+    return value[:100].decode("utf-8", "replace")

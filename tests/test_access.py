@@ -314,12 +314,12 @@ def test_denials_are_counted_in_metrics(gateway: Proc) -> None:
     url = gateway.url + "/metrics"  # under --access, metrics need a signature too (hardening #9)
     scrape = urllib.request.Request(url, headers=sign(url, key_id("alice"), secret("alice"), body=b"", headers={}, method="GET"))
     with urllib.request.urlopen(scrape, timeout=10) as response:
-        counts = {
-            s.labels["reason"]: s.value
-            for f in text_string_to_metric_families(response.read().decode()) for s in f.samples
-            if s.name == "mce_access_denials_total"
-        }
+        samples = [s for f in text_string_to_metric_families(response.read().decode()) for s in f.samples]
+    counts = {s.labels["reason"]: s.value for s in samples if s.name == "mce_access_denials_total"}
     assert counts["explicit deny"] >= 1 and counts["no allow"] >= 1
+    # and each denial is an invocation answered 4XX (it used to count as no error)
+    errors = [s.value for s in samples if s.name == "sagemaker_invocation_4xx_errors_total" and s.labels["container"] == ""]
+    assert errors and errors[0] >= sum(counts.values())
 
 
 def test_a_signed_request_that_breaks_a_rule_gets_the_validation_error(gateway: Proc) -> None:

@@ -428,20 +428,20 @@ def test_8_closed_connections_are_freed_without_the_cycle_collector(procs: Proce
 
     import uvloop
 
+    from gateway.app import Gateway, Options
     from gateway.backends.http import HttpBackend
-    from gateway.dataplane import DataPlane
     from gateway.endpoint import load_endpoint
-    from gateway.server import Server
 
     alpha = procs.container("alpha")
     endpoint = load_endpoint(procs.write_endpoint(endpoint_doc("Direct", [container_doc("alpha", alpha.url)], name="shop")))
 
     async def exercise() -> list[weakref.ref[Any]]:
-        dataplane = DataPlane.from_endpoint(endpoint)
-        await dataplane.start()
-        server = Server(dataplane, host="127.0.0.1", port=0)
-        _, port = await server.start()
-        backend = dataplane.backends[0]
+        gateway = Gateway(Options(port=0))
+        service = await gateway.add(endpoint, base=procs.tmp)
+        _, port = await gateway.listen()
+        server = gateway.server
+        assert server is not None
+        backend = service.dataplane.backends[0]
         assert isinstance(backend, HttpBackend)
         refs: list[weakref.ref[Any]] = []
         for _ in range(5):
@@ -458,8 +458,7 @@ def test_8_closed_connections_are_freed_without_the_cycle_collector(procs: Proce
         async with asyncio.timeout(10):
             while server.connections or backend.server.pool._all:
                 await asyncio.sleep(0.01)  # both closes are the peers'; nothing to await but their arrival
-        await server.shutdown(1)
-        await dataplane.close()
+        await gateway.close()
         return refs
 
     gc.collect()

@@ -53,14 +53,15 @@ def test_counts_and_latency_split_in_direct_mode(procs: Processes, clients: Any)
     for target, fault in (("alpha", {"status": 400}), ("beta", {"status": 503}), ("beta", {"hang": True})):
         with pytest.raises(client.exceptions.ModelError):
             invoke(client, target, {"faults": {target: fault}})
-    with pytest.raises(client.exceptions.ValidationError):  # never reaches a container: not an invocation
+    with pytest.raises(client.exceptions.ValidationError):  # an invocation answered 400 by the gateway itself
         invoke(client, "gamma", {})
     m = scrape(gateway.url)
-    assert m[("sagemaker_invocations_total", "")] == 7
+    assert m[("sagemaker_invocations_total", "")] == 8
     assert m[("sagemaker_invocations_total", "alpha")] == 4 and m[("sagemaker_invocations_total", "beta")] == 3
     assert m[("sagemaker_invocation_4xx_errors_total", "alpha")] == 1
     assert m[("sagemaker_invocation_5xx_errors_total", "beta")] == 2  # a 503 and a timeout
-    assert m[("sagemaker_invocation_4xx_errors_total", "")] == 1 and m[("sagemaker_invocation_5xx_errors_total", "")] == 2
+    # every 4xx the client got is counted: the ValidationError too (it used to count as no error at all)
+    assert m[("sagemaker_invocation_4xx_errors_total", "")] == 2 and m[("sagemaker_invocation_5xx_errors_total", "")] == 2
     assert m[("sagemaker_invocation_model_errors_total", "")] == 3
     assert m[("sagemaker_container_latency_seconds_count", "alpha")] == 4
     assert m[("sagemaker_container_latency_seconds_count", "beta")] == 3

@@ -298,3 +298,19 @@ def test_a_memory_budget_needs_launched_containers(procs: Processes, prefix: Pat
     assert "MemoryBudgetInMiB is measured on the container's processes, which only `mce up` knows" in (
         procs.tmp / "gateway.log"
     ).read_text()
+
+
+def test_the_gateways_own_4xx_answers_are_counted(procs: Processes, prefix: Path, clients: Any) -> None:
+    """A missing artifact (ValidationError, 400) and a slow load (ModelNotReadyException, 429) are 4XX
+    answers of this container's invocations; they used to be counted as invocations with no error."""
+    artifact(prefix, "big.tar.gz", **{"load.json": '{"seconds": 2}'})
+    _, gateway = serve(procs, prefix, ModelLoadWaitInSeconds=0.2)
+    client = clients(gateway.url)
+    with pytest.raises(client.exceptions.ValidationError):
+        invoke(client, "nosuch.tar.gz")
+    with pytest.raises(client.exceptions.ModelNotReadyException):
+        invoke(client, "big.tar.gz")
+    for container in ("models", ""):
+        assert metric(gateway.url, "sagemaker_invocation_4xx_errors_total", container=container) == 2
+        assert metric(gateway.url, "sagemaker_invocation_5xx_errors_total", container=container) == 0
+    assert metric(gateway.url, "sagemaker_invocation_model_errors_total") == 0  # no container answered non-2xx

@@ -7,7 +7,8 @@ outcome raises `ModelError` naming the container. The wording of those errors li
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Callable
+from typing import Protocol, runtime_checkable
 
 from gateway.errors import ModelError
 from gateway.invocation import Invocation
@@ -63,15 +64,24 @@ class Receiver(Protocol):
         """The invocation failed."""
 
 
+Begin = Callable[[Invocation, Receiver, int], Exchange | None]
+
+
+@runtime_checkable
+class CanBegin(Protocol):
+    """A backend that can start an invocation without a coroutine: a capability, learned once per route
+    (`gateway.routing.Route.begins`), not asked of every backend per request."""
+
+    def begin(self, call: Invocation, receiver: Receiver, limit: int) -> Exchange | None:
+        """Start `call` now, if this backend can right now; the outcome goes to `receiver` (a reply is
+        handed over incomplete once more than `limit` bytes of body have arrived). None: it cannot at the
+        moment (no idle pooled connection); use `invoke`."""
+
+
 class Backend(Protocol):
     """One container, reached over one protocol."""
 
     name: str
-
-    def begin(self, call: Invocation, receiver: Receiver, limit: int) -> Exchange | None:
-        """Start `call` without a coroutine, if this backend can right now; the outcome goes to `receiver`
-        (a reply is handed over incomplete once more than `limit` bytes of body have arrived).
-        None: it cannot (no ready connection, or a protocol that converts); use `invoke`."""
 
     async def start(self) -> None:
         """Prepare connections; called once inside the running event loop."""

@@ -155,15 +155,6 @@ class HttpBackend:
     async def close(self) -> None:
         self.server.close()
 
-    def begin(self, call: Invocation, receiver: Receiver, limit: int) -> _Exchange | None:
-        pool = self.server.pool
-        connection = pool.idle()
-        if connection is None:
-            return None
-        exchange = _Exchange(self, receiver, connection)
-        connection.begin(self.request_bytes(call), pool.loop.time() + self._timeout, exchange, limit)
-        return exchange
-
     async def invoke(self, call: Invocation) -> HttpReply:
         try:
             response = await self.server.pool.request(self.request_bytes(call), timeout=self._timeout)
@@ -217,3 +208,17 @@ class HttpBackend:
             return b"(the container's error body was larger than 64 KiB)"
         except upstream.UpstreamError:
             return b"(the container closed the connection before its error body was complete)"
+
+
+class SingleExchangeBackend(HttpBackend):
+    """An HttpBackend whose invocation is one exchange, the call sent as it is: so it can `begin` one on
+    an idle pooled connection, with no task (gateway.backends.base.CanBegin)."""
+
+    def begin(self, call: Invocation, receiver: Receiver, limit: int) -> _Exchange | None:
+        pool = self.server.pool
+        connection = pool.idle()
+        if connection is None:
+            return None
+        exchange = _Exchange(self, receiver, connection)
+        connection.begin(self.request_bytes(call), pool.loop.time() + self._timeout, exchange, limit)
+        return exchange

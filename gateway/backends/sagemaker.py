@@ -7,8 +7,8 @@ shared HTTP machinery.
 
 from __future__ import annotations
 
-from gateway.backends.http import HttpBackend
+from gateway.backends.http import SingleExchangeBackend
 
 
-class SageMakerBackend(HttpBackend):
+class SageMakerBackend(SingleExchangeBackend):
     """`POST /invocations`, health from `GET /ping`."""

@@ -21,8 +21,8 @@ from gateway._proto.tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 from gateway.backends import grpc_channel, tensors
-from gateway.backends.base import BufferedReply, Receiver, error_status
-from gateway.backends.http import HttpBackend
+from gateway.backends.base import BufferedReply, error_status
+from gateway.backends.http import SingleExchangeBackend
 from gateway.endpoint import BackendSpec
 from gateway.errors import ModelError
 from gateway.invocation import Invocation
@@ -42,7 +42,7 @@ def model_path(spec: BackendSpec) -> str:
     return path
 
 
-class TfServingRestBackend(HttpBackend):
+class TfServingRestBackend(SingleExchangeBackend):
     """The client's JSON to `:predict` on TF Serving's REST port."""
 
     def __init__(self, name: str, spec: BackendSpec) -> None:
@@ -95,9 +95,6 @@ class TfServingGrpcBackend:
     async def close(self) -> None:
         if self._channel is not None:
             await self._channel.close()
-
-    def begin(self, call: Invocation, receiver: Receiver, limit: int) -> None:
-        return None  # a gRPC answer is converted whole: always through invoke
 
     async def invoke(self, call: Invocation) -> BufferedReply:
         assert self._predict is not None, "start() first"

@@ -16,8 +16,8 @@ from google.protobuf import empty_pb2
 
 from gateway._proto.torchserve import inference_pb2, inference_pb2_grpc
 from gateway.backends import grpc_channel
-from gateway.backends.base import BufferedReply, Receiver
-from gateway.backends.http import HttpAddress, HttpBackend
+from gateway.backends.base import BufferedReply
+from gateway.backends.http import HttpAddress, SingleExchangeBackend
 from gateway.endpoint import BackendSpec
 from gateway.invocation import Invocation
 
@@ -63,7 +63,7 @@ class ModelReadiness:
         return f"model {self.model} has no READY worker yet (workers: {workers})"
 
 
-class TorchServeRestBackend(HttpBackend):
+class TorchServeRestBackend(SingleExchangeBackend):
     """`POST /predictions/{model}[/{version}]` on TorchServe's inference port."""
 
     def __init__(self, name: str, spec: BackendSpec) -> None:
@@ -108,9 +108,6 @@ class TorchServeGrpcBackend:
         self.readiness.close()
         if self._channel is not None:
             await self._channel.close()
-
-    def begin(self, call: Invocation, receiver: Receiver, limit: int) -> None:
-        return None  # a gRPC answer is converted whole: always through invoke
 
     async def invoke(self, call: Invocation) -> BufferedReply:
         assert self._stub is not None, "start() first"

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from gateway import upstream
-from gateway.backends.base import ERROR_BODY_LIMIT, Receiver, error_status
+from gateway.backends.base import ERROR_BODY_LIMIT, error_status
 from gateway.backends.http import HttpBackend, HttpReply
 from gateway.endpoint import Container, MultiModelSpec
 from gateway.invocation import Invocation
@@ -46,9 +46,6 @@ class MultiModelBackend(HttpBackend):
     async def close(self) -> None:
         await self.store.close()
         await super().close()
-
-    def begin(self, call: Invocation, receiver: Receiver, limit: int) -> None:
-        return None
 
     async def invoke(self, call: Invocation) -> HttpReply:
         """Invoke the call's model, loaded first if need be. A 404 (the container lost the model) loads it

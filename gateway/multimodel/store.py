@@ -28,7 +28,7 @@ from typing import Protocol
 from gateway.backends.base import error_status
 from gateway.endpoint import MultiModelSpec
 from gateway.errors import ModelError, ModelNotReady, ValidationError
-from gateway.metrics import Histogram
+from gateway.histogram import Histogram
 from gateway.multimodel.sources import ArtifactBroken, ArtifactMissing, Source, folder_size, unpack
 
 logger = logging.getLogger("gateway.models")
