@@ -35,7 +35,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
-from conftest import CONTRACT_SERVER, Proc, start_process
+from conftest import CONTRACT_SERVER, Proc, start_process  # noqa: E402 - from tests/, put on the path above
 
 INVOKE = "/endpoints/shop/invocations"
 MIB = 1024 * 1024
@@ -92,9 +92,9 @@ def statuses(raw: bytes) -> list[str]:
 
 
 def tally(raws: list[bytes]) -> str:
-    """'408 RequestTimeout ×100, no answer ×2': every response of every connection, counted."""
+    """'408 RequestTimeout x100, no answer x2': every response of every connection, counted."""
     answers = [answer for raw in raws for answer in (statuses(raw) or ["no answer"])]
-    return ", ".join(f"{answer} ×{n}" for answer, n in Counter(answers).most_common())
+    return ", ".join(f"{answer} x{n}" for answer, n in Counter(answers).most_common())
 
 
 def connect(port: int, timeout: float = 30.0, rcvbuf: int | None = None) -> socket.socket:
@@ -224,11 +224,21 @@ class Bench:
         argv = [sys.executable, str(CONTRACT_SERVER), "--name", "alpha", "--port", "0"]
         self.container = self.start(argv)
         self.endpoint = tmp / "shop.yaml"  # JSON is YAML
-        self.endpoint.write_text(json.dumps({
-            "EndpointName": "shop", "InferenceExecutionConfig": {"Mode": "Direct"},
-            "Containers": [{"ContainerHostname": "alpha", "Image": "x",
-                            "Backend": {"Protocol": "sagemaker", "Url": self.container.url}}],
-        }))
+        self.endpoint.write_text(
+            json.dumps(
+                {
+                    "EndpointName": "shop",
+                    "InferenceExecutionConfig": {"Mode": "Direct"},
+                    "Containers": [
+                        {
+                            "ContainerHostname": "alpha",
+                            "Image": "x",
+                            "Backend": {"Protocol": "sagemaker", "Url": self.container.url},
+                        }
+                    ],
+                }
+            )
+        )
 
     def start(self, argv: list[str], stderr: Path | None = None) -> Proc:
         proc = start_process(argv, stderr=stderr)
@@ -258,8 +268,13 @@ def idle(bench: Bench) -> list[Row]:
     seen = until_closed([connect(port) for _ in range(n)], bench.sizes.timeout * 3 + 10)
     last = max(seen.closed.values(), default=start) - start
     did = f"closed {len(seen.closed):,}, {len(seen.answered)} of them with an answer"
-    return [(f"{n:,} idle connections, nothing sent", did,
-             f"last EOF {last:.1f} s after the first open; {seen.still_open} still open")]
+    return [
+        (
+            f"{n:,} idle connections, nothing sent",
+            did,
+            f"last EOF {last:.1f} s after the first open; {seen.still_open} still open",
+        )
+    ]
 
 
 def after_sending(bench: Bench, what: str, data: bytes, n: int, since: str) -> Row:
@@ -273,9 +288,12 @@ def after_sending(bench: Bench, what: str, data: bytes, n: int, since: str) -> R
     seen = until_closed(socks, bench.sizes.timeout * 3 + 10)
     began = seen.answered if since == "its answer" else {}
     times = [at - began.get(i, start) for i, at in seen.closed.items()]
-    spread = f"{min(times):.1f}–{max(times):.1f}" if times else "-"
-    return (f"{n} {what}", f"answered {tally(seen.raw)}; closed {len(seen.closed)}",
-            f"closed {spread} s after {since}; {seen.still_open} still open")
+    spread = f"{min(times):.1f}-{max(times):.1f}" if times else "-"
+    return (
+        f"{n} {what}",
+        f"answered {tally(seen.raw)}; closed {len(seen.closed)}",
+        f"closed {spread} s after {since}; {seen.still_open} still open",
+    )
 
 
 def slowloris(bench: Bench) -> list[Row]:
@@ -296,10 +314,16 @@ def slowloris(bench: Bench) -> list[Row]:
     seen = until_closed(socks, timeout * 3 + 10, one_byte)
     times = [closed - start for closed in seen.closed.values()]
     still = open_at_check[0] if open_at_check else seen.still_open
-    return [(f"slowloris: {n} connections sending a head 1 byte/s",
-             f"answered {tally(seen.raw)}; head bytes sent: median {statistics.median(sent):g}/{len(head)}",
-             (f"{still} still open at header-timeout + 3 s; closed "
-             f"{min(times, default=0):.1f}–{max(times, default=0):.1f} s after the first byte"))]
+    return [
+        (
+            f"slowloris: {n} connections sending a head 1 byte/s",
+            f"answered {tally(seen.raw)}; head bytes sent: median {statistics.median(sent):g}/{len(head)}",
+            (
+                f"{still} still open at header-timeout + 3 s; closed "
+                f"{min(times, default=0):.1f}-{max(times, default=0):.1f} s after the first byte"
+            ),
+        )
+    ]
 
 
 def cap(bench: Bench) -> list[Row]:
@@ -309,15 +333,21 @@ def cap(bench: Bench) -> list[Row]:
     while_full = tally([exchange(port, request(close=True), 10).raw])
     seen = until_closed(socks, 1.0)  # the refused are answered at once; the others still owe a head
     refused = sum(1 for raw in seen.raw if statuses(raw)[:1] == ["503 ServiceUnavailable"])
-    for attempt in range(1, 51):  # until the gateway has seen the closes
+    for attempt in range(1, 51):  # noqa: B007 - until the gateway has seen the closes; reported below
         after = tally([exchange(port, request(close=True), 10).raw])
         if after.startswith("200"):
             break
         time.sleep(0.05)
-    return [(f"connection cap: {n} connections to --max-connections {limit}",
-             (f"{refused} answered 503 ServiceUnavailable at once, {seen.still_open} held; "
-             f"a normal request while full: {while_full}"),
-             f"once they closed, a normal request: {after} (attempt {attempt})")]
+    return [
+        (
+            f"connection cap: {n} connections to --max-connections {limit}",
+            (
+                f"{refused} answered 503 ServiceUnavailable at once, {seen.still_open} held; "
+                f"a normal request while full: {while_full}"
+            ),
+            f"once they closed, a normal request: {after} (attempt {attempt})",
+        )
+    ]
 
 
 def header_limits(bench: Bench) -> list[Row]:
@@ -329,8 +359,13 @@ def header_limits(bench: Bench) -> list[Row]:
     ):
         results = [exchange(port, data) for _ in range(5)]  # each sent in one go, on a new connection
         took = min(result.sent for result in results) / MIB
-        rows.append((f"{what}, 5 times", f"answered {tally([result.raw for result in results])}",
-                     f"it took at least {took:.1f} of {len(data) / MIB:.1f} MiB before closing"))
+        rows.append(
+            (
+                f"{what}, 5 times",
+                f"answered {tally([result.raw for result in results])}",
+                f"it took at least {took:.1f} of {len(data) / MIB:.1f} MiB before closing",
+            )
+        )
     client = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     headers = {"X-Amzn-SageMaker-Target-Container-Hostname": "alpha", "Content-Type": "application/json"}
 
@@ -357,11 +392,19 @@ def header_limits(bench: Bench) -> list[Row]:
     client.close()
     pushed = outcome[0] if outcome else Exchange()
     during = [(b, e) for b, e in loud if b < pushed.ended and e > pushed.began]
-    rows.append((f"a 64 MiB header, while another client sends {bench.sizes.normal} requests one by one",
-                 (f"answered the attacker {tally([pushed.raw])}; drained {pushed.sent / MIB:.0f} MiB in "
-                 f"{pushed.ended - pushed.began:.2f} s, while {len(during)} normal requests ran"),
-                 (f"normal client: {ms(during)} during the push, {ms(loud)} over all {len(loud)}; "
-                  f"{ms(quiet)} with no attack")))
+    rows.append(
+        (
+            f"a 64 MiB header, while another client sends {bench.sizes.normal} requests one by one",
+            (
+                f"answered the attacker {tally([pushed.raw])}; drained {pushed.sent / MIB:.0f} MiB in "
+                f"{pushed.ended - pushed.began:.2f} s, while {len(during)} normal requests ran"
+            ),
+            (
+                f"normal client: {ms(during)} during the push, {ms(loud)} over all {len(loud)}; "
+                f"{ms(quiet)} with no attack"
+            ),
+        )
+    )
     return rows
 
 
@@ -384,10 +427,14 @@ def unread(bench: Bench, *, short: bool) -> Row:
         except OSError as exc:
             ended = type(exc).__name__
     setting = f"--send-timeout {bench.sizes.timeout:g}" if short else "default --send-timeout 60"
-    return (f"{n:,} pipelined requests, 60,000-byte answers, nothing read for {stall:g} s ({setting})",
-            (f"{ran} reached the container during the stall; then {answers:,} of {n:,} answers arrived, "
-            f"then {ended}; the container saw {bench.posts() - before:,} in all"),
-            f"RSS growth {growth:.1f} MiB (VmHWM after the stall − VmRSS before)")
+    return (
+        f"{n:,} pipelined requests, 60,000-byte answers, nothing read for {stall:g} s ({setting})",
+        (
+            f"{ran} reached the container during the stall; then {answers:,} of {n:,} answers arrived, "
+            f"then {ended}; the container saw {bench.posts() - before:,} in all"
+        ),
+        f"RSS growth {growth:.1f} MiB (VmHWM after the stall - VmRSS before)",
+    )
 
 
 def pipelined_bodies(bench: Bench, *extra: str) -> Row:
@@ -398,9 +445,11 @@ def pipelined_bodies(bench: Bench, *extra: str) -> Row:
     with ThreadPoolExecutor(conns) as pool:
         results = list(pool.map(lambda _: exchange(gateway.port, data, 120), range(conns)))
     budget = " ".join(extra) or "default --max-buffered-mib 256"
-    return (f"{conns} connections each pipelining {bodies} bodies of 6 MiB to a 0.5 s container ({budget})",
-            f"answered {tally([result.raw for result in results])}",
-            f"peak RSS growth {memory(gateway, 'VmHWM') - rss:.0f} MiB")
+    return (
+        f"{conns} connections each pipelining {bodies} bodies of 6 MiB to a 0.5 s container ({budget})",
+        f"answered {tally([result.raw for result in results])}",
+        f"peak RSS growth {memory(gateway, 'VmHWM') - rss:.0f} MiB",
+    )
 
 
 def dead(bench: Bench) -> list[Row]:
@@ -410,21 +459,39 @@ def dead(bench: Bench) -> list[Row]:
     with ThreadPoolExecutor(n) as pool:
         results = list(pool.map(lambda _: exchange(gateway.port, request(padded(0.5), close=True)), range(n)))
     after = settled_rss(gateway)
-    return [(f"dead connections: {n} at once, each a 6 MiB body, closed after the answer",
-             f"answered {tally([result.raw for result in results])}; no collection forced",
-             f"RSS before {before:.0f} MiB, peak {memory(gateway, 'VmHWM'):.0f} MiB, after {after:.0f} MiB")]
+    return [
+        (
+            f"dead connections: {n} at once, each a 6 MiB body, closed after the answer",
+            f"answered {tally([result.raw for result in results])}; no collection forced",
+            f"RSS before {before:.0f} MiB, peak {memory(gateway, 'VmHWM'):.0f} MiB, after {after:.0f} MiB",
+        )
+    ]
 
 
 SCENARIOS: list[Callable[[Bench], list[Row]]] = [  # numbered as in the table
     idle,
-    lambda bench: [after_sending(bench, "keep-alive connections idle after one request", request(),
-                                 bench.sizes.kept, "its answer")],
-    lambda bench: [after_sending(bench, "connections stalled mid-body (10 of 1,000 bytes sent)",
-                                 request(b"x" * 10, length=1000), bench.sizes.stalled, "the last byte sent")],
-    slowloris, cap, header_limits,
+    lambda bench: [
+        after_sending(
+            bench, "keep-alive connections idle after one request", request(), bench.sizes.kept, "its answer"
+        )
+    ],
+    lambda bench: [
+        after_sending(
+            bench,
+            "connections stalled mid-body (10 of 1,000 bytes sent)",
+            request(b"x" * 10, length=1000),
+            bench.sizes.stalled,
+            "the last byte sent",
+        )
+    ],
+    slowloris,
+    cap,
+    header_limits,
     lambda bench: [unread(bench, short=False), unread(bench, short=True)],
-    lambda bench: [pipelined_bodies(bench, *extra) for extra in ([], ["--max-buffered-mib", "64"],
-                                                                  ["--max-buffered-mib", "32"])],
+    lambda bench: [
+        pipelined_bodies(bench, *extra)
+        for extra in ([], ["--max-buffered-mib", "64"], ["--max-buffered-mib", "32"])
+    ],
     dead,
 ]
 
@@ -445,7 +512,7 @@ def main() -> int:
             for number, scenario in enumerate(SCENARIOS, 1):
                 try:
                     found = scenario(bench)
-                except Exception as exc:  # noqa: BLE001 - a broken scenario is a row, not the end of the run
+                except Exception as exc:
                     found = [(getattr(scenario, "__name__", "?"), f"failed: {exc!r}", "-")]
                 finally:
                     bench.stop_gateways()
@@ -456,15 +523,25 @@ def main() -> int:
             for proc in bench.started:
                 proc.kill()
     today = datetime.date.today().isoformat()
-    report = "\n".join([
-        f"# Gateway hardening, {today}", "", f"`{command}`", "",
-        (f"{platform.platform()}, Python {platform.python_version()}, {os.cpu_count()} CPUs. Gateways run "
-         f"with --header-timeout, --body-timeout, --keep-alive-timeout and --send-timeout "
-         f"{sizes.timeout:g} s unless a row says otherwise, a fresh one per scenario; the run took "
-         f"{time.monotonic() - started:.0f} s."), "",
-        "| # | scenario | what the gateway did | figure |", "|---|---|---|---|",
-        *(f"| {' | '.join(row)} |" for row in rows),
-    ])
+    report = "\n".join(
+        [
+            f"# Gateway hardening, {today}",
+            "",
+            f"`{command}`",
+            "",
+            (
+                f"{platform.platform()}, Python {platform.python_version()}, {os.cpu_count()} CPUs. Gateways "
+                "run "
+                f"with --header-timeout, --body-timeout, --keep-alive-timeout and --send-timeout "
+                f"{sizes.timeout:g} s unless a row says otherwise, a fresh one per scenario; the run took "
+                f"{time.monotonic() - started:.0f} s."
+            ),
+            "",
+            "| # | scenario | what the gateway did | figure |",
+            "|---|---|---|---|",
+            *(f"| {' | '.join(row)} |" for row in rows),
+        ]
+    )
     print(report)
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)

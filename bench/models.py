@@ -55,15 +55,29 @@ def measure_models(work: Path, args: argparse.Namespace, results: Any, measure: 
     torch_ports, tf_ports = allocate(), allocate()
     common = {**os.environ, "MCE_BIND_ADDRESS": "127.0.0.1", "MCE_PYTHON": sys.executable}
     servers = [
-        Launched([sys.executable, str(ROOT / "containers" / "pytorch" / "serve.py")],
-                 {**common, **torch_ports.environment(), "MCE_MODEL_DIR": str(ROOT / "build" / "pytorch" / "model-store"),
-                  "MCE_RUN_DIR": str(work / "torchserve")}, work / "torchserve.log"),
-        Launched(["sh", str(ROOT / "containers" / "tensorflow" / "serve.sh")],
-                 {**common, **tf_ports.environment(), "MCE_MODEL_DIR": str(ROOT / "build" / "tensorflow" / "model")},
-                 work / "tfserving.log"),
+        Launched(
+            [sys.executable, str(ROOT / "containers" / "pytorch" / "serve.py")],
+            {
+                **common,
+                **torch_ports.environment(),
+                "MCE_MODEL_DIR": str(ROOT / "build" / "pytorch" / "model-store"),
+                "MCE_RUN_DIR": str(work / "torchserve"),
+            },
+            work / "torchserve.log",
+        ),
+        Launched(
+            ["sh", str(ROOT / "containers" / "tensorflow" / "serve.sh")],
+            {
+                **common,
+                **tf_ports.environment(),
+                "MCE_MODEL_DIR": str(ROOT / "build" / "tensorflow" / "model"),
+            },
+            work / "tfserving.log",
+        ),
     ]
     gateway = None
     try:
+
         def container(name: str, protocol: BackendProtocol, ports: Any) -> dict[str, object]:
             found = addresses(protocol, ports)
             backend = {"Protocol": protocol.value, "Model": "mnist", "Url": found.url}
@@ -71,22 +85,31 @@ def measure_models(work: Path, args: argparse.Namespace, results: Any, measure: 
                 backend["ManagementUrl"] = found.management_url
             return {"ContainerHostname": name, "Backend": backend}
 
-        gateway = Gateway(work, "models", {
-            "EndpointName": "bench", "InferenceExecutionConfig": {"Mode": "Direct"},
-            "Containers": [
-                container("ts-rest", BackendProtocol.TORCHSERVE_REST, torch_ports),
-                container("ts-grpc", BackendProtocol.TORCHSERVE_GRPC, torch_ports),
-                container("tf-rest", BackendProtocol.TFSERVING_REST, tf_ports),
-                container("tf-grpc", BackendProtocol.TFSERVING_GRPC, tf_ports),
-            ],
-        })
+        gateway = Gateway(
+            work,
+            "models",
+            {
+                "EndpointName": "bench",
+                "InferenceExecutionConfig": {"Mode": "Direct"},
+                "Containers": [
+                    container("ts-rest", BackendProtocol.TORCHSERVE_REST, torch_ports),
+                    container("ts-grpc", BackendProtocol.TORCHSERVE_GRPC, torch_ports),
+                    container("tf-rest", BackendProtocol.TFSERVING_REST, tf_ports),
+                    container("tf-grpc", BackendProtocol.TFSERVING_GRPC, tf_ports),
+                ],
+            },
+        )
         cold = {
             "TorchServe": _torchserve_ready(torch_ports.extra(0), servers[0]),
             "TF": _tf_ready(tf_ports.bind, servers[1]),
         }
         wait_http(f"{gateway.url}/ping", timeout=180)  # 200 once every model can serve
         paths = {
-            "TorchServe direct REST": (f"http://127.0.0.1:{torch_ports.bind}", "/predictions/mnist", ("-", "-")),
+            "TorchServe direct REST": (
+                f"http://127.0.0.1:{torch_ports.bind}",
+                "/predictions/mnist",
+                ("-", "-"),
+            ),
             "TorchServe via gateway, REST": (gateway.url, INVOKE, ("ts-rest", "ts-rest")),
             "TorchServe via gateway, gRPC": (gateway.url, INVOKE, ("ts-grpc", "ts-grpc")),
             "TF direct REST": (f"http://127.0.0.1:{tf_ports.bind}", "/v1/models/mnist:predict", ("-", "-")),
@@ -96,9 +119,13 @@ def measure_models(work: Path, args: argparse.Namespace, results: Any, measure: 
         for round_ in range(args.rounds):
             print(f"models round {round_ + 1}/{args.rounds}", file=sys.stderr)
             for name, (url, path, targets) in paths.items():
-                results.add("models", name, measure(url, path, [], CONNECTIONS, args.seconds, body=0, targets=targets))
-                results.add("models c=1", name, measure(url, path, [], 1, args.seconds, body=0, targets=targets))
-        for server, launched in zip(("TorchServe", "TF"), servers):
+                results.add(
+                    "models", name, measure(url, path, [], CONNECTIONS, args.seconds, body=0, targets=targets)
+                )
+                results.add(
+                    "models c=1", name, measure(url, path, [], 1, args.seconds, body=0, targets=targets)
+                )
+        for server, launched in zip(("TorchServe", "TF"), servers, strict=True):
             results.notes[f"{server} cold start to ready (s)"] = [cold[server]]
             results.notes[f"{server} container memory (MB)"] = [launched.rss_mb()]
     finally:

@@ -41,12 +41,16 @@ class Client:
 
     def __init__(self, port: int) -> None:
         self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-        self.gateway_times: list[float] = []  # the gateway's own time per answer, from its Server-Timing header
+        self.gateway_times: list[
+            float
+        ] = []  # the gateway's own time per answer, from its Server-Timing header
         self.container_times: list[float] = []  # the container's, as the gateway saw it
 
     def post(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, float]:
         started = time.perf_counter()
-        self.connection.request("POST", path, body=body, headers={"Content-Type": "application/json", **headers})
+        self.connection.request(
+            "POST", path, body=body, headers={"Content-Type": "application/json", **headers}
+        )
         response = self.connection.getresponse()
         response.read()
         took = time.perf_counter() - started
@@ -73,11 +77,14 @@ def _wait_ping(port: int, exited: Callable[[], bool], what: str) -> None:
     raise SystemExit(f"{what} not ready within 120 s")
 
 
-def _gateway(work: Path, name: str, mms_port: int, prefix: str, env: dict[str, str]) -> tuple[subprocess.Popen[str], int]:
+def _gateway(
+    work: Path, name: str, mms_port: int, prefix: str, env: dict[str, str]
+) -> tuple[subprocess.Popen[str], int]:
     document = {
         "EndpointName": "bench",
         "PrimaryContainer": {
-            "Mode": "MultiModel", "ModelDataUrl": prefix,
+            "Mode": "MultiModel",
+            "ModelDataUrl": prefix,
             "Backend": {"Protocol": "sagemaker", "Url": f"http://127.0.0.1:{mms_port}"},
         },
     }
@@ -85,9 +92,22 @@ def _gateway(work: Path, name: str, mms_port: int, prefix: str, env: dict[str, s
     path.write_text(yaml.safe_dump(document))
     port = allocate().bind
     popen = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "serve", str(path), "--port", str(port), "--log-level", "warning",
-         "--model-cache", str(work / f"cache-{name}")],
-        env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=open(work / f"{name}.log", "w"),  # noqa: SIM115
+        [
+            sys.executable,
+            "-m",
+            "gateway",
+            "serve",
+            str(path),
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "--model-cache",
+            str(work / f"cache-{name}"),
+        ],
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=open(work / f"{name}.log", "w"),
         text=True,
     )
     _wait_ping(port, lambda: popen.poll() is not None, f"gateway {name}")
@@ -100,7 +120,9 @@ def _ms(values: list[float], q: float) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--models", type=int, default=10)
     parser.add_argument("--warm", type=int, default=500)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
@@ -120,8 +142,18 @@ def main() -> None:
     s3_server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     s3_server.start()
     s3_url = "http://{}:{}".format(*s3_server.get_host_and_port())
-    credentials = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"}
-    s3 = boto3.client("s3", endpoint_url=s3_url, region_name="us-east-1", aws_access_key_id="bench", aws_secret_access_key="bench")
+    credentials = {
+        "AWS_ACCESS_KEY_ID": "bench",
+        "AWS_SECRET_ACCESS_KEY": "bench",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=s3_url,
+        region_name="us-east-1",
+        aws_access_key_id="bench",
+        aws_secret_access_key="bench",
+    )
     s3.create_bucket(Bucket="models")
     for name in names:
         s3.upload_file(str(artifact), "models", f"prefix/s3-{name}")
@@ -129,14 +161,21 @@ def main() -> None:
     ports = allocate()
     mms = ContainerProcess(
         [sys.executable, str(ROOT / "containers" / "multi-model" / "serve.py")],
-        env={**os.environ, **ports.environment(), "MCE_BIND_ADDRESS": "127.0.0.1", "MCE_RUN_DIR": str(work / "mms")},
+        env={
+            **os.environ,
+            **ports.environment(),
+            "MCE_BIND_ADDRESS": "127.0.0.1",
+            "MCE_RUN_DIR": str(work / "mms"),
+        },
         log_path=work / "mms.log",
     )
     gateways = []
     try:
         _wait_ping(ports.bind, lambda: mms.returncode is not None, "MMS")
         local, local_port = _gateway(work, "local", ports.bind, str(prefix), {})
-        remote, remote_port = _gateway(work, "s3", ports.bind, "s3://models/prefix/", {**credentials, "AWS_ENDPOINT_URL_S3": s3_url})
+        remote, remote_port = _gateway(
+            work, "s3", ports.bind, "s3://models/prefix/", {**credentials, "AWS_ENDPOINT_URL_S3": s3_url}
+        )
         gateways = [local, remote]
         direct = Client(ports.bind)
         path = "/endpoints/bench/invocations"
@@ -146,13 +185,18 @@ def main() -> None:
         unpacked = work / "unpacked"
         with tarfile.open(artifact) as tar:
             tar.extractall(unpacked, filter="data")
-        results: dict[str, list[float]] = {"first request, local prefix": [], "load + first invoke, MMS directly": []}
+        results: dict[str, list[float]] = {
+            "first request, local prefix": [],
+            "load + first invoke, MMS directly": [],
+        }
         local_client = Client(local_port)
         for i, name in enumerate(names):
             status, took = local_client.post(path, BODY, {"X-Amzn-SageMaker-Target-Model": name})
             assert status == 200, status
             results["first request, local prefix"].append(took)
-            status, load = direct.post("/models", json.dumps({"model_name": f"direct{i}", "url": str(unpacked)}).encode(), {})
+            status, load = direct.post(
+                "/models", json.dumps({"model_name": f"direct{i}", "url": str(unpacked)}).encode(), {}
+            )
             assert status == 200, status
             status, invoke = direct.post(f"/models/direct{i}/invoke", BODY, {})
             assert status == 200, status
@@ -193,9 +237,12 @@ def main() -> None:
     lines = [
         f"# Multi-model: first request against warm ({time.strftime('%Y-%m-%d')})",
         "",
-        f"Command: `.venv/bin/python bench/multimodel.py --models {args.models} --warm {args.warm}`. One Multi Model",
-        "Server container (containers/multi-model), digits-mlp artifacts, sequential requests on one kept-alive",
-        "connection, on this machine (2 cores). First requests include unpacking (local prefix) or downloading from",
+        f"Command: `.venv/bin/python bench/multimodel.py --models {args.models} --warm {args.warm}`. One "
+        "Multi Model",
+        "Server container (containers/multi-model), digits-mlp artifacts, sequential requests on one "
+        "kept-alive",
+        "connection, on this machine (2 cores). First requests include unpacking (local prefix) or "
+        "downloading from",
         "a local S3-compatible server and unpacking (s3 prefix), then MMS's load and the invocation.",
         "",
         "| what | n | p50 ms | p90 ms | max ms | mean ms |",
@@ -203,7 +250,8 @@ def main() -> None:
     ]
     for label, values in results.items():
         lines.append(
-            f"| {label} | {len(values)} | {_ms(values, 0.5):.2f} | {_ms(values, 0.9):.2f} | {max(values) * 1000:.2f} "
+            f"| {label} | {len(values)} | {_ms(values, 0.5):.2f} | {_ms(values, 0.9):.2f} | "
+            f"{max(values) * 1000:.2f} "
             f"| {statistics.mean(values) * 1000:.2f} |"
         )
     text = "\n".join(lines) + "\n"

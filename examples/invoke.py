@@ -1,7 +1,7 @@
 """Invoke the digits endpoints with boto3, exactly as you would on SageMaker (the seed blog's calls).
 
-    .venv/bin/python examples/invoke.py [URL]                 mnist-direct: each container by its hostname
-    .venv/bin/python examples/invoke.py --serial [URL]        mnist-serial: the whole pipeline, CSV in
+.venv/bin/python examples/invoke.py [URL]                 mnist-direct: each container by its hostname
+.venv/bin/python examples/invoke.py --serial [URL]        mnist-serial: the whole pipeline, CSV in
 """
 
 from __future__ import annotations
@@ -41,7 +41,8 @@ def main() -> None:
         )
         answer = json.loads(response["Body"].read())
         predicted = [
-            max(range(10), key=p.__getitem__) if isinstance(p, list) else p["class"] for p in answer["predictions"]
+            max(range(10), key=p.__getitem__) if isinstance(p, list) else p["class"]
+            for p in answer["predictions"]
         ]
         print(f"{container:>16} -> {predicted} truth: {truth}")
 

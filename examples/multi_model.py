@@ -31,9 +31,13 @@ ENDPOINT = "multi-model"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("url", nargs="?", default="http://127.0.0.1:8080")
-    parser.add_argument("--prefix", type=Path, default=BUILD / "models", help="the endpoint's ModelDataUrl folder")
+    parser.add_argument(
+        "--prefix", type=Path, default=BUILD / "models", help="the endpoint's ModelDataUrl folder"
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     runtime = boto3.client(
@@ -49,7 +53,10 @@ def main() -> None:
     def predict(model: str, row: list[float]) -> tuple[int, float]:
         started = time.perf_counter()
         response = runtime.invoke_endpoint(
-            EndpointName=ENDPOINT, TargetModel=model, ContentType="application/json", Body=json.dumps({"inputs": [row]})
+            EndpointName=ENDPOINT,
+            TargetModel=model,
+            ContentType="application/json",
+            Body=json.dumps({"inputs": [row]}),
         )
         answer = json.loads(response["Body"].read())
         return answer["labels"][0], (time.perf_counter() - started) * 1000
@@ -59,7 +66,10 @@ def main() -> None:
     for model in ("digits-logreg.tar.gz", "digits-mlp.tar.gz"):
         label, first = predict(model, rows[0])
         _, warm = predict(model, rows[0])
-        print(f"   {model:<22} label {label} (truth {digits.target[-100]}): first {first:7.1f} ms, warm {warm:5.1f} ms")
+        print(
+            f"   {model:<22} label {label} (truth {digits.target[-100]}): first {first:7.1f} ms, warm "
+            f"{warm:5.1f} ms"
+        )
 
     print("2. ten copies of a third model, added under demo-subfolder/ while the endpoint runs")
     extra = BUILD / "extra" / "digits-small.tar.gz"
@@ -98,8 +108,11 @@ def main() -> None:
 def _metrics(url: str) -> dict[str, float]:
     """The endpoint's multi-model numbers, summed over its containers (the gateway's /metrics)."""
     wanted = (
-        "sagemaker_model_cache_hits_total", "sagemaker_model_cache_lookups_total", "sagemaker_loaded_model_count",
-        "sagemaker_model_loading_seconds_count", "mce_model_unloads_total",
+        "sagemaker_model_cache_hits_total",
+        "sagemaker_model_cache_lookups_total",
+        "sagemaker_loaded_model_count",
+        "sagemaker_model_loading_seconds_count",
+        "mce_model_unloads_total",
     )
     totals = dict.fromkeys(wanted, 0.0)
     with urllib.request.urlopen(url + "/metrics", timeout=10) as response:

@@ -1,4 +1,5 @@
-"""Who may invoke what: SigV4 authentication and IAM-style policies per access key (spec §6, §8). Off unless set.
+"""Who may invoke what: SigV4 authentication and IAM-style policies per access key (spec §6, §8). Off unless
+set.
 
 The access file (`mce serve|up --access FILE`) lists access keys, each with its secret (inline, or the name of
 an environment variable holding it) and its identity policies:
@@ -44,6 +45,7 @@ from botocore.credentials import Credentials
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from pydantic import ValidationError as PydanticValidationError
 
+from gateway.endpoint import document_issue
 from gateway.errors import AccessDenied, AuthenticationError, DocumentError, DocumentIssue
 from gateway.policy import Policy, PolicyError, parse_policies
 
@@ -93,18 +95,28 @@ class Access:
         return f"arn:aws:sagemaker:{self.region}:{self.account}:endpoint/{endpoint.lower()}"
 
     def check(
-        self, method: bytes, url: bytes, headers: dict[bytes, bytes], body: bytes, endpoint: str, *,
-        authorize: bool = True, now: datetime.datetime | None = None,
+        self,
+        method: bytes,
+        url: bytes,
+        headers: dict[bytes, bytes],
+        body: bytes,
+        endpoint: str,
+        *,
+        authorize: bool = True,
+        now: datetime.datetime | None = None,
     ) -> None:
-        """Raise AuthenticationError or AccessDenied unless the request is signed by a key whose policy allows it
+        """Raise AuthenticationError or AccessDenied unless the request is signed by a key whose policy
+        allows it
         (`authorize=False`: any key's valid signature will do). `headers` are the request's head, never its
         trailers: the same map the request was routed by."""
         key = self._authenticate(method, url, headers, body, now or datetime.datetime.now(datetime.UTC))
         if not authorize:
             return
         context = {}
-        for header, condition_key in ((b"x-amzn-sagemaker-target-container-hostname", "sagemaker:targetcontainerhostname"),
-                                      (b"x-amzn-sagemaker-target-model", "sagemaker:targetmodel")):
+        for header, condition_key in (
+            (b"x-amzn-sagemaker-target-container-hostname", "sagemaker:targetcontainerhostname"),
+            (b"x-amzn-sagemaker-target-model", "sagemaker:targetmodel"),
+        ):
             value = headers.get(header)
             if value is not None:
                 context[condition_key] = value.decode("latin-1")
@@ -115,12 +127,18 @@ class Access:
         self.denials[(key.key_id, "explicit deny" if decision.explicit_deny else "no allow")] += 1
         logger.warning(
             "access denied: key %s (%s) endpoint %s container %s model %s: %s",
-            key.key_id, key.name, endpoint, context.get("sagemaker:targetcontainerhostname", "-"),
+            key.key_id,
+            key.name,
+            endpoint,
+            context.get("sagemaker:targetcontainerhostname", "-"),
             context.get("sagemaker:targetmodel", "-"),
             f"explicit deny in {decision.statement}" if decision.explicit_deny else "no statement allows it",
         )
-        why = "with an explicit deny in an identity-based policy" if decision.explicit_deny else (
-            f"because no identity-based policy allows the {ACTION} action")
+        why = (
+            "with an explicit deny in an identity-based policy"
+            if decision.explicit_deny
+            else (f"because no identity-based policy allows the {ACTION} action")
+        )
         # AWS's wording for an IAM denial (spec §1.3)
         raise AccessDenied(
             f"User: arn:aws:iam::{self.account}:user/{key.name} is not authorized to perform: {ACTION} "
@@ -136,29 +154,44 @@ class Access:
             raise AuthenticationError("MissingAuthenticationTokenException", "Missing Authentication Token")
         algorithm, _, rest = authorization.decode("latin-1").partition(" ")
         fields = dict(part.strip().partition("=")[::2] for part in rest.split(","))
-        credential, signed, signature = fields.get("Credential"), fields.get("SignedHeaders"), fields.get("Signature")
+        credential, signed, signature = (
+            fields.get("Credential"),
+            fields.get("SignedHeaders"),
+            fields.get("Signature"),
+        )
         if algorithm != "AWS4-HMAC-SHA256" or not credential or not signed or not signature:
             raise AuthenticationError(
                 "IncompleteSignatureException",
-                "Authorization header requires AWS4-HMAC-SHA256 with Credential, SignedHeaders and Signature.",
+                "Authorization header requires AWS4-HMAC-SHA256 with Credential, SignedHeaders and "
+                "Signature.",
             )
         key_id, _, scope = credential.partition("/")
-        date, region, service, terminal = (scope.split("/") + ["", "", "", ""])[:4]
+        date, region, service, terminal = ([*scope.split("/"), "", "", "", ""])[:4]
         key = self.keys.get(key_id)
         if key is None:
             self.denials[(key_id, "unknown key")] += 1
-            raise AuthenticationError("UnrecognizedClientException", "The security token included in the request is invalid.")
+            raise AuthenticationError(
+                "UnrecognizedClientException", "The security token included in the request is invalid."
+            )
         if service != SERVICE or terminal != "aws4_request":
-            raise AuthenticationError("InvalidSignatureException", f"Credential should be scoped to correct service: '{SERVICE}'.")
+            raise AuthenticationError(
+                "InvalidSignatureException", f"Credential should be scoped to correct service: '{SERVICE}'."
+            )
         if region != self.region:
-            raise AuthenticationError("InvalidSignatureException", "Credential should be scoped to a valid region.")
+            raise AuthenticationError(
+                "InvalidSignatureException", "Credential should be scoped to a valid region."
+            )
         stamp = headers.get(b"x-amz-date", b"").decode("latin-1")
         try:
             signed_at = datetime.datetime.strptime(stamp, _TIME).replace(tzinfo=datetime.UTC)
         except ValueError:
-            raise AuthenticationError("IncompleteSignatureException", "X-Amz-Date is missing or not YYYYMMDDTHHMMSSZ.") from None
+            raise AuthenticationError(
+                "IncompleteSignatureException", "X-Amz-Date is missing or not YYYYMMDDTHHMMSSZ."
+            ) from None
         if date != stamp[:8]:
-            raise AuthenticationError("InvalidSignatureException", "Credential should be scoped to the date of X-Amz-Date.")
+            raise AuthenticationError(
+                "InvalidSignatureException", "Credential should be scoped to the date of X-Amz-Date."
+            )
         if signed_at < now - self.skew:
             self.denials[(key_id, "expired")] += 1
             raise AuthenticationError(
@@ -169,7 +202,8 @@ class Access:
         if signed_at > now + self.skew:
             raise AuthenticationError(
                 "InvalidSignatureException",
-                f"Signature not yet current: {stamp} is still later than {(now + self.skew).strftime(_TIME)}.",
+                f"Signature not yet current: {stamp} is still later than "
+                f"{(now + self.skew).strftime(_TIME)}.",
             )
         names = signed.split(";")
         if "host" not in names:
@@ -181,7 +215,8 @@ class Access:
             self.denials[(key_id, "bad signature")] += 1
             if declared == b"UNSIGNED-PAYLOAD":
                 raise AuthenticationError(
-                    "InvalidSignatureException", "UNSIGNED-PAYLOAD is not accepted: the signature must cover the body."
+                    "InvalidSignatureException",
+                    "UNSIGNED-PAYLOAD is not accepted: the signature must cover the body.",
                 )
             raise AuthenticationError(
                 "InvalidSignatureException",
@@ -194,19 +229,23 @@ class Access:
             headers={name: headers.get(name.encode(), b"").decode("latin-1") for name in names},
         )
         request.context["timestamp"] = stamp
-        expected = key.signer.signature(key.signer.string_to_sign(request, key.signer.canonical_request(request)), request)
+        expected = key.signer.signature(
+            key.signer.string_to_sign(request, key.signer.canonical_request(request)), request
+        )
         if not hmac.compare_digest(expected, signature):
             self.denials[(key_id, "bad signature")] += 1
             raise AuthenticationError(
                 "InvalidSignatureException",
-                "The request signature we calculated does not match the signature you provided. Check your AWS "
+                "The request signature we calculated does not match the signature you provided. Check your "
+                "AWS "
                 "Secret Access Key and signing method. Consult the service documentation for details.",
             )
         return key
 
 
 def load_access(path: str | Path) -> Access:
-    """Read and check an access file; DocumentError with every problem, naming the key, statement and field."""
+    """Read and check an access file; DocumentError with every problem, naming the key, statement and
+    field."""
     source = str(path)
     try:
         text = Path(path).read_text(encoding="utf-8")
@@ -217,21 +256,25 @@ def load_access(path: str | Path) -> Access:
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
         raise DocumentError(source, [DocumentIssue("", f"not valid YAML/JSON: {exc}")]) from exc
     except PydanticValidationError as exc:
-        raise DocumentError(
-            source, [DocumentIssue(".".join(str(p) for p in e["loc"]), e["msg"]) for e in exc.errors()]
-        ) from None
+        raise DocumentError(source, [document_issue(error) for error in exc.errors()]) from None
     issues: list[DocumentIssue] = []
     keys: dict[str, Key] = {}
     for index, item in enumerate(spec.Keys):
         where = f"Keys[{index}]"
         secret = item.SecretAccessKey
         if (secret is None) == (item.SecretAccessKeyFromEnv is None):
-            issues.append(DocumentIssue(where, "give exactly one of SecretAccessKey and SecretAccessKeyFromEnv"))
+            issues.append(
+                DocumentIssue(where, "give exactly one of SecretAccessKey and SecretAccessKeyFromEnv")
+            )
             continue
         if item.SecretAccessKeyFromEnv is not None:
             secret = os.environ.get(item.SecretAccessKeyFromEnv)
             if not secret:
-                issues.append(DocumentIssue(f"{where}.SecretAccessKeyFromEnv", f"${item.SecretAccessKeyFromEnv} is not set"))
+                issues.append(
+                    DocumentIssue(
+                        f"{where}.SecretAccessKeyFromEnv", f"${item.SecretAccessKeyFromEnv} is not set"
+                    )
+                )
                 continue
         if item.AccessKeyId in keys:
             issues.append(DocumentIssue(f"{where}.AccessKeyId", f"{item.AccessKeyId} is listed twice"))

@@ -8,7 +8,6 @@ import gc
 import logging
 import os
 import signal
-import socket
 import sys
 import time
 from collections.abc import Callable, Coroutine, Sequence
@@ -21,11 +20,14 @@ from gateway.app import Gateway, Options
 from gateway.compose import RenderError, render
 from gateway.endpoint import Endpoint, check_servable, load_endpoint
 from gateway.errors import DocumentError
+from gateway.launch.console import Console
 from gateway.launch.layout import at_hostnames
 from gateway.launch.modeldata import missing_model_data
+from gateway.launch.plan import LaunchError, plan
+from gateway.launch.ports import port_free
 from gateway.launch.process import group_usage
 from gateway.launch.summary import summary
-from gateway.launch.supervisor import STARTUP_TIMEOUT, STOP_GRACE, Console, LaunchError, Supervisor, plan
+from gateway.launch.supervisor import STARTUP_TIMEOUT, STOP_GRACE, Supervisor
 from gateway.limits import MIB, Limits, raise_descriptor_limit
 from gateway.multimodel.backend import MultiModelBackend
 
@@ -47,41 +49,60 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="mce", description="SageMaker multi-container endpoints, anywhere: a gateway that speaks the runtime API."
+        prog="mce",
+        description="SageMaker multi-container endpoints, anywhere: a gateway that speaks the runtime API.",
     )
     parser.add_argument("--version", action="version", version=f"mce-gateway {__version__}")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
-    validate = commands.add_parser("validate", help="check an endpoint document; exit 1 with every problem found")
+    validate = commands.add_parser(
+        "validate", help="check an endpoint document; exit 1 with every problem found"
+    )
     validate.add_argument("file", help="endpoint document (YAML or JSON, shaped like a CreateModel request)")
     validate.set_defaults(command=_validate)
 
     serve = commands.add_parser("serve", help="serve an endpoint whose containers are already running")
     _listen_options(serve)
     serve.add_argument(
-        "--by-hostname", action="store_true",
-        help="reach containers without a Backend.Url at their ContainerHostname on the standard ports (compose)",
+        "--by-hostname",
+        action="store_true",
+        help=(
+            "reach containers without a Backend.Url at their ContainerHostname on the standard ports "
+            "(compose)"
+        ),
     )
     serve.set_defaults(command=_serve)
 
-    up = commands.add_parser("up", help="start every container natively, then serve the endpoint (Ctrl-C stops all)")
+    up = commands.add_parser(
+        "up", help="start every container natively, then serve the endpoint (Ctrl-C stops all)"
+    )
     _listen_options(up)
     up.add_argument("--run-dir", type=Path, help="logs and runtime files (default run/<EndpointName>)")
     up.add_argument(
-        "--startup-timeout", type=float, default=STARTUP_TIMEOUT, metavar="SECONDS",
-        help=f"how long containers may take to pass their health checks (default {STARTUP_TIMEOUT:.0f}, as SageMaker)",
+        "--startup-timeout",
+        type=float,
+        default=STARTUP_TIMEOUT,
+        metavar="SECONDS",
+        help=(
+            f"how long containers may take to pass their health checks (default {STARTUP_TIMEOUT:.0f}, as "
+            "SageMaker)"
+        ),
     )
     up.set_defaults(command=_up)
 
     status_command = commands.add_parser("status", help="each container of a running endpoint at a glance")
-    status_command.add_argument("url", nargs="?", default="http://127.0.0.1:8080", help="the gateway (default http://127.0.0.1:8080)")
+    status_command.add_argument(
+        "url", nargs="?", default="http://127.0.0.1:8080", help="the gateway (default http://127.0.0.1:8080)"
+    )
     status_command.set_defaults(command=_status)
 
     render_command = commands.add_parser("render", help="write the endpoint in another tool's format")
     render_command.add_argument("format", choices=["compose"])
     render_command.add_argument("file", help="endpoint document")
     render_command.add_argument("-o", "--output", type=Path, help="write here (default: standard output)")
-    render_command.add_argument("--port", type=int, default=8080, help="the gateway's published port (default 8080)")
+    render_command.add_argument(
+        "--port", type=int, default=8080, help="the gateway's published port (default 8080)"
+    )
     render_command.set_defaults(command=_render)
     return parser
 
@@ -89,21 +110,36 @@ def _parser() -> argparse.ArgumentParser:
 def _listen_options(command: argparse.ArgumentParser) -> None:
     command.add_argument("file", help="endpoint document (YAML or JSON)")
     command.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    command.add_argument("--port", type=int, default=8080, help="port to listen on; 0 lets the OS choose (default 8080)")
+    command.add_argument(
+        "--port", type=int, default=8080, help="port to listen on; 0 lets the OS choose (default 8080)"
+    )
     command.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    command.add_argument("--no-metrics", action="store_true", help="no /metrics, no Server-Timing (they cost a little per request)")
+    command.add_argument(
+        "--no-metrics",
+        action="store_true",
+        help="no /metrics, no Server-Timing (they cost a little per request)",
+    )
     command.add_argument("--access-log", action="store_true", help="one JSON line per invocation on stderr")
     command.add_argument(
-        "--access", metavar="FILE",
-        help="turn on SigV4 authentication and per-key IAM policies, from this access file (see gateway/access.py)",
+        "--access",
+        metavar="FILE",
+        help=(
+            "turn on SigV4 authentication and per-key IAM policies, from this access file (see "
+            "gateway/access.py)"
+        ),
     )
     command.add_argument(
-        "--model-cache", type=Path, metavar="DIR",
-        help="MultiModel containers' unpacked models, a folder per container; the container must see it at the "
-        "same path (default: <run dir>/models, run/<EndpointName>/models for serve)",
+        "--model-cache",
+        type=Path,
+        metavar="DIR",
+        help="MultiModel containers' unpacked models, a folder per container; the container must see it at "
+        "the same path (default: <run dir>/models, run/<EndpointName>/models for serve)",
     )
     command.add_argument(
-        "--shutdown-grace", type=float, default=STOP_GRACE, metavar="SECONDS",
+        "--shutdown-grace",
+        type=float,
+        default=STOP_GRACE,
+        metavar="SECONDS",
         help=f"on SIGTERM/SIGINT, how long answers in progress may take to finish (default {STOP_GRACE:.0f})",
     )
     limits = command.add_argument_group("client limits (gateway/limits.py; README, 'Limits and timeouts')")
@@ -115,16 +151,26 @@ def _listen_options(command: argparse.ArgumentParser) -> None:
         ("--send-timeout", "send_timeout", "a client may take none of its answer before it is cut off"),
     ):
         limits.add_argument(
-            flag, type=_positive, default=getattr(defaults, field), dest=field, metavar="SECONDS",
+            flag,
+            type=_positive,
+            default=getattr(defaults, field),
+            dest=field,
+            metavar="SECONDS",
             help=f"seconds {what} (default {getattr(defaults, field):g})",
         )
     limits.add_argument(
-        "--max-connections", type=int, default=defaults.max_connections, metavar="N",
-        help=f"open client connections; past it new ones are answered 503 (default {defaults.max_connections}, "
-        "lowered to what `ulimit -n` holds)",
+        "--max-connections",
+        type=int,
+        default=defaults.max_connections,
+        metavar="N",
+        help="open client connections; past it new ones are answered 503 "
+        f"(default {defaults.max_connections}, lowered to what `ulimit -n` holds)",
     )
     limits.add_argument(
-        "--max-buffered-mib", type=_positive, default=defaults.max_buffered_bodies / MIB, metavar="MIB",
+        "--max-buffered-mib",
+        type=_positive,
+        default=defaults.max_buffered_bodies / MIB,
+        metavar="MIB",
         help="request bodies held by all connections together; past it requests are answered 503 "
         f"(default {defaults.max_buffered_bodies // MIB})",
     )
@@ -140,9 +186,12 @@ def _positive(text: str) -> float:
 def _limits(args: argparse.Namespace) -> Limits:
     raise_descriptor_limit()
     return Limits(
-        header_timeout=args.header_timeout, body_timeout=args.body_timeout,
-        keep_alive_timeout=args.keep_alive_timeout, send_timeout=args.send_timeout,
-        max_connections=args.max_connections, max_buffered_bodies=int(args.max_buffered_mib * MIB),
+        header_timeout=args.header_timeout,
+        body_timeout=args.body_timeout,
+        keep_alive_timeout=args.keep_alive_timeout,
+        send_timeout=args.send_timeout,
+        max_connections=args.max_connections,
+        max_buffered_bodies=int(args.max_buffered_mib * MIB),
     ).fitted()
 
 
@@ -239,8 +288,13 @@ def _render(args: argparse.Namespace) -> int:
 
 def _options(args: argparse.Namespace, access: Access | None) -> Options:
     return Options(
-        host=args.host, port=args.port, metrics=not args.no_metrics, access_log=args.access_log, access=access,
-        limits=_limits(args), shutdown_grace=args.shutdown_grace,
+        host=args.host,
+        port=args.port,
+        metrics=not args.no_metrics,
+        access_log=args.access_log,
+        access=access,
+        limits=_limits(args),
+        shutdown_grace=args.shutdown_grace,
     )
 
 
@@ -264,7 +318,9 @@ async def _serve_endpoint(endpoint: Endpoint, args: argparse.Namespace, access: 
     if url is None:
         await gateway.close()
         return EXIT_FAILED
-    print(f"mce-gateway: endpoint {endpoint.EndpointName} ({endpoint.layout()}) listening on {url}", flush=True)
+    print(
+        f"mce-gateway: endpoint {endpoint.EndpointName} ({endpoint.layout()}) listening on {url}", flush=True
+    )
     await stop.wait()
     await gateway.close()
     return EXIT_OK
@@ -273,7 +329,7 @@ async def _serve_endpoint(endpoint: Endpoint, args: argparse.Namespace, access: 
 async def _up_endpoint(endpoint: Endpoint, args: argparse.Namespace, access: Access | None) -> int:
     began = time.monotonic()
     console = Console()
-    if args.port != 0 and not _port_free(args.host, args.port):
+    if args.port != 0 and not port_free(args.host, args.port):
         print(
             f"mce: port {args.port} on {args.host} is in use (another `mce up`?); stop it or pass --port",
             file=sys.stderr,
@@ -359,16 +415,6 @@ def _freeze_heap() -> None:
     of the garbage collector's sight, so its full collections do not pause requests walking it."""
     gc.collect()
     gc.freeze()
-
-
-def _port_free(host: str, port: int) -> bool:
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
 
 
 def _logging(level: str) -> None:

@@ -37,7 +37,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("gateway.server")
 
-STREAM_THRESHOLD = 64 * 1024  # an answer whole within this goes out in one write; a larger one is streamed
 PROMETHEUS = b"text/plain; version=0.0.4; charset=utf-8"
 
 P = ParamSpec("P")
@@ -63,13 +62,36 @@ class Cycle:
     and how far its answer has got."""
 
     __slots__ = (
-        "_conn", "_exchange", "_head_sent", "_hop", "_sent", "_service", "_task", "call", "finished", "held",
-        "keep_alive", "operation", "refusal", "rid", "route", "timeline",
+        "_conn",
+        "_exchange",
+        "_head_sent",
+        "_hop",
+        "_sent",
+        "_service",
+        "_task",
+        "call",
+        "finished",
+        "held",
+        "keep_alive",
+        "operation",
+        "refusal",
+        "rid",
+        "route",
+        "timeline",
     )
 
     def __init__(
-        self, conn: Connection, service: Service | None, rid: bytes, operation: Operation | None, route: Route | None,
-        call: Invocation | None, refusal: GatewayError | None, *, keep_alive: bool, held: int = 0,
+        self,
+        conn: Connection,
+        service: Service | None,
+        rid: bytes,
+        operation: Operation | None,
+        route: Route | None,
+        call: Invocation | None,
+        refusal: GatewayError | None,
+        *,
+        keep_alive: bool,
+        held: int = 0,
         timeline: Timeline | None = None,
     ) -> None:
         self._conn = conn
@@ -117,7 +139,7 @@ class Cycle:
             self.timeline.sent(hop)
         begin = route.begins[hop]
         if begin is not None:
-            self._exchange = begin(sent, self, STREAM_THRESHOLD)
+            self._exchange = begin(sent, self, wire.WHOLE)
             if self._exchange is not None:
                 return  # reply() or error() follows
         self._wait(self._invoke, hop, sent)
@@ -166,18 +188,20 @@ class Cycle:
         assert self._service is not None
         health = await self._service.dataplane.health()
         self._conn.write(
-            wire.json_response(200 if health.ready else 503, health.document(), self.rid, close=not self.keep_alive)
+            wire.json_response(
+                200 if health.ready else 503, health.document(), self.rid, close=not self.keep_alive
+            )
         )
         self._finish()
 
     async def _stream(self, reply: Reply) -> None:
-        """The last container's 2xx answer: whole if it completes within STREAM_THRESHOLD, else relayed as
+        """The last container's 2xx answer: whole if it completes within wire.WHOLE, else relayed as
         it arrives (Content-Length passed on, or re-chunked), at the pace the client takes it."""
         conn = self._conn
         try:
             chunks = reply.take()
             size = sum(map(len, chunks))
-            while not reply.complete and size < STREAM_THRESHOLD:
+            while not reply.complete and size < wire.WHOLE:
                 await reply.wait()
                 more = reply.take()
                 chunks += more
@@ -190,8 +214,12 @@ class Cycle:
                 length = reply.content_length
                 conn.write(
                     wire.invocation_head(
-                        self.rid, reply.content_type, reply.custom_attributes, length=length,
-                        close=not self.keep_alive, timing=self._timing(),
+                        self.rid,
+                        reply.content_type,
+                        reply.custom_attributes,
+                        length=length,
+                        close=not self.keep_alive,
+                        timing=self._timing(),
                     )
                 )
                 self._head_sent = True
@@ -264,7 +292,11 @@ class Cycle:
     def _write_whole(self, reply: Reply, chunks: list[bytes], size: int) -> None:
         """A whole answer in one write: head and body together."""
         head = wire.invocation_head(
-            self.rid, reply.content_type, reply.custom_attributes, length=size, close=not self.keep_alive,
+            self.rid,
+            reply.content_type,
+            reply.custom_attributes,
+            length=size,
+            close=not self.keep_alive,
             timing=self._timing(),
         )
         self._conn.write(b"".join([head, *chunks]))

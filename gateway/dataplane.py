@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.backends import Backend, Reply, ReplyTooLarge, build_backend
+from gateway.backends import Backend, BodyTooLarge, Reply, build_backend
 from gateway.endpoint import ContainerMode, Endpoint
 from gateway.errors import ModelError
 from gateway.invocation import Invocation
@@ -51,7 +51,9 @@ class DataPlane:
         self._health_round: asyncio.Future[Health] | None = None
 
     @classmethod
-    def from_endpoint(cls, endpoint: Endpoint, *, base: Path | None = None, model_cache: Path | None = None) -> DataPlane:
+    def from_endpoint(
+        cls, endpoint: Endpoint, *, base: Path | None = None, model_cache: Path | None = None
+    ) -> DataPlane:
         """`base`: the endpoint document's folder; `model_cache`: where MultiModel containers' models are
         unpacked, a folder per container (both default to the current folder's)."""
         base = base or Path.cwd()
@@ -82,12 +84,21 @@ class DataPlane:
         if route.last == 0:
             return call
         return Invocation(
-            call.body, call.content_type, None, call.custom_attributes, call.inference_id, call.target_model, call.traceparent
+            call.body,
+            call.content_type,
+            None,
+            call.custom_attributes,
+            call.inference_id,
+            call.target_model,
+            call.traceparent,
         )
 
     @staticmethod
-    def hand_on(route: Route, index: int, call: Invocation, sent: Invocation, reply: Reply, body: bytes) -> Invocation:
-        """What container `index + 1` is sent: container `index`'s answer and its Content-Type (docs/decisions.md D5)."""
+    def hand_on(
+        route: Route, index: int, call: Invocation, sent: Invocation, reply: Reply, body: bytes
+    ) -> Invocation:
+        """What container `index + 1` is sent: container `index`'s answer and its Content-Type
+        (docs/decisions.md D5)."""
         return Invocation(
             body,
             reply.content_type,
@@ -108,7 +119,7 @@ class DataPlane:
 
     async def _check_all(self) -> Health:
         reasons = await asyncio.gather(*(backend.check_health() for backend in self.backends))
-        return Health({backend.name: reason for backend, reason in zip(self.backends, reasons)})
+        return Health({backend.name: reason for backend, reason in zip(self.backends, reasons, strict=True)})
 
     def _end_round(self, _: asyncio.Future[Health]) -> None:
         self._health_round = None
@@ -122,7 +133,7 @@ async def read_hop(reply: Reply, source: str, target: str) -> bytes:
         raise _hop_too_large(source, target, f"{declared} bytes")
     try:
         return await reply.read(MAX_HOP_PAYLOAD)
-    except ReplyTooLarge:
+    except BodyTooLarge:
         raise _hop_too_large(source, target, f"more than {MAX_HOP_PAYLOAD} bytes") from None
 
 

@@ -8,7 +8,7 @@ reported with its field path, all at once, as `DocumentError`.
 
 import json
 import re
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -54,17 +54,17 @@ class _Shape(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
 
 
-class ExecutionMode(str, Enum):
+class ExecutionMode(StrEnum):
     SERIAL = "Serial"
     DIRECT = "Direct"
 
 
-class ContainerMode(str, Enum):
+class ContainerMode(StrEnum):
     SINGLE_MODEL = "SingleModel"
     MULTI_MODEL = "MultiModel"
 
 
-class BackendProtocol(str, Enum):
+class BackendProtocol(StrEnum):
     """How the gateway talks to a container; each has a module in `gateway.backends`."""
 
     SAGEMAKER = "sagemaker"  # the generic container contract: GET /ping, POST /invocations (spec §5)
@@ -139,9 +139,15 @@ class BackendSpec(_Shape):
     # TorchServe's management API, where a model's workers tell whether it can serve (readiness).
     ManagementUrl: HttpUrl | None = None
     # The model's name (and version) inside a TorchServe or TF Serving container.
-    Model: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=256)] | None = None
-    ModelVersion: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)] | None = None
-    ModelLabel: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)] | None = None
+    Model: (
+        Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=256)] | None
+    ) = None
+    ModelVersion: (
+        Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)] | None
+    ) = None
+    ModelLabel: (
+        Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)] | None
+    ) = None
     # TF Serving: the signature used when a request names none (default serving_default).
     SignatureName: Annotated[str, StringConstraints(min_length=1, max_length=256)] | None = None
     InvocationTimeoutInSeconds: Seconds = DEFAULT_INVOCATION_TIMEOUT
@@ -204,7 +210,11 @@ class Endpoint(_Shape):
         """How the containers serve, for banners: `Direct: a, b`, `Serial: a -> b`, or the one container."""
         names = [self.hostname(i) for i in range(len(self.containers))]
         if len(names) == 1:
-            kind = "multi-model container" if self.containers[0].Mode is ContainerMode.MULTI_MODEL else "one container"
+            kind = (
+                "multi-model container"
+                if self.containers[0].Mode is ContainerMode.MULTI_MODEL
+                else "one container"
+            )
             return f"{kind}: {names[0]}"
         return f"{self.mode.value}: " + (", " if self.mode is ExecutionMode.DIRECT else " -> ").join(names)
 
@@ -218,7 +228,8 @@ class Endpoint(_Shape):
     def with_backends(self, backends: dict[int, BackendSpec]) -> "Endpoint":
         """A copy with the `Backend` of the containers at these positions replaced."""
         containers = [
-            c.model_copy(update={"Backend": backends[i]}) if i in backends else c for i, c in enumerate(self.containers)
+            c.model_copy(update={"Backend": backends[i]}) if i in backends else c
+            for i, c in enumerate(self.containers)
         ]
         if self.Containers is not None:
             return self.model_copy(update={"Containers": containers})
@@ -267,11 +278,12 @@ def parse_endpoint(raw: object, *, source: str, default_name: str) -> Endpoint:
     try:
         endpoint = Endpoint.model_validate(document)
     except PydanticValidationError as exc:
-        issues = [_issue(error) for error in exc.errors()]
+        issues = [document_issue(error) for error in exc.errors()]
         if "EndpointName" not in raw:
             issues = [
                 DocumentIssue(i.path, f"{i.message} (the file's stem is the default; set EndpointName)")
-                if i.path == "EndpointName" else i
+                if i.path == "EndpointName"
+                else i
                 for i in issues
             ]
     issues += _check_rules(document)
@@ -305,7 +317,8 @@ def _check_rules(document: dict[str, object]) -> list[DocumentIssue]:
     if direct:
         issues += [
             DocumentIssue(f"{path}.ContainerHostname", "required in Direct mode")
-            for path, name in zip(paths, names) if name is None
+            for path, name in zip(paths, names, strict=True)
+            if name is None
         ]
     elif any(name is not None for name in names):
         issues += [
@@ -313,7 +326,8 @@ def _check_rules(document: dict[str, object]) -> list[DocumentIssue]:
                 f"{path}.ContainerHostname",
                 "required because another container sets one (all containers are named or none)",
             )
-            for path, name in zip(paths, names) if name is None
+            for path, name in zip(paths, names, strict=True)
+            if name is None
         ]
     first_seen: dict[object, int] = {}
     for index, name in enumerate(names):
@@ -329,22 +343,31 @@ def _check_rules(document: dict[str, object]) -> list[DocumentIssue]:
         else:
             first_seen[name] = index
 
-    for path, container in zip(paths, containers):
+    for path, container in zip(paths, containers, strict=True):
         issues += _backend_rules(f"{path}.Backend", container.get("Backend"))
         issues += _multi_model_rules(path, container)
 
     multi_model = [i for i, c in enumerate(containers) if c.get("Mode") == ContainerMode.MULTI_MODEL.value]
     if not direct and len(multi_model) > 1:
         issues.append(
-            DocumentIssue(f"{paths[multi_model[1]]}.Mode", "a Serial pipeline holds at most one MultiModel container")
+            DocumentIssue(
+                f"{paths[multi_model[1]]}.Mode", "a Serial pipeline holds at most one MultiModel container"
+            )
         )
 
     sizes = [_environment_bytes(c.get("Environment")) for c in containers]
     issues += [
-        DocumentIssue(f"{path}.Environment", f"keys and values total {size} bytes; at most {MAX_ENVIRONMENT_BYTES}")
-        for path, size in zip(paths, sizes) if size > MAX_ENVIRONMENT_BYTES
+        DocumentIssue(
+            f"{path}.Environment", f"keys and values total {size} bytes; at most {MAX_ENVIRONMENT_BYTES}"
+        )
+        for path, size in zip(paths, sizes, strict=True)
+        if size > MAX_ENVIRONMENT_BYTES
     ]
-    if len(containers) > 1 and sum(sizes) > MAX_ENVIRONMENT_BYTES and all(s <= MAX_ENVIRONMENT_BYTES for s in sizes):
+    if (
+        len(containers) > 1
+        and sum(sizes) > MAX_ENVIRONMENT_BYTES
+        and all(s <= MAX_ENVIRONMENT_BYTES for s in sizes)
+    ):
         issues.append(
             DocumentIssue(
                 "Containers",
@@ -367,16 +390,24 @@ def _backend_rules(path: str, backend: object) -> list[DocumentIssue]:
     url = backend.get("Url")
     scheme = "grpc" if protocol.is_grpc else "http"
     if isinstance(url, str) and not url.startswith(f"{scheme}://"):
-        issues.append(DocumentIssue(f"{path}.Url", f"Protocol {protocol.value} is reached at a {scheme}:// URL"))
+        issues.append(
+            DocumentIssue(f"{path}.Url", f"Protocol {protocol.value} is reached at a {scheme}:// URL")
+        )
     if protocol.needs_model and backend.get("Model") is None:
-        issues.append(DocumentIssue(f"{path}.Model", f"required for Protocol {protocol.value}: the model's name in the server"))
+        issues.append(
+            DocumentIssue(
+                f"{path}.Model", f"required for Protocol {protocol.value}: the model's name in the server"
+            )
+        )
     version, label = backend.get("ModelVersion"), backend.get("ModelLabel")
     if version is not None and label is not None:
         issues.append(DocumentIssue(f"{path}.ModelLabel", "give ModelVersion or ModelLabel, not both"))
     if label is not None and not protocol.value.startswith("tfserving"):
         issues.append(DocumentIssue(f"{path}.ModelLabel", "only TF Serving has version labels"))
     if protocol is BackendProtocol.TFSERVING_GRPC and isinstance(version, str) and not version.isdigit():
-        issues.append(DocumentIssue(f"{path}.ModelVersion", f"'{version}' is not a number; TF Serving versions are"))
+        issues.append(
+            DocumentIssue(f"{path}.ModelVersion", f"'{version}' is not a number; TF Serving versions are")
+        )
     if backend.get("SignatureName") is not None and not protocol.value.startswith("tfserving"):
         issues.append(DocumentIssue(f"{path}.SignatureName", "only TF Serving models have signatures"))
     return issues
@@ -398,16 +429,29 @@ def _multi_model_rules(path: str, container: dict[str, object]) -> list[Document
         issues.append(
             DocumentIssue(
                 f"{path}.Backend.Protocol",
-                f"a MultiModel container is reached over its multi-model API (Protocol sagemaker), not {protocol}",
+                "a MultiModel container is reached over its multi-model API (Protocol sagemaker), not "
+                f"{protocol}",
             )
         )
     url = container.get("ModelDataUrl")
     if url is None:
-        issues.append(DocumentIssue(f"{path}.ModelDataUrl", "required for Mode MultiModel: the prefix models are loaded from"))
+        issues.append(
+            DocumentIssue(
+                f"{path}.ModelDataUrl", "required for Mode MultiModel: the prefix models are loaded from"
+            )
+        )
     elif isinstance(url, str) and url.startswith(("http://", "https://")):
-        issues.append(DocumentIssue(f"{path}.ModelDataUrl", "a MultiModel prefix is a folder, a file:// URL or an s3:// URL"))
+        issues.append(
+            DocumentIssue(
+                f"{path}.ModelDataUrl", "a MultiModel prefix is a folder, a file:// URL or an s3:// URL"
+            )
+        )
     elif isinstance(url, str) and url.endswith((".tar.gz", ".tgz")):
-        issues.append(DocumentIssue(f"{path}.ModelDataUrl", "for Mode MultiModel this is a prefix (a folder), not one artifact"))
+        issues.append(
+            DocumentIssue(
+                f"{path}.ModelDataUrl", "for Mode MultiModel this is a prefix (a folder), not one artifact"
+            )
+        )
     return issues
 
 
@@ -419,7 +463,7 @@ _PATTERN_NAMES = {
 }
 
 
-def _issue(error: ErrorDetails) -> DocumentIssue:
+def document_issue(error: ErrorDetails) -> DocumentIssue:
     """One pydantic error as a path and a rule a person can act on."""
     path = _path(error["loc"])
     kind = error["type"]

@@ -11,8 +11,7 @@
     ├── ModelError                    424  a container answered non-2xx, or could not be talked to
     ├── ModelNotReady                 429  ModelNotReadyException
     ├── InternalFailure               500  a fault of the gateway itself
-    ├── ServiceUnavailable            503
-    └── InternalDependencyException   530
+    └── ServiceUnavailable            503  the gateway holds all it may (connections, buffered bodies)
 
 Each class knows its HTTP status and the SageMaker error code (the botocore shape name, spec §1.3);
 library code raises these and each front door turns them into its wire form in one place
@@ -80,7 +79,8 @@ class UnknownOperation(GatewayError):
 
 class RequestRefused(GatewayError):
     """The request cannot be read within the front door's limits (gateway.limits). None is a modelled
-    sagemaker-runtime shape, so botocore raises a ClientError with `code`, as for AWS's own 4xx of this kind."""
+    sagemaker-runtime shape, so botocore raises a ClientError with `code`, as for AWS's own 4xx of this
+    kind."""
 
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(message)
@@ -135,11 +135,6 @@ class ServiceUnavailable(GatewayError):
     code = "ServiceUnavailable"
 
 
-class InternalDependencyException(GatewayError):
-    status = 530
-    code = "InternalDependencyException"
-
-
 @dataclass(frozen=True, slots=True)
 class DocumentIssue:
     """One broken rule in an endpoint document: where (a field path) and what."""
@@ -152,7 +147,8 @@ class DocumentIssue:
 
 
 class DocumentError(Exception):
-    """A document (the endpoint, the access file) cannot be used; carries every issue found, not just the first."""
+    """A document (the endpoint, the access file) cannot be used; carries every issue found, not just the
+    first."""
 
     def __init__(self, source: str, issues: list[DocumentIssue]) -> None:
         self.source = source

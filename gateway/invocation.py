@@ -28,6 +28,7 @@ class Invocation:
     target_model: bytes | None = None
     traceparent: bytes | None = None  # W3C trace context, passed to every container
 
+
 def invocation_from(headers: dict[bytes, bytes]) -> Invocation:
     """The forwarded headers of a request, checked against the runtime API's constraints (spec §1.2).
 
@@ -35,7 +36,11 @@ def invocation_from(headers: dict[bytes, bytes]) -> Invocation:
     """
     get = headers.get
     content_type, accept, attributes = get(wire.CONTENT_TYPE), get(wire.ACCEPT), get(wire.CUSTOM_ATTRIBUTES)
-    for value, member in ((content_type, "ContentType"), (accept, "Accept"), (attributes, "CustomAttributes")):
+    for value, member in (
+        (content_type, "ContentType"),
+        (accept, "Accept"),
+        (attributes, "CustomAttributes"),
+    ):
         if value is not None and (len(value) > wire.MAX_HEADER_VALUE or not value.isascii()):
             raise ValidationError(
                 f"Value for {member} must be at most {wire.MAX_HEADER_VALUE} US-ASCII characters."
@@ -49,7 +54,7 @@ def invocation_from(headers: dict[bytes, bytes]) -> Invocation:
     variant = get(wire.TARGET_VARIANT)
     if variant is not None and variant != _VARIANT:
         raise ValidationError(
-            f"Target variant '{_text(variant)}' is not a production variant of this endpoint; "
+            f"Target variant '{wire.shown(variant)}' is not a production variant of this endpoint; "
             f"its only variant is '{wire.VARIANT_NAME}'."
         )
     return Invocation(b"", content_type, accept, attributes, inference_id, target_model, get(b"traceparent"))
@@ -64,7 +69,8 @@ def _check_printable(value: bytes, member: str, limit: int) -> None:
         raise ValidationError(f"Value for {member} must be between 1 and {limit} characters long.")
     if not value.isascii() or not value.decode("ascii").isprintable() or value[:1].isspace():
         raise ValidationError(
-            f"Value '{_text(value)}' for {member} must be printable characters that do not start with a space."
+            f"Value '{wire.shown(value)}' for {member} must be printable characters that do not start with a "
+            "space."
         )
 
 
@@ -82,10 +88,6 @@ def _check_relative_path(value: bytes) -> None:
         or _ESCAPED.search(value)
     ):
         raise ValidationError(
-            f"TargetModel '{_text(value)}' must be a path relative to the model prefix: no leading '/', no '.' "
-            "or '..' segments, no '//', backslashes or percent-escapes."
+            f"TargetModel '{wire.shown(value)}' must be a path relative to the model prefix: "
+            "no leading '/', no '.' or '..' segments, no '//', backslashes or percent-escapes."
         )
-
-
-def _text(value: bytes) -> str:
-    return value[:80].decode("ascii", "replace")

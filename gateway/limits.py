@@ -27,10 +27,16 @@ FDS_RESERVED = 256
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    header_timeout: float = 60 * SECONDS  # from a request's first byte (a new connection's accept) to its last header
+    header_timeout: float = (
+        60 * SECONDS
+    )  # from a request's first byte (a new connection's accept) to its last header
     body_timeout: float = 60 * SECONDS  # from the last header to the last byte of the body
-    keep_alive_timeout: float = 75 * SECONDS  # an idle keep-alive connection, between an answer and the next request
-    send_timeout: float = 60 * SECONDS  # a client that takes none of its answer while the gateway waits to write
+    keep_alive_timeout: float = (
+        75 * SECONDS
+    )  # an idle keep-alive connection, between an answer and the next request
+    send_timeout: float = (
+        60 * SECONDS
+    )  # a client that takes none of its answer while the gateway waits to write
     max_connections: int = 4096  # open client connections; past it a new one is answered 503 and closed
     max_url: int = 8 * KIB  # the request target; past it 414
     max_head: int = 32 * KIB  # request line and headers together; past it 431
@@ -49,13 +55,16 @@ class Limits:
             return self
         logger.warning(
             "the descriptor limit (ulimit -n %d) holds %d client connections, not %d: capping there",
-            soft, room, self.max_connections,
+            soft,
+            room,
+            self.max_connections,
         )
         return replace(self, max_connections=room)
 
 
 def raise_descriptor_limit() -> int:
-    """Raise the soft limit on open files to the hard one (as nginx's worker_rlimit_nofile would); return it."""
+    """Raise the soft limit on open files to the hard one (as nginx's worker_rlimit_nofile would); return
+    it."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != hard:
         try:

@@ -4,26 +4,26 @@ The hot path only adds to plain counters and histogram buckets (one event loop, 
 renders them at scrape time through a custom collector, so the exposition format is the library's.
 Labels are bounded: endpoint, variant, container (the configured names), never a path or a client value.
 
-CloudWatch name (spec §2.3, §1.3)   Prometheus name                                  labels
-Invocations                         sagemaker_invocations_total                      endpoint, variant[, container]
-Invocation4XXErrors                 sagemaker_invocation_4xx_errors_total            endpoint, variant[, container]
-Invocation5XXErrors                 sagemaker_invocation_5xx_errors_total            endpoint, variant[, container]
-InvocationModelErrors               sagemaker_invocation_model_errors_total          endpoint, variant
-ModelLatency (us)                   sagemaker_model_latency_seconds (histogram)      endpoint, variant
-ContainerLatency (us)               sagemaker_container_latency_seconds (histogram)  endpoint, variant, container
-OverheadLatency (us)                sagemaker_overhead_latency_seconds (histogram)   endpoint, variant[, container]
-CPUUtilization (%, up to 100 x cores)  sagemaker_cpu_utilization_percent            endpoint, variant, container
-MemoryUtilization (%)               sagemaker_memory_utilization_percent             endpoint, variant, container
-(gateway) access denials            mce_access_denials_total                         endpoint, reason
+CloudWatch name (spec §2.3, §1.3)  Prometheus name (h: a histogram)          labels
+Invocations                        sagemaker_invocations_total                 endpoint, variant[, container]
+Invocation4XXErrors                sagemaker_invocation_4xx_errors_total       endpoint, variant[, container]
+Invocation5XXErrors                sagemaker_invocation_5xx_errors_total       endpoint, variant[, container]
+InvocationModelErrors              sagemaker_invocation_model_errors_total     endpoint, variant
+ModelLatency (us)                  sagemaker_model_latency_seconds (h)         endpoint, variant
+ContainerLatency (us)              sagemaker_container_latency_seconds (h)     endpoint, variant, container
+OverheadLatency (us)               sagemaker_overhead_latency_seconds (h)      endpoint, variant[, container]
+CPUUtilization (%, 100 per core)   sagemaker_cpu_utilization_percent           endpoint, variant, container
+MemoryUtilization (%)              sagemaker_memory_utilization_percent        endpoint, variant, container
+(gateway) access denials           mce_access_denials_total                    endpoint, reason
 
-MultiModel containers (spec §4.4), per container:
-ModelLoadingWaitTime (us)           sagemaker_model_loading_wait_seconds (histogram) endpoint, variant, container
-ModelDownloadingTime (us)           sagemaker_model_downloading_seconds (histogram)  endpoint, variant, container
-ModelLoadingTime (us)               sagemaker_model_loading_seconds (histogram)      endpoint, variant, container
-ModelUnloadingTime (us)             sagemaker_model_unloading_seconds (histogram)    endpoint, variant, container
-ModelCacheHit (average = ratio)     sagemaker_model_cache_hits_total / sagemaker_model_cache_lookups_total
-LoadedModelCount                    sagemaker_loaded_model_count                     endpoint, variant, container
-(gateway) unloads by reason         mce_model_unloads_total                          endpoint, variant, container, reason
+MultiModel containers (spec §4.4), per container (labels endpoint, variant, container):
+ModelLoadingWaitTime (us)          sagemaker_model_loading_wait_seconds (h)
+ModelDownloadingTime (us)          sagemaker_model_downloading_seconds (h)
+ModelLoadingTime (us)              sagemaker_model_loading_seconds (h)
+ModelUnloadingTime (us)            sagemaker_model_unloading_seconds (h)
+ModelCacheHit (average = ratio)    sagemaker_model_cache_hits_total / sagemaker_model_cache_lookups_total
+LoadedModelCount                   sagemaker_loaded_model_count
+(gateway) unloads by reason        mce_model_unloads_total                     ... and reason
 
 Latencies are in seconds, Prometheus' base unit (CloudWatch's microseconds = seconds x 1e6). A container's
 4XX/5XX errors count its answers with that status; a container that could not be talked to (timeout,
@@ -53,6 +53,7 @@ if TYPE_CHECKING:
 
 __all__ = ["BUCKETS", "Histogram", "Metrics"]
 
+
 class ContainerStats:
     __slots__ = ("errors_4xx", "errors_5xx", "invocations", "latency", "overhead")
 
@@ -67,7 +68,9 @@ class ContainerStats:
 class Metrics:
     """The endpoint's numbers. `record` is called once per answered invocation."""
 
-    def __init__(self, endpoint: str, variant: str, containers: Sequence[str], *, single_hop: bool = False) -> None:
+    def __init__(
+        self, endpoint: str, variant: str, containers: Sequence[str], *, single_hop: bool = False
+    ) -> None:
         """`single_hop`: every invocation calls one container (Direct mode, or one container): the endpoint's
         ModelLatency and OverheadLatency are then the sums of the containers', added up at scrape time
         instead of per request."""
@@ -76,7 +79,7 @@ class Metrics:
         self.variant = variant
         self.names = list(containers)
         self.containers = [ContainerStats() for _ in containers]
-        self._by_name = dict(zip(self.names, self.containers))
+        self._by_name = dict(zip(self.names, self.containers, strict=True))
         self.invocations = 0
         self.errors_4xx = 0
         self.errors_5xx = 0
@@ -84,7 +87,9 @@ class Metrics:
         self.model_latency = Histogram()
         self.overhead = Histogram()
         self.denials: Callable[[], dict[str, int]] | None = None  # reason -> count, from gateway.access
-        self.process_groups: dict[str, Callable[[], int | None]] = {}  # container -> its process group, if launched
+        self.process_groups: dict[
+            str, Callable[[], int | None]
+        ] = {}  # container -> its process group, if launched
         self.models: dict[str, ModelStats] = {}  # MultiModel container -> its model store's numbers
         self._cpu_seen: dict[str, tuple[float, float]] = {}
         self.registry = CollectorRegistry(auto_describe=False)
@@ -175,36 +180,72 @@ class _Collector(Collector):
         base = [m.endpoint, m.variant]
         per = ["endpoint", "variant", "container"]
         for name, doc, total, attribute in (
-            ("sagemaker_invocations", "InvokeEndpoint requests (CloudWatch Invocations)", m.invocations, "invocations"),
-            ("sagemaker_invocation_4xx_errors", "4xx answers from containers (Invocation4XXErrors)", m.errors_4xx, "errors_4xx"),
-            ("sagemaker_invocation_5xx_errors", "5xx or no answer from containers (Invocation5XXErrors)", m.errors_5xx, "errors_5xx"),
+            (
+                "sagemaker_invocations",
+                "InvokeEndpoint requests (CloudWatch Invocations)",
+                m.invocations,
+                "invocations",
+            ),
+            (
+                "sagemaker_invocation_4xx_errors",
+                "4xx answers from containers (Invocation4XXErrors)",
+                m.errors_4xx,
+                "errors_4xx",
+            ),
+            (
+                "sagemaker_invocation_5xx_errors",
+                "5xx or no answer from containers (Invocation5XXErrors)",
+                m.errors_5xx,
+                "errors_5xx",
+            ),
         ):
             family = CounterMetricFamily(name, doc, labels=["endpoint", "variant", "container"])
             family.add_metric([*base, ""], total)
-            for container, stats in zip(m.names, m.containers):
+            for container, stats in zip(m.names, m.containers, strict=True):
                 family.add_metric([*base, container], getattr(stats, attribute))
             yield family
-        errors = CounterMetricFamily("sagemaker_invocation_model_errors", "non-2xx or failed container calls (InvocationModelErrors)",
-                                     labels=["endpoint", "variant"])
+        errors = CounterMetricFamily(
+            "sagemaker_invocation_model_errors",
+            "non-2xx or failed container calls (InvocationModelErrors)",
+            labels=["endpoint", "variant"],
+        )
         errors.add_metric(base, m.model_errors)
         yield errors
         model_latency, overhead_latency = m.model_latency, m.overhead
         if m.single_hop:
             model_latency = Histogram.sum([c.latency for c in m.containers])
             overhead_latency = Histogram.sum([c.overhead for c in m.containers])
-        model = HistogramMetricFamily("sagemaker_model_latency_seconds", "time in containers (ModelLatency)", labels=["endpoint", "variant"])
+        model = HistogramMetricFamily(
+            "sagemaker_model_latency_seconds",
+            "time in containers (ModelLatency)",
+            labels=["endpoint", "variant"],
+        )
         model.add_metric(base, model_latency.family_buckets(), model_latency.total)
         yield model
-        container_latency = HistogramMetricFamily("sagemaker_container_latency_seconds", "time in one container (ContainerLatency)", labels=per)
-        overhead = HistogramMetricFamily("sagemaker_overhead_latency_seconds", "time in the gateway (OverheadLatency)", labels=per)
+        container_latency = HistogramMetricFamily(
+            "sagemaker_container_latency_seconds", "time in one container (ContainerLatency)", labels=per
+        )
+        overhead = HistogramMetricFamily(
+            "sagemaker_overhead_latency_seconds", "time in the gateway (OverheadLatency)", labels=per
+        )
         overhead.add_metric([*base, ""], overhead_latency.family_buckets(), overhead_latency.total)
-        for container, stats in zip(m.names, m.containers):
-            container_latency.add_metric([*base, container], stats.latency.family_buckets(), stats.latency.total)
+        for container, stats in zip(m.names, m.containers, strict=True):
+            container_latency.add_metric(
+                [*base, container], stats.latency.family_buckets(), stats.latency.total
+            )
             overhead.add_metric([*base, container], stats.overhead.family_buckets(), stats.overhead.total)
         yield container_latency
         yield overhead
-        cpu = GaugeMetricFamily("sagemaker_cpu_utilization_percent", "CPU of a launched container, 100 per core (CPUUtilization)", labels=per)
-        memory = GaugeMetricFamily("sagemaker_memory_utilization_percent", "memory of a launched container (MemoryUtilization)", labels=per)
+        cpu = GaugeMetricFamily(
+            "sagemaker_cpu_utilization_percent",
+            "CPU of a launched container, 100 per core (CPUUtilization)",
+            labels=per,
+        )
+        memory = GaugeMetricFamily(
+            "sagemaker_memory_utilization_percent",
+            "memory of a launched container (MemoryUtilization)",
+            labels=per,
+        )
         for container in m.names:
             found = m.utilization(container)
             if found is not None:
@@ -215,7 +256,9 @@ class _Collector(Collector):
         if m.models:
             yield from _model_families(m)
         if m.denials is not None:
-            denials = CounterMetricFamily("mce_access_denials", "requests refused by --access", labels=["endpoint", "reason"])
+            denials = CounterMetricFamily(
+                "mce_access_denials", "requests refused by --access", labels=["endpoint", "reason"]
+            )
             for reason, count in sorted(m.denials().items()):
                 denials.add_metric([m.endpoint, reason], count)
             yield denials
@@ -224,19 +267,37 @@ class _Collector(Collector):
 def _model_families(m: Metrics) -> Iterator[CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily]:
     per = ["endpoint", "variant", "container"]
     for name, doc, attribute in (
-        ("sagemaker_model_loading_wait_seconds", "a request waiting for its model to load (ModelLoadingWaitTime)", "loading_wait"),
-        ("sagemaker_model_downloading_seconds", "downloading a model's artifact (ModelDownloadingTime)", "downloading"),
+        (
+            "sagemaker_model_loading_wait_seconds",
+            "a request waiting for its model to load (ModelLoadingWaitTime)",
+            "loading_wait",
+        ),
+        (
+            "sagemaker_model_downloading_seconds",
+            "downloading a model's artifact (ModelDownloadingTime)",
+            "downloading",
+        ),
         ("sagemaker_model_loading_seconds", "the container loading a model (ModelLoadingTime)", "loading"),
-        ("sagemaker_model_unloading_seconds", "the container unloading a model (ModelUnloadingTime)", "unloading"),
+        (
+            "sagemaker_model_unloading_seconds",
+            "the container unloading a model (ModelUnloadingTime)",
+            "unloading",
+        ),
     ):
         family = HistogramMetricFamily(name, doc, labels=per)
         for container, stats in m.models.items():
             histogram: Histogram = getattr(stats, attribute)
             family.add_metric([m.endpoint, m.variant, container], histogram.family_buckets(), histogram.total)
         yield family
-    hits = CounterMetricFamily("sagemaker_model_cache_hits", "requests whose model was loaded (ModelCacheHit)", labels=per)
-    lookups = CounterMetricFamily("sagemaker_model_cache_lookups", "requests to a MultiModel container", labels=per)
-    loaded = GaugeMetricFamily("sagemaker_loaded_model_count", "models loaded in the container (LoadedModelCount)", labels=per)
+    hits = CounterMetricFamily(
+        "sagemaker_model_cache_hits", "requests whose model was loaded (ModelCacheHit)", labels=per
+    )
+    lookups = CounterMetricFamily(
+        "sagemaker_model_cache_lookups", "requests to a MultiModel container", labels=per
+    )
+    loaded = GaugeMetricFamily(
+        "sagemaker_loaded_model_count", "models loaded in the container (LoadedModelCount)", labels=per
+    )
     unloads = CounterMetricFamily("mce_model_unloads", "models unloaded, by reason", labels=[*per, "reason"])
     for container, stats in m.models.items():
         labels = [m.endpoint, m.variant, container]

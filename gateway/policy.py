@@ -115,7 +115,16 @@ def parse_policies(raw: object, where: str) -> Policy:
 def _statement(item: object, here: str) -> Statement:
     if not isinstance(item, dict):
         raise PolicyError(f"{here}: a statement is a JSON object")
-    unknown = set(item) - {"Sid", "Effect", "Action", "NotAction", "Resource", "NotResource", "Condition", "Principal"}
+    unknown = set(item) - {
+        "Sid",
+        "Effect",
+        "Action",
+        "NotAction",
+        "Resource",
+        "NotResource",
+        "Condition",
+        "Principal",
+    }
     if unknown:
         raise PolicyError(f"{here}.{min(unknown)}: unknown statement element")
     name = item["Sid"] if isinstance(item.get("Sid"), str) else here
@@ -158,7 +167,10 @@ def _conditions(raw: object, here: str) -> tuple[Condition, ...]:
     for operator, keys in raw.items():
         base = operator.removesuffix("IfExists")
         if base not in _OPERATORS:
-            raise PolicyError(f"{here}.{operator}: not supported (supported: {', '.join(sorted(_OPERATORS))}, and IfExists forms)")
+            raise PolicyError(
+                f"{here}.{operator}: not supported (supported: {', '.join(sorted(_OPERATORS))}, and IfExists "
+                "forms)"
+            )
         if not isinstance(keys, dict) or not keys:
             raise PolicyError(f"{here}.{operator}: an object of condition keys")
         for key, values in keys.items():

@@ -60,12 +60,13 @@ class Router:
         self._invoke_path = f"/endpoints/{endpoint.EndpointName}/invocations".encode()
         multi_model = {
             backend.name: container.Mode is ContainerMode.MULTI_MODEL
-            for backend, container in zip(backends, endpoint.containers)
+            for backend, container in zip(backends, endpoint.containers, strict=True)
         }
         self._direct: dict[bytes, Route] = {}
         if self.mode is ExecutionMode.DIRECT:
             self._direct = {
-                backend.name.encode(): Route((backend,), multi_model=multi_model[backend.name]) for backend in backends
+                backend.name.encode(): Route((backend,), multi_model=multi_model[backend.name])
+                for backend in backends
             }
         self._serial = Route(backends, multi_model=any(multi_model.values()))
         self._names = ", ".join(backend.name for backend in backends)
@@ -87,12 +88,13 @@ class Router:
             raise unknown_endpoint(path[len(b"/endpoints/") : -len(b"/invocations")])
         raise UnknownOperation(
             f"mce-gateway serves POST /endpoints/{self.endpoint_name}/invocations, POST /invocations, "
-            f"GET /ping and GET /metrics; not {method.decode('ascii', 'replace')} {_text(path)}."
+            f"GET /ping and GET /metrics; not {method.decode('ascii', 'replace')} {wire.shown(path)}."
         )
 
     def route(self, target: bytes | None, target_model: bytes | None = None) -> Route:
         """The containers an invocation runs through, from `X-Amzn-SageMaker-Target-Container-Hostname`;
-        `X-Amzn-SageMaker-Target-Model` must name a model exactly when the route has a MultiModel container."""
+        `X-Amzn-SageMaker-Target-Model` must name a model exactly when the route has a MultiModel
+        container."""
         if self.mode is ExecutionMode.DIRECT:
             route = self._direct.get(target) if target is not None else None
             if route is None:
@@ -117,7 +119,8 @@ class Router:
             )
         # SageMaker's wording and error code for TargetModel to a single-model endpoint (spec §1.3)
         return ValidationError(
-            f"The {where} {self.endpoint_name} is not a multi-model endpoint and does not support target model header.",
+            f"The {where} {self.endpoint_name} is not a multi-model endpoint and does not support target "
+            "model header.",
             error_code="TARGET_MODEL_HEADER_NOT_SUPPORTED",
         )
 
@@ -127,7 +130,7 @@ class Router:
                 f"Endpoint {self.endpoint_name} is in Direct mode: name the container with "
                 f"TargetContainerHostname (one of: {self._names})."
             )
-        text = _text(target)
+        text = wire.shown(target)
         if len(target) > wire.MAX_HOSTNAME or not target.isascii() or not HOSTNAME_RE.fullmatch(text):
             return ValidationError(
                 f"TargetContainerHostname '{text}' does not match {HOSTNAME_PATTERN} "
@@ -139,16 +142,12 @@ class Router:
         )
 
 
-
 def unknown_endpoint(name: bytes) -> GatewayError:
     """The error for `/endpoints/{name}/invocations` when no endpoint of that name is served."""
-    text = _text(name)
+    text = wire.shown(name)
     if len(name) > 63 or not name.isascii() or not ENDPOINT_NAME_RE.fullmatch(text):
-        return ValidationError(f"EndpointName '{text}' does not match {ENDPOINT_NAME_PATTERN} (at most 63 characters).")
+        return ValidationError(
+            f"EndpointName '{text}' does not match {ENDPOINT_NAME_PATTERN} (at most 63 characters)."
+        )
     # SageMaker's wording for an endpoint that does not exist (spec §1.3).
     return ValidationError(f"Endpoint {text} of account {wire.LOCAL_ACCOUNT} not found.")
-
-
-def _text(value: bytes) -> str:
-    return value[:100].decode("utf-8", "replace")
-

@@ -57,9 +57,20 @@ _OUTPUT_FULL = 2  # the client is not taking its answers
 # Headers the gateway reads: a request that repeats one is refused, so nobody can say two things at once.
 _SINGLE = frozenset(
     {
-        b"host", b"content-length", b"content-type", b"accept", b"authorization", b"x-amz-date",
-        b"x-amz-content-sha256", b"x-amz-security-token", b"traceparent", wire.CUSTOM_ATTRIBUTES,
-        wire.TARGET_MODEL, wire.TARGET_VARIANT, wire.TARGET_CONTAINER, wire.INFERENCE_ID,
+        b"host",
+        b"content-length",
+        b"content-type",
+        b"accept",
+        b"authorization",
+        b"x-amz-date",
+        b"x-amz-content-sha256",
+        b"x-amz-security-token",
+        b"traceparent",
+        wire.CUSTOM_ATTRIBUTES,
+        wire.TARGET_MODEL,
+        wire.TARGET_VARIANT,
+        wire.TARGET_CONTAINER,
+        wire.INFERENCE_ID,
     }
 )
 
@@ -99,7 +110,9 @@ class HttpProtocol(asyncio.Protocol):
         self._deadline = math.inf  # for the parser's phase (header, body, keep-alive timeouts)
         self._send_deadline = math.inf  # while the client takes none of its answer
         self._head_bytes = 0  # bytes of the head being read, counted before the parser sees them
-        self._line_left = self._limits.max_url + _LINE_EXTRA  # bytes the request line may still take; -1: ended
+        self._line_left = (
+            self._limits.max_url + _LINE_EXTRA
+        )  # bytes the request line may still take; -1: ended
         self._body_left = -1  # bytes of body still to come, when its length is known
         self._stash = b""  # read but not parsed: the connection stopped at a request's end
         self._head_size = 0
@@ -142,7 +155,8 @@ class HttpProtocol(asyncio.Protocol):
             self.write(
                 wire.error_response(
                     ServiceUnavailable(
-                        f"The gateway holds its maximum of {self._limits.max_connections} client connections; "
+                        f"The gateway holds its maximum of {self._limits.max_connections} client "
+                        "connections; "
                         "retry later."
                     ),
                     server.request_ids.next(),
@@ -200,7 +214,9 @@ class HttpProtocol(asyncio.Protocol):
             else:
                 end = data.find(b"\r\n\r\n")
                 piece = data if end < 0 else data[: end + 4]
-                if self._line_left >= 0:  # still in the request line: a line too long is 414 however it arrives
+                if (
+                    self._line_left >= 0
+                ):  # still in the request line: a line too long is 414 however it arrives
                     line_end = piece.find(b"\r\n")
                     self._line_left = -1 if 0 <= line_end <= self._line_left else self._line_left - len(piece)
                     if self._line_left < -1 or (line_end < 0 and self._line_left < 0):
@@ -241,7 +257,8 @@ class HttpProtocol(asyncio.Protocol):
 
     def _head_too_large(self) -> RequestRefused:
         return RequestRefused(
-            431, "RequestHeaderFieldsTooLarge",
+            431,
+            "RequestHeaderFieldsTooLarge",
             f"The request line and headers pass {self._limits.max_head} bytes "
             f"(or {self._limits.max_headers} header fields).",
         )
@@ -387,7 +404,8 @@ class HttpProtocol(asyncio.Protocol):
             self.write(wire.CONTINUE)
 
     def _check_head(self, parser: httptools.HttpRequestParser, headers: dict[bytes, bytes]) -> None:
-        """HTTP/1.1's rules for the head (RFC 9112 §3.2) and the gateway's own: one value per header it reads."""
+        """HTTP/1.1's rules for the head (RFC 9112 §3.2) and the gateway's own: one value per header it
+        reads."""
         if parser.should_upgrade():
             self._upgrade = True  # llhttp hands the rest of the connection over: it ends with this answer
             raise ValidationError("Protocol upgrades are not supported: send the request without Upgrade.")
@@ -400,12 +418,15 @@ class HttpProtocol(asyncio.Protocol):
         if self._repeated is not None:
             for name in self._repeated:
                 if name in _SINGLE:
-                    raise ValidationError(f"Header {name.decode('latin-1')} must appear once; it appears more.")
+                    raise ValidationError(
+                        f"Header {name.decode('latin-1')} must appear once; it appears more."
+                    )
         if b"host" not in headers and parser.get_http_version() != "1.0":
             raise ValidationError("An HTTP/1.1 request must have a Host header.")
 
     def _shed_request(self) -> None:
-        """No room for this body (Limits.max_buffered_bodies): answer 503, which clients retry, and drop the body."""
+        """No room for this body (Limits.max_buffered_bodies): answer 503, which clients retry, and drop the
+        body."""
         self._shed = True
         self._buffering = False
         self._rejected = ServiceUnavailable(
@@ -443,7 +464,10 @@ class HttpProtocol(asyncio.Protocol):
             # who is asking comes before what is wrong with the request: no container names to strangers
             try:
                 self._access.check(
-                    self._parser.get_method(), self._url, self._headers, body,
+                    self._parser.get_method(),
+                    self._url,
+                    self._headers,
+                    body,
                     self._service.dataplane.router.endpoint_name if self._service is not None else "",
                     authorize=self._operation is Operation.INVOKE,
                 )
@@ -456,11 +480,21 @@ class HttpProtocol(asyncio.Protocol):
         operation = self._operation
         service = self._service
         timeline = (
-            Timeline() if operation is Operation.INVOKE and service is not None and service.telemetry.enabled else None
+            Timeline()
+            if operation is Operation.INVOKE and service is not None and service.telemetry.enabled
+            else None
         )
         cycle = Cycle(
-            self, service, rid, operation, self._route, call, self._rejected, keep_alive=keep_alive,
-            held=self._held, timeline=timeline,
+            self,
+            service,
+            rid,
+            operation,
+            self._route,
+            call,
+            self._rejected,
+            keep_alive=keep_alive,
+            held=self._held,
+            timeline=timeline,
         )
         self._held = 0
         self._enqueue(cycle)
@@ -484,7 +518,18 @@ class HttpProtocol(asyncio.Protocol):
         self._bodies.release(self._held)
         self._held = 0
         self._body = []
-        self._enqueue(Cycle(self, self._service, self._server.request_ids.next(), None, None, None, error, keep_alive=False))
+        self._enqueue(
+            Cycle(
+                self,
+                self._service,
+                self._server.request_ids.next(),
+                None,
+                None,
+                None,
+                error,
+                keep_alive=False,
+            )
+        )
 
     # gateway.cycle.Connection
     def write(self, data: bytes) -> None:
@@ -537,7 +582,12 @@ class Server:
     """Listens on one address and owns every client connection, for a clean shutdown."""
 
     def __init__(
-        self, *, host: str, port: int, access: Access | None = None, limits: Limits | None = None,
+        self,
+        *,
+        host: str,
+        port: int,
+        access: Access | None = None,
+        limits: Limits | None = None,
     ) -> None:
         self.access = access
         self._by_path: dict[bytes, Service] = {}
@@ -547,7 +597,9 @@ class Server:
         self.host = host
         self.port = port
         self.loop = asyncio.get_running_loop()
-        self.clock = self.loop.time()  # the sweep's clock: deadlines need seconds, not a clock read per request
+        self.clock = (
+            self.loop.time()
+        )  # the sweep's clock: deadlines need seconds, not a clock read per request
         self.connections: set[HttpProtocol] = set()
         self.request_ids = wire.RequestIds()
         self._server: asyncio.Server | None = None
@@ -568,7 +620,9 @@ class Server:
     def mount(self, service: Service) -> None:
         """Serve `service`'s endpoint at `/endpoints/{name}/invocations` (and at `/invocations`, `/ping` and
         `/metrics` while it is the only one)."""
-        self._by_path[b"/endpoints/%s/invocations" % service.dataplane.router.endpoint_name.encode()] = service
+        self._by_path[b"/endpoints/%s/invocations" % service.dataplane.router.endpoint_name.encode()] = (
+            service
+        )
         self._only = next(iter(self._by_path.values())) if len(self._by_path) == 1 else None
 
     def unmount(self, service: Service) -> None:
@@ -582,8 +636,9 @@ class Server:
             if path.startswith(b"/endpoints/") and path.endswith(b"/invocations"):
                 raise unknown_endpoint(path[len(b"/endpoints/") : -len(b"/invocations")])
             raise UnknownOperation(
-                "No endpoint is served here." if not self._by_path else
-                f"mce-gateway serves POST /endpoints/{{EndpointName}}/invocations; not {_text(path)}."
+                "No endpoint is served here."
+                if not self._by_path
+                else f"Served here: POST /endpoints/{{EndpointName}}/invocations; not {wire.shown(path)}."
             )
         return service
 
@@ -600,7 +655,9 @@ class Server:
             self._turned_away_logged = self.clock
             logger.warning(
                 "%d client connections open, the maximum (--max-connections): new ones are answered 503 "
-                "(%d so far)", len(self.connections), self._turned_away,
+                "(%d so far)",
+                len(self.connections),
+                self._turned_away,
             )
 
     def forget(self, connection: HttpProtocol) -> None:
@@ -622,12 +679,10 @@ class Server:
                 async with asyncio.timeout(grace):
                     await self._all_closed.wait()
             except TimeoutError:
-                logger.warning("%d connection(s) still busy after %.0f s; closing them", len(self.connections), grace)
+                logger.warning(
+                    "%d connection(s) still busy after %.0f s; closing them", len(self.connections), grace
+                )
                 for connection in list(self.connections):
                     connection.abort()
         if self._server is not None:
             await self._server.wait_closed()
-
-
-def _text(value: bytes) -> str:
-    return value[:100].decode("utf-8", "replace")

@@ -25,7 +25,9 @@ access_log = logging.getLogger("gateway.requests")
 
 
 class Telemetry:
-    def __init__(self, metrics: Metrics | None, containers: Sequence[str] = (), *, log_requests: bool = False) -> None:
+    def __init__(
+        self, metrics: Metrics | None, containers: Sequence[str] = (), *, log_requests: bool = False
+    ) -> None:
         self.metrics = metrics
         self.enabled = metrics is not None or log_requests
         self.log_requests = log_requests
@@ -67,7 +69,9 @@ class Telemetry:
                         "containers": list(names[: timeline.hops]),
                         "status": timeline.status,
                         "error": failure.code if failure else None,
-                        "container_ms": [round(timeline.spent(hop) * 1000, 3) for hop in range(timeline.hops)],
+                        "container_ms": [
+                            round(timeline.spent(hop) * 1000, 3) for hop in range(timeline.hops)
+                        ],
                         "total_ms": round((end - timeline.received) * 1000, 3),
                     }
                 )

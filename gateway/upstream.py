@@ -100,14 +100,14 @@ class Response:
             self._waiter = None
 
     async def read(self, limit: int) -> bytes:
-        """The whole body; `ResponseTooLarge` as soon as it would pass `limit` bytes."""
+        """The whole body; `BodyTooLarge` as soon as it would pass `limit` bytes."""
         body = bytearray()
         while True:
             for piece in self.take():
                 body += piece
             if len(body) > limit:
                 self.abandon()
-                raise ResponseTooLarge(len(body))
+                raise BodyTooLarge(len(body))
             if self.complete:
                 return bytes(body)
             await self.wait()
@@ -155,9 +155,11 @@ class Listener(Protocol):
         """The exchange failed before the response was whole."""
 
 
-class ResponseTooLarge(Exception):
+class BodyTooLarge(Exception):
+    """A body that would pass the limit its reader set (`Response.read`, `Reply.read`)."""
+
     def __init__(self, received: int) -> None:
-        super().__init__(f"response passed {received} bytes")
+        super().__init__(f"body passed {received} bytes")
         self.received = received
 
 
@@ -380,7 +382,9 @@ class Pool:
             conn = idle.pop()
             if not conn.stale():
                 return conn
-            logger.debug("idle connection to %s:%s was closed by the container; not reused", self.host, self.port)
+            logger.debug(
+                "idle connection to %s:%s was closed by the container; not reused", self.host, self.port
+            )
             conn.close()
         return None
 

@@ -26,6 +26,10 @@ CONTENT_LENGTH = b"content-length"
 EXPECT = b"expect"
 
 MAX_BODY = 6 * 1024 * 1024  # InvokeEndpoint Body max 6291456 bytes (spec §1.2)
+# A body up to this size is handled whole: an answer goes out in one write with its head (a larger one is
+# streamed), a request goes to a container in one write, a container's error body is kept for
+# OriginalMessage (and cut there).
+WHOLE = 64 * 1024
 MAX_HEADER_VALUE = 1024  # Content-Type, Accept, CustomAttributes, TargetModel (spec §1.2)
 MAX_INFERENCE_ID = 64
 MAX_HOSTNAME = 63
@@ -70,7 +74,9 @@ def status_line(status: int) -> bytes:
 def error_response(error: GatewayError, rid: bytes, *, close: bool = False) -> bytes:
     """A whole HTTP response for `error`, ready for `transport.write`."""
     error_type = b"x-amzn-ErrorType: " + error.code.encode() + b"\r\n"
-    return _json(error.status, error_type, json.dumps(error.members(), ensure_ascii=True).encode(), rid, close)
+    return _json(
+        error.status, error_type, json.dumps(error.members(), ensure_ascii=True).encode(), rid, close
+    )
 
 
 def json_response(status: int, document: object, rid: bytes, *, close: bool = False) -> bytes:
@@ -78,7 +84,9 @@ def json_response(status: int, document: object, rid: bytes, *, close: bool = Fa
     return _json(status, b"", json.dumps(document).encode(), rid, close)
 
 
-def _json(status: int, extra: bytes, body: bytes, rid: bytes, close: bool, content_type: bytes = _JSON) -> bytes:
+def _json(
+    status: int, extra: bytes, body: bytes, rid: bytes, close: bool, content_type: bytes = _JSON
+) -> bytes:
     return b"".join(
         (
             status_line(status),
@@ -121,6 +129,11 @@ def invocation_head(
         parts += (b"Content-Length: ", str(length).encode(), b"\r\n")
     parts.append(b"\r\n")
     return b"".join(parts)
+
+
+def shown(value: bytes, limit: int = 100) -> str:
+    """A client's bytes quoted in an error message: at most `limit` of them, undecodable ones replaced."""
+    return value[:limit].decode("utf-8", "replace")
 
 
 def text_response(status: int, body: bytes, content_type: bytes, rid: bytes, *, close: bool = False) -> bytes:

@@ -46,7 +46,9 @@ def generate(into: Path) -> None:
     for folder in [into, *(p for p in into.rglob("*") if p.is_dir())]:
         (folder / "__init__.py").write_text("")
     (into / "__init__.py").write_text('"""Generated gRPC stubs (protos/generate.py). DO NOT EDIT."""\n')
-    imports = re.compile(r"^from ({}) import".format("|".join(re.escape(p.replace("/", ".")) for p in packages)), re.MULTILINE)
+    imports = re.compile(
+        r"^from ({}) import".format("|".join(re.escape(p.replace("/", ".")) for p in packages)), re.MULTILINE
+    )
     for path in into.rglob("*.py*"):
         if path.name == "__init__.py":
             continue
@@ -56,8 +58,12 @@ def generate(into: Path) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--check", action="store_true", help="fail if gateway/_proto is not what the protos give")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--check", action="store_true", help="fail if gateway/_proto is not what the protos give"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         fresh = Path(tmp) / "_proto"
@@ -80,7 +86,11 @@ def _differences(a: Path, b: Path) -> list[str]:
     names = {p.relative_to(a) for p in a.rglob("*") if p.is_file()} | {
         p.relative_to(b) for p in b.rglob("*") if p.is_file() and "__pycache__" not in p.parts
     }
-    return sorted(str(n) for n in names if not ((a / n).exists() and (b / n).exists() and filecmp.cmp(a / n, b / n, shallow=False)))
+    return sorted(
+        str(n)
+        for n in names
+        if not ((a / n).exists() and (b / n).exists() and filecmp.cmp(a / n, b / n, shallow=False))
+    )
 
 
 if __name__ == "__main__":

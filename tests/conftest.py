@@ -93,10 +93,10 @@ class Processes:
         self.tmp = tmp
         self.started: list[Proc] = []
 
-    def container(self, name: str, *, ping_status: int = 200) -> Proc:
-        proc = start_process(
-            [sys.executable, str(CONTRACT_SERVER), "--name", name, "--port", "0", "--ping-status", str(ping_status)]
-        )
+    def container(self, name: str, *, ping_status: int = 200, port: int = 0) -> Proc:
+        """tests/containers/contract_server.py; `port` 0: the OS chooses (or a port one that died had)."""
+        argv = [sys.executable, str(CONTRACT_SERVER), "--name", name, "--port", str(port)]
+        proc = start_process([*argv, "--ping-status", str(ping_status)])
         self.started.append(proc)
         return proc
 
@@ -159,7 +159,10 @@ def runtime_client(url: str, *, read_timeout: float = 30.0) -> Any:
 
 
 def container_doc(name: str | None, url: str, **backend: Any) -> dict[str, Any]:
-    doc: dict[str, Any] = {"Image": "example/contract:latest", "Backend": {"Protocol": "sagemaker", "Url": url, **backend}}
+    doc: dict[str, Any] = {
+        "Image": "example/contract:latest",
+        "Backend": {"Protocol": "sagemaker", "Url": url, **backend},
+    }
     if name is not None:
         doc["ContainerHostname"] = name
     return doc
@@ -192,15 +195,15 @@ def endpoint_doc(mode: str, containers: list[dict[str, Any]], name: str = "demo"
     return {"EndpointName": name, "InferenceExecutionConfig": {"Mode": mode}, "Containers": containers}
 
 
-
-
 ROOT = HERE.parent
 PYTORCH_BUILD = ROOT / "build" / "pytorch"
 
 
 def build_pytorch_model() -> Path:
     """containers/pytorch's build (cheap when nothing changed); returns the model store."""
-    subprocess.run([sys.executable, str(ROOT / "containers" / "pytorch" / "build_model.py")], check=True, timeout=600)
+    subprocess.run(
+        [sys.executable, str(ROOT / "containers" / "pytorch" / "build_model.py")], check=True, timeout=600
+    )
     return PYTORCH_BUILD / "model-store"
 
 
@@ -257,7 +260,9 @@ def start_torchserve(run_dir: Path) -> TorchServe:
         "MCE_BIND_ADDRESS": "127.0.0.1",
     }
     process = ContainerProcess(
-        [sys.executable, str(ROOT / "containers" / "pytorch" / "serve.py")], env=env, log_path=run_dir / "torchserve.log"
+        [sys.executable, str(ROOT / "containers" / "pytorch" / "serve.py")],
+        env=env,
+        log_path=run_dir / "torchserve.log",
     )
     server = TorchServe(process, ports)
     _await_ready(process, server.model_ready, "TorchServe's model ready", run_dir / "torchserve.log")
@@ -269,7 +274,9 @@ TENSORFLOW_BUILD = ROOT / "build" / "tensorflow"
 
 def build_tensorflow_model() -> Path:
     """containers/tensorflow's build (cheap when nothing changed); returns the model directory."""
-    subprocess.run([sys.executable, str(ROOT / "containers" / "tensorflow" / "build_model.py")], check=True, timeout=900)
+    subprocess.run(
+        [sys.executable, str(ROOT / "containers" / "tensorflow" / "build_model.py")], check=True, timeout=900
+    )
     return TENSORFLOW_BUILD / "model"
 
 
@@ -291,13 +298,16 @@ class TfServing:
 
         try:
             with urllib.request.urlopen(f"{self.rest}/v1/models/mnist", timeout=2) as response:
-                return any(v["state"] == "AVAILABLE" for v in json.loads(response.read())["model_version_status"])
+                return any(
+                    v["state"] == "AVAILABLE" for v in json.loads(response.read())["model_version_status"]
+                )
         except OSError:
             return False
 
 
 def start_tfserving(run_dir: Path) -> TfServing:
-    """containers/tensorflow/serve.sh natively (the stand-in, here), on SageMaker-style ports, model AVAILABLE."""
+    """containers/tensorflow/serve.sh natively (the stand-in, here), on SageMaker-style ports, model
+    AVAILABLE."""
     from gateway.launch.ports import allocate
     from gateway.launch.process import ContainerProcess
 
@@ -311,7 +321,9 @@ def start_tfserving(run_dir: Path) -> TfServing:
         "MCE_PYTHON": sys.executable,
     }
     process = ContainerProcess(
-        ["sh", str(ROOT / "containers" / "tensorflow" / "serve.sh")], env=env, log_path=run_dir / "tfserving.log"
+        ["sh", str(ROOT / "containers" / "tensorflow" / "serve.sh")],
+        env=env,
+        log_path=run_dir / "tfserving.log",
     )
     server = TfServing(process, ports)
     _await_ready(process, server.available, "TF Serving's model AVAILABLE", run_dir / "tfserving.log")
@@ -344,7 +356,13 @@ def clients() -> Iterator[Callable[..., Any]]:
 
 
 def sign(
-    url: str, key: str, secret: str, *, body: bytes, headers: dict[str, str], method: str = "POST",
+    url: str,
+    key: str,
+    secret: str,
+    *,
+    body: bytes,
+    headers: dict[str, str],
+    method: str = "POST",
     region: str = "us-east-1",
 ) -> dict[str, str]:
     """`headers` plus a SigV4 signature for sagemaker, made with botocore's signer, as boto3 signs.
@@ -359,7 +377,9 @@ def sign(
 
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
     host = urlsplit(url).netloc
-    request = AWSRequest(method=method, url=url, data=body, headers={"Host": host, "X-Amz-Date": stamp, **headers})
+    request = AWSRequest(
+        method=method, url=url, data=body, headers={"Host": host, "X-Amz-Date": stamp, **headers}
+    )
     request.context["timestamp"] = stamp
     signer = SigV4Auth(Credentials(key, secret), "sagemaker", region)
     signature = signer.signature(signer.string_to_sign(request, signer.canonical_request(request)), request)
@@ -388,3 +408,60 @@ def raw_exchange(port: int, data: bytes, *, timeout: float = 15.0) -> bytes:
                 break
             chunks.append(piece)
     return b"".join(chunks)
+
+
+def invoke(
+    client: Any, target: str | None = None, doc: object = None, *, endpoint: str = "demo", **kwargs: Any
+) -> dict[str, Any]:
+    """InvokeEndpoint as boto3 sends it: `doc` as JSON (or the `Body` given), `target` as
+    TargetContainerHostname. The response comes back with its `Body` read, as bytes (an unread body keeps
+    its connection open)."""
+    if target is not None:
+        kwargs["TargetContainerHostname"] = target
+    if "Body" not in kwargs:
+        kwargs["Body"] = json.dumps(doc if doc is not None else {})
+    response: dict[str, Any] = client.invoke_endpoint(EndpointName=endpoint, **kwargs)
+    response["Body"] = response["Body"].read()
+    return response
+
+
+def scrape(url: str, *, key: tuple[str, str] | None = None) -> dict[tuple[str, str], float]:
+    """The gateway's /metrics as {(sample name, container): value}, histogram buckets left out; signed
+    with `key` (access key id, secret) for a gateway under --access."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    headers = sign(url + "/metrics", *key, body=b"", headers={}, method="GET") if key else {}
+    request = urllib.request.Request(url + "/metrics", headers=headers)
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+        text = response.read().decode()
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            # labels are bounded: configured names and reasons, never a client's value (STYLE 10)
+            assert set(sample.labels) <= {"endpoint", "variant", "container", "reason", "le"}, sample
+            if "le" not in sample.labels:
+                found[(sample.name, sample.labels.get("container", ""))] = sample.value
+    return found
+
+
+def posts(container: Proc) -> int:
+    """How many POST requests a contract container has read (a request that reached it twice shows)."""
+    import urllib.request
+
+    with urllib.request.urlopen(container.url + "/count", timeout=10) as response:
+        return int(response.read())
+
+
+def metric(url: str, name: str, **labels: str) -> float:
+    """One sample of the gateway's /metrics at `url` with these labels (0 when absent)."""
+    import urllib.request
+
+    with urllib.request.urlopen(url + "/metrics", timeout=5) as response:
+        text = response.read().decode()
+    for line in text.splitlines():
+        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0

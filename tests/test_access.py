@@ -29,8 +29,15 @@ HOSTS = ("customIps-1", "common-a", "common-ab", "Common-b", "special-x", "other
 MULTI_MODEL = ("models-a", "common-mm")  # TargetModel is only for multi-model containers
 
 
-def allow(condition: dict[str, Any] | None = None, resource: str = ENDPOINT_ARN, sid: str = "allow") -> dict[str, Any]:
-    statement: dict[str, Any] = {"Sid": sid, "Effect": "Allow", "Action": "sagemaker:InvokeEndpoint", "Resource": resource}
+def allow(
+    condition: dict[str, Any] | None = None, resource: str = ENDPOINT_ARN, sid: str = "allow"
+) -> dict[str, Any]:
+    statement: dict[str, Any] = {
+        "Sid": sid,
+        "Effect": "Allow",
+        "Action": "sagemaker:InvokeEndpoint",
+        "Resource": resource,
+    }
     if condition:
         statement["Condition"] = condition
     return statement
@@ -58,10 +65,14 @@ KEYS: dict[str, dict[str, Any]] = {
     "grace": policy(allow(), deny({"StringNotLike": {"sagemaker:TargetContainerHostname": ["common*"]}})),
     "heidi": policy(allow({"StringEquals": {"sagemaker:TargetContainerHostname": ["other"]}})),
     "ivan": policy(allow(resource="arn:aws:sagemaker:us-east-1:*:endpoint/elsewhere")),
-    "judy": policy(allow({
-        "StringLike": {"sagemaker:TargetContainerHostname": "common*"},
-        "StringNotEquals": {"sagemaker:TargetModel": "company_a/secret.tar.gz"},
-    })),
+    "judy": policy(
+        allow(
+            {
+                "StringLike": {"sagemaker:TargetContainerHostname": "common*"},
+                "StringNotEquals": {"sagemaker:TargetModel": "company_a/secret.tar.gz"},
+            }
+        )
+    ),
 }
 
 
@@ -93,20 +104,37 @@ def gateway(module_procs: Processes) -> Iterator[Proc]:
     yield module_procs.gateway(endpoint_doc("Direct", containers, name="shop"), "--access", str(path))
 
 
-def client(gateway: Proc, name: str, *, region: str = "us-east-1", secret_of: str | None = None, unsigned: bool = False) -> Any:
-    config = Config(retries={"max_attempts": 1}, signature_version=UNSIGNED) if unsigned else Config(retries={"max_attempts": 1})
+def client(
+    gateway: Proc,
+    name: str,
+    *,
+    region: str = "us-east-1",
+    secret_of: str | None = None,
+    unsigned: bool = False,
+) -> Any:
+    config = (
+        Config(retries={"max_attempts": 1}, signature_version=UNSIGNED)
+        if unsigned
+        else Config(retries={"max_attempts": 1})
+    )
     return boto3.client(
-        "sagemaker-runtime", endpoint_url=gateway.url, region_name=region, config=config,
-        aws_access_key_id=key_id(name), aws_secret_access_key=secret(secret_of or name),
+        "sagemaker-runtime",
+        endpoint_url=gateway.url,
+        region_name=region,
+        config=config,
+        aws_access_key_id=key_id(name),
+        aws_secret_access_key=secret(secret_of or name),
     )
 
 
 def outcome(gateway: Proc, name: str, host: str, model: str | None = None) -> str:
     extra = {"TargetModel": model} if model else {}
     try:
-        client(gateway, name).invoke_endpoint(EndpointName="shop", TargetContainerHostname=host, Body=b"{}", **extra)
+        client(gateway, name).invoke_endpoint(
+            EndpointName="shop", TargetContainerHostname=host, Body=b"{}", **extra
+        )
     except ClientError as error:
-        return error.response["Error"]["Code"]
+        return str(error.response["Error"]["Code"])
     return "allowed"
 
 
@@ -146,11 +174,14 @@ def test_decision_matrix(gateway: Proc, name: str, host: str, model: str | None,
 
 def test_denial_wording_and_status(gateway: Proc) -> None:
     with pytest.raises(ClientError) as caught:
-        client(gateway, "bob").invoke_endpoint(EndpointName="shop", TargetContainerHostname="special-x", Body=b"{}")
+        client(gateway, "bob").invoke_endpoint(
+            EndpointName="shop", TargetContainerHostname="special-x", Body=b"{}"
+        )
     error = caught.value.response
     assert error["ResponseMetadata"]["HTTPStatusCode"] == 403
     assert error["Error"]["Message"] == (
-        f"User: arn:aws:iam::{ACCOUNT}:user/bob is not authorized to perform: sagemaker:InvokeEndpoint on resource: "
+        f"User: arn:aws:iam::{ACCOUNT}:user/bob is not authorized to perform: sagemaker:InvokeEndpoint on "
+        "resource: "
         f"{ENDPOINT_ARN} with an explicit deny in an identity-based policy"
     )
 
@@ -165,7 +196,9 @@ def test_denial_wording_and_status(gateway: Proc) -> None:
 )
 def test_authentication_failures(gateway: Proc, kwargs: dict[str, Any], code: str, message: str) -> None:
     with pytest.raises(ClientError) as caught:
-        client(gateway, "bob", **kwargs).invoke_endpoint(EndpointName="shop", TargetContainerHostname="other", Body=b"{}")
+        client(gateway, "bob", **kwargs).invoke_endpoint(
+            EndpointName="shop", TargetContainerHostname="other", Body=b"{}"
+        )
     assert caught.value.response["Error"]["Code"] == code
     assert message in caught.value.response["Error"]["Message"]
     assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
@@ -182,14 +215,23 @@ def test_strangers_learn_nothing_about_the_containers(gateway: Proc) -> None:
     assert caught.value.response["Error"]["Code"] == "MissingAuthenticationTokenException"
 
 
-def signed_post(gateway: Proc, *, body: bytes, send_body: bytes | None = None, service: str = "sagemaker",
-                when: datetime.datetime | None = None) -> tuple[int, dict[str, Any]]:
-    """A request signed by hand with botocore's signer: for a chosen time, service, or a body swapped after."""
+def signed_post(
+    gateway: Proc,
+    *,
+    body: bytes,
+    send_body: bytes | None = None,
+    service: str = "sagemaker",
+    when: datetime.datetime | None = None,
+) -> tuple[int, dict[str, Any]]:
+    """A request signed by hand with botocore's signer: for a chosen time, service, or a body swapped
+    after."""
     when = when or datetime.datetime.now(datetime.UTC)
     stamp = when.strftime("%Y%m%dT%H%M%SZ")
     host = f"127.0.0.1:{gateway.port}"
     request = AWSRequest(
-        method="POST", url=f"http://{host}/endpoints/shop/invocations", data=body,
+        method="POST",
+        url=f"http://{host}/endpoints/shop/invocations",
+        data=body,
         headers={"Host": host, "X-Amz-Date": stamp, "X-Amzn-SageMaker-Target-Container-Hostname": "other"},
     )
     request.context["timestamp"] = stamp
@@ -203,9 +245,17 @@ def signed_post(gateway: Proc, *, body: bytes, send_body: bytes | None = None, s
     )
     connection = http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=10)
     try:
-        connection.request("POST", "/endpoints/shop/invocations", body=send_body if send_body is not None else body, headers=headers)
+        connection.request(
+            "POST",
+            "/endpoints/shop/invocations",
+            body=send_body if send_body is not None else body,
+            headers=headers,
+        )
         response = connection.getresponse()
-        return response.status, {"type": response.getheader("x-amzn-ErrorType"), "body": json.loads(response.read() or b"{}")}
+        return response.status, {
+            "type": response.getheader("x-amzn-ErrorType"),
+            "body": json.loads(response.read() or b"{}"),
+        }
     finally:
         connection.close()
 
@@ -243,22 +293,49 @@ def test_ping_stays_open(gateway: Proc) -> None:
 @pytest.mark.parametrize(
     ("statement", "message"),
     [
-        ({"Effect": "Alow", "Action": "*", "Resource": "*"}, "Keys[0].Policy.Statement[0].Effect: 'Alow' is not Allow or Deny"),
-        ({"Effect": "Allow", "Resource": "*"}, "Keys[0].Policy.Statement[0].Action: give exactly one of Action and NotAction"),
-        ({"Effect": "Allow", "Action": "*", "Resource": "*", "Condition": {"StringMatches": {"sagemaker:TargetModel": "x"}}},
-         "Keys[0].Policy.Statement[0].Condition.StringMatches: not supported"),
-        ({"Effect": "Allow", "Action": "*", "Resource": "*", "Condition": {"StringLike": {"aws:SourceIp": "x"}}},
-         "Keys[0].Policy.Statement[0].Condition.StringLike.aws:SourceIp: not a condition key"),
+        (
+            {"Effect": "Alow", "Action": "*", "Resource": "*"},
+            "Keys[0].Policy.Statement[0].Effect: 'Alow' is not Allow or Deny",
+        ),
+        (
+            {"Effect": "Allow", "Resource": "*"},
+            "Keys[0].Policy.Statement[0].Action: give exactly one of Action and NotAction",
+        ),
+        (
+            {
+                "Effect": "Allow",
+                "Action": "*",
+                "Resource": "*",
+                "Condition": {"StringMatches": {"sagemaker:TargetModel": "x"}},
+            },
+            "Keys[0].Policy.Statement[0].Condition.StringMatches: not supported",
+        ),
+        (
+            {
+                "Effect": "Allow",
+                "Action": "*",
+                "Resource": "*",
+                "Condition": {"StringLike": {"aws:SourceIp": "x"}},
+            },
+            "Keys[0].Policy.Statement[0].Condition.StringLike.aws:SourceIp: not a condition key",
+        ),
     ],
 )
 def test_a_bad_policy_is_refused_at_start_up(tmp_path: Path, statement: dict[str, Any], message: str) -> None:
     access = tmp_path / "access.yaml"
-    access.write_text(yaml.safe_dump({"Keys": [{"AccessKeyId": "AKID", "SecretAccessKey": "s", "Policy": policy(statement)}]}))
+    access.write_text(
+        yaml.safe_dump(
+            {"Keys": [{"AccessKeyId": "AKID", "SecretAccessKey": "s", "Policy": policy(statement)}]}
+        )
+    )
     document = tmp_path / "endpoint.yaml"
     document.write_text(yaml.safe_dump(endpoint_doc("Direct", [container_doc("a", "http://127.0.0.1:1")])))
     result = subprocess.run(
         [sys.executable, "-m", "gateway", "serve", str(document), "--port", "0", "--access", str(access)],
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert result.returncode == 1
     assert message in result.stderr
@@ -267,12 +344,25 @@ def test_a_bad_policy_is_refused_at_start_up(tmp_path: Path, statement: dict[str
 
 def test_secret_from_the_environment_must_be_set(tmp_path: Path) -> None:
     access = tmp_path / "access.yaml"
-    access.write_text(yaml.safe_dump({"Keys": [{"AccessKeyId": "AKID", "SecretAccessKeyFromEnv": "MCE_TEST_UNSET_SECRET",
-                                                "Policy": policy(allow())}]}))
+    access.write_text(
+        yaml.safe_dump(
+            {
+                "Keys": [
+                    {
+                        "AccessKeyId": "AKID",
+                        "SecretAccessKeyFromEnv": "MCE_TEST_UNSET_SECRET",
+                        "Policy": policy(allow()),
+                    }
+                ]
+            }
+        )
+    )
     from gateway.access import load_access
     from gateway.errors import DocumentError
 
-    with pytest.raises(DocumentError, match=r"Keys\[0\].SecretAccessKeyFromEnv: \$MCE_TEST_UNSET_SECRET is not set"):
+    with pytest.raises(
+        DocumentError, match=r"Keys\[0\].SecretAccessKeyFromEnv: \$MCE_TEST_UNSET_SECRET is not set"
+    ):
         load_access(access)
 
 
@@ -281,12 +371,29 @@ def test_cost_of_checking_a_signature(tmp_path: Path, capsys: pytest.CaptureFixt
     from gateway.access import load_access
 
     access_file = tmp_path / "access.yaml"
-    access_file.write_text(yaml.safe_dump({"Account": ACCOUNT, "Keys": [{"AccessKeyId": key_id("bob"), "SecretAccessKey": secret("bob"),
-                                                     "Name": "bob", "Policy": KEYS["bob"]}]}))
+    access_file.write_text(
+        yaml.safe_dump(
+            {
+                "Account": ACCOUNT,
+                "Keys": [
+                    {
+                        "AccessKeyId": key_id("bob"),
+                        "SecretAccessKey": secret("bob"),
+                        "Name": "bob",
+                        "Policy": KEYS["bob"],
+                    }
+                ],
+            }
+        )
+    )
     access = load_access(access_file)
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
-    request = AWSRequest(method="POST", url="http://h:1/endpoints/shop/invocations", data=b"x" * 1024,
-                         headers={"Host": "h:1", "X-Amz-Date": stamp, "X-Amzn-SageMaker-Target-Container-Hostname": "other"})
+    request = AWSRequest(
+        method="POST",
+        url="http://h:1/endpoints/shop/invocations",
+        data=b"x" * 1024,
+        headers={"Host": "h:1", "X-Amz-Date": stamp, "X-Amzn-SageMaker-Target-Container-Hostname": "other"},
+    )
     request.context["timestamp"] = stamp
     signer = SigV4Auth(Credentials(key_id("bob"), secret("bob")), "sagemaker", "us-east-1")
     signature = signer.signature(signer.string_to_sign(request, signer.canonical_request(request)), request)
@@ -298,7 +405,8 @@ def test_cost_of_checking_a_signature(tmp_path: Path, capsys: pytest.CaptureFixt
     access.check(b"POST", b"/endpoints/shop/invocations", headers, b"x" * 1024, "shop")  # passes
     runs = 2000
     seconds = timeit.timeit(
-        lambda: access.check(b"POST", b"/endpoints/shop/invocations", headers, b"x" * 1024, "shop"), number=runs
+        lambda: access.check(b"POST", b"/endpoints/shop/invocations", headers, b"x" * 1024, "shop"),
+        number=runs,
     )
     with capsys.disabled():
         print(f"\n[access] one SigV4 check + policy decision: {seconds / runs * 1e6:.0f} us")
@@ -312,13 +420,19 @@ def test_denials_are_counted_in_metrics(gateway: Proc) -> None:
     outcome(gateway, "bob", "special-x")  # an explicit deny
     outcome(gateway, "alice", "other")  # no allow
     url = gateway.url + "/metrics"  # under --access, metrics need a signature too (hardening #9)
-    scrape = urllib.request.Request(url, headers=sign(url, key_id("alice"), secret("alice"), body=b"", headers={}, method="GET"))
+    scrape = urllib.request.Request(
+        url, headers=sign(url, key_id("alice"), secret("alice"), body=b"", headers={}, method="GET")
+    )
     with urllib.request.urlopen(scrape, timeout=10) as response:
         samples = [s for f in text_string_to_metric_families(response.read().decode()) for s in f.samples]
     counts = {s.labels["reason"]: s.value for s in samples if s.name == "mce_access_denials_total"}
     assert counts["explicit deny"] >= 1 and counts["no allow"] >= 1
     # and each denial is an invocation answered 4XX (it used to count as no error)
-    errors = [s.value for s in samples if s.name == "sagemaker_invocation_4xx_errors_total" and s.labels["container"] == ""]
+    errors = [
+        s.value
+        for s in samples
+        if s.name == "sagemaker_invocation_4xx_errors_total" and s.labels["container"] == ""
+    ]
     assert errors and errors[0] >= sum(counts.values())
 
 

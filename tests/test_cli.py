@@ -12,7 +12,9 @@ from conftest import Processes, container_doc, endpoint_doc, runtime_client
 
 
 def mce(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "gateway", *args], check=False, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *args], check=False, capture_output=True, text=True, timeout=60
+    )
 
 
 def test_validate_accepts_a_good_document(procs: Processes) -> None:
@@ -21,20 +23,35 @@ def test_validate_accepts_a_good_document(procs: Processes) -> None:
     assert result.returncode == 0, result.stderr
     assert "endpoint demo is valid (one container: a)" in result.stdout
     two = procs.write_endpoint(
-        endpoint_doc("Serial", [container_doc("a", "http://127.0.0.1:1"), container_doc("b", "http://127.0.0.1:2")]), "two.yaml"
+        endpoint_doc(
+            "Serial", [container_doc("a", "http://127.0.0.1:1"), container_doc("b", "http://127.0.0.1:2")]
+        ),
+        "two.yaml",
     )
     assert "endpoint demo is valid (Serial: a -> b)" in mce("validate", str(two)).stdout
-    models = {**container_doc("m", "http://127.0.0.1:1"), "Mode": "MultiModel", "ModelDataUrl": str(procs.tmp)}
+    models = {
+        **container_doc("m", "http://127.0.0.1:1"),
+        "Mode": "MultiModel",
+        "ModelDataUrl": str(procs.tmp),
+    }
     one = procs.write_endpoint(endpoint_doc("Serial", [models]), "models.yaml")
-    assert "endpoint demo is valid (multi-model container: m)" in mce("validate", str(one)).stdout  # not "Serial"
+    assert (
+        "endpoint demo is valid (multi-model container: m)" in mce("validate", str(one)).stdout
+    )  # not "Serial"
 
 
 def test_validate_finds_model_data_that_is_not_there(procs: Processes) -> None:
     """`mce up` would fail on it; validate says so first (hardening #13)."""
-    container = {**container_doc("a", "http://127.0.0.1:1"), "Mode": "MultiModel", "ModelDataUrl": "no-such-models/"}
+    container = {
+        **container_doc("a", "http://127.0.0.1:1"),
+        "Mode": "MultiModel",
+        "ModelDataUrl": "no-such-models/",
+    }
     result = mce("validate", str(procs.write_endpoint(endpoint_doc("Direct", [container]))))
     assert result.returncode == 1
-    assert "Containers[0].ModelDataUrl: " in result.stderr and "no-such-models does not exist" in result.stderr
+    assert (
+        "Containers[0].ModelDataUrl: " in result.stderr and "no-such-models does not exist" in result.stderr
+    )
 
 
 def test_status_takes_an_address_without_its_scheme(procs: Processes) -> None:
@@ -49,7 +66,10 @@ def test_validate_exits_1_with_every_message(procs: Processes) -> None:
     doc = endpoint_doc("Direct", [{"ContainerHostname": "bad_name"}, {"Image": "x"}])
     result = mce("validate", str(procs.write_endpoint(doc)))
     assert result.returncode == 1
-    assert "Containers[0].ContainerHostname: 'bad_name' does not match [a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}" in result.stderr
+    assert (
+        "Containers[0].ContainerHostname: 'bad_name' does not match [a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}"
+        in result.stderr
+    )
     assert "Containers[1].ContainerHostname: required in Direct mode" in result.stderr
     assert "Traceback" not in result.stderr
 
@@ -76,14 +96,18 @@ def test_sigterm_stops_cleanly(procs: Processes) -> None:
     a = procs.container("a")
     gateway = procs.gateway(endpoint_doc("Direct", [container_doc("a", a.url)]))
     client = runtime_client(gateway.url)
-    client.invoke_endpoint(EndpointName="demo", TargetContainerHostname="a", Body=b"{}")  # a keep-alive connection stays open
+    client.invoke_endpoint(
+        EndpointName="demo", TargetContainerHostname="a", Body=b"{}"
+    )  # a keep-alive connection stays open
     assert gateway.terminate() == 0
 
 
 def test_sigterm_lets_an_answer_in_progress_finish(procs: Processes, tmp_path: Path) -> None:
     a = procs.container("a")
     gateway = procs.gateway(
-        endpoint_doc("Direct", [container_doc("a", a.url, InvocationTimeoutInSeconds=2)]), "--shutdown-grace", "20"
+        endpoint_doc("Direct", [container_doc("a", a.url, InvocationTimeoutInSeconds=2)]),
+        "--shutdown-grace",
+        "20",
     )
     with socket.create_connection(("127.0.0.1", gateway.port), timeout=20) as sock:
         body = json.dumps({"faults": {"a": {"hang": True}}}).encode()

@@ -22,15 +22,27 @@ COMPOSE = ROOT / "compose.yaml"
 def test_compose_file_is_what_render_makes() -> None:
     rendered = subprocess.run(
         [sys.executable, "-m", "gateway", "render", "compose", "examples/mnist-direct.yaml"],
-        capture_output=True, text=True, check=True, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
     ).stdout
-    assert COMPOSE.read_text() == rendered, "compose.yaml is stale: mce render compose examples/mnist-direct.yaml -o compose.yaml"
+    assert COMPOSE.read_text() == rendered, (
+        "compose.yaml is stale: mce render compose examples/mnist-direct.yaml -o compose.yaml"
+    )
 
 
 def test_compose_file_is_valid_compose() -> None:
     result = subprocess.run(
-        [str(Path(sys.executable).with_name("check-jsonschema")), "--builtin-schema", "vendor.compose-spec", str(COMPOSE)],
-        capture_output=True, text=True, check=False,
+        [
+            str(Path(sys.executable).with_name("check-jsonschema")),
+            "--builtin-schema",
+            "vendor.compose-spec",
+            str(COMPOSE),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -43,7 +55,7 @@ def test_compose_agrees_with_the_endpoint_document() -> None:
     assert set(services) == {*names, "gateway"}
     assert services["gateway"]["depends_on"] == {n: {"condition": "service_healthy"} for n in names}
     assert all(port.startswith("127.0.0.1:") for s in services.values() for port in s.get("ports", []))
-    for name, container in zip(names, served.containers):
+    for name, container in zip(names, served.containers, strict=True):
         service = services[name]
         assert service["hostname"] == name and service["image"] == container.Image
         first = int(service["environment"]["SAGEMAKER_SAFE_PORT_RANGE"].split("-")[0])
@@ -57,7 +69,8 @@ def test_compose_agrees_with_the_endpoint_document() -> None:
 
 
 def test_gateway_command_serves_the_document_by_hostname(procs: Processes) -> None:
-    """What the compose gateway runs, run here: it starts, and /ping names both containers (not resolvable here)."""
+    """What the compose gateway runs, run here: it starts, and /ping names both containers (not resolvable
+    here)."""
     gateway = procs.gateway(yaml.safe_load(DOCUMENT.read_text()), "--by-hostname")
     try:
         urllib.request.urlopen(gateway.url + "/ping", timeout=20)
@@ -72,12 +85,29 @@ def test_multi_model_endpoint_renders_with_a_shared_model_volume(tmp_path: Path)
     """The gateway unpacks models where the container reads them: one volume at the same path in both."""
     out = tmp_path / "compose.yaml"
     subprocess.run(
-        [sys.executable, "-m", "gateway", "render", "compose", str(ROOT / "examples" / "multi-model.yaml"), "-o", str(out)],
-        check=True, cwd=ROOT,
+        [
+            sys.executable,
+            "-m",
+            "gateway",
+            "render",
+            "compose",
+            str(ROOT / "examples" / "multi-model.yaml"),
+            "-o",
+            str(out),
+        ],
+        check=True,
+        cwd=ROOT,
     )
     result = subprocess.run(
-        [str(Path(sys.executable).with_name("check-jsonschema")), "--builtin-schema", "vendor.compose-spec", str(out)],
-        capture_output=True, text=True, check=False,
+        [
+            str(Path(sys.executable).with_name("check-jsonschema")),
+            "--builtin-schema",
+            "vendor.compose-spec",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     compose = yaml.safe_load(out.read_text())

@@ -54,4 +54,6 @@ def test_multi_model_container_advertises_it() -> None:
     # the bring-your-own multi-model label and the environment SageMaker sets for it (spec §4.2)
     assert dockerfile.labels.get("com.amazonaws.sagemaker.capabilities.multi-models") == "true"
     assert dockerfile.envs.get("SAGEMAKER_MULTI_MODEL") == "true"
-    assert json.loads([i["value"] for i in dockerfile.structure if i["instruction"] == "CMD"][-1]) == ["serve"]
+    assert json.loads([i["value"] for i in dockerfile.structure if i["instruction"] == "CMD"][-1]) == [
+        "serve"
+    ]

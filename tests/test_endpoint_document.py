@@ -1,4 +1,5 @@
-"""The endpoint document: SageMaker's CreateModel rules, each broken once, with the path and the rule named."""
+"""The endpoint document: SageMaker's CreateModel rules, each broken once, with the path and the rule
+named."""
 
 from __future__ import annotations
 
@@ -29,10 +30,18 @@ def test_a_create_model_request_as_users_have_it() -> None:
             "ExecutionRoleArn": "arn:aws:iam::111122223333:role/SageMakerRole",
             "InferenceExecutionConfig": {"Mode": "Direct"},
             "Containers": [
-                {"ContainerHostname": "tensorflow-mnist", "Image": "tf:latest", "ModelDataUrl": "s3://b/tf.tar.gz",
-                 "Environment": {"SAGEMAKER_TFS_DEFAULT_MODEL_NAME": "mnist"}},
-                {"ContainerHostname": "pytorch-mnist", "Image": "pt:latest", "Mode": "MultiModel",
-                 "ModelDataUrl": "s3://b/models/"},
+                {
+                    "ContainerHostname": "tensorflow-mnist",
+                    "Image": "tf:latest",
+                    "ModelDataUrl": "s3://b/tf.tar.gz",
+                    "Environment": {"SAGEMAKER_TFS_DEFAULT_MODEL_NAME": "mnist"},
+                },
+                {
+                    "ContainerHostname": "pytorch-mnist",
+                    "Image": "pt:latest",
+                    "Mode": "MultiModel",
+                    "ModelDataUrl": "s3://b/models/",
+                },
             ],
         },
         source="doc.yaml",
@@ -66,43 +75,107 @@ def test_the_issue_example_message() -> None:
     ("doc", "expected"),
     [
         ({"Containers": [{"ContainerHostname": "h" * 64}]}, "Containers[0].ContainerHostname: 'hhhh"),
-        (direct({"ContainerHostname": "a"}, {"ContainerHostname": "a"}),
-         "Containers[1].ContainerHostname: 'a' is already the hostname of Containers[0]"),
-        ({"Containers": [{"ContainerHostname": "a"}, {}]},
-         "Containers[1].ContainerHostname: required because another container sets one"),
+        (
+            direct({"ContainerHostname": "a"}, {"ContainerHostname": "a"}),
+            "Containers[1].ContainerHostname: 'a' is already the hostname of Containers[0]",
+        ),
+        (
+            {"Containers": [{"ContainerHostname": "a"}, {}]},
+            "Containers[1].ContainerHostname: required because another container sets one",
+        ),
         (direct({"ContainerHostname": "a"}, {}), "Containers[1].ContainerHostname: required in Direct mode"),
         ({"Containers": [{}] * 16}, "Containers: 16 containers; at most 15"),
         ({"Containers": []}, "Containers: needs at least 1 item(s)"),
         ({}, "Containers: give exactly one of Containers and PrimaryContainer"),
         ({"PrimaryContainer": {}, "Containers": [{}]}, "give exactly one of Containers and PrimaryContainer"),
-        ({"Containers": [{"Environment": {"9LIVES": "x"}}]}, "Containers[0].Environment.9LIVES (key): '9LIVES' does not match"),
+        (
+            {"Containers": [{"Environment": {"9LIVES": "x"}}]},
+            "Containers[0].Environment.9LIVES (key): '9LIVES' does not match",
+        ),
         ({"Containers": [{"Environment": {"K": "v" * 1025}}]}, "Containers[0].Environment.K: 'vvvv"),
-        ({"Containers": [{"Environment": {f"K{i}": "v" for i in range(101)}}]},
-         "Containers[0].Environment: 101 entries; at most 100"),
-        ({"Containers": [{"Environment": {f"K{i}": "v" * 1000 for i in range(40)}}]},
-         "Containers[0].Environment: keys and values total"),
-        ({"Containers": [{"Environment": {f"K{i}": "v" * 1000 for i in range(20)}},
-                         {"Environment": {f"K{i}": "v" * 1000 for i in range(20)}}]},
-         "Containers: Environment keys and values total"),
-        ({"Containers": [{"Mode": "Multi"}]}, "Containers[0].Mode: 'Multi' is not one of 'SingleModel' or 'MultiModel'"),
-        ({"Containers": [{"Mode": "MultiModel"}, {"Mode": "MultiModel"}]}, "Containers[1].Mode: a Serial pipeline holds at most one"),
-        ({"Containers": [{"Mode": "MultiModel"}]}, "Containers[0].ModelDataUrl: required for Mode MultiModel"),
-        ({"Containers": [{"Mode": "MultiModel", "ModelDataUrl": "s3://b/one.tar.gz"}]},
-         "Containers[0].ModelDataUrl: for Mode MultiModel this is a prefix"),
-        ({"Containers": [{"Mode": "MultiModel", "ModelDataUrl": "m/", "Backend": {"Protocol": "torchserve-rest", "Model": "m"}}]},
-         "Containers[0].Backend.Protocol: a MultiModel container is reached over its multi-model API"),
-        ({"Containers": [{"Backend": {"MultiModel": {"MemoryBudgetInMiB": 512}}}]},
-         "Containers[0].Backend.MultiModel: only for a container with Mode: MultiModel"),
-        ({"Containers": [{"MultiModelConfig": {"ModelCacheSetting": "Disabled"}}]},
-         "Containers[0].MultiModelConfig: only for a container with Mode: MultiModel"),
-        ({"Containers": [{"Mode": "MultiModel", "ModelDataUrl": "m/", "Backend": {"MultiModel": {"MemoryBudgetInMiB": 0}}}]},
-         "Containers[0].Backend.MultiModel.MemoryBudgetInMiB"),
-        ({"Containers": [{}], "InferenceExecutionConfig": {"Mode": "Parallel"}}, "InferenceExecutionConfig.Mode: 'Parallel' is not one of"),
+        (
+            {"Containers": [{"Environment": {f"K{i}": "v" for i in range(101)}}]},
+            "Containers[0].Environment: 101 entries; at most 100",
+        ),
+        (
+            {"Containers": [{"Environment": {f"K{i}": "v" * 1000 for i in range(40)}}]},
+            "Containers[0].Environment: keys and values total",
+        ),
+        (
+            {
+                "Containers": [
+                    {"Environment": {f"K{i}": "v" * 1000 for i in range(20)}},
+                    {"Environment": {f"K{i}": "v" * 1000 for i in range(20)}},
+                ]
+            },
+            "Containers: Environment keys and values total",
+        ),
+        (
+            {"Containers": [{"Mode": "Multi"}]},
+            "Containers[0].Mode: 'Multi' is not one of 'SingleModel' or 'MultiModel'",
+        ),
+        (
+            {"Containers": [{"Mode": "MultiModel"}, {"Mode": "MultiModel"}]},
+            "Containers[1].Mode: a Serial pipeline holds at most one",
+        ),
+        (
+            {"Containers": [{"Mode": "MultiModel"}]},
+            "Containers[0].ModelDataUrl: required for Mode MultiModel",
+        ),
+        (
+            {"Containers": [{"Mode": "MultiModel", "ModelDataUrl": "s3://b/one.tar.gz"}]},
+            "Containers[0].ModelDataUrl: for Mode MultiModel this is a prefix",
+        ),
+        (
+            {
+                "Containers": [
+                    {
+                        "Mode": "MultiModel",
+                        "ModelDataUrl": "m/",
+                        "Backend": {"Protocol": "torchserve-rest", "Model": "m"},
+                    }
+                ]
+            },
+            "Containers[0].Backend.Protocol: a MultiModel container is reached over its multi-model API",
+        ),
+        (
+            {"Containers": [{"Backend": {"MultiModel": {"MemoryBudgetInMiB": 512}}}]},
+            "Containers[0].Backend.MultiModel: only for a container with Mode: MultiModel",
+        ),
+        (
+            {"Containers": [{"MultiModelConfig": {"ModelCacheSetting": "Disabled"}}]},
+            "Containers[0].MultiModelConfig: only for a container with Mode: MultiModel",
+        ),
+        (
+            {
+                "Containers": [
+                    {
+                        "Mode": "MultiModel",
+                        "ModelDataUrl": "m/",
+                        "Backend": {"MultiModel": {"MemoryBudgetInMiB": 0}},
+                    }
+                ]
+            },
+            "Containers[0].Backend.MultiModel.MemoryBudgetInMiB",
+        ),
+        (
+            {"Containers": [{}], "InferenceExecutionConfig": {"Mode": "Parallel"}},
+            "InferenceExecutionConfig.Mode: 'Parallel' is not one of",
+        ),
         ({"Containers": [{"Colour": "red"}]}, "Containers[0].Colour: unknown key"),
         ({"Containers": [{}], "Extra": 1}, "Extra: unknown key"),
-        ({"Containers": [{"Backend": {"Protocol": "carrier-pigeon"}}]}, "Containers[0].Backend.Protocol: 'carrier-pigeon' is not one of 'sagemaker'"),
-        ({"Containers": [{"Backend": {"Url": "https://remote"}}]}, "Containers[0].Backend.Url: 'https://remote' does not match"),
-        ({"Containers": [{"Backend": {"InvocationTimeoutInSeconds": 0}}]}, "Containers[0].Backend.InvocationTimeoutInSeconds"),
+        (
+            {"Containers": [{"Backend": {"Protocol": "carrier-pigeon"}}]},
+            "Containers[0].Backend.Protocol: 'carrier-pigeon' is not one of 'sagemaker'",
+        ),
+        (
+            {"Containers": [{"Backend": {"Url": "https://remote"}}]},
+            "Containers[0].Backend.Url: 'https://remote' does not match",
+        ),
+        (
+            {"Containers": [{"Backend": {"InvocationTimeoutInSeconds": 0}}]},
+            "Containers[0].Backend.InvocationTimeoutInSeconds",
+        ),
         ({"Containers": [{"Image": "has space"}]}, "Containers[0].Image: 'has space' does not match"),
         ({"ModelName": "-bad", "Containers": [{}]}, "ModelName: '-bad' does not match"),
         ({"EndpointName": "e" * 64, "Containers": [{}]}, "EndpointName: 'eeee"),
@@ -134,7 +207,7 @@ def test_default_endpoint_name_from_a_stem_that_breaks_the_pattern(tmp_path: Pat
     ("name", "text", "expected"),
     [
         ("e.yaml", "Containers: [\n", "not valid YAML"),
-        ("e.json", "{\"Containers\": ", "not valid JSON"),
+        ("e.json", '{"Containers": ', "not valid JSON"),
         ("e.yaml", "", "expected a mapping at the top, found empty"),
         ("e.yaml", "- a\n- b\n", "expected a mapping at the top, found list"),
     ],

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import Proc, Processes, container_doc, endpoint_doc, raw_exchange, sign, start_process
+from conftest import Proc, Processes, container_doc, endpoint_doc, posts, raw_exchange, sign, start_process
 
 ALICE = ("AKIDALICE", "alice-secret")  # may invoke alpha only
 BOB = ("AKIDBOB", "bob-secret")  # may invoke anything, with an explicit Deny on bravo
@@ -44,13 +44,10 @@ def error_type(raw: bytes) -> str:
     return match.group(1).decode() if match else ""
 
 
-def posts(container: Proc) -> int:
-    with urllib.request.urlopen(container.url + "/count", timeout=10) as response:
-        return int(response.read())
-
-
 def head(lines: dict[str, str], *, target: str = INVOKE, method: str = "POST") -> bytes:
-    return (f"{method} {target} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in lines.items()) + "\r\n").encode()
+    return (
+        f"{method} {target} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in lines.items()) + "\r\n"
+    ).encode()
 
 
 @pytest.fixture(scope="module")
@@ -62,29 +59,50 @@ def shop(module_procs: Processes) -> Iterator[dict[str, Proc]]:
     access = {
         "Keys": [
             {
-                "AccessKeyId": ALICE[0], "SecretAccessKey": ALICE[1], "Name": "alice",
-                "Policy": {"Version": "2012-10-17", "Statement": [
-                    {**allow, "Condition": {"StringEquals": {"sagemaker:TargetContainerHostname": "alpha"}}},
-                ]},
+                "AccessKeyId": ALICE[0],
+                "SecretAccessKey": ALICE[1],
+                "Name": "alice",
+                "Policy": {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {
+                            **allow,
+                            "Condition": {"StringEquals": {"sagemaker:TargetContainerHostname": "alpha"}},
+                        },
+                    ],
+                },
             },
             {
-                "AccessKeyId": BOB[0], "SecretAccessKey": BOB[1], "Name": "bob",
-                "Policy": {"Version": "2012-10-17", "Statement": [
-                    allow,
-                    {"Effect": "Deny", "Action": "sagemaker:*", "Resource": "*",
-                     "Condition": {"StringEquals": {"sagemaker:TargetContainerHostname": "bravo"}}},
-                ]},
+                "AccessKeyId": BOB[0],
+                "SecretAccessKey": BOB[1],
+                "Name": "bob",
+                "Policy": {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        allow,
+                        {
+                            "Effect": "Deny",
+                            "Action": "sagemaker:*",
+                            "Resource": "*",
+                            "Condition": {"StringEquals": {"sagemaker:TargetContainerHostname": "bravo"}},
+                        },
+                    ],
+                },
             },
         ]
     }
     path = module_procs.tmp / "access.yaml"
     path.write_text(yaml.safe_dump(access))
-    doc = endpoint_doc("Direct", [container_doc("alpha", alpha.url), container_doc("bravo", bravo.url)], name="shop")
+    doc = endpoint_doc(
+        "Direct", [container_doc("alpha", alpha.url), container_doc("bravo", bravo.url)], name="shop"
+    )
     gateway = module_procs.gateway(doc, "--access", str(path))
     yield {"alpha": alpha, "bravo": bravo, "gateway": gateway}
 
 
-def chunked_with_trailer(gateway: Proc, key: tuple[str, str], *, signed_as: str, head_says: str, trailer_says: str) -> bytes:
+def chunked_with_trailer(
+    gateway: Proc, key: tuple[str, str], *, signed_as: str, head_says: str, trailer_says: str
+) -> bytes:
     body = b"{}"
     url = f"http://127.0.0.1:{gateway.port}{INVOKE}"
     headers = sign(url, *key, body=body, headers={"X-Amzn-SageMaker-Target-Container-Hostname": signed_as})
@@ -98,8 +116,18 @@ def chunked_with_trailer(gateway: Proc, key: tuple[str, str], *, signed_as: str,
 @pytest.mark.parametrize(
     ("key", "signed_as", "head_says", "expected"),
     [
-        (ALICE, "alpha", "bravo", "InvalidSignatureException"),  # the signature covered alpha; the head says bravo
-        (ALICE, "bravo", "bravo", "AccessDeniedException"),  # alice may not invoke bravo, whatever the trailer says
+        (
+            ALICE,
+            "alpha",
+            "bravo",
+            "InvalidSignatureException",
+        ),  # the signature covered alpha; the head says bravo
+        (
+            ALICE,
+            "bravo",
+            "bravo",
+            "AccessDeniedException",
+        ),  # alice may not invoke bravo, whatever the trailer says
         (BOB, "bravo", "bravo", "AccessDeniedException"),  # bob's explicit Deny on bravo
     ],
 )
@@ -107,7 +135,9 @@ def test_1_a_trailer_cannot_change_what_was_authorized(
     shop: dict[str, Proc], key: tuple[str, str], signed_as: str, head_says: str, expected: str
 ) -> None:
     before = posts(shop["bravo"])
-    raw = chunked_with_trailer(shop["gateway"], key, signed_as=signed_as, head_says=head_says, trailer_says="alpha")
+    raw = chunked_with_trailer(
+        shop["gateway"], key, signed_as=signed_as, head_says=head_says, trailer_says="alpha"
+    )
     assert statuses(raw) == [403] and error_type(raw) == expected, raw[:300]
     assert posts(shop["bravo"]) == before  # bravo never saw it
 
@@ -115,7 +145,9 @@ def test_1_a_trailer_cannot_change_what_was_authorized(
 def test_1_a_trailer_is_ignored_by_the_route_too(shop: dict[str, Proc]) -> None:
     """Signed and routed as alpha; a trailer naming bravo neither reroutes nor breaks the request."""
     before = posts(shop["bravo"])
-    raw = chunked_with_trailer(shop["gateway"], ALICE, signed_as="alpha", head_says="alpha", trailer_says="bravo")
+    raw = chunked_with_trailer(
+        shop["gateway"], ALICE, signed_as="alpha", head_says="alpha", trailer_says="bravo"
+    )
     assert statuses(raw) == [200]
     assert json.loads(raw.split(b"\r\n\r\n", 1)[1])["trail"] == ["alpha"]
     assert posts(shop["bravo"]) == before
@@ -123,9 +155,15 @@ def test_1_a_trailer_is_ignored_by_the_route_too(shop: dict[str, Proc]) -> None:
 
 def signed_post(gateway: Proc, body: bytes, sent: bytes, content_sha256: str) -> bytes:
     url = f"http://127.0.0.1:{gateway.port}{INVOKE}"
-    headers = sign(url, *BOB, body=body, headers={
-        "X-Amzn-SageMaker-Target-Container-Hostname": "alpha", "X-Amz-Content-SHA256": content_sha256,
-    })
+    headers = sign(
+        url,
+        *BOB,
+        body=body,
+        headers={
+            "X-Amzn-SageMaker-Target-Container-Hostname": "alpha",
+            "X-Amz-Content-SHA256": content_sha256,
+        },
+    )
     headers.update({"Content-Length": str(len(sent)), "Connection": "close"})
     return raw_exchange(gateway.port, head(headers) + sent)
 
@@ -136,7 +174,9 @@ def test_2_the_signature_binds_the_body(shop: dict[str, Proc]) -> None:
     ok = signed_post(shop["gateway"], body, body, digest)
     assert statuses(ok) == [200]
     before = posts(shop["alpha"])
-    swapped = signed_post(shop["gateway"], body, b'{"amount": 9}', digest)  # signed over the header, body swapped
+    swapped = signed_post(
+        shop["gateway"], body, b'{"amount": 9}', digest
+    )  # signed over the header, body swapped
     assert statuses(swapped) == [403] and error_type(swapped) == "InvalidSignatureException"
     assert b"does not match the SHA-256 of the request body" in swapped
     unsigned = signed_post(shop["gateway"], body, b'{"amount": 9}', "UNSIGNED-PAYLOAD")
@@ -166,12 +206,32 @@ TIMEOUT = 2  # seconds, for every client timeout of the `tight` gateway
 @pytest.fixture(scope="module")
 def tight(module_procs: Processes) -> Iterator[dict[str, Proc]]:
     alpha = module_procs.container("alpha")
-    doc = endpoint_doc("Direct", [container_doc("alpha", alpha.url, InvocationTimeoutInSeconds=5)], name="shop")
+    doc = endpoint_doc(
+        "Direct", [container_doc("alpha", alpha.url, InvocationTimeoutInSeconds=5)], name="shop"
+    )
     path = module_procs.write_endpoint(doc, "tight.yaml")
     gateway = start_process(
-        [sys.executable, "-m", "gateway", "serve", str(path), "--port", "0",
-         "--header-timeout", str(TIMEOUT), "--body-timeout", str(TIMEOUT), "--keep-alive-timeout", str(TIMEOUT),
-         "--send-timeout", str(TIMEOUT), "--max-connections", "40", "--max-buffered-mib", "13"],
+        [
+            sys.executable,
+            "-m",
+            "gateway",
+            "serve",
+            str(path),
+            "--port",
+            "0",
+            "--header-timeout",
+            str(TIMEOUT),
+            "--body-timeout",
+            str(TIMEOUT),
+            "--keep-alive-timeout",
+            str(TIMEOUT),
+            "--send-timeout",
+            str(TIMEOUT),
+            "--max-connections",
+            "40",
+            "--max-buffered-mib",
+            "13",
+        ],
         stderr=module_procs.tmp / "tight.log",
     )
     module_procs.started.append(gateway)
@@ -181,7 +241,8 @@ def tight(module_procs: Processes) -> Iterator[dict[str, Proc]]:
 def invoke_bytes(body: bytes = b"{}", *, close: bool = False, extra: str = "") -> bytes:
     return (
         f"POST {INVOKE} HTTP/1.1\r\nHost: x\r\nX-Amzn-SageMaker-Target-Container-Hostname: alpha\r\n"
-        f"Content-Length: {len(body)}\r\n{'Connection: close' + chr(13) + chr(10) if close else ''}{extra}\r\n"
+        "Content-Length: "
+        f"{len(body)}\r\n{'Connection: close' + chr(13) + chr(10) if close else ''}{extra}\r\n"
     ).encode() + body
 
 
@@ -195,10 +256,12 @@ def until_closed(sock: socket.socket) -> bytes:
 
 def test_3_idle_and_slow_clients_are_closed(tight: dict[str, Proc]) -> None:
     port = tight["gateway"].port
-    with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT * 5) as silent, \
-         socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT * 5) as kept, \
-         socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT * 5) as slow_head, \
-         socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT * 5) as slow_body:
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT * 5) as silent,
+        socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT * 5) as kept,
+        socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT * 5) as slow_head,
+        socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT * 5) as slow_body,
+    ):
         kept.sendall(invoke_bytes())
         slow_head.sendall(b"POST /endpoints/shop/invocations HTTP/1.1\r\nHost: x\r\n")
         slow_body.sendall(invoke_bytes(b"{}")[:-1])  # one byte of the body short
@@ -227,7 +290,9 @@ def test_3_a_slowloris_is_cut_off(tight: dict[str, Proc]) -> None:
     assert statuses(raw) == [408], f"sent {sent} of {len(request)} bytes and was not cut off"
 
 
-def test_3_connections_past_the_cap_are_refused_and_logged(tight: dict[str, Proc], module_procs: Processes) -> None:
+def test_3_connections_past_the_cap_are_refused_and_logged(
+    tight: dict[str, Proc], module_procs: Processes
+) -> None:
     socks = []
     try:
         for _ in range(40):
@@ -253,8 +318,16 @@ def test_3_the_descriptor_limit_caps_connections(procs: Processes) -> None:
 
     with open(log, "w") as err:
         popen = subprocess.Popen(
-            ["sh", "-c", 'ulimit -n 300 && exec "$0" -m gateway serve "$1" --port 0', sys.executable, str(path)],
-            stdout=subprocess.PIPE, stderr=err, text=True,
+            [
+                "sh",
+                "-c",
+                'ulimit -n 300 && exec "$0" -m gateway serve "$1" --port 0',
+                sys.executable,
+                str(path),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
         )
     try:
         assert popen.stdout is not None
@@ -267,7 +340,9 @@ def test_3_the_descriptor_limit_caps_connections(procs: Processes) -> None:
         finally:
             for sock in socks:
                 sock.close()
-        assert statuses(raw_exchange(port, invoke_bytes(close=True))) == [200]  # and serves again once they left
+        assert statuses(raw_exchange(port, invoke_bytes(close=True))) == [
+            200
+        ]  # and serves again once they left
     finally:
         popen.kill()
         popen.wait()
@@ -279,13 +354,23 @@ def test_3_the_descriptor_limit_caps_connections(procs: Processes) -> None:
     ("request_bytes", "status", "code"),
     [
         (invoke_bytes(extra="X-Big: " + "a" * 100_000 + "\r\n"), 431, "RequestHeaderFieldsTooLarge"),
-        (invoke_bytes(extra="".join(f"X-{i}: v\r\n" for i in range(200))), 431, "RequestHeaderFieldsTooLarge"),
+        (
+            invoke_bytes(extra="".join(f"X-{i}: v\r\n" for i in range(200))),
+            431,
+            "RequestHeaderFieldsTooLarge",
+        ),
         (b"POST /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414, "URITooLong"),
-        (b"POST /" + b"a" * 8_000_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414, "URITooLong"),  # in one read or many
+        (
+            b"POST /" + b"a" * 8_000_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+            414,
+            "URITooLong",
+        ),  # in one read or many
     ],
     ids=["100KB-header", "200-headers", "9KB-url", "8MB-url"],
 )
-def test_4_heads_past_the_limits_are_refused(tight: dict[str, Proc], request_bytes: bytes, status: int, code: str) -> None:
+def test_4_heads_past_the_limits_are_refused(
+    tight: dict[str, Proc], request_bytes: bytes, status: int, code: str
+) -> None:
     raw = raw_exchange(tight["gateway"].port, request_bytes)
     assert statuses(raw) == [status] and error_type(raw) == code
 
@@ -307,7 +392,9 @@ def test_4_a_64_mib_header_is_refused_and_stalls_nobody(tight: dict[str, Proc]) 
         pusher = threading.Thread(target=push)
         pusher.start()
         try:
-            assert statuses(raw_exchange(tight["gateway"].port, invoke_bytes(close=True))) == [200]  # meanwhile
+            assert statuses(raw_exchange(tight["gateway"].port, invoke_bytes(close=True))) == [
+                200
+            ]  # meanwhile
             answer = b""
             while b"\r\n\r\n" not in answer:
                 piece = sock.recv(65536)
@@ -374,7 +461,9 @@ def test_7_bodies_past_the_process_cap_get_503(tight: dict[str, Proc]) -> None:
     finally:
         first.close()
         second.close()
-    assert statuses(raw_exchange(tight["gateway"].port, invoke_bytes(b"{}", close=True))) == [200]  # room again
+    assert statuses(raw_exchange(tight["gateway"].port, invoke_bytes(b"{}", close=True))) == [
+        200
+    ]  # room again
 
 
 def test_7_one_connection_reads_one_request_ahead(tight: dict[str, Proc]) -> None:
@@ -385,7 +474,9 @@ def test_7_one_connection_reads_one_request_ahead(tight: dict[str, Proc]) -> Non
     big = json.dumps({"faults": {"alpha": {"delay": 2}}, "pad": "x" * (6 * 1024 * 1024 - 100)}).encode()
     before = posts(alpha)
     with socket.create_connection(("127.0.0.1", tight["gateway"].port), timeout=60) as sock:
-        sender = threading.Thread(target=sock.sendall, args=(invoke_bytes(big) * 2 + invoke_bytes(big, close=True),))
+        sender = threading.Thread(
+            target=sock.sendall, args=(invoke_bytes(big) * 2 + invoke_bytes(big, close=True),)
+        )
         sender.start()
         _settled(lambda: posts(alpha) - before, window=0.5)
         other = raw_exchange(tight["gateway"].port, invoke_bytes(big, close=True))
@@ -397,7 +488,9 @@ def test_7_one_connection_reads_one_request_ahead(tight: dict[str, Proc]) -> Non
 
 def test_10_an_upgrade_request_gets_one_answer_and_is_not_run(tight: dict[str, Proc]) -> None:
     before = posts(tight["alpha"])
-    raw = raw_exchange(tight["gateway"].port, invoke_bytes(b"{}", extra="Upgrade: h2c\r\nConnection: Upgrade\r\n"))
+    raw = raw_exchange(
+        tight["gateway"].port, invoke_bytes(b"{}", extra="Upgrade: h2c\r\nConnection: Upgrade\r\n")
+    )
     assert statuses(raw) == [400] and b"Protocol upgrades are not supported" in raw
     assert posts(tight["alpha"]) == before
 
@@ -406,15 +499,32 @@ def test_10_an_upgrade_request_gets_one_answer_and_is_not_run(tight: dict[str, P
     ("request_bytes", "status", "message"),
     [
         (invoke_bytes(close=True).replace(b"Host: x\r\n", b""), 400, b"must have a Host header"),
-        (invoke_bytes(close=True).replace(b"Host: x\r\n", b"Host: x\r\nHost: y\r\n"), 400, b"Header host must appear once"),
-        (invoke_bytes(close=True, extra="X-Amzn-SageMaker-Target-Container-Hostname: bravo\r\n"), 400,
-         b"x-amzn-sagemaker-target-container-hostname must appear once"),
-        (invoke_bytes(close=True).replace(INVOKE.encode(), b"http://127.0.0.1" + INVOKE.encode(), 1), 200, b'"alpha"'),
-        (invoke_bytes(close=True).replace(b"hostname: alpha\r\n", b"hostname: alpha  \t\r\n"), 200, b'"alpha"'),
+        (
+            invoke_bytes(close=True).replace(b"Host: x\r\n", b"Host: x\r\nHost: y\r\n"),
+            400,
+            b"Header host must appear once",
+        ),
+        (
+            invoke_bytes(close=True, extra="X-Amzn-SageMaker-Target-Container-Hostname: bravo\r\n"),
+            400,
+            b"x-amzn-sagemaker-target-container-hostname must appear once",
+        ),
+        (
+            invoke_bytes(close=True).replace(INVOKE.encode(), b"http://127.0.0.1" + INVOKE.encode(), 1),
+            200,
+            b'"alpha"',
+        ),
+        (
+            invoke_bytes(close=True).replace(b"hostname: alpha\r\n", b"hostname: alpha  \t\r\n"),
+            200,
+            b'"alpha"',
+        ),
     ],
     ids=["no-host", "two-hosts", "two-targets", "absolute-form", "trailing-space"],
 )
-def test_11_heads_as_http_1_1_has_them(tight: dict[str, Proc], request_bytes: bytes, status: int, message: bytes) -> None:
+def test_11_heads_as_http_1_1_has_them(
+    tight: dict[str, Proc], request_bytes: bytes, status: int, message: bytes
+) -> None:
     raw = raw_exchange(tight["gateway"].port, request_bytes)
     assert statuses(raw) == [status] and message in raw, raw[:400]
 
@@ -433,7 +543,9 @@ def test_8_closed_connections_are_freed_without_the_cycle_collector(procs: Proce
     from gateway.endpoint import load_endpoint
 
     alpha = procs.container("alpha")
-    endpoint = load_endpoint(procs.write_endpoint(endpoint_doc("Direct", [container_doc("alpha", alpha.url)], name="shop")))
+    endpoint = load_endpoint(
+        procs.write_endpoint(endpoint_doc("Direct", [container_doc("alpha", alpha.url)], name="shop"))
+    )
 
     async def exercise() -> list[weakref.ref[Any]]:
         gateway = Gateway(Options(port=0))
@@ -469,7 +581,9 @@ def test_8_closed_connections_are_freed_without_the_cycle_collector(procs: Proce
         alive = [ref() for ref in refs if ref() is not None]
     finally:
         gc.enable()
-    assert len(refs) == 6 and not alive, f"{len(alive)} of {len(refs)} closed connections still alive: {alive[:3]}"
+    assert len(refs) == 6 and not alive, (
+        f"{len(alive)} of {len(refs)} closed connections still alive: {alive[:3]}"
+    )
 
 
 def test_9_mce_status_signs_its_scrape_when_the_gateway_asks(shop: dict[str, Proc]) -> None:
@@ -478,10 +592,22 @@ def test_9_mce_status_signs_its_scrape_when_the_gateway_asks(shop: dict[str, Pro
 
     run = [sys.executable, "-m", "gateway", "status", shop["gateway"].url]
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    refused = subprocess.run(run, check=False, capture_output=True, text=True, timeout=60, env={**env, "AWS_CONFIG_FILE": "/dev/null",
-                             "AWS_SHARED_CREDENTIALS_FILE": "/dev/null"})
+    refused = subprocess.run(
+        run,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**env, "AWS_CONFIG_FILE": "/dev/null", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null"},
+    )
     assert refused.returncode == 2 and "runs with --access: set AWS_ACCESS_KEY_ID" in refused.stderr
-    signed = subprocess.run(run, check=False, capture_output=True, text=True, timeout=60,
-                            env={**env, "AWS_ACCESS_KEY_ID": ALICE[0], "AWS_SECRET_ACCESS_KEY": ALICE[1]})
+    signed = subprocess.run(
+        run,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**env, "AWS_ACCESS_KEY_ID": ALICE[0], "AWS_SECRET_ACCESS_KEY": ALICE[1]},
+    )
     assert signed.returncode == 0, signed.stderr
     assert "alpha" in signed.stdout and "bravo" in signed.stdout

@@ -10,42 +10,21 @@ import urllib.request
 from typing import Any
 
 import pytest
-from conftest import ROOT, Processes, container_doc, endpoint_doc, wait_until
+from conftest import ROOT, Processes, container_doc, endpoint_doc, invoke, scrape, wait_until
 from prometheus_client.parser import text_string_to_metric_families
-
-LABELS = {"endpoint": "demo", "variant": "AllTraffic"}
-
-
-def scrape(url: str) -> dict[tuple[str, str], float]:
-    with urllib.request.urlopen(url + "/metrics", timeout=10) as response:
-        assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
-        text = response.read().decode()
-    found = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if "le" in sample.labels:
-                continue
-            for key, value in LABELS.items():
-                assert sample.labels.get(key, value) == value
-            assert set(sample.labels) <= {"endpoint", "variant", "container", "reason"}
-            found[(sample.name, sample.labels.get("container", ""))] = sample.value
-    return found
-
-
-def invoke(client: Any, target: str | None, doc: object, **kwargs: Any) -> Any:
-    """The response, its body already read (an unread body keeps its connection open)."""
-    if target is not None:
-        kwargs["TargetContainerHostname"] = target
-    response = client.invoke_endpoint(EndpointName="demo", Body=json.dumps(doc), **kwargs)
-    response["Body"] = response["Body"].read()
-    return response
 
 
 def test_counts_and_latency_split_in_direct_mode(procs: Processes, clients: Any) -> None:
     alpha, beta = procs.container("alpha"), procs.container("beta")
-    gateway = procs.gateway(endpoint_doc("Direct", [
-        container_doc("alpha", alpha.url), container_doc("beta", beta.url, InvocationTimeoutInSeconds=1),
-    ]))
+    gateway = procs.gateway(
+        endpoint_doc(
+            "Direct",
+            [
+                container_doc("alpha", alpha.url),
+                container_doc("beta", beta.url, InvocationTimeoutInSeconds=1),
+            ],
+        )
+    )
     client = clients(gateway.url)
     for _ in range(3):
         invoke(client, "alpha", {})
@@ -57,11 +36,16 @@ def test_counts_and_latency_split_in_direct_mode(procs: Processes, clients: Any)
         invoke(client, "gamma", {})
     m = scrape(gateway.url)
     assert m[("sagemaker_invocations_total", "")] == 8
-    assert m[("sagemaker_invocations_total", "alpha")] == 4 and m[("sagemaker_invocations_total", "beta")] == 3
+    assert (
+        m[("sagemaker_invocations_total", "alpha")] == 4 and m[("sagemaker_invocations_total", "beta")] == 3
+    )
     assert m[("sagemaker_invocation_4xx_errors_total", "alpha")] == 1
     assert m[("sagemaker_invocation_5xx_errors_total", "beta")] == 2  # a 503 and a timeout
     # every 4xx the client got is counted: the ValidationError too (it used to count as no error at all)
-    assert m[("sagemaker_invocation_4xx_errors_total", "")] == 2 and m[("sagemaker_invocation_5xx_errors_total", "")] == 2
+    assert (
+        m[("sagemaker_invocation_4xx_errors_total", "")] == 2
+        and m[("sagemaker_invocation_5xx_errors_total", "")] == 2
+    )
     assert m[("sagemaker_invocation_model_errors_total", "")] == 3
     assert m[("sagemaker_container_latency_seconds_count", "alpha")] == 4
     assert m[("sagemaker_container_latency_seconds_count", "beta")] == 3
@@ -69,9 +53,15 @@ def test_counts_and_latency_split_in_direct_mode(procs: Processes, clients: Any)
     assert m[("sagemaker_overhead_latency_seconds_count", "")] == 7
     # the second the hung call waited is the container's, not the gateway's
     assert m[("sagemaker_container_latency_seconds_sum", "beta")] >= 1.0
-    assert m[("sagemaker_overhead_latency_seconds_sum", "")] < m[("sagemaker_container_latency_seconds_sum", "beta")]
+    assert (
+        m[("sagemaker_overhead_latency_seconds_sum", "")]
+        < m[("sagemaker_container_latency_seconds_sum", "beta")]
+    )
     # in Direct mode a container's overhead is the request's overhead
-    per_container = m[("sagemaker_overhead_latency_seconds_sum", "alpha")] + m[("sagemaker_overhead_latency_seconds_sum", "beta")]
+    per_container = (
+        m[("sagemaker_overhead_latency_seconds_sum", "alpha")]
+        + m[("sagemaker_overhead_latency_seconds_sum", "beta")]
+    )
     assert per_container == pytest.approx(m[("sagemaker_overhead_latency_seconds_sum", "")], rel=1e-6)
 
 
@@ -99,8 +89,13 @@ def test_trace_context_reaches_the_containers(procs: Processes, clients: Any) ->
     gateway = procs.gateway(endpoint_doc("Direct", [container_doc("echo", echo.url)]))
     ours = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
     request = urllib.request.Request(
-        gateway.url + "/invocations", data=b"{}",
-        headers={"traceparent": ours, "X-Amzn-SageMaker-Target-Container-Hostname": "echo", "Content-Type": "application/json"},
+        gateway.url + "/invocations",
+        data=b"{}",
+        headers={
+            "traceparent": ours,
+            "X-Amzn-SageMaker-Target-Container-Hostname": "echo",
+            "Content-Type": "application/json",
+        },
     )
     with urllib.request.urlopen(request, timeout=10) as response:
         assert json.loads(response.read())["seen"]["echo"]["headers"]["traceparent"] == ours
@@ -119,8 +114,8 @@ def test_access_log_lines(procs: Processes, clients: Any) -> None:
     rid = answer["ResponseMetadata"]["RequestId"]
     log = procs.tmp / "gateway.log"
     wait_until(lambda: rid in log.read_text(), "the access log line", timeout=10)
-    line = next(l for l in log.read_text().splitlines() if rid in l)
-    entry = json.loads(line[line.index("{"):])
+    line = next(text for text in log.read_text().splitlines() if rid in text)
+    entry = json.loads(line[line.index("{") :])
     assert entry["inference_id"] == "inf-42" and entry["containers"] == ["echo"] and entry["status"] == 200
     assert len(entry["container_ms"]) == 1 and entry["total_ms"] >= entry["container_ms"][0]
 
@@ -144,17 +139,24 @@ def test_utilization_of_launched_containers_and_mce_status(tmp_path: Any, client
     try:
         url = run.url()
         client = clients(url)
-        client.invoke_endpoint(EndpointName="echo-direct", TargetContainerHostname="english", Body=b"{}")["Body"].read()
+        client.invoke_endpoint(EndpointName="echo-direct", TargetContainerHostname="english", Body=b"{}")[
+            "Body"
+        ].read()
         with urllib.request.urlopen(url + "/metrics", timeout=10) as response:
             samples = {
                 (s.name, s.labels.get("container")): s.value
-                for f in text_string_to_metric_families(response.read().decode()) for s in f.samples
+                for f in text_string_to_metric_families(response.read().decode())
+                for s in f.samples
             }
         for name in ("english", "french"):
             assert samples[("sagemaker_memory_utilization_percent", name)] > 0
             assert ("sagemaker_cpu_utilization_percent", name) in samples
         status = subprocess.run(
-            [sys.executable, "-m", "gateway", "status", url], capture_output=True, text=True, timeout=60, check=False
+            [sys.executable, "-m", "gateway", "status", url],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
         )
         assert status.returncode == 0, status.stderr
         lines = status.stdout.splitlines()

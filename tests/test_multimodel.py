@@ -18,7 +18,16 @@ from typing import Any
 
 import boto3
 import pytest
-from conftest import Proc, Processes, container_doc, endpoint_doc, multi_model_doc, wait_until, write_artifact
+from conftest import (
+    Proc,
+    Processes,
+    container_doc,
+    endpoint_doc,
+    metric,
+    multi_model_doc,
+    wait_until,
+    write_artifact,
+)
 
 
 def stats(container: Proc) -> dict[str, dict[str, int]]:
@@ -27,19 +36,13 @@ def stats(container: Proc) -> dict[str, dict[str, int]]:
     return result
 
 
-def metric(url: str, name: str, **labels: str) -> float:
-    """One sample of the gateway's /metrics at `url` (0 when absent)."""
-    with urllib.request.urlopen(url + "/metrics", timeout=5) as response:
-        text = response.read().decode()
-    for line in text.splitlines():
-        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
-
-
 def invoke(client: Any, model: str, host: str = "models", body: bytes = b'{"x": 1}') -> dict[str, Any]:
     response = client.invoke_endpoint(
-        EndpointName="demo", TargetContainerHostname=host, TargetModel=model, Body=body, ContentType="application/json"
+        EndpointName="demo",
+        TargetContainerHostname=host,
+        TargetModel=model,
+        Body=body,
+        ContentType="application/json",
     )
     answer: dict[str, Any] = json.loads(response["Body"].read())
     return answer
@@ -56,14 +59,21 @@ def prefix(tmp_path: Path) -> Path:
     return folder
 
 
-def serve(procs: Processes, prefix: Path, *, capacity: int | None = None, **multi_model: Any) -> tuple[Proc, Proc]:
+def serve(
+    procs: Processes, prefix: Path, *, capacity: int | None = None, **multi_model: Any
+) -> tuple[Proc, Proc]:
     container = procs.model_container(capacity=capacity)
-    containers = [multi_model_doc("models", container.url, prefix, **multi_model), container_doc("plain", procs.container("plain").url)]
+    containers = [
+        multi_model_doc("models", container.url, prefix, **multi_model),
+        container_doc("plain", procs.container("plain").url),
+    ]
     gateway = procs.gateway(endpoint_doc("Direct", containers), "--model-cache", str(procs.tmp / "cache"))
     return container, gateway
 
 
-def test_first_request_loads_the_model_later_ones_hit_the_cache(procs: Processes, prefix: Path, clients: Any) -> None:
+def test_first_request_loads_the_model_later_ones_hit_the_cache(
+    procs: Processes, prefix: Path, clients: Any
+) -> None:
     artifact(prefix, "digits.tar.gz")
     artifact(prefix, "sub/folder/other.tar.gz")
     container, gateway = serve(procs, prefix)
@@ -75,8 +85,13 @@ def test_first_request_loads_the_model_later_ones_hit_the_cache(procs: Processes
     assert json.loads(first["request"]) == {"x": 1}
     for _ in range(3):
         assert invoke(client, "digits.tar.gz")["model"] == first["model"]
-    assert invoke(client, "sub/folder/other.tar.gz")["files"] == {"weights.txt": "weights of sub/folder/other.tar.gz"}
-    assert stats(container)["loads"] == {first["model"]: 1, invoke(client, "sub/folder/other.tar.gz")["model"]: 1}
+    assert invoke(client, "sub/folder/other.tar.gz")["files"] == {
+        "weights.txt": "weights of sub/folder/other.tar.gz"
+    }
+    assert stats(container)["loads"] == {
+        first["model"]: 1,
+        invoke(client, "sub/folder/other.tar.gz")["model"]: 1,
+    }
     labels = {"container": "models"}
     assert metric(gateway.url, "sagemaker_model_cache_lookups_total", **labels) == 6
     assert metric(gateway.url, "sagemaker_model_cache_hits_total", **labels) == 4
@@ -84,7 +99,9 @@ def test_first_request_loads_the_model_later_ones_hit_the_cache(procs: Processes
     assert metric(gateway.url, "sagemaker_model_loading_seconds_count", **labels) == 2
     assert metric(gateway.url, "sagemaker_model_loading_wait_seconds_count", **labels) == 2
     # the single-model container beside it is untouched by all this
-    assert client.invoke_endpoint(EndpointName="demo", TargetContainerHostname="plain", Body=b"{}")["Body"].read()
+    assert client.invoke_endpoint(EndpointName="demo", TargetContainerHostname="plain", Body=b"{}")[
+        "Body"
+    ].read()
 
 
 def test_concurrent_first_requests_load_once(procs: Processes, prefix: Path, clients: Any) -> None:
@@ -108,7 +125,9 @@ def test_concurrent_first_requests_load_once(procs: Processes, prefix: Path, cli
     assert metric(gateway.url, "sagemaker_model_loading_wait_seconds_count", container="models") == 8
 
 
-def test_a_slow_load_answers_model_not_ready_and_goes_on(procs: Processes, prefix: Path, clients: Any) -> None:
+def test_a_slow_load_answers_model_not_ready_and_goes_on(
+    procs: Processes, prefix: Path, clients: Any
+) -> None:
     artifact(prefix, "big.tar.gz", **{"load.json": '{"seconds": 2}'})
     container, gateway = serve(procs, prefix, ModelLoadWaitInSeconds=0.2)
     client = clients(gateway.url)
@@ -145,7 +164,9 @@ def test_507_unloads_the_least_recently_used_idle_model(procs: Processes, prefix
     assert "unloaded model b.tar.gz" in log and "answered 507 (out of memory) to loading c.tar.gz" in log
 
 
-def test_507_to_an_invocation_unloads_an_idle_model_and_tries_once_more(procs: Processes, prefix: Path, clients: Any) -> None:
+def test_507_to_an_invocation_unloads_an_idle_model_and_tries_once_more(
+    procs: Processes, prefix: Path, clients: Any
+) -> None:
     artifact(prefix, "a.tar.gz")
     artifact(prefix, "b.tar.gz", **{"invoke.json": '{"status_once": 507}'})
     container, gateway = serve(procs, prefix)
@@ -170,19 +191,25 @@ def test_507_with_nothing_to_unload_is_a_model_error(procs: Processes, prefix: P
 def test_a_model_added_to_the_prefix_while_running(procs: Processes, prefix: Path, clients: Any) -> None:
     _, gateway = serve(procs, prefix)
     client = clients(gateway.url)
-    with pytest.raises(client.exceptions.ValidationError, match="Failed to download model data for TargetModel new/m.tar.gz"):
+    with pytest.raises(
+        client.exceptions.ValidationError, match=r"Failed to download model data for TargetModel new/m.tar.gz"
+    ):
         invoke(client, "new/m.tar.gz")
     artifact(prefix, "new/m.tar.gz")
     assert invoke(client, "new/m.tar.gz")["files"] == {"weights.txt": "weights of new/m.tar.gz"}
 
 
-def test_a_corrupt_artifact_is_refused_and_the_rest_keeps_serving(procs: Processes, prefix: Path, clients: Any) -> None:
+def test_a_corrupt_artifact_is_refused_and_the_rest_keeps_serving(
+    procs: Processes, prefix: Path, clients: Any
+) -> None:
     artifact(prefix, "good.tar.gz")
     (prefix / "corrupt.tar.gz").write_bytes(b"\x1f\x8b\x08 this is not a gzip stream")
     (prefix / "evil.tar.gz").symlink_to("/etc/hostname")  # inside the prefix by name, outside by target
     _, gateway = serve(procs, prefix)
     client = clients(gateway.url)
-    with pytest.raises(client.exceptions.ValidationError, match="Failed to extract model data for TargetModel corrupt.tar.gz"):
+    with pytest.raises(
+        client.exceptions.ValidationError, match=r"Failed to extract model data for TargetModel corrupt"
+    ):
         invoke(client, "corrupt.tar.gz")
     with pytest.raises(client.exceptions.ValidationError, match="leads outside the model prefix"):
         invoke(client, "evil.tar.gz")
@@ -202,7 +229,9 @@ def test_a_model_the_container_lost_is_loaded_again(procs: Processes, prefix: Pa
     assert stats(container)["loads"] == {name: 2}
 
 
-def test_cache_disabled_unloads_after_each_request(procs: Processes, prefix: Path, clients: Any, tmp_path: Path) -> None:
+def test_cache_disabled_unloads_after_each_request(
+    procs: Processes, prefix: Path, clients: Any, tmp_path: Path
+) -> None:
     artifact(prefix, "m.tar.gz")
     container = procs.model_container()
     doc = multi_model_doc("models", container.url, prefix)
@@ -210,13 +239,21 @@ def test_cache_disabled_unloads_after_each_request(procs: Processes, prefix: Pat
     gateway = procs.gateway(endpoint_doc("Direct", [doc]), "--model-cache", str(tmp_path / "cache"))
     client = clients(gateway.url)
     name = invoke(client, "m.tar.gz")["model"]
-    wait_until(lambda: stats(container)["unloads"].get(name) == 1, "the model unloaded after its request", timeout=10)
-    wait_until(lambda: not (tmp_path / "cache" / "models" / name).exists(), "the model deleted from the disk cache", timeout=10)
+    wait_until(
+        lambda: stats(container)["unloads"].get(name) == 1, "the model unloaded after its request", timeout=10
+    )
+    wait_until(
+        lambda: not (tmp_path / "cache" / "models" / name).exists(),
+        "the model deleted from the disk cache",
+        timeout=10,
+    )
     assert invoke(client, "m.tar.gz")["model"] == name
     assert stats(container)["loads"] == {name: 2}
 
 
-def test_the_disk_cache_keeps_to_its_bound(procs: Processes, prefix: Path, clients: Any, tmp_path: Path) -> None:
+def test_the_disk_cache_keeps_to_its_bound(
+    procs: Processes, prefix: Path, clients: Any, tmp_path: Path
+) -> None:
     for name in ("a", "b", "c"):
         artifact(prefix, f"{name}.tar.gz", **{"blob.bin": "x" * 600_000})
     _, gateway = serve(procs, prefix, capacity=1, DiskCacheInMiB=1)
@@ -234,9 +271,13 @@ def test_a_pipeline_with_a_multi_model_container(procs: Processes, prefix: Path,
     artifact(prefix, "m.tar.gz")
     container = procs.model_container()
     steps = [container_doc(None, procs.container("first").url), multi_model_doc(None, container.url, prefix)]
-    gateway = procs.gateway({"EndpointName": "demo", "Containers": steps}, "--model-cache", str(procs.tmp / "cache"))
+    gateway = procs.gateway(
+        {"EndpointName": "demo", "Containers": steps}, "--model-cache", str(procs.tmp / "cache")
+    )
     client = clients(gateway.url)
-    response = client.invoke_endpoint(EndpointName="demo", TargetModel="m.tar.gz", Body=b'{"x": 2}', ContentType="application/json")
+    response = client.invoke_endpoint(
+        EndpointName="demo", TargetModel="m.tar.gz", Body=b'{"x": 2}', ContentType="application/json"
+    )
     answer = json.loads(response["Body"].read())
     assert answer["target"] == "m.tar.gz"
     assert json.loads(answer["request"])["trail"] == ["first"]  # the first container's answer, handed on
@@ -262,7 +303,13 @@ def s3() -> Iterator[tuple[str, Any]]:
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     url = "http://{}:{}".format(*server.get_host_and_port())
-    client = boto3.client("s3", endpoint_url=url, region_name="us-east-1", aws_access_key_id="AKIDS3", aws_secret_access_key="s3")
+    client = boto3.client(
+        "s3",
+        endpoint_url=url,
+        region_name="us-east-1",
+        aws_access_key_id="AKIDS3",
+        aws_secret_access_key="s3",
+    )
     client.create_bucket(Bucket="models")
     yield url, client
     client.close()
@@ -276,17 +323,29 @@ def test_models_from_s3(procs: Processes, tmp_path: Path, s3: tuple[str, Any], c
     bucket.put_object(Bucket="models", Key="elsewhere.tar.gz", Body=local.read_bytes())
     container = procs.model_container()
     doc = multi_model_doc("models", container.url, "s3://models/prefix/")
-    env = {"AWS_ENDPOINT_URL_S3": url, "AWS_ACCESS_KEY_ID": "AKIDS3", "AWS_SECRET_ACCESS_KEY": "s3", "AWS_DEFAULT_REGION": "us-east-1"}
+    env = {
+        "AWS_ENDPOINT_URL_S3": url,
+        "AWS_ACCESS_KEY_ID": "AKIDS3",
+        "AWS_SECRET_ACCESS_KEY": "s3",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
     gateway = procs.gateway(endpoint_doc("Direct", [doc]), "--model-cache", str(tmp_path / "cache"), env=env)
     client = clients(gateway.url)
     assert invoke(client, "team/m.tar.gz")["files"] == {"weights.txt": "weights of m.tar.gz"}
     assert metric(gateway.url, "sagemaker_model_downloading_seconds_count", container="models") == 1
     assert invoke(client, "team/m.tar.gz")["target"] == "team/m.tar.gz"
-    assert metric(gateway.url, "sagemaker_model_downloading_seconds_count", container="models") == 1  # downloaded once
-    with pytest.raises(client.exceptions.ValidationError, match=r"s3://models/prefix/missing.tar.gz cannot be downloaded \(NoSuchKey\)"):
+    assert (
+        metric(gateway.url, "sagemaker_model_downloading_seconds_count", container="models") == 1
+    )  # downloaded once
+    with pytest.raises(
+        client.exceptions.ValidationError,
+        match=r"s3://models/prefix/missing.tar.gz cannot be downloaded \(NoSuchKey\)",
+    ):
         invoke(client, "missing.tar.gz")
     # the prefix is the only place looked at: the object beside it is not reachable
-    with pytest.raises(client.exceptions.ValidationError, match="must be a path relative to the model prefix"):
+    with pytest.raises(
+        client.exceptions.ValidationError, match="must be a path relative to the model prefix"
+    ):
         invoke(client, "../elsewhere.tar.gz")
 
 
@@ -295,9 +354,10 @@ def test_a_memory_budget_needs_launched_containers(procs: Processes, prefix: Pat
     _, gateway = serve(procs, prefix, MemoryBudgetInMiB=1)  # mce serve: the container's processes are unknown
     client = clients(gateway.url)
     assert invoke(client, "m.tar.gz")["target"] == "m.tar.gz"
-    assert "MemoryBudgetInMiB is measured on the container's processes, which only `mce up` knows" in (
-        procs.tmp / "gateway.log"
-    ).read_text()
+    assert (
+        "MemoryBudgetInMiB is measured on the container's processes, which only `mce up` knows"
+        in (procs.tmp / "gateway.log").read_text()
+    )
 
 
 def test_the_gateways_own_4xx_answers_are_counted(procs: Processes, prefix: Path, clients: Any) -> None:
@@ -313,4 +373,6 @@ def test_the_gateways_own_4xx_answers_are_counted(procs: Processes, prefix: Path
     for container in ("models", ""):
         assert metric(gateway.url, "sagemaker_invocation_4xx_errors_total", container=container) == 2
         assert metric(gateway.url, "sagemaker_invocation_5xx_errors_total", container=container) == 0
-    assert metric(gateway.url, "sagemaker_invocation_model_errors_total") == 0  # no container answered non-2xx
+    assert (
+        metric(gateway.url, "sagemaker_invocation_model_errors_total") == 0
+    )  # no container answered non-2xx

@@ -1,4 +1,5 @@
-"""The multi-model container, for real: serve.py runs Multi Model Server on 127.0.0.1, on a free port below 32767.
+"""The multi-model container, for real: serve.py runs Multi Model Server on 127.0.0.1, on a free port below
+32767.
 
 Covers the SageMaker multi-model container API (spec section 4.1) as MMS 1.1.11 serves it with our handler:
 load, invoke (checked against a numpy reference computed from the artifact's own model.npz), list,
@@ -44,8 +45,9 @@ class Server:
     popen: subprocess.Popen[bytes]
     port: int
 
-    def request(self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
-                ) -> tuple[int, bytes]:
+    def request(
+        self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
+    ) -> tuple[int, bytes]:
         if body is not None and not isinstance(body, bytes):
             body = json.dumps(body).encode()
             headers = {"Content-Type": "application/json", **(headers or {})}
@@ -92,9 +94,11 @@ def start_server(run_dir: Path, extra_env: dict[str, str] | None = None) -> Serv
         "MCE_RUN_DIR": str(run_dir),
         **(extra_env or {}),
     }
-    log = open(run_dir.parent / f"{run_dir.name}.log", "wb")  # noqa: SIM115 - the child keeps its own descriptor
+    log = open(run_dir.parent / f"{run_dir.name}.log", "wb")
     with log:
-        popen = subprocess.Popen([sys.executable, str(CONTAINER / "serve.py")], env=env, stdout=log, stderr=log)
+        popen = subprocess.Popen(
+            [sys.executable, str(CONTAINER / "serve.py")], env=env, stdout=log, stderr=log
+        )
     server = Server(popen, port)
     deadline = time.monotonic() + READY_TIMEOUT
     while time.monotonic() < deadline:
@@ -165,8 +169,11 @@ def new_name() -> str:
 def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The three artifacts, built and unpacked as SageMaker would unpack them: name -> model directory."""
     out = tmp_path_factory.mktemp("build")
-    subprocess.run([sys.executable, str(CONTAINER / "build_model.py"), "--out", str(out)], check=True,
-                   capture_output=True)
+    subprocess.run(
+        [sys.executable, str(CONTAINER / "build_model.py"), "--out", str(out)],
+        check=True,
+        capture_output=True,
+    )
     unpacked = {}
     for artifact in sorted(out.glob("*/*.tar.gz")):
         name = artifact.name.removesuffix(".tar.gz")
@@ -213,7 +220,9 @@ PAYLOADS = {
 
 
 @pytest.mark.parametrize("artifact", ["digits-logreg", "digits-mlp", "digits-small"])
-def test_load_then_invoke_matches_numpy_reference(server: Server, models: dict[str, Path], artifact: str) -> None:
+def test_load_then_invoke_matches_numpy_reference(
+    server: Server, models: dict[str, Path], artifact: str
+) -> None:
     name = new_name()
     assert server.load(name, models[artifact]) == (200, {"status": "Workers scaled"})
     expected = reference(models[artifact], ROWS)
@@ -231,7 +240,11 @@ def test_duplicate_load_is_409(server: Server, models: dict[str, Path]) -> None:
     assert server.load(name, models["digits-mlp"])[0] == 200
     status, body = server.load(name, models["digits-logreg"])
     assert status == 409
-    assert body == {"code": 409, "type": "ConflictStatusException", "message": f"Model {name} is already registered."}
+    assert body == {
+        "code": 409,
+        "type": "ConflictStatusException",
+        "message": f"Model {name} is already registered.",
+    }
     server.request("DELETE", f"/models/{name}")
 
 
@@ -239,7 +252,9 @@ def test_duplicate_load_is_409(server: Server, models: dict[str, Path]) -> None:
 def test_unknown_model_is_404(server: Server, method: str, suffix: str) -> None:
     name = new_name()
     body = json.dumps([[0] * 64]).encode() if method == "POST" else None
-    status, answer = server.request(method, f"/models/{name}{suffix}", body, {"Content-Type": "application/json"})
+    status, answer = server.request(
+        method, f"/models/{name}{suffix}", body, {"Content-Type": "application/json"}
+    )
     assert status == 404
     assert json.loads(answer)["type"] == "ModelNotFoundException"
 
@@ -276,7 +291,10 @@ def test_delete_unloads_and_stops_the_worker(server: Server, models: dict[str, P
     assert (status, json.loads(body)) == (200, {"status": f'Model "{name}" unregistered'})
     assert gone(workers, timeout=5.0), [w.pid for w in workers]
     assert server.request("GET", f"/models/{name}")[0] == 404
-    assert server.request("POST", f"/models/{name}/invoke", b"[]", {"Content-Type": "application/json"})[0] == 404
+    assert (
+        server.request("POST", f"/models/{name}/invoke", b"[]", {"Content-Type": "application/json"})[0]
+        == 404
+    )
 
 
 @pytest.mark.parametrize(
@@ -285,7 +303,7 @@ def test_delete_unloads_and_stops_the_worker(server: Server, models: dict[str, P
         (b"[[1, 2, 3]]", "application/json", "64 numbers"),
         (b"[1, 2, 3]", "application/json", "2-D"),
         (b"[]", "application/json", "2-D"),
-        (b"{\"rows\": [[1]]}", "application/json", '"inputs"'),
+        (b'{"rows": [[1]]}', "application/json", '"inputs"'),
         (b"[[1, 2", "application/json", "not valid JSON"),
         (json.dumps([["a"] * 64]).encode(), "application/json", "numbers"),
         (json.dumps([[1] * 64, [1] * 63]).encode(), "application/json", "64 numbers"),
@@ -297,8 +315,9 @@ def test_delete_unloads_and_stops_the_worker(server: Server, models: dict[str, P
         (b"[[0]]", "text/plain", "Content-Type"),
     ],
 )
-def test_bad_payload_is_400_with_one_line(server: Server, models: dict[str, Path], body: bytes,
-                                          content_type: str, message: str) -> None:
+def test_bad_payload_is_400_with_one_line(
+    server: Server, models: dict[str, Path], body: bytes, content_type: str, message: str
+) -> None:
     name = getattr(test_bad_payload_is_400_with_one_line, "model", None)
     if name is None:  # one model for all cases: loading per case would only slow the test down
         name = new_name()
@@ -307,7 +326,11 @@ def test_bad_payload_is_400_with_one_line(server: Server, models: dict[str, Path
     status, answer = server.invoke(name, body, content_type)
     assert status == 400, answer
     assert answer["code"] == 400 and answer["type"] == "ValidationError"
-    assert message in answer["message"] and "\n" not in answer["message"] and "Traceback" not in answer["message"]
+    assert (
+        message in answer["message"]
+        and "\n" not in answer["message"]
+        and "Traceback" not in answer["message"]
+    )
 
 
 def test_full_server_answers_507_until_a_model_is_unloaded(capped: Server, models: dict[str, Path]) -> None:

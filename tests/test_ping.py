@@ -24,7 +24,10 @@ def test_all_healthy(procs: Processes) -> None:
     gateway = procs.gateway(endpoint_doc("Serial", [container_doc("a", a.url), container_doc("b", b.url)]))
     status, report = ping(gateway.url)
     assert status == 200
-    assert report == {"status": "Healthy", "containers": {"a": {"status": "Healthy"}, "b": {"status": "Healthy"}}}
+    assert report == {
+        "status": "Healthy",
+        "containers": {"a": {"status": "Healthy"}, "b": {"status": "Healthy"}},
+    }
 
 
 def test_unhealthy_and_dead_containers_are_named_with_the_reason(procs: Processes) -> None:
@@ -32,7 +35,9 @@ def test_unhealthy_and_dead_containers_are_named_with_the_reason(procs: Processe
     sick = procs.container("sick", ping_status=503)
     dead = procs.container("dead")
     gateway = procs.gateway(
-        endpoint_doc("Direct", [container_doc(n, p.url) for n, p in (("ok", ok), ("sick", sick), ("dead", dead))])
+        endpoint_doc(
+            "Direct", [container_doc(n, p.url) for n, p in (("ok", ok), ("sick", sick), ("dead", dead))]
+        )
     )
     dead.kill()
     status, report = ping(gateway.url)
@@ -51,3 +56,6 @@ def test_health_follows_a_container_that_comes_back(procs: Processes) -> None:
     first.kill()
     status, report = ping(gateway.url)
     assert status == 503 and report["containers"]["container-1"]["status"] == "Unhealthy"
+    procs.container("svc", port=first.port)  # it comes back, on its port
+    status, report = ping(gateway.url)
+    assert status == 200 and report["containers"]["container-1"] == {"status": "Healthy"}

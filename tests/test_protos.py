@@ -11,6 +11,9 @@ ROOT = Path(__file__).parent.parent
 
 def test_stubs_are_up_to_date() -> None:
     result = subprocess.run(
-        [sys.executable, str(ROOT / "protos" / "generate.py"), "--check"], check=False, capture_output=True, text=True
+        [sys.executable, str(ROOT / "protos" / "generate.py"), "--check"],
+        check=False,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, result.stdout + result.stderr

@@ -6,6 +6,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+import conftest
 import pytest
 from conftest import Processes, container_doc, endpoint_doc, runtime_client
 
@@ -16,7 +17,11 @@ CHAIN = ("first", "second", "third")
 def client(module_procs: Processes) -> Iterator[Any]:
     containers = [
         # the last container's short timeout proves, in the skip test, that it was never called
-        container_doc(name, module_procs.container(name).url, **({"InvocationTimeoutInSeconds": 3} if name == "third" else {}))
+        container_doc(
+            name,
+            module_procs.container(name).url,
+            **({"InvocationTimeoutInSeconds": 3} if name == "third" else {}),
+        )
         for name in CHAIN
     ]
     gateway = module_procs.gateway(endpoint_doc("Serial", containers, name="pipeline"))
@@ -24,11 +29,11 @@ def client(module_procs: Processes) -> Iterator[Any]:
 
 
 def invoke(client: Any, doc: object, **kwargs: Any) -> dict[str, Any]:
-    return client.invoke_endpoint(EndpointName="pipeline", Body=json.dumps(doc), **kwargs)
+    return conftest.invoke(client, None, doc, endpoint="pipeline", **kwargs)
 
 
 def test_containers_run_in_order_each_answer_feeding_the_next(client: Any) -> None:
-    answer = json.loads(invoke(client, {"instances": [3]}, ContentType="application/json")["Body"].read())
+    answer = json.loads(invoke(client, {"instances": [3]}, ContentType="application/json")["Body"])
     assert answer["trail"] == list(CHAIN)
     assert answer["instances"] == [3]
     # each container received what the previous one answered
@@ -36,9 +41,11 @@ def test_containers_run_in_order_each_answer_feeding_the_next(client: Any) -> No
 
 
 def test_content_type_is_handed_on_and_accept_goes_to_the_last(client: Any) -> None:
-    doc = {"faults": {"first": {"content_type": "application/x-first"}, "second": {"content_type": "text/csv"}}}
+    doc = {
+        "faults": {"first": {"content_type": "application/x-first"}, "second": {"content_type": "text/csv"}}
+    }
     response = invoke(client, doc, ContentType="application/json", Accept="application/jsonlines")
-    seen = json.loads(response["Body"].read())["seen"]
+    seen = json.loads(response["Body"])["seen"]
     assert seen["first"]["headers"]["Content-Type"] == "application/json"
     assert seen["second"]["headers"]["Content-Type"] == "application/x-first"
     assert seen["third"]["headers"]["Content-Type"] == "text/csv"
@@ -50,7 +57,7 @@ def test_content_type_is_handed_on_and_accept_goes_to_the_last(client: Any) -> N
 def test_custom_attributes_travel_along_and_may_be_replaced(client: Any) -> None:
     doc = {"faults": {"second": {"attributes": "from-second"}}}
     response = invoke(client, doc, CustomAttributes="from-client", InferenceId="id-1")
-    seen = json.loads(response["Body"].read())["seen"]
+    seen = json.loads(response["Body"])["seen"]
     assert seen["first"]["headers"]["X-Amzn-SageMaker-Custom-Attributes"] == "from-client"
     assert seen["second"]["headers"]["X-Amzn-SageMaker-Custom-Attributes"] == "from-client"
     assert seen["third"]["headers"]["X-Amzn-SageMaker-Custom-Attributes"] == "from-second"
@@ -87,7 +94,7 @@ def test_payload_over_5_mb_between_containers_names_both(client: Any, chunked: b
 def test_payload_just_under_5_mb_goes_through(client: Any) -> None:
     # `first` answers 5 MiB of raw bytes; the rest of the chain echoes them back
     response = invoke(client, {"faults": {"first": {"size": 5 * 1024 * 1024}}})
-    assert response["Body"].read() == b"x" * (5 * 1024 * 1024)
+    assert response["Body"] == b"x" * (5 * 1024 * 1024)
 
 
 def test_target_hostname_on_a_serial_endpoint_is_a_validation_error(client: Any) -> None:
@@ -99,7 +106,9 @@ def test_container_style_path_runs_the_pipeline(client: Any, module_procs: Proce
     import urllib.request
 
     url = client.meta.endpoint_url + "/invocations"
-    request = urllib.request.Request(url, data=b'{"instances": []}', headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        url, data=b'{"instances": []}', headers={"Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(request) as response:
         assert json.loads(response.read())["trail"] == list(CHAIN)
 

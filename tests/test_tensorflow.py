@@ -65,14 +65,20 @@ def saved_model_output(rows: list[list[float]]) -> np.ndarray:
         "print(json.dumps(out.tolist()))\n"
     )
     result = subprocess.run(
-        [sys.executable, "-c", code], input=json.dumps(rows), capture_output=True, text=True, check=True,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, timeout=120,
+        [sys.executable, "-c", code],
+        input=json.dumps(rows),
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        timeout=120,
     )
     return np.asarray(json.loads(result.stdout.strip().splitlines()[-1]))
 
 
 def sample_rows(count: int = 4) -> list[list[float]]:
-    return np.load(TENSORFLOW_BUILD / "test-inputs.npy")[:count].tolist()
+    rows: list[list[float]] = np.load(TENSORFLOW_BUILD / "test-inputs.npy")[:count].tolist()
+    return rows
 
 
 def invoke(client: Any, target: str, body: object) -> Any:
@@ -120,7 +126,10 @@ def test_both_protocols_give_the_same_answer(client: Any) -> None:
         ({"instances": [["a"] * 64]}, "input 'pixels' cannot be read as DT_FLOAT"),
         ({"instances": [[1.0] * 64, [1.0] * 10]}, "input 'pixels' cannot be read as DT_FLOAT"),
         ({"pixels": []}, "Missing 'inputs' or 'instances' key"),
-        ({"instances": [[0.0] * 64], "signature_name": "nosuch"}, 'Serving signature name: "nosuch" not found'),
+        (
+            {"instances": [[0.0] * 64], "signature_name": "nosuch"},
+            'Serving signature name: "nosuch" not found',
+        ),
     ],
 )
 def test_bad_tensors_are_model_errors_with_tf_servings_message(
@@ -160,11 +169,20 @@ def test_wire_compatibility_with_the_official_stubs(tfserving: TfServing) -> Non
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     official = subprocess.run(
         [sys.executable, probe, "official", tfserving.grpc.removeprefix("grpc://")],
-        capture_output=True, text=True, check=True, env=env, timeout=120,
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+        timeout=120,
     )
     seen = json.loads(official.stdout.strip().splitlines()[-1])
     ours = subprocess.run(
-        [sys.executable, probe, "gateway"], input=json.dumps(seen), capture_output=True, text=True, check=True, timeout=60
+        [sys.executable, probe, "gateway"],
+        input=json.dumps(seen),
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
     )
     found = json.loads(ours.stdout)
     for request in ("predict_request", "metadata_request", "status_request"):
@@ -181,8 +199,11 @@ def test_stand_in_killed_mid_test(procs: Processes, tmp_path: Path) -> None:
         gateway = procs.gateway(
             endpoint_doc(
                 "Direct",
-                [tf_doc("tf-rest", server, "tfserving-rest"), tf_doc("tf-grpc", server, "tfserving-grpc"),
-                 container_doc("bystander", bystander.url)],
+                [
+                    tf_doc("tf-rest", server, "tfserving-rest"),
+                    tf_doc("tf-grpc", server, "tfserving-grpc"),
+                    container_doc("bystander", bystander.url),
+                ],
                 name="mnist",
             )
         )

@@ -57,13 +57,15 @@ def expected(rows: list[list[float]]) -> np.ndarray:
     with warnings.catch_warnings():
         # The issue asks for TorchScript; torch 2.13 deprecates loading it (in favour of torch.export).
         warnings.filterwarnings("ignore", "`torch.jit.load` is deprecated", DeprecationWarning)
-        model = torch.jit.load(str(PYTORCH_BUILD / "mnist.pt"))
+        model = torch.jit.load(str(PYTORCH_BUILD / "mnist.pt"))  # type: ignore[no-untyped-call]
     with torch.no_grad():
-        return model(torch.tensor(rows, dtype=torch.float32)).numpy()
+        answer: np.ndarray[Any, Any] = model(torch.tensor(rows, dtype=torch.float32)).numpy()
+    return answer
 
 
 def sample_rows(count: int = 4) -> list[list[float]]:
-    return np.load(PYTORCH_BUILD / "test-inputs.npy")[:count].tolist()
+    rows: list[list[float]] = np.load(PYTORCH_BUILD / "test-inputs.npy")[:count].tolist()
+    return rows
 
 
 def invoke(client: Any, target: str, body: object) -> dict[str, Any]:
@@ -153,13 +155,17 @@ def test_readiness_waits_for_a_worker(procs: Processes, torchserve: TorchServe) 
     )
     with urllib.request.urlopen(register, timeout=60) as response:
         assert response.status == 200
-    gateway = procs.gateway(endpoint_doc("Serial", [torchserve_doc("idle", torchserve, "torchserve-grpc", model="idle")]))
+    gateway = procs.gateway(
+        endpoint_doc("Serial", [torchserve_doc("idle", torchserve, "torchserve-grpc", model="idle")])
+    )
     with pytest.raises(urllib.error.HTTPError) as caught:
         urllib.request.urlopen(gateway.url + "/ping", timeout=10)
     with caught.value as error:
         reason = json.loads(error.read())["containers"]["idle"]["reason"]
     assert "model idle has no READY worker yet" in reason
-    scale = urllib.request.Request(f"{torchserve.management}/models/idle?min_worker=1&synchronous=true", method="PUT")
+    scale = urllib.request.Request(
+        f"{torchserve.management}/models/idle?min_worker=1&synchronous=true", method="PUT"
+    )
     with urllib.request.urlopen(scale, timeout=60):
         pass
     with urllib.request.urlopen(gateway.url + "/ping", timeout=10) as response:
@@ -191,7 +197,9 @@ def test_torchserve_killed_mid_test(procs: Processes, tmp_path: Path) -> None:
             with pytest.raises(client.exceptions.ModelError, match=target):
                 invoke(client, target, {"inputs": sample_rows(1)})
         assert json.loads(
-            client.invoke_endpoint(EndpointName="mnist", TargetContainerHostname="bystander", Body=b"{}")["Body"].read()
+            client.invoke_endpoint(EndpointName="mnist", TargetContainerHostname="bystander", Body=b"{}")[
+                "Body"
+            ].read()
         )["trail"] == ["bystander"]
     finally:
         server.process.stop()

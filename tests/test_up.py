@@ -25,8 +25,21 @@ class Up:
     def __init__(self, document: Path, run_dir: Path, *extra: str) -> None:
         self.run_dir = run_dir
         self.popen = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "up", str(document), "--port", "0", "--run-dir", str(run_dir), *extra],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            [
+                sys.executable,
+                "-m",
+                "gateway",
+                "up",
+                str(document),
+                "--port",
+                "0",
+                "--run-dir",
+                str(run_dir),
+                *extra,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         self.lines: queue.Queue[str] = queue.Queue()
         self.output: list[str] = []
@@ -47,10 +60,14 @@ class Up:
             try:
                 line = self.lines.get(timeout=timeout)
             except queue.Empty:
-                raise AssertionError(f"no line with {text!r} within {timeout} s:\n{''.join(self.output)}") from None
+                raise AssertionError(
+                    f"no line with {text!r} within {timeout} s:\n{''.join(self.output)}"
+                ) from None
             self.output.append(line)
             if not line:
-                raise AssertionError(f"mce up exited ({self.popen.wait()}) before {text!r}:\n{''.join(self.output)}")
+                raise AssertionError(
+                    f"mce up exited ({self.popen.wait()}) before {text!r}:\n{''.join(self.output)}"
+                )
             if text in line:
                 return line
 
@@ -73,7 +90,10 @@ class Up:
             if not proc.name.isdigit() or int(proc.name) == os.getpid():
                 continue
             try:
-                if marker in (proc / "environ").read_bytes() and "Z" not in (proc / "stat").read_text().split()[2]:
+                if (
+                    marker in (proc / "environ").read_bytes()
+                    and "Z" not in (proc / "stat").read_text().split()[2]
+                ):
                     alive.append(int(proc.name))
             except OSError:
                 continue
@@ -111,7 +131,9 @@ def test_echo_endpoint_end_to_end(up: Any) -> None:
     run = up(EXAMPLES / "echo-direct.yaml")
     client = runtime_client(run.url())
     for name in ("english", "french"):
-        answer = client.invoke_endpoint(EndpointName="echo-direct", TargetContainerHostname=name, Body=b'{"x": 1}')
+        answer = client.invoke_endpoint(
+            EndpointName="echo-direct", TargetContainerHostname=name, Body=b'{"x": 1}'
+        )
         assert json.loads(answer["Body"].read()) == {"container": name, "request": {"x": 1}}
     assert "boto3:" in "".join(run.output) and "curl -s" in "".join(run.output)
     assert len(run.leftovers()) == 2
@@ -124,7 +146,11 @@ def test_mnist_direct_with_real_torchserve_and_tensorflow(up: Any) -> None:
     run = up(EXAMPLES / "mnist-direct.yaml")
     url = run.url()
     result = subprocess.run(
-        [sys.executable, str(EXAMPLES / "invoke.py"), url], capture_output=True, text=True, timeout=120, check=False
+        [sys.executable, str(EXAMPLES / "invoke.py"), url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     for line in result.stdout.strip().splitlines():
@@ -139,7 +165,10 @@ def test_mnist_serial_pipeline(up: Any) -> None:
     url = run.url()
     result = subprocess.run(
         [sys.executable, str(EXAMPLES / "invoke.py"), "--serial", url],
-        capture_output=True, text=True, timeout=120, check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     answer = json.loads(result.stdout.split("->")[1].split("truth:")[0])
@@ -152,7 +181,10 @@ def test_mnist_serial_pipeline(up: Any) -> None:
 
 
 def launched(name: str, command: list[str], **backend: Any) -> dict[str, Any]:
-    return {"ContainerHostname": name, "Backend": {"Protocol": "sagemaker", "Launch": {"Command": command}, **backend}}
+    return {
+        "ContainerHostname": name,
+        "Backend": {"Protocol": "sagemaker", "Launch": {"Command": command}, **backend},
+    }
 
 
 def echo(name: str) -> dict[str, Any]:
@@ -160,11 +192,17 @@ def echo(name: str) -> dict[str, Any]:
 
 
 def direct(*containers: dict[str, Any]) -> dict[str, Any]:
-    return {"EndpointName": "test", "InferenceExecutionConfig": {"Mode": "Direct"}, "Containers": list(containers)}
+    return {
+        "EndpointName": "test",
+        "InferenceExecutionConfig": {"Mode": "Direct"},
+        "Containers": list(containers),
+    }
 
 
 def test_container_that_crashes_at_start_is_named_with_its_last_lines(up: Any, tmp_path: Path) -> None:
-    crash = launched("broken", [sys.executable, "-c", "import sys; print('cannot load weights.bin'); sys.exit(3)"])
+    crash = launched(
+        "broken", [sys.executable, "-c", "import sys; print('cannot load weights.bin'); sys.exit(3)"]
+    )
     run = up(write(tmp_path, direct(echo("fine"), crash)))
     assert run.popen.wait(60) == 1
     run.stop()
@@ -180,16 +218,30 @@ def test_gateway_port_in_use(tmp_path: Path) -> None:
         taken.listen()
         port = taken.getsockname()[1]
         result = subprocess.run(
-            [sys.executable, "-m", "gateway", "up", str(EXAMPLES / "echo-direct.yaml"), "--port", str(port),
-             "--run-dir", str(tmp_path / "run")],
-            capture_output=True, text=True, timeout=60, check=False,
+            [
+                sys.executable,
+                "-m",
+                "gateway",
+                "up",
+                str(EXAMPLES / "echo-direct.yaml"),
+                "--port",
+                str(port),
+                "--run-dir",
+                str(tmp_path / "run"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
         )
     assert result.returncode == 2
     assert f"port {port} on 127.0.0.1 is in use" in result.stderr and "--port" in result.stderr
 
 
 def test_sigterm_during_start_up_stops_everything(up: Any, tmp_path: Path) -> None:
-    never_ready = launched("sleepy", [sys.executable, "-c", "import time; print('warming up', flush=True); time.sleep(600)"])
+    never_ready = launched(
+        "sleepy", [sys.executable, "-c", "import time; print('warming up', flush=True); time.sleep(600)"]
+    )
     run = up(write(tmp_path, direct(echo("fine"), never_ready)))
     run.wait_for("sleepy")
     wait_until(lambda: len(run.leftovers()) == 2, "both containers started", timeout=30)
@@ -199,7 +251,9 @@ def test_sigterm_during_start_up_stops_everything(up: Any, tmp_path: Path) -> No
 
 
 def test_start_up_window(up: Any, tmp_path: Path) -> None:
-    never_ready = launched("sleepy", [sys.executable, "-c", "import time; print('warming up', flush=True); time.sleep(600)"])
+    never_ready = launched(
+        "sleepy", [sys.executable, "-c", "import time; print('warming up', flush=True); time.sleep(600)"]
+    )
     run = up(write(tmp_path, direct(never_ready)), "--startup-timeout", "2")
     assert run.popen.wait(60) == 1
     run.stop()
@@ -234,16 +288,31 @@ def test_container_that_exits_is_restarted(up: Any) -> None:
     ("container", "message"),
     [
         (launched("ghost", ["no-such-launcher-xyz"]), "ghost: cannot start no-such-launcher-xyz"),
-        ({**echo("nomodel"), "ModelDataUrl": "/nonexistent/model.tar.gz"}, "nomodel: ModelDataUrl /nonexistent/model.tar.gz"),
+        (
+            {**echo("nomodel"), "ModelDataUrl": "/nonexistent/model.tar.gz"},
+            "nomodel: ModelDataUrl /nonexistent/model.tar.gz",
+        ),
         ({**echo("remote"), "ModelDataUrl": "s3://bucket/model.tar.gz"}, "does not download model data"),
         ({"ContainerHostname": "nowhere", "Backend": {"Protocol": "sagemaker"}}, "neither Url"),
     ],
 )
 def test_start_problems_say_what_to_do(tmp_path: Path, container: dict[str, Any], message: str) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "gateway", "up", str(write(tmp_path, direct(container))), "--port", "0",
-         "--run-dir", str(tmp_path / "run")],
-        capture_output=True, text=True, timeout=60, check=False,
+        [
+            sys.executable,
+            "-m",
+            "gateway",
+            "up",
+            str(write(tmp_path, direct(container))),
+            "--port",
+            "0",
+            "--run-dir",
+            str(tmp_path / "run"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert result.returncode == 1
     assert message in result.stderr

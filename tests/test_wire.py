@@ -45,8 +45,14 @@ def read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
 def request(target: bytes = b"echo", body: bytes = b"{}", extra: bytes = b"") -> bytes:
     return (
         b"POST " + PATH + b" HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-        b"X-Amzn-SageMaker-Target-Container-Hostname: " + target + b"\r\n" + extra
-        + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+        b"X-Amzn-SageMaker-Target-Container-Hostname: "
+        + target
+        + b"\r\n"
+        + extra
+        + b"Content-Length: "
+        + str(len(body)).encode()
+        + b"\r\n\r\n"
+        + body
     )
 
 
@@ -85,7 +91,7 @@ def test_chunked_body_within_the_limit_is_served(gateway: Proc) -> None:
         sock.sendall(
             b"POST " + PATH + b" HTTP/1.1\r\nHost: x\r\nX-Amzn-SageMaker-Target-Container-Hostname: echo\r\n"
             b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
-            b"5\r\n{\"a\":\r\n2\r\n1}\r\n0\r\n\r\n"
+            b'5\r\n{"a":\r\n2\r\n1}\r\n0\r\n\r\n'
         )
         status, _, body = read_response(sock)
     assert status == 200 and json.loads(body)["a"] == 1

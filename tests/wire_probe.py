@@ -65,7 +65,9 @@ def gateway(seen: dict[str, str]) -> dict[str, object]:
     from gateway.backends import tensors
 
     signatures = get_model_metadata_pb2.SignatureDefMap()
-    metadata = get_model_metadata_pb2.GetModelMetadataResponse.FromString(bytes.fromhex(seen["metadata_response"]))
+    metadata = get_model_metadata_pb2.GetModelMetadataResponse.FromString(
+        bytes.fromhex(seen["metadata_response"])
+    )
     metadata.metadata["signature_def"].Unpack(signatures)
     inputs = dict(signatures.signature_def["serving_default"].inputs)
     tensor_inputs, _ = tensors.request_tensors({"instances": ROWS}, inputs)
@@ -83,7 +85,9 @@ def gateway(seen: dict[str, str]) -> dict[str, object]:
         "metadata_request": metadata_request.SerializeToString(deterministic=True).hex(),
         "status_request": status_request.SerializeToString(deterministic=True).hex(),
         "answer": tensors.answer_document(response.outputs, rows=True),
-        "signature_inputs": {name: [info.dtype, [d.size for d in info.tensor_shape.dim]] for name, info in inputs.items()},
+        "signature_inputs": {
+            name: [info.dtype, [d.size for d in info.tensor_shape.dim]] for name, info in inputs.items()
+        },
         "states": [s.state for s in status.model_version_status],
     }
 

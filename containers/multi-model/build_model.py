@@ -83,7 +83,9 @@ def train(spec: Spec, x_train: np.ndarray, y_train: np.ndarray) -> list[np.ndarr
     if spec.kind == "logreg":
         linear = LogisticRegression(max_iter=2000, random_state=SEED).fit(x, y)
         return [linear.coef_.T.copy(), linear.intercept_.copy()]
-    mlp = MLPClassifier(hidden_layer_sizes=(spec.hidden,), activation="relu", max_iter=1000, random_state=SEED)
+    mlp = MLPClassifier(
+        hidden_layer_sizes=(spec.hidden,), activation="relu", max_iter=1000, random_state=SEED
+    )
     mlp.fit(x, y)
     layers: list[np.ndarray] = []
     for weights, bias in zip(mlp.coefs_, mlp.intercepts_, strict=True):
@@ -173,8 +175,12 @@ DEFAULT_OUT = Path(__file__).resolve().parent.parent.parent / "build" / "multi-m
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output directory (default {DEFAULT_OUT})")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--out", type=Path, default=DEFAULT_OUT, help=f"output directory (default {DEFAULT_OUT})"
+    )
     args = parser.parse_args()
     out: Path = args.out
     if up_to_date(out):

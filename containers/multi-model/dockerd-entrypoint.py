@@ -1,4 +1,5 @@
-"""The multi-model image's entrypoint: `serve` starts MMS the SageMaker way, anything else is run as a command.
+"""The multi-model image's entrypoint: `serve` starts MMS the SageMaker way, anything else is run as a
+command.
 
 Inside a container the address is the container's own, so sagemaker-inference's `start_model_server` fits:
 with `SAGEMAKER_MULTI_MODEL=true` it writes MMS's config from its multi-model template (`model_store=/`,

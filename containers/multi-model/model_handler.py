@@ -1,4 +1,5 @@
-"""Multi Model Server custom service for the digits models: rows of 64 pixel values in, class probabilities out.
+"""Multi Model Server custom service for the digits models: rows of 64 pixel values in, class probabilities
+out.
 
 MMS imports this module in each model's worker process and calls the module-level `handle(data, context)`:
 once with `data=None` when the model loads (SageMaker's `POST /models`), then once per batch of requests
@@ -101,12 +102,16 @@ def load_layers(model_dir: Path) -> Layers:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {key: npz[key] for key in npz.files}
     except FileNotFoundError:
-        raise ModelLoadError(f"{path} does not exist: the artifact must hold model.npz at its top level") from None
+        raise ModelLoadError(
+            f"{path} does not exist: the artifact must hold model.npz at its top level"
+        ) from None
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
         raise ModelLoadError(f"{path} is not a readable numpy .npz file: {exc}") from exc
     count = len([key for key in arrays if key.startswith("W")])
     try:
-        dense = tuple((arrays[f"W{i}"].astype(np.float64), arrays[f"b{i}"].astype(np.float64)) for i in range(count))
+        dense = tuple(
+            (arrays[f"W{i}"].astype(np.float64), arrays[f"b{i}"].astype(np.float64)) for i in range(count)
+        )
         scale = float(arrays["scale"].reshape(()))
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelLoadError(f"{path} lacks the arrays scale, W0, b0, ...: {exc}") from exc
@@ -125,7 +130,9 @@ def load_meta(model_dir: Path) -> dict[str, Any]:
     try:
         meta = json.loads(path.read_text())
     except FileNotFoundError:
-        raise ModelLoadError(f"{path} does not exist: the artifact must hold meta.json at its top level") from None
+        raise ModelLoadError(
+            f"{path} does not exist: the artifact must hold meta.json at its top level"
+        ) from None
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"{path} is not readable JSON: {exc}") from exc
     if not isinstance(meta, dict) or not isinstance(meta.get("name"), str):
@@ -134,7 +141,8 @@ def load_meta(model_dir: Path) -> dict[str, Any]:
 
 
 def sibling_workers() -> list[psutil.Process]:
-    """Model workers of our MMS server other than ours: the frontend's children running model_service_worker."""
+    """Model workers of our MMS server other than ours: the frontend's children running
+    model_service_worker."""
     me = psutil.Process()
     ours = {me.pid}
     ancestor = me.parent()
@@ -169,7 +177,8 @@ def _cmdline(process: psutil.Process) -> list[str]:
 
 
 class WorkerLogHandler(logging.StreamHandler[Any]):
-    """A StreamHandler that goes quiet once its stream's reader has gone (the frontend unloading the model)."""
+    """A StreamHandler that goes quiet once its stream's reader has gone (the frontend unloading the
+    model)."""
 
     def handleError(self, record: logging.LogRecord) -> None:
         if not isinstance(sys.exc_info()[1], BrokenPipeError):
@@ -227,7 +236,9 @@ def decode_rows(body: bytes, content_type: str) -> np.ndarray:
         if isinstance(payload, dict):
             keys = [key for key in ("inputs", "instances") if key in payload]
             if len(keys) != 1:
-                raise PayloadError('expected a list of rows, or an object with exactly one of "inputs", "instances"')
+                raise PayloadError(
+                    'expected a list of rows, or an object with exactly one of "inputs", "instances"'
+                )
             payload = payload[keys[0]]
         rows = _as_array(payload)
     elif media == "application/x-npy":
@@ -246,7 +257,9 @@ def decode_rows(body: bytes, content_type: str) -> np.ndarray:
         if rows.ndim == 1:
             rows = rows.reshape(1, -1)  # genfromtxt gives a single line as 1-D
     if rows.ndim != 2 or rows.shape[1] != FEATURES or rows.shape[0] == 0:
-        raise PayloadError(f"expected a non-empty 2-D array of rows with {FEATURES} numbers, got shape {rows.shape}")
+        raise PayloadError(
+            f"expected a non-empty 2-D array of rows with {FEATURES} numbers, got shape {rows.shape}"
+        )
     if not np.isfinite(rows).all():
         raise PayloadError("every value must be a finite number (no NaN, Infinity or empty CSV fields)")
     return rows

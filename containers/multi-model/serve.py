@@ -117,7 +117,8 @@ def stop_descendants(grace: float) -> None:
 
 
 def wait_for(launcher: subprocess.Popen[bytes]) -> int:
-    """Wait for the launcher, reaping adopted orphans meanwhile (as a subreaper we must, or they stay zombies).
+    """Wait for the launcher, reaping adopted orphans meanwhile (as a subreaper we must, or they stay
+    zombies).
 
     MMS forks a child per worker connection; when a load fails, the child outlives its parent and lands here.
     """
@@ -141,15 +142,21 @@ def find_java(launcher: psutil.Process) -> psutil.Process | None:
 def main() -> int:
     port = int(os.environ.get("SAGEMAKER_BIND_TO_PORT", "8080"))
     if not 0 < port < MMS_PORT_LIMIT:
-        print(f"serve.py: SAGEMAKER_BIND_TO_PORT={port}: MMS 1.1.11 accepts only ports 1..{MMS_PORT_LIMIT - 1}",
-              file=sys.stderr)
+        print(
+            f"serve.py: SAGEMAKER_BIND_TO_PORT={port}: MMS 1.1.11 accepts only ports 1..{MMS_PORT_LIMIT - 1}",
+            file=sys.stderr,
+        )
         return 2
     address = os.environ.get("MCE_BIND_ADDRESS", "0.0.0.0")
     run_dir = Path(os.environ.get("MCE_RUN_DIR", "/tmp/mms")).resolve()
-    launcher_path = shutil.which("multi-model-server") or str(Path(sys.executable).with_name("multi-model-server"))
+    launcher_path = shutil.which("multi-model-server") or str(
+        Path(sys.executable).with_name("multi-model-server")
+    )
     if not Path(launcher_path).exists():
-        print("serve.py: the multi-model-server command is missing; pip install multi-model-server==1.1.11",
-              file=sys.stderr)
+        print(
+            "serve.py: the multi-model-server command is missing; pip install multi-model-server==1.1.11",
+            file=sys.stderr,
+        )
         return 2
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / ".model_server.pid").unlink(missing_ok=True)  # else the launcher refuses a stale PID
@@ -166,8 +173,16 @@ def main() -> int:
         "METRICS_LOCATION": str(run_dir),
     }
     launcher = subprocess.Popen(
-        [launcher_path, "--foreground", "--mms-config", str(config), "--model-store", "/",
-         "--log-config", str(run_dir / "log4j2.xml")],
+        [
+            launcher_path,
+            "--foreground",
+            "--mms-config",
+            str(config),
+            "--model-store",
+            "/",
+            "--log-config",
+            str(run_dir / "log4j2.xml"),
+        ],
         env=env,
         cwd=run_dir,
     )
@@ -184,7 +199,8 @@ def main() -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     code = wait_for(launcher)
-    # java has exited (on a signal or on its own); its workers have not: stop them and the launcher's leftovers.
+    # java has exited (on a signal or on its own); its workers have not: stop them and the launcher's
+    # leftovers.
     stop_descendants(WORKER_GRACE)
     if stopping.is_set():
         return 0

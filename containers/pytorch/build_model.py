@@ -49,7 +49,11 @@ def train(out: Path) -> float:
     torch.set_num_threads(1)
     digits = load_digits()
     x_train, x_test, y_train, y_test = train_test_split(
-        digits.data.astype(np.float32), digits.target, test_size=0.2, random_state=SEED, stratify=digits.target
+        digits.data.astype(np.float32),
+        digits.target,
+        test_size=0.2,
+        random_state=SEED,
+        stratify=digits.target,
     )
 
     class Digits(torch.nn.Module):
@@ -86,12 +90,18 @@ def archive(out: Path) -> Path:
     store.mkdir(exist_ok=True)
     subprocess.run(
         [
-            shutil.which("torch-model-archiver") or str(Path(sys.executable).with_name("torch-model-archiver")),
-            "--model-name", MODEL_NAME,
-            "--version", MODEL_VERSION,
-            "--serialized-file", str(out / f"{MODEL_NAME}.pt"),
-            "--handler", str(HERE / "handler.py"),
-            "--export-path", str(store),
+            shutil.which("torch-model-archiver")
+            or str(Path(sys.executable).with_name("torch-model-archiver")),
+            "--model-name",
+            MODEL_NAME,
+            "--version",
+            MODEL_VERSION,
+            "--serialized-file",
+            str(out / f"{MODEL_NAME}.pt"),
+            "--handler",
+            str(HERE / "handler.py"),
+            "--export-path",
+            str(store),
             "--force",
         ],
         check=True,
@@ -100,7 +110,9 @@ def archive(out: Path) -> Path:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "pytorch")
     args = parser.parse_args()
     out: Path = args.out

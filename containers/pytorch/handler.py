@@ -36,7 +36,9 @@ class DigitsHandler(BaseHandler):  # type: ignore[misc]
             counts.append(len(instances))
         return torch.tensor(rows, dtype=torch.float32), counts
 
-    def inference(self, data: tuple[torch.Tensor, list[int]], *args: Any, **kwargs: Any) -> tuple[torch.Tensor, list[int]]:
+    def inference(
+        self, data: tuple[torch.Tensor, list[int]], *args: Any, **kwargs: Any
+    ) -> tuple[torch.Tensor, list[int]]:
         rows, counts = data
         with torch.no_grad():
             return self.model(rows), counts

@@ -58,7 +58,13 @@ def ports() -> dict[str, int]:
         extra = [first, first + 1, first + 2, first + 3]
     else:
         extra = [8081, 8082, 7070, 7071]
-    return {"inference": bind, "management": extra[0], "metrics": extra[1], "grpc": extra[2], "grpc_management": extra[3]}
+    return {
+        "inference": bind,
+        "management": extra[0],
+        "metrics": extra[1],
+        "grpc": extra[2],
+        "grpc_management": extra[3],
+    }
 
 
 def write_config(run_dir: Path, model_dir: Path, address: str, multi_model: bool) -> Path:
@@ -121,7 +127,10 @@ def main() -> int:
         print(f"serve.py: model directory {model_dir} does not exist (MCE_MODEL_DIR)", file=sys.stderr)
         return 2
     if not multi_model and not any(model_dir.glob("*.mar")):
-        print(f"serve.py: no *.mar model archive in {model_dir}; build it with containers/pytorch/build", file=sys.stderr)
+        print(
+            f"serve.py: no *.mar model archive in {model_dir}; build it with containers/pytorch/build",
+            file=sys.stderr,
+        )
         return 2
     launcher_path = shutil.which("torchserve") or str(Path(sys.executable).with_name("torchserve"))
     if not Path(launcher_path).exists():
@@ -130,10 +139,24 @@ def main() -> int:
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / ".model_server.pid").unlink(missing_ok=True)
     config = write_config(run_dir, model_dir, address, multi_model)
-    env = {**os.environ, "TMPDIR": str(run_dir), "LOG_LOCATION": str(run_dir), "METRICS_LOCATION": str(run_dir)}
+    env = {
+        **os.environ,
+        "TMPDIR": str(run_dir),
+        "LOG_LOCATION": str(run_dir),
+        "METRICS_LOCATION": str(run_dir),
+    }
     launcher = subprocess.Popen(
-        [launcher_path, "--foreground", "--ncs", "--ts-config", str(config), "--model-store", str(model_dir),
-         "--log-config", str(run_dir / "log4j2.xml")],
+        [
+            launcher_path,
+            "--foreground",
+            "--ncs",
+            "--ts-config",
+            str(config),
+            "--model-store",
+            str(model_dir),
+            "--log-config",
+            str(run_dir / "log4j2.xml"),
+        ],
         env=env,
         cwd=run_dir,
     )

@@ -29,7 +29,9 @@ SEED = 0
 
 def fingerprint() -> str:
     digest = hashlib.sha256(Path(__file__).resolve().read_bytes())
-    digest.update(_installed("tensorflow-cpu", "tensorflow").encode())  # without importing it: that takes seconds
+    digest.update(
+        _installed("tensorflow-cpu", "tensorflow").encode()
+    )  # without importing it: that takes seconds
     return digest.hexdigest()
 
 
@@ -54,7 +56,11 @@ def build(out: Path) -> float:
     tf.config.experimental.enable_op_determinism()
     digits = load_digits()
     x_train, x_test, y_train, y_test = train_test_split(
-        digits.data.astype(np.float32), digits.target, test_size=0.2, random_state=SEED, stratify=digits.target
+        digits.data.astype(np.float32),
+        digits.target,
+        test_size=0.2,
+        random_state=SEED,
+        stratify=digits.target,
     )
     model = tf.keras.Sequential(
         [
@@ -64,7 +70,9 @@ def build(out: Path) -> float:
             tf.keras.layers.Dense(10, activation="softmax"),
         ]
     )
-    model.compile(optimizer=tf.keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.compile(
+        optimizer=tf.keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy", metrics=["accuracy"]
+    )
     model.fit(x_train, y_train, epochs=40, batch_size=64, verbose=0, shuffle=True)
     accuracy = float(model.evaluate(x_test, y_test, verbose=0)[1])
 
@@ -78,13 +86,17 @@ def build(out: Path) -> float:
             return {"probabilities": self.classifier(pixels, training=False)}
 
     serving = Serving(model)
-    tf.saved_model.save(serving, str(out / "model" / MODEL_NAME / str(VERSION)), signatures={"serving_default": serving.serve})
+    tf.saved_model.save(
+        serving, str(out / "model" / MODEL_NAME / str(VERSION)), signatures={"serving_default": serving.serve}
+    )
     np.save(out / "test-inputs.npy", x_test[:16])
     return accuracy
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "tensorflow")
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -77,7 +77,9 @@ class Servable:
     """The model: its highest version under the base path, loaded once, with its signatures."""
 
     def __init__(self, name: str, base_path: Path) -> None:
-        versions = sorted(int(p.name) for p in base_path.iterdir() if p.name.isdigit() and (p / "saved_model.pb").exists())
+        versions = sorted(
+            int(p.name) for p in base_path.iterdir() if p.name.isdigit() and (p / "saved_model.pb").exists()
+        )
         if not versions:
             raise SystemExit(f"standin: no <version>/saved_model.pb under {base_path}")
         self.name = name
@@ -107,9 +109,15 @@ class Servable:
         for name, value in inputs.items():
             spec = specs[name]
             if value.dtype != spec.dtype.as_numpy_dtype:
-                raise invalid(f"input '{name}' is {_dtype(tf.as_dtype(value.dtype))}; the signature expects {_dtype(spec.dtype)}")
+                raise invalid(
+                    f"input '{name}' is {_dtype(tf.as_dtype(value.dtype))}; the signature expects "
+                    f"{_dtype(spec.dtype)}"
+                )
             if not spec.shape.is_compatible_with(value.shape):
-                raise invalid(f"input '{name}' has shape {list(value.shape)}; the signature expects {_shape(spec.shape)}")
+                raise invalid(
+                    f"input '{name}' has shape {list(value.shape)}; the signature expects "
+                    f"{_shape(spec.shape)}"
+                )
         try:
             outputs = function(**{k: tf.constant(v) for k, v in inputs.items()})
         except (ValueError, TypeError) as exc:
@@ -121,7 +129,7 @@ class Servable:
     def _function(self, signature: str) -> Any:
         function = self.functions.get(signature)
         if function is None:
-            raise invalid(f"Serving signature name: \"{signature}\" not found in signature def")
+            raise invalid(f'Serving signature name: "{signature}" not found in signature def')
         return function
 
 
@@ -138,26 +146,33 @@ def _first_line(text: str) -> str:
 
 
 # REST ------------------------------------------------------------------------------------------------
-_MODEL_PATH = re.compile(r"^/v1/models/([^/:]+)(?:/versions/(\d+))?(?:/labels/([^/:]+))?(:predict|/metadata)?$")
+_MODEL_PATH = re.compile(
+    r"^/v1/models/([^/:]+)(?:/versions/(\d+))?(?:/labels/([^/:]+))?(:predict|/metadata)?$"
+)
 
 
 def rows_to_inputs(instances: object, specs: dict[str, tf.TensorSpec]) -> dict[str, np.ndarray]:
     if not isinstance(instances, list) or not instances:
         raise invalid("'instances' must be a non-empty list")
     if all(isinstance(row, dict) for row in instances):
-        return {name: _array([row.get(name) for row in instances], spec, name) for name, spec in specs.items()}
+        return {
+            name: _array([row.get(name) for row in instances], spec, name) for name, spec in specs.items()
+        }
     if len(specs) != 1:
         raise invalid("each instance must be an object keyed by input name: the signature has several inputs")
-    (name, spec), = specs.items()
+    ((name, spec),) = specs.items()
     return {name: _array(instances, spec, name)}
 
 
 def columns_to_inputs(columns: object, specs: dict[str, tf.TensorSpec]) -> dict[str, np.ndarray]:
     if isinstance(columns, dict):
-        return {name: _array(value, specs[name], name) if name in specs else _unknown(name) for name, value in columns.items()}
+        return {
+            name: _array(value, specs[name], name) if name in specs else _unknown(name)
+            for name, value in columns.items()
+        }
     if len(specs) != 1:
         raise invalid("'inputs' must be an object keyed by input name: the signature has several inputs")
-    (name, spec), = specs.items()
+    ((name, spec),) = specs.items()
     return {name: _array(columns, spec, name)}
 
 
@@ -169,7 +184,9 @@ def _array(value: object, spec: tf.TensorSpec, name: str) -> np.ndarray:
     try:
         return np.asarray(value, dtype=spec.dtype.as_numpy_dtype)
     except (ValueError, TypeError) as exc:
-        raise invalid(f"input '{name}' cannot be read as {_dtype(spec.dtype)}: {_first_line(str(exc))}") from exc
+        raise invalid(
+            f"input '{name}' cannot be read as {_dtype(spec.dtype)}: {_first_line(str(exc))}"
+        ) from exc
 
 
 def outputs_to_json(outputs: dict[str, np.ndarray], rows: bool) -> dict[str, object]:
@@ -186,7 +203,11 @@ def outputs_to_json(outputs: dict[str, np.ndarray], rows: bool) -> dict[str, obj
 def status_document(servable: Servable) -> dict[str, object]:
     return {
         "model_version_status": [
-            {"version": str(servable.version), "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
+            {
+                "version": str(servable.version),
+                "state": "AVAILABLE",
+                "status": {"error_code": "OK", "error_message": ""},
+            }
         ]
     }
 
@@ -197,7 +218,9 @@ def metadata_document(servable: Servable) -> dict[str, object]:
         signatures.signature_def[key].CopyFrom(signature)
     return {
         "model_spec": {"name": servable.name, "signature_name": "", "version": str(servable.version)},
-        "metadata": {"signature_def": json_format.MessageToDict(signatures, preserving_proto_field_name=True)},
+        "metadata": {
+            "signature_def": json_format.MessageToDict(signatures, preserving_proto_field_name=True)
+        },
     }
 
 
@@ -335,7 +358,9 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):  # type: ignore
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model-name", required=True)
     parser.add_argument("--model-base-path", type=Path, required=True)
     parser.add_argument("--rest-port", type=int, default=8501)
@@ -344,7 +369,9 @@ def main() -> int:
     args = parser.parse_args()
     servable = Servable(args.model_name, args.model_base_path)
 
-    rpc = grpc.server(futures.ThreadPoolExecutor(max_workers=4), options=[("grpc.max_receive_message_length", 16 << 20)])
+    rpc = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=4), options=[("grpc.max_receive_message_length", 16 << 20)]
+    )
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(servable), rpc)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(servable), rpc)
     if rpc.add_insecure_port(f"{args.host}:{args.grpc_port}") == 0:

@@ -17,7 +17,7 @@ def postprocess(body: bytes, content_type: str) -> tuple[bytes, str]:
         labels = [max(range(len(p)), key=p.__getitem__) for p in predictions]
     except (ValueError, KeyError, TypeError):
         raise BadRequest('expected {"predictions": [[probabilities], ...]}') from None
-    confidence = [round(p[label], 4) for p, label in zip(predictions, labels)]
+    confidence = [round(p[label], 4) for p, label in zip(predictions, labels, strict=True)]
     return json.dumps({"labels": labels, "confidence": confidence}).encode(), "application/json"
 
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 
-from gateway.backends.base import Backend, BufferedReply, Reply, ReplyTooLarge
+from gateway.backends.base import Backend, BufferedReply, Reply
 from gateway.endpoint import BackendProtocol, BackendSpec
+from gateway.upstream import BodyTooLarge
 
-__all__ = ["Backend", "BufferedReply", "Reply", "ReplyTooLarge", "build_backend"]
+__all__ = ["Backend", "BodyTooLarge", "BufferedReply", "Reply", "build_backend"]
 
 _MODULES: dict[BackendProtocol, tuple[str, str]] = {
     BackendProtocol.SAGEMAKER: ("gateway.backends.sagemaker", "SageMakerBackend"),

@@ -10,10 +10,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
+from gateway import wire
 from gateway.errors import ModelError
 from gateway.invocation import Invocation
+from gateway.upstream import BodyTooLarge
 
-ERROR_BODY_LIMIT = 64 * 1024  # how much of a container's error body is kept for OriginalMessage
+ERROR_BODY_LIMIT = wire.WHOLE  # how much of a container's error body is kept for OriginalMessage
+HEALTH_TIMEOUT = 2.0  # seconds: SageMaker's ping timeout (spec §5), for every protocol's health check
 MESSAGE_BODY_LIMIT = 1024  # how much of it is quoted in Message (ValidationError's Message is <= 2048)
 
 
@@ -41,7 +44,7 @@ class Reply(Protocol):
         """Wait for more body or its end. Raises `ModelError` if the container fails meanwhile."""
 
     async def read(self, limit: int) -> bytes:
-        """The whole body; `ReplyTooLarge` past `limit` bytes, `ModelError` if the container fails."""
+        """The whole body; `BodyTooLarge` past `limit` bytes, `ModelError` if the container fails."""
 
     def abandon(self) -> None:
         """Give up on the rest of the body (frees the connection)."""
@@ -96,12 +99,6 @@ class Backend(Protocol):
         """Drop connections."""
 
 
-class ReplyTooLarge(Exception):
-    def __init__(self, received: int) -> None:
-        super().__init__(f"reply passed {received} bytes")
-        self.received = received
-
-
 class BufferedReply:
     """A reply already whole in memory (for protocols that convert the answer)."""
 
@@ -109,7 +106,9 @@ class BufferedReply:
 
     complete = True
 
-    def __init__(self, body: bytes, content_type: bytes | None, custom_attributes: bytes | None = None) -> None:
+    def __init__(
+        self, body: bytes, content_type: bytes | None, custom_attributes: bytes | None = None
+    ) -> None:
         self._body = body
         self.content_type = content_type
         self.custom_attributes = custom_attributes
@@ -127,7 +126,7 @@ class BufferedReply:
 
     async def read(self, limit: int) -> bytes:
         if len(self._body) > limit:
-            raise ReplyTooLarge(len(self._body))
+            raise BodyTooLarge(len(self._body))
         return b"".join(self.take())
 
     def abandon(self) -> None:

@@ -6,16 +6,14 @@ transport failures (`gateway.upstream.UpstreamError`) into `ModelError` naming t
 
 from __future__ import annotations
 
+from types import TracebackType
 from urllib.parse import urlsplit
 
-from gateway import upstream
-from gateway.backends.base import ERROR_BODY_LIMIT, Receiver, ReplyTooLarge, error_status, unreachable
+from gateway import upstream, wire
+from gateway.backends.base import ERROR_BODY_LIMIT, HEALTH_TIMEOUT, Receiver, error_status, unreachable
 from gateway.endpoint import BackendSpec
 from gateway.errors import ModelError
 from gateway.invocation import Invocation
-
-HEALTH_TIMEOUT = 2.0  # SageMaker's ping timeout (spec §5)
-_SMALL_BODY = 64 * 1024  # below this, head and body are joined and written in one call
 
 
 class HttpReply:
@@ -47,18 +45,12 @@ class HttpReply:
         return self._response.take()
 
     async def wait(self) -> None:
-        try:
+        with self._backend.translated:
             await self._response.wait()
-        except upstream.UpstreamError as exc:
-            raise self._backend.failure(exc) from exc
 
     async def read(self, limit: int) -> bytes:
-        try:
+        with self._backend.translated:
             return await self._response.read(limit)
-        except upstream.ResponseTooLarge as exc:
-            raise ReplyTooLarge(exc.received) from exc
-        except upstream.UpstreamError as exc:
-            raise self._backend.failure(exc) from exc
 
     def abandon(self) -> None:
         self._response.abandon()
@@ -95,6 +87,26 @@ class _Exchange:
         self._receiver.error(error_status(self._backend.name, response.status, body))
 
 
+class Translated:
+    """`with backend.translated:` turns a transport failure (`UpstreamError`) inside into the backend's
+    `ModelError`, raised from it: the one place that translation happens for HTTP backends."""
+
+    __slots__ = ("_backend", "_timeout")
+
+    def __init__(self, backend: HttpBackend, timeout: float | None = None) -> None:
+        self._backend = backend
+        self._timeout = timeout  # the deadline the message names, when not the invocation timeout
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if isinstance(exc, upstream.UpstreamError):
+            raise self._backend.failure(exc, self._timeout) from exc
+
+
 class HttpAddress:
     """One HTTP server a backend talks to: its address, its `Host` header, and a keep-alive pool."""
 
@@ -128,7 +140,7 @@ class HttpAddress:
             response = await self.pool.request(request, timeout=HEALTH_TIMEOUT)
             try:
                 return response.status, await response.read(ERROR_BODY_LIMIT)
-            except upstream.ResponseTooLarge:
+            except upstream.BodyTooLarge:
                 return response.status, b""  # the status is the answer; a large body is not read
         except upstream.UpstreamTimeout:
             return f"{self.address} did not answer {what} within {HEALTH_TIMEOUT:g} s"
@@ -137,7 +149,8 @@ class HttpAddress:
 
 
 class HttpBackend:
-    """A container reached over HTTP/1.1 at `Backend.Url`: `POST /invocations`, healthy when `GET /ping` is 200."""
+    """A container reached over HTTP/1.1 at `Backend.Url`: `POST /invocations`, healthy when `GET /ping` is
+    200."""
 
     def __init__(self, name: str, spec: BackendSpec, *, invocations_path: bytes = b"/invocations") -> None:
         if spec.Url is None:
@@ -148,6 +161,7 @@ class HttpBackend:
         self._timeout = spec.InvocationTimeoutInSeconds
         self._invoke_head = b"POST " + invocations_path + b" HTTP/1.1\r\n" + self.server.host_header
         self._ping_request = self.server.get_request(b"/ping")
+        self.translated = Translated(self)
 
     async def start(self) -> None:
         self.server.start()
@@ -156,10 +170,8 @@ class HttpBackend:
         self.server.close()
 
     async def invoke(self, call: Invocation) -> HttpReply:
-        try:
+        with self.translated:
             response = await self.server.pool.request(self.request_bytes(call), timeout=self._timeout)
-        except upstream.UpstreamError as exc:
-            raise self.failure(exc) from exc
         if 200 <= response.status < 300:
             return HttpReply(response, self)
         raise error_status(self.name, response.status, await self.error_body(response))
@@ -190,7 +202,7 @@ class HttpBackend:
         if call.traceparent is not None:
             parts += (b"traceparent: ", call.traceparent, b"\r\n")
         parts += (b"Content-Length: ", str(len(call.body)).encode(), b"\r\n\r\n")
-        if len(call.body) < _SMALL_BODY:
+        if len(call.body) < wire.WHOLE:  # joined with its head: one write
             parts.append(call.body)
             return b"".join(parts)
         return [b"".join(parts), call.body]
@@ -204,7 +216,7 @@ class HttpBackend:
     async def error_body(self, response: upstream.Response) -> bytes:
         try:
             return await response.read(ERROR_BODY_LIMIT)
-        except upstream.ResponseTooLarge:
+        except upstream.BodyTooLarge:
             return b"(the container's error body was larger than 64 KiB)"
         except upstream.UpstreamError:
             return b"(the container closed the connection before its error body was complete)"

@@ -86,11 +86,15 @@ def to_tensor(value: object, dtype: int, name: str) -> tensor_pb2.TensorProto:
     else:
         numpy_type = _NUMPY.get(dtype)
         if numpy_type is None:
-            raise TensorError(f"input '{name}': dtype {types_pb2.DataType.Name(dtype)} is not supported by the gateway")
+            raise TensorError(
+                f"input '{name}': dtype {types_pb2.DataType.Name(dtype)} is not supported by the gateway"
+            )
         try:
             array = np.asarray(value, dtype=numpy_type)
         except (ValueError, TypeError, OverflowError) as exc:
-            raise TensorError(f"input '{name}' cannot be read as {types_pb2.DataType.Name(dtype)}: {exc}") from None
+            raise TensorError(
+                f"input '{name}' cannot be read as {types_pb2.DataType.Name(dtype)}: {exc}"
+            ) from None
         tensor.tensor_content = array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
     for size in array.shape:
         tensor.tensor_shape.dim.add(size=size)
@@ -104,7 +108,9 @@ def to_array(tensor: tensor_pb2.TensorProto) -> np.ndarray:
         return np.array(strings, dtype=object).reshape(shape)
     numpy_type = _NUMPY.get(tensor.dtype)
     if numpy_type is None:
-        raise TensorError(f"output dtype {types_pb2.DataType.Name(tensor.dtype)} is not supported by the gateway")
+        raise TensorError(
+            f"output dtype {types_pb2.DataType.Name(tensor.dtype)} is not supported by the gateway"
+        )
     little = np.dtype(numpy_type).newbyteorder("<")
     if tensor.tensor_content:
         return np.frombuffer(tensor.tensor_content, dtype=little).reshape(shape)
@@ -124,10 +130,13 @@ def _rows(instances: object, inputs: Signature) -> dict[str, tensor_pb2.TensorPr
         raise TensorError("'instances' must be a non-empty list")
     if all(isinstance(row, dict) for row in instances):
         return {
-            name: to_tensor([row.get(name) for row in instances], info.dtype, name) for name, info in inputs.items()
+            name: to_tensor([row.get(name) for row in instances], info.dtype, name)
+            for name, info in inputs.items()
         }
     if len(inputs) != 1:
-        raise TensorError("each instance must be an object keyed by input name: the signature has several inputs")
+        raise TensorError(
+            "each instance must be an object keyed by input name: the signature has several inputs"
+        )
     ((name, info),) = inputs.items()
     return {name: to_tensor(instances, info.dtype, name)}
 

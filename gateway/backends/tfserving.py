@@ -1,4 +1,5 @@
-"""TF Serving, natively: `tfserving-rest` (POST /v1/models/{m}[/versions/{v}|/labels/{l}]:predict) and `tfserving-grpc`.
+"""TF Serving, natively: `tfserving-rest` (POST /v1/models/{m}[/versions/{v}|/labels/{l}]:predict) and
+`tfserving-grpc`.
 
 REST passes the client's JSON through, as the SageMaker TF Serving container does. gRPC converts the same
 JSON to a PredictRequest (input names and dtypes from the model's signature, asked of GetModelMetadata
@@ -21,7 +22,7 @@ from gateway._proto.tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 from gateway.backends import grpc_channel, tensors
-from gateway.backends.base import BufferedReply, error_status
+from gateway.backends.base import HEALTH_TIMEOUT, BufferedReply, error_status
 from gateway.backends.http import SingleExchangeBackend
 from gateway.endpoint import BackendSpec
 from gateway.errors import ModelError
@@ -63,7 +64,11 @@ class TfServingRestBackend(SingleExchangeBackend):
             states = [v.get("state") for v in json.loads(body)["model_version_status"]]
         except (ValueError, KeyError, TypeError, AttributeError):
             return f"model {self.model}: TF Serving's status answer is not a model status: {text}"
-        return None if "AVAILABLE" in states else f"model {self.model} has no AVAILABLE version (states: {states})"
+        return (
+            None
+            if "AVAILABLE" in states
+            else f"model {self.model} has no AVAILABLE version (states: {states})"
+        )
 
 
 class TfServingGrpcBackend:
@@ -99,7 +104,9 @@ class TfServingGrpcBackend:
     async def invoke(self, call: Invocation) -> BufferedReply:
         assert self._predict is not None, "start() first"
         try:
-            document = json.loads(call.body.decode("utf-8"))  # not json.loads(bytes): it guesses UTF-16 from NULs
+            document = json.loads(
+                call.body.decode("utf-8")
+            )  # not json.loads(bytes): it guesses UTF-16 from NULs
         except UnicodeDecodeError:
             raise self._bad_request("JSON Parse error: the body is not UTF-8 text (JSON expected)") from None
         except ValueError as exc:
@@ -116,7 +123,9 @@ class TfServingGrpcBackend:
         request.model_spec.CopyFrom(self._spec)
         request.model_spec.signature_name = signature_name
         try:
-            response = await self._predict.Predict(request, timeout=self._timeout, metadata=grpc_channel.metadata(call))
+            response = await self._predict.Predict(
+                request, timeout=self._timeout, metadata=grpc_channel.metadata(call)
+            )
         except grpc.aio.AioRpcError as error:
             raise grpc_channel.failure(self.name, self.address, error, self._timeout) from error
         try:
@@ -130,7 +139,7 @@ class TfServingGrpcBackend:
         request = get_model_status_pb2.GetModelStatusRequest()
         request.model_spec.CopyFrom(self._spec)
         try:
-            response = await self._status.GetModelStatus(request, timeout=2.0)
+            response = await self._status.GetModelStatus(request, timeout=HEALTH_TIMEOUT)
         except grpc.aio.AioRpcError as error:
             return grpc_channel.health_failure(self.address, error)
         states = [status.state for status in response.model_version_status]

@@ -16,7 +16,7 @@ from google.protobuf import empty_pb2
 
 from gateway._proto.torchserve import inference_pb2, inference_pb2_grpc
 from gateway.backends import grpc_channel
-from gateway.backends.base import BufferedReply
+from gateway.backends.base import HEALTH_TIMEOUT, BufferedReply
 from gateway.backends.http import HttpAddress, SingleExchangeBackend
 from gateway.endpoint import BackendSpec
 from gateway.invocation import Invocation
@@ -31,7 +31,9 @@ class ModelReadiness:
         assert spec.Model is not None, "the endpoint rules require Model for TorchServe"
         self.model = spec.Model
         self.management = (
-            HttpAddress(spec.ManagementUrl, spec.ConnectTimeoutInSeconds) if spec.ManagementUrl is not None else None
+            HttpAddress(spec.ManagementUrl, spec.ConnectTimeoutInSeconds)
+            if spec.ManagementUrl is not None
+            else None
         )
         path = f"/models/{spec.Model}" + (f"/{spec.ModelVersion}" if spec.ModelVersion else "")
         self._request = self.management.get_request(path.encode()) if self.management is not None else b""
@@ -51,7 +53,10 @@ class ModelReadiness:
             return answer
         status, body = answer
         if status != 200:
-            return f"model {self.model}: management API answered {status}: {body[:200].decode('utf-8', 'replace')}"
+            return (
+                f"model {self.model}: management API answered {status}: "
+                f"{body[:200].decode('utf-8', 'replace')}"
+            )
         try:
             described = json.loads(body)
             statuses = [w.get("status") for model in described for w in model.get("workers", [])]
@@ -115,7 +120,9 @@ class TorchServeGrpcBackend:
             model_name=self.readiness.model, model_version=self._version, input={"data": call.body}
         )
         try:
-            response = await self._stub.Predictions(request, timeout=self._timeout, metadata=grpc_channel.metadata(call))
+            response = await self._stub.Predictions(
+                request, timeout=self._timeout, metadata=grpc_channel.metadata(call)
+            )
         except grpc.aio.AioRpcError as error:
             raise grpc_channel.failure(self.name, self.address, error, self._timeout) from error
         # TorchServe's gRPC answer carries no content type; its handlers answer JSON.
@@ -126,7 +133,7 @@ class TorchServeGrpcBackend:
             return await self.readiness.check()
         assert self._stub is not None, "start() first"
         try:
-            answer = await self._stub.Ping(empty_pb2.Empty(), timeout=2.0)
+            answer = await self._stub.Ping(empty_pb2.Empty(), timeout=HEALTH_TIMEOUT)
         except grpc.aio.AioRpcError as error:
             return grpc_channel.health_failure(self.address, error)
         return None if "Healthy" in answer.health else f"{self.address} reports {answer.health.strip()}"

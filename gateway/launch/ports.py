@@ -27,10 +27,15 @@ class PortAllocation:
         return port
 
     def environment(self) -> dict[str, str]:
-        return {"SAGEMAKER_BIND_TO_PORT": str(self.bind), "SAGEMAKER_SAFE_PORT_RANGE": f"{self.first}-{self.last}"}
+        return {
+            "SAGEMAKER_BIND_TO_PORT": str(self.bind),
+            "SAGEMAKER_SAFE_PORT_RANGE": f"{self.first}-{self.last}",
+        }
 
 
-def allocate(host: str = "127.0.0.1", extra: int = RANGE_SIZE, taken: set[int] | None = None) -> PortAllocation:
+def allocate(
+    host: str = "127.0.0.1", extra: int = RANGE_SIZE, taken: set[int] | None = None
+) -> PortAllocation:
     """A free port and a free contiguous range of `extra` ports after it, probed by binding each one.
 
     Free now is not free forever; a container that loses the race fails to start with a clear message.
@@ -39,13 +44,15 @@ def allocate(host: str = "127.0.0.1", extra: int = RANGE_SIZE, taken: set[int] |
     for _ in range(_ATTEMPTS):
         base = random.randrange(_LOW, _HIGH - extra - 1)
         block = range(base, base + extra + 1)
-        if not taken.intersection(block) and all(_free(host, port) for port in block):
+        if not taken.intersection(block) and all(port_free(host, port) for port in block):
             return PortAllocation(bind=base, first=base + 1, last=base + extra)
     raise OSError(f"no block of {extra + 1} free ports found on {host} between {_LOW} and {_HIGH}")
 
 
-def _free(host: str, port: int) -> bool:
+def port_free(host: str, port: int) -> bool:
+    """Whether `host:port` can be bound now (with SO_REUSEADDR, as the gateway and most servers bind)."""
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:

@@ -8,35 +8,52 @@ container that mishandles SIGTERM still leaves nothing behind.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import signal
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import IO
 
-STOP_GRACE = 30.0
+STOP_GRACE = 30.0  # SIGTERM, then SIGKILL 30 s later (spec §5)
+GROUP_GONE_WITHIN = 10.0  # seconds the killed group's processes may take to be reaped
 
 
 class ContainerProcess:
-    """A running container command; output goes to `log_path`."""
+    """A running container command: output to `log_path`, or, without one, to the pipe `output`."""
 
     def __init__(
-        self, argv: Sequence[str], *, env: Mapping[str, str], log_path: Path, cwd: Path | None = None
+        self,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str],
+        log_path: Path | None = None,
+        cwd: Path | None = None,
     ) -> None:
         self.argv = list(argv)
         self.log_path = log_path
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(log_path, "ab") as log:
+        self.output: IO[bytes] | None = None
+        log = None
+        if log_path is not None:
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            log = open(log_path, "ab")  # the child keeps its own descriptor; ours is closed below
+        try:
             self._popen = subprocess.Popen(
                 self.argv,
                 env=dict(env),
                 cwd=cwd,
                 stdin=subprocess.DEVNULL,
-                stdout=log,
+                stdout=log if log is not None else subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own process group: the handle for stopping all it starts
             )
+        finally:
+            if log is not None:
+                log.close()
+        self.output = self._popen.stdout  # None when the output goes to the log
         self.pid = self._popen.pid
 
     @property
@@ -46,27 +63,58 @@ class ContainerProcess:
     def wait(self, timeout: float | None = None) -> int:
         return self._popen.wait(timeout)
 
-    def stop(self, grace: float = STOP_GRACE) -> int:
-        """SIGTERM, then SIGKILL after `grace` seconds; then kill anything left in its process group."""
+    async def exited(self) -> int:
+        """Until the process exits (a pidfd read by the event loop: no thread, no child watcher)."""
+        code = self._popen.poll()
+        if code is not None:
+            return code
+        loop = asyncio.get_running_loop()
+        try:
+            pidfd = os.pidfd_open(self.pid)
+        except OSError:  # no pidfd (an old kernel, a seccomp profile): ask every 0.1 s
+            while (code := self._popen.poll()) is None:
+                await asyncio.sleep(0.1)
+            return code
+        gone: asyncio.Future[None] = loop.create_future()
+
+        def readable() -> None:
+            if not gone.done():
+                gone.set_result(None)
+
+        loop.add_reader(pidfd, readable)
+        try:
+            await gone
+        finally:
+            loop.remove_reader(pidfd)
+            os.close(pidfd)
+        return self._popen.wait()
+
+    async def terminate(self, grace: float = STOP_GRACE) -> int:
+        """The one way a container is stopped: SIGTERM, SIGKILL after `grace` seconds, then whatever is left
+        of its process group, waiting (bounded) until the group is gone."""
         if self._popen.poll() is None:
-            self._popen.send_signal(signal.SIGTERM)
+            with contextlib.suppress(ProcessLookupError):
+                self._popen.send_signal(signal.SIGTERM)
             try:
-                self._popen.wait(grace)
-            except subprocess.TimeoutExpired:
-                self._popen.kill()
-                self._popen.wait()
-        self._kill_group()
+                async with asyncio.timeout(grace):
+                    await self.exited()
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    self._popen.kill()
+                await self.exited()
+        kill_group(self.pid)
+        deadline = time.monotonic() + GROUP_GONE_WITHIN
+        while self.leftovers() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)  # reaping by init takes a moment; bounded
         return self._popen.returncode
+
+    def stop(self, grace: float = STOP_GRACE) -> int:
+        """`terminate`, from code that runs no event loop (tests, scripts)."""
+        return asyncio.run(self.terminate(grace))
 
     def leftovers(self) -> list[int]:
         """PIDs still alive in the container's process group (empty once stopped)."""
         return group_members(self.pid)
-
-    def _kill_group(self) -> None:
-        kill_group(self.pid)
-        deadline = time.monotonic() + 10
-        while self.leftovers() and time.monotonic() < deadline:
-            time.sleep(0.05)  # reaping by init takes a moment; bounded
 
 
 def group_members(pgid: int) -> list[int]:

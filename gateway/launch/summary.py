@@ -22,21 +22,23 @@ def summary(endpoint: Endpoint, url: str, elapsed: float, run_dir: Path) -> str:
     invoke_url = f"{url}/endpoints/{endpoint.EndpointName}/invocations"
     lines = [
         "",
-        (f"Endpoint {endpoint.EndpointName} is up at {url} ({endpoint.layout()}), "
-         f"ready in {elapsed:.1f} s."),
+        (f"Endpoint {endpoint.EndpointName} is up at {url} ({endpoint.layout()}), ready in {elapsed:.1f} s."),
         f"Logs: {run_dir}/<container>.log. Ctrl-C stops everything.",
         "",
         "boto3:",
         "    import boto3",
         f'    runtime = boto3.client("sagemaker-runtime", endpoint_url="{url}", region_name="us-east-1",',
         '                           aws_access_key_id="local", aws_secret_access_key="local")',
-        (f'    answer = runtime.invoke_endpoint(EndpointName="{endpoint.EndpointName}", {target}'
-         f'ContentType="{content_type}",'),
+        (
+            f'    answer = runtime.invoke_endpoint(EndpointName="{endpoint.EndpointName}", {target}'
+            f'ContentType="{content_type}",'
+        ),
         f"                                     Body={body!r})",
         '    print(answer["Body"].read().decode())',
         "",
         "curl:",
-        f"    curl -s {header}-H 'Content-Type: {content_type}' --data-binary {shlex.quote(body)} {invoke_url}",
+        f"    curl -s {header}-H 'Content-Type: {content_type}' --data-binary {shlex.quote(body)} "
+        f"{invoke_url}",
         "",
     ]
     if direct and len(names) > 1:
@@ -44,4 +46,3 @@ def summary(endpoint: Endpoint, url: str, elapsed: float, run_dir: Path) -> str:
     if example is None:
         lines.insert(-1, "    (replace the body with what your model takes; Backend.Example sets it)")
     return "\n".join(lines)
-

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from gateway import upstream
 from gateway.backends.base import ERROR_BODY_LIMIT, error_status
-from gateway.backends.http import HttpBackend, HttpReply
+from gateway.backends.http import HttpBackend, HttpReply, Translated
 from gateway.endpoint import Container, MultiModelSpec
 from gateway.invocation import Invocation
 from gateway.multimodel.sources import source_for
@@ -50,7 +50,9 @@ class MultiModelBackend(HttpBackend):
     async def invoke(self, call: Invocation) -> HttpReply:
         """Invoke the call's model, loaded first if need be. A 404 (the container lost the model) loads it
         again, a 507 (out of memory) unloads an idle model; either is tried once more."""
-        assert call.target_model is not None, "the router sends a MultiModel container only calls with TargetModel"
+        assert call.target_model is not None, (
+            "the router sends a MultiModel container only calls with TargetModel"
+        )
         retried = False
         while True:
             model = await self.store.acquire(call.target_model)
@@ -65,7 +67,9 @@ class MultiModelBackend(HttpBackend):
                     self.store.lost(model)
                 else:
                     await self.store.make_room(
-                        model, Unload.OUT_OF_MEMORY, f"the container answered 507 (out of memory) to invoking {model.target}"
+                        model,
+                        Unload.OUT_OF_MEMORY,
+                        f"the container answered 507 (out of memory) to invoking {model.target}",
                     )
             finally:
                 self.store.release(model)
@@ -74,11 +78,12 @@ class MultiModelBackend(HttpBackend):
     async def _invoke_model(self, model: Model, call: Invocation) -> upstream.Response:
         head = self._invoke_heads.get(model.name)
         if head is None:  # once per model: the request line and Host header of its invocations
-            head = self._invoke_heads[model.name] = b"POST /models/%s/invoke HTTP/1.1\r\n%s" % (model.name.encode(), self._host)
-        try:
+            head = self._invoke_heads[model.name] = b"POST /models/%s/invoke HTTP/1.1\r\n%s" % (
+                model.name.encode(),
+                self._host,
+            )
+        with self.translated:
             return await self.server.pool.request(self.request_bytes(call, head), timeout=self._timeout)
-        except upstream.UpstreamError as exc:
-            raise self.failure(exc) from exc
 
     async def check_health(self) -> str | None:
         reason = await super().check_health()
@@ -100,7 +105,8 @@ class MultiModelBackend(HttpBackend):
     async def load_model(self, name: str, url: str, target: str, timeout: float) -> tuple[int, bytes]:
         body = json.dumps({"model_name": name, "url": url}).encode()
         return await self._manage(
-            b"POST /models HTTP/1.1\r\n%sContent-Type: application/json\r\nX-Amzn-SageMaker-Target-Model: %s\r\n"
+            b"POST /models HTTP/1.1\r\n%sContent-Type: application/json\r\nX-Amzn-SageMaker-Target-Model: "
+            b"%s\r\n"
             b"Content-Length: %d\r\n\r\n%s" % (self._host, target.encode(), len(body), body),
             timeout,
         )
@@ -113,13 +119,11 @@ class MultiModelBackend(HttpBackend):
         )
 
     async def _manage(self, request: bytes, timeout: float) -> tuple[int, bytes]:
-        try:
+        with Translated(self, timeout):
             response = await self.server.pool.request(request, timeout=timeout)
             if not 200 <= response.status < 300:
                 return response.status, await self.error_body(response)
             try:
                 return response.status, await response.read(ERROR_BODY_LIMIT)
-            except upstream.ResponseTooLarge:
+            except upstream.BodyTooLarge:
                 return response.status, b""  # the status is the answer; a large body is not read
-        except upstream.UpstreamError as exc:
-            raise self.failure(exc, timeout) from exc

@@ -74,7 +74,9 @@ class S3Source:
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
             known = code in ("NoSuchKey", "404", "NoSuchBucket", "AccessDenied", "403")
-            raise ArtifactMissing(f"s3://{self.bucket}/{key} cannot be downloaded ({code if known else exc})") from exc
+            raise ArtifactMissing(
+                f"s3://{self.bucket}/{key} cannot be downloaded ({code if known else exc})"
+            ) from exc
         except BotoCoreError as exc:  # no credentials, no route to the endpoint, ...
             raise ArtifactMissing(f"s3://{self.bucket}/{key} cannot be downloaded ({exc})") from exc
         return target, True
@@ -84,7 +86,9 @@ class S3Source:
             import botocore.session
 
             session = botocore.session.get_session()
-            self._client = session.create_client("s3", region_name=session.get_config_variable("region") or "us-east-1")
+            self._client = session.create_client(
+                "s3", region_name=session.get_config_variable("region") or "us-east-1"
+            )
         return self._client
 
 

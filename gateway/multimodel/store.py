@@ -21,7 +21,7 @@ import shutil
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Protocol
 
@@ -39,7 +39,7 @@ REFUSED_CLEANUP = 10.0  # seconds to remove a model the container refused but ke
 now = time.perf_counter
 
 
-class Unload(str, Enum):
+class Unload(StrEnum):
     """Why a model was unloaded: a bounded label for gateway.metrics."""
 
     OUT_OF_MEMORY = "out_of_memory"  # the container answered 507
@@ -97,7 +97,14 @@ class ModelStats:
 
 class ModelStore:
     def __init__(
-        self, container: str, source: Source, cache: Path, api: ModelApi, spec: MultiModelSpec, *, keep: bool = True
+        self,
+        container: str,
+        source: Source,
+        cache: Path,
+        api: ModelApi,
+        spec: MultiModelSpec,
+        *,
+        keep: bool = True,
     ) -> None:
         """`keep` False is `ModelCacheSetting: Disabled`: a model is unloaded once its requests are done."""
         self.container = container
@@ -155,7 +162,13 @@ class ModelStore:
     def _forget_if_unused(self, model: Model) -> None:
         """A model that failed to load and holds nothing (no files, no load, no request) is not kept: names
         of artifacts that do not exist must not pile up."""
-        if not (model.loaded or model.users or model.on_disk or model.loading is not None or model.unloading is not None):
+        if not (
+            model.loaded
+            or model.users
+            or model.on_disk
+            or model.loading is not None
+            or model.unloading is not None
+        ):
             self.models.pop(model.target, None)
 
     def release(self, model: Model) -> None:
@@ -166,9 +179,15 @@ class ModelStore:
             self._in_background(self._unload(model, Unload.CACHE_DISABLED, "ModelCacheSetting is Disabled"))
 
     def lost(self, model: Model) -> None:
-        """The container says it does not have `model` (it restarted, say): the next request loads it again."""
+        """The container says it does not have `model` (it restarted, say): the next request loads it
+        again."""
         if model.loaded:
-            logger.warning("%s: the container no longer has model %s (%s); loading it again", self.container, model.target, model.name)
+            logger.warning(
+                "%s: the container no longer has model %s (%s); loading it again",
+                self.container,
+                model.target,
+                model.name,
+            )
         model.loaded = False
 
     async def make_room(self, keep: Model, why: Unload, detail: str) -> bool:
@@ -198,7 +217,10 @@ class ModelStore:
                 await self._load_into_container(model)
         except TimeoutError:
             logger.warning(
-                "%s: gave up loading model %s after %g s", self.container, model.target, self.spec.ModelLoadTimeoutInSeconds
+                "%s: gave up loading model %s after %g s",
+                self.container,
+                model.target,
+                self.spec.ModelLoadTimeoutInSeconds,
             )
             raise ModelError(
                 f"Container {self.container} did not load model {model.target} within "
@@ -215,16 +237,23 @@ class ModelStore:
             url, size, downloaded = await asyncio.to_thread(self._fetch_blocking, model)
         except ArtifactMissing as exc:
             raise ValidationError(
-                f"Failed to download model data for TargetModel {model.target} from {self.source.url} ({exc}). "
+                f"Failed to download model data for TargetModel {model.target} from {self.source.url} "
+                f"({exc}). "
                 "Please ensure that there is an object located at the URL."
             ) from None
         except ArtifactBroken as exc:
-            raise ValidationError(f"Failed to extract model data for TargetModel {model.target}: {exc}.") from None
+            raise ValidationError(
+                f"Failed to extract model data for TargetModel {model.target}: {exc}."
+            ) from None
         model.url, model.on_disk = url, size
         if downloaded is not None:
             self.stats.downloading.observe(downloaded)
         logger.info(
-            "%s: model %s is on disk (%.1f MiB, %.0f ms)", self.container, model.target, size / MIB, (now() - started) * 1000
+            "%s: model %s is on disk (%.1f MiB, %.0f ms)",
+            self.container,
+            model.target,
+            size / MIB,
+            (now() - started) * 1000,
         )
         await self._trim_disk(keep=model)
 
@@ -256,14 +285,21 @@ class ModelStore:
             if not self._budget_unmeasured:
                 self._budget_unmeasured = True
                 logger.warning(
-                    "%s: MemoryBudgetInMiB is measured on the container's processes, which only `mce up` knows; "
-                    "models are unloaded on 507 only", self.container,
+                    "%s: MemoryBudgetInMiB is measured on the container's processes, which only `mce up` "
+                    "knows; "
+                    "models are unloaded on 507 only",
+                    self.container,
                 )
             return
         while (used := self.memory()) is not None and used > budget * MIB:
             reason = f"the container uses {used / MIB:.0f} MiB, over its budget of {budget} MiB"
             if not await self.make_room(model, Unload.MEMORY_BUDGET, reason):
-                logger.warning("%s: %s, and every loaded model is in use: loading %s anyway", self.container, reason, model.target)
+                logger.warning(
+                    "%s: %s, and every loaded model is in use: loading %s anyway",
+                    self.container,
+                    reason,
+                    model.target,
+                )
                 return
             await self._memory_freed(used)
 
@@ -283,7 +319,9 @@ class ModelStore:
         assert model.url is not None
         while True:
             started = now()
-            status, body = await self.api.load_model(model.name, str(model.url), model.target, self.spec.ModelLoadTimeoutInSeconds)
+            status, body = await self.api.load_model(
+                model.name, str(model.url), model.target, self.spec.ModelLoadTimeoutInSeconds
+            )
             if status == 409 and model.refused:
                 await self._clear_refused(model)
                 continue
@@ -291,14 +329,26 @@ class ModelStore:
                 model.loaded, model.refused = True, False
                 took = now() - started
                 self.stats.loading.observe(took)
-                logger.info("%s: loaded model %s as %s in %.0f ms", self.container, model.target, model.name, took * 1000)
+                logger.info(
+                    "%s: loaded model %s as %s in %.0f ms",
+                    self.container,
+                    model.target,
+                    model.name,
+                    took * 1000,
+                )
                 return
             model.refused = model.refused or status == 507
             if status != 507 or not await self.make_room(
-                model, Unload.OUT_OF_MEMORY, f"the container answered 507 (out of memory) to loading {model.target}"
+                model,
+                Unload.OUT_OF_MEMORY,
+                f"the container answered 507 (out of memory) to loading {model.target}",
             ):
                 logger.warning(
-                    "%s: could not load model %s: %d %s", self.container, model.target, status, body[:200].decode("utf-8", "replace")
+                    "%s: could not load model %s: %d %s",
+                    self.container,
+                    model.target,
+                    status,
+                    body[:200].decode("utf-8", "replace"),
                 )
                 raise error_status(self.container, status, body)
 
@@ -311,7 +361,11 @@ class ModelStore:
             status, _ = await self.api.unload_model(model.name, model.target, REFUSED_CLEANUP)
             if 200 <= status < 300:
                 model.refused = False
-                logger.info("%s: removed model %s, which the container had refused but kept registered", self.container, model.target)
+                logger.info(
+                    "%s: removed model %s, which the container had refused but kept registered",
+                    self.container,
+                    model.target,
+                )
                 return
             await asyncio.sleep(0.05)  # the container's own cleanup of the name is still under way
         raise ModelError(
@@ -328,7 +382,9 @@ class ModelStore:
         model.unloading = asyncio.get_running_loop().create_future()
         started = now()
         try:
-            status, body = await self.api.unload_model(model.name, model.target, self.spec.ModelLoadTimeoutInSeconds)
+            status, body = await self.api.unload_model(
+                model.name, model.target, self.spec.ModelLoadTimeoutInSeconds
+            )
         except ModelError as exc:
             status, body = 0, exc.message.encode()
         finally:
@@ -336,7 +392,11 @@ class ModelStore:
             model.unloading = None
         if not (200 <= status < 300 or status == 404):  # 404: it was gone already
             logger.warning(
-                "%s: unloading model %s failed: %d %s", self.container, model.target, status, body[:200].decode("utf-8", "replace")
+                "%s: unloading model %s failed: %d %s",
+                self.container,
+                model.target,
+                status,
+                body[:200].decode("utf-8", "replace"),
             )
             return False
         model.loaded = False
@@ -349,7 +409,8 @@ class ModelStore:
         return True
 
     async def _trim_disk(self, keep: Model) -> None:
-        """Delete unpacked models that are not loaded, least recently used first, while over the disk bound."""
+        """Delete unpacked models that are not loaded, least recently used first, while over the disk
+        bound."""
         bound = self.spec.DiskCacheInMiB
         if bound is None:
             return
@@ -367,7 +428,13 @@ class ModelStore:
             return
         size, model.on_disk, model.url = model.on_disk, 0, None
         await asyncio.to_thread(shutil.rmtree, model.folder, True)
-        logger.info("%s: deleted model %s from the disk cache (%.1f MiB): %s", self.container, model.target, size / MIB, reason)
+        logger.info(
+            "%s: deleted model %s from the disk cache (%.1f MiB): %s",
+            self.container,
+            model.target,
+            size / MIB,
+            reason,
+        )
 
     def _least_recently_used(self, exclude: Model) -> Model | None:
         idle = [m for m in self.models.values() if m is not exclude and m.idle]

@@ -142,7 +142,9 @@ class Handler(BaseHTTPRequestHandler):
             return
         self.wfile.write(payload)
 
-    def _send(self, status: int, body: bytes, content_type: str | None, extra: dict[str, str] | None = None) -> None:
+    def _send(
+        self, status: int, body: bytes, content_type: str | None, extra: dict[str, str] | None = None
+    ) -> None:
         self.send_response(status)
         if content_type is not None:
             self.send_header("Content-Type", content_type)

@@ -43,13 +43,18 @@ class Handler(BaseHTTPRequestHandler):
                 self._json(200, {"loads": s.loads, "unloads": s.unloads})
         elif self.path.split("?")[0] == "/models":
             with s.lock:
-                self._json(200, {"models": [{"modelName": n, "modelUrl": u} for n, u in sorted(s.models.items())]})
+                self._json(
+                    200, {"models": [{"modelName": n, "modelUrl": u} for n, u in sorted(s.models.items())]}
+                )
         elif self.path.startswith("/models/"):
             name = self.path[len("/models/") :]
             with s.lock:
                 url = s.models.get(name)
             if url is None:
-                self._json(404, {"code": 404, "type": "ModelNotFoundException", "message": f"Model not found: {name}"})
+                self._json(
+                    404,
+                    {"code": 404, "type": "ModelNotFoundException", "message": f"Model not found: {name}"},
+                )
             else:
                 self._json(200, [{"modelName": name, "modelUrl": url}])
         else:
@@ -61,10 +66,13 @@ class Handler(BaseHTTPRequestHandler):
         s = self.server
         with s.lock:
             if s.models.pop(name, None) is None:
-                self._json(404, {"code": 404, "type": "ModelNotFoundException", "message": f"Model not found: {name}"})
+                self._json(
+                    404,
+                    {"code": 404, "type": "ModelNotFoundException", "message": f"Model not found: {name}"},
+                )
                 return
             s.unloads[name] = s.unloads.get(name, 0) + 1
-        self._json(200, {"status": f"Model \"{name}\" unregistered"})
+        self._json(200, {"status": f'Model "{name}" unregistered'})
 
     def do_POST(self) -> None:
         body = self._body()
@@ -80,7 +88,9 @@ class Handler(BaseHTTPRequestHandler):
         name, url = request["model_name"], request["url"]
         folder = Path(url)
         if not folder.is_dir():
-            self._json(404, {"code": 404, "type": "ModelNotFoundException", "message": f"Model not found at {url}"})
+            self._json(
+                404, {"code": 404, "type": "ModelNotFoundException", "message": f"Model not found at {url}"}
+            )
             return
         steer = json.loads((folder / "load.json").read_text()) if (folder / "load.json").exists() else {}
         if "status" in steer:
@@ -89,21 +99,33 @@ class Handler(BaseHTTPRequestHandler):
         time.sleep(float(steer.get("seconds", 0)))  # a slow load, as the model asks
         with s.lock:
             if name in s.models:
-                self._json(409, {"code": 409, "type": "ConflictStatusException", "message": f"Model {name} is already registered."})
+                self._json(
+                    409,
+                    {
+                        "code": 409,
+                        "type": "ConflictStatusException",
+                        "message": f"Model {name} is already registered.",
+                    },
+                )
                 return
             if s.capacity is not None and len(s.models) >= s.capacity:
-                self._json(507, {"code": 507, "type": "ServiceUnavailableException", "message": "System out of memory"})
+                self._json(
+                    507,
+                    {"code": 507, "type": "ServiceUnavailableException", "message": "System out of memory"},
+                )
                 return
             s.models[name] = url
             s.loads[name] = s.loads.get(name, 0) + 1
-        self._json(200, {"status": f"Model \"{name}\" registered"})
+        self._json(200, {"status": f'Model "{name}" registered'})
 
     def _invoke(self, name: str, body: bytes) -> None:
         s = self.server
         with s.lock:
             url = s.models.get(name)
         if url is None:
-            self._json(404, {"code": 404, "type": "ModelNotFoundException", "message": f"Model not found: {name}"})
+            self._json(
+                404, {"code": 404, "type": "ModelNotFoundException", "message": f"Model not found: {name}"}
+            )
             return
         steer = Path(url) / "invoke.json"
         if steer.exists():
@@ -112,7 +134,10 @@ class Handler(BaseHTTPRequestHandler):
                 s.invoked.add(name)
             if first:
                 status = int(json.loads(steer.read_text())["status_once"])
-                self._json(status, {"code": status, "type": "ServiceUnavailableException", "message": "Out of resources"})
+                self._json(
+                    status,
+                    {"code": status, "type": "ServiceUnavailableException", "message": "Out of resources"},
+                )
                 return
         files = {p.name: p.read_text() for p in sorted(Path(url).iterdir()) if p.is_file()}
         self._json(
