@@ -49,6 +49,8 @@ _WAIT = 0  # between requests: no byte of the next one yet
 _HEAD = 1  # request line and headers
 _BODY = 2
 # Why reading is paused (a bit each).
+# A read this small that begins a request is parsed in one call, not split at message boundaries.
+_WHOLE_READ = 16 * 1024
 # What a request line holds besides its target: the method, spaces, "HTTP/1.1".
 _LINE_EXTRA = 32
 _QUEUE_FULL = 1  # a request is already waiting behind the one being answered
@@ -115,7 +117,6 @@ class HttpProtocol(asyncio.Protocol):
         )  # bytes the request line may still take; -1: ended
         self._body_left = -1  # bytes of body still to come, when its length is known
         self._stash = b""  # read but not parsed: the connection stopped at a request's end
-        self._head_size = 0
         self._header_count = 0
         self._repeated: list[bytes] | None = None
         self._head_done = False  # headers after this are trailers: read, never used
@@ -195,11 +196,18 @@ class HttpProtocol(asyncio.Protocol):
             return
         if self._stash:
             data, self._stash = self._stash + data, b""
+        if self._phase == _WAIT and len(data) <= _WHOLE_READ and not self._paused_for:
+            # The common case: a read that begins a request and is small. Fed in one call; a head it
+            # leaves unfinished is counted from here on. What it may hold beyond one request is the
+            # connection's read-ahead (at most _WHOLE_READ bytes of requests).
+            if self._feed(data) and self._phase == _HEAD:
+                self._head_bytes = len(data)
+            return
         self._parse(data)
 
     def _parse(self, data: bytes) -> None:
-        """Feed the parser one message boundary at a time: the end of a head, the end of a body of known
-        length. So a connection that must stop reading (its queue or its output is full) stops exactly at
+        """Feed the parser one message boundary at a time (reads past `_WHOLE_READ`, or that continue a
+        request): the end of a head, the end of a body of known length. So a connection that must stop reading (its queue or its output is full) stops exactly at
         a request's end, keeping the rest unparsed (`_stash`); and a head is measured before the parser
         buffers it, so one over `max_head` is refused in linear time, whatever its size."""
         while data:
@@ -332,7 +340,7 @@ class HttpProtocol(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self._phase = _HEAD
         self._deadline = self._server.clock + self._limits.header_timeout
-        self._head_size = self._header_count = 0
+        self._header_count = 0
         self._repeated = None
         self._head_done = self._upgrade = self._shed = False
         self._buffering = True
@@ -355,8 +363,7 @@ class HttpProtocol(asyncio.Protocol):
         if self._head_done:
             return  # a trailer: what routed and authorized the request is already fixed
         self._header_count += 1
-        self._head_size += len(name) + len(value) + 4
-        if self._header_count > self._limits.max_headers or self._head_size > self._limits.max_head:
+        if self._header_count > self._limits.max_headers:  # its bytes are counted as they are read
             raise _Refusal(self._head_too_large())
         name = name.lower()
         headers = self._headers
@@ -374,8 +381,9 @@ class HttpProtocol(asyncio.Protocol):
         self._deadline = self._server.clock + self._limits.body_timeout
         headers = self._headers
         parser = self._parser
-        length = headers.get(wire.CONTENT_LENGTH)
-        self._body_left = int(length) if length is not None and b"transfer-encoding" not in headers else -1
+        field = headers.get(wire.CONTENT_LENGTH)
+        length = int(field) if field is not None else None  # llhttp has checked it is digits
+        self._body_left = length if length is not None and b"transfer-encoding" not in headers else -1
         try:
             self._check_head(parser, headers)
             path = self._url.partition(b"?")[0]
@@ -383,13 +391,13 @@ class HttpProtocol(asyncio.Protocol):
             router = service.dataplane.router
             self._operation = operation = router.operation(parser.get_method(), path)
             if operation is Operation.INVOKE:
-                if length is not None and int(length) > wire.MAX_BODY:
-                    self._refuse(body_too_large(int(length)))  # refused before the body is read
+                if length is not None and length > wire.MAX_BODY:
+                    self._refuse(body_too_large(length))  # refused before the body is read
                     return
-                if length is not None and not self._bodies.take(int(length)):
+                if length is not None and not self._bodies.take(length):
                     self._shed_request()
                     return
-                self._held = int(length) if length is not None else 0
+                self._held = length if length is not None else 0
                 self._call = invocation_from(headers)
                 self._route = router.route(headers.get(wire.TARGET_CONTAINER), self._call.target_model)
         except GatewayError as error:
