@@ -5,6 +5,7 @@ A process is ready when it prints its `listening on` line; nothing here sleeps t
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import queue
@@ -364,29 +365,30 @@ def sign(
     headers: dict[str, str],
     method: str = "POST",
     region: str = "us-east-1",
+    service: str = "sagemaker",
+    when: datetime.datetime | None = None,
 ) -> dict[str, str]:
     """`headers` plus a SigV4 signature for sagemaker, made with botocore's signer, as boto3 signs.
 
     For requests boto3 would not send: raw sockets, a chosen X-Amz-Content-SHA256, a body swapped after."""
-    import datetime
     from urllib.parse import urlsplit
 
     from botocore.auth import SigV4Auth
     from botocore.awsrequest import AWSRequest
     from botocore.credentials import Credentials
 
-    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+    stamp = (when or datetime.datetime.now(datetime.UTC)).strftime("%Y%m%dT%H%M%SZ")
     host = urlsplit(url).netloc
     request = AWSRequest(
         method=method, url=url, data=body, headers={"Host": host, "X-Amz-Date": stamp, **headers}
     )
     request.context["timestamp"] = stamp
-    signer = SigV4Auth(Credentials(key, secret), "sagemaker", region)
+    signer = SigV4Auth(Credentials(key, secret), service, region)
     signature = signer.signature(signer.string_to_sign(request, signer.canonical_request(request)), request)
     names = signer.signed_headers(signer.headers_to_sign(request))
     signed = dict(request.headers.items())
     signed["Authorization"] = (
-        f"AWS4-HMAC-SHA256 Credential={key}/{stamp[:8]}/{region}/sagemaker/aws4_request, "
+        f"AWS4-HMAC-SHA256 Credential={key}/{stamp[:8]}/{region}/{service}/aws4_request, "
         f"SignedHeaders={names}, Signature={signature}"
     )
     return signed

@@ -225,23 +225,15 @@ def signed_post(
 ) -> tuple[int, dict[str, Any]]:
     """A request signed by hand with botocore's signer: for a chosen time, service, or a body swapped
     after."""
-    when = when or datetime.datetime.now(datetime.UTC)
-    stamp = when.strftime("%Y%m%dT%H%M%SZ")
-    host = f"127.0.0.1:{gateway.port}"
-    request = AWSRequest(
-        method="POST",
-        url=f"http://{host}/endpoints/shop/invocations",
-        data=body,
-        headers={"Host": host, "X-Amz-Date": stamp, "X-Amzn-SageMaker-Target-Container-Hostname": "other"},
-    )
-    request.context["timestamp"] = stamp
-    signer = SigV4Auth(Credentials(key_id("bob"), secret("bob")), service, "us-east-1")
-    signature = signer.signature(signer.string_to_sign(request, signer.canonical_request(request)), request)
-    names = signer.signed_headers(signer.headers_to_sign(request))
-    headers = dict(request.headers.items())
-    headers["Authorization"] = (
-        f"AWS4-HMAC-SHA256 Credential={key_id('bob')}/{stamp[:8]}/us-east-1/{service}/aws4_request, "
-        f"SignedHeaders={names}, Signature={signature}"
+    url = f"http://127.0.0.1:{gateway.port}/endpoints/shop/invocations"
+    headers = sign(
+        url,
+        key_id("bob"),
+        secret("bob"),
+        body=body,
+        service=service,
+        when=when,
+        headers={"X-Amzn-SageMaker-Target-Container-Hostname": "other"},
     )
     connection = http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=10)
     try:
