@@ -207,9 +207,10 @@ class HttpProtocol(asyncio.Protocol):
 
     def _parse(self, data: bytes) -> None:
         """Feed the parser one message boundary at a time (reads past `_WHOLE_READ`, or that continue a
-        request): the end of a head, the end of a body of known length. So a connection that must stop reading (its queue or its output is full) stops exactly at
-        a request's end, keeping the rest unparsed (`_stash`); and a head is measured before the parser
-        buffers it, so one over `max_head` is refused in linear time, whatever its size."""
+        request): the end of a head, the end of a body of known length. So a connection that must stop
+        reading (its queue or its output is full) stops exactly at a request's end, keeping the rest
+        unparsed (`_stash`); and a head is measured before the parser buffers it, so one over `max_head`
+        is refused in linear time, whatever its size."""
         while data:
             if self._paused_for:
                 self._stash = data
