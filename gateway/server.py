@@ -202,6 +202,10 @@ class HttpProtocol(asyncio.Protocol):
             # connection's read-ahead (at most _WHOLE_READ bytes of requests).
             if self._feed(data) and self._phase == _HEAD:
                 self._head_bytes = len(data)
+                if b"\r\n" in data:  # its request line ended (or the on_url check measures it)
+                    self._line_left = -1
+                else:
+                    self._line_left -= len(data)
             return
         self._parse(data)
 
@@ -274,14 +278,16 @@ class HttpProtocol(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self._write_paused = True
-        self._send_deadline = self._server.clock + self._limits.send_timeout
-        self._pause(_OUTPUT_FULL)  # read no more requests while the answers are not taken
+        self._send_deadline = self._loop.time() + self._limits.send_timeout
+        self._pause(_OUTPUT_FULL)  # read, and answer, no more requests while the answers are not taken
 
     def resume_writing(self) -> None:
         self._write_paused = False
         self._send_deadline = math.inf
         self._wake_drain()
         self._resume(_OUTPUT_FULL)
+        if self._current is None and self._queue and self._transport is not None:
+            self._start_next()
 
     def _pause(self, reason: int) -> None:
         if not self._paused_for and self._transport is not None and not self._ignoring:
@@ -550,6 +556,12 @@ class HttpProtocol(asyncio.Protocol):
             self._drain = self._loop.create_future()
             await self._drain
 
+    def _start_next(self) -> None:
+        following = self._current = self._queue.popleft()  # first: a connection answering owes nothing
+        if len(self._queue) < self._limits.read_ahead:
+            self._resume(_QUEUE_FULL)
+        following.start()
+
     def done(self, cycle: Cycle) -> None:
         self._current = None
         self._bodies.release(cycle.held)
@@ -560,10 +572,8 @@ class HttpProtocol(asyncio.Protocol):
             self._close()
             return
         if self._queue:
-            following = self._current = self._queue.popleft()  # first: a connection answering owes nothing
-            if len(self._queue) < self._limits.read_ahead:
-                self._resume(_QUEUE_FULL)
-            following.start()
+            if not self._paused_for & _OUTPUT_FULL:  # else resume_writing starts it
+                self._start_next()
         elif self._phase == _WAIT:
             self._deadline = self._server.clock + self._limits.keep_alive_timeout
 
