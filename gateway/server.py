@@ -88,6 +88,11 @@ def _timed_out(what: str, seconds: float) -> RequestRefused:
     return RequestRefused(408, "RequestTimeout", f"The request's {what} did not arrive within {seconds:g} s.")
 
 
+def _no_room() -> ServiceUnavailable:
+    """Limits.max_buffered_bodies is reached: 503, which clients retry."""
+    return ServiceUnavailable("The gateway holds as many request bodies as it may; retry later.")
+
+
 def body_too_large(size: int | None) -> ValidationError:
     measured = f"{size} bytes" if size is not None else f"over {wire.MAX_BODY} bytes"
     return ValidationError(
@@ -444,9 +449,7 @@ class HttpProtocol(asyncio.Protocol):
         body."""
         self._shed = True
         self._buffering = False
-        self._rejected = ServiceUnavailable(
-            "The gateway holds as many request bodies as it may; retry later."
-        )
+        self._rejected = _no_room()
 
     def on_body(self, body: bytes) -> None:
         if self._ignoring or not self._buffering:
@@ -457,9 +460,7 @@ class HttpProtocol(asyncio.Protocol):
                 self._refuse(body_too_large(None))
                 return
             if not self._bodies.take(size - self._held):
-                self._refuse(
-                    ServiceUnavailable("The gateway holds as many request bodies as it may; retry later.")
-                )
+                self._refuse(_no_room())
                 return
             self._held = size
         self._body.append(body)

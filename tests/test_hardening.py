@@ -590,24 +590,15 @@ def test_9_mce_status_signs_its_scrape_when_the_gateway_asks(shop: dict[str, Pro
     import os
     import subprocess
 
-    run = [sys.executable, "-m", "gateway", "status", shop["gateway"].url]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    refused = subprocess.run(
-        run,
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**env, "AWS_CONFIG_FILE": "/dev/null", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null"},
-    )
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+
+    def status(**env: str) -> subprocess.CompletedProcess[str]:
+        run = [sys.executable, "-m", "gateway", "status", shop["gateway"].url]
+        environment = {**clean, **env}
+        return subprocess.run(run, check=False, capture_output=True, text=True, timeout=60, env=environment)
+
+    refused = status(AWS_CONFIG_FILE="/dev/null", AWS_SHARED_CREDENTIALS_FILE="/dev/null")
     assert refused.returncode == 2 and "runs with --access: set AWS_ACCESS_KEY_ID" in refused.stderr
-    signed = subprocess.run(
-        run,
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**env, "AWS_ACCESS_KEY_ID": ALICE[0], "AWS_SECRET_ACCESS_KEY": ALICE[1]},
-    )
+    signed = status(AWS_ACCESS_KEY_ID=ALICE[0], AWS_SECRET_ACCESS_KEY=ALICE[1])
     assert signed.returncode == 0, signed.stderr
     assert "alpha" in signed.stdout and "bravo" in signed.stdout
