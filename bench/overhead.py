@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import importlib.util
 import json
 import os
 import platform
@@ -35,6 +36,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -88,10 +90,21 @@ def wait_http(url: str, timeout: float = 60.0) -> None:
             time.sleep(0.05)
 
 
+PROXY_CPU = 0  # the measured proxies (nginx's worker, each gateway) run here, alone
+REST_CPUS = {1}  # wrk, the backends and this script run here (with one core, all share it)
+
+
+def pin(cpu: int | None) -> Callable[[], None] | None:
+    """A preexec_fn that keeps a child (and what it starts) on one CPU; None where there is one core."""
+    if cpu is None or (os.cpu_count() or 1) < 2:
+        return None
+    return lambda: os.sched_setaffinity(0, {cpu})
+
+
 class Nginx:
     """One nginx (master + 1 worker) with the given `http {}` body; its worker is the measured process."""
 
-    def __init__(self, work: Path, name: str, http_body: str) -> None:
+    def __init__(self, work: Path, name: str, http_body: str, *, cpu: int | None = None) -> None:
         self.dir = work / name
         self.dir.mkdir()
         conf = self.dir / "nginx.conf"
@@ -106,7 +119,7 @@ class Nginx:
             f"  keepalive_requests 1000000;\n  client_max_body_size 8m;\n{http_body}\n}}\n"
         )
         self.proc = subprocess.Popen(
-            ["nginx", "-c", str(conf), "-p", str(self.dir)], stderr=subprocess.DEVNULL
+            ["nginx", "-c", str(conf), "-p", str(self.dir)], stderr=subprocess.DEVNULL, preexec_fn=pin(cpu)
         )
 
     def worker_pids(self) -> list[int]:
@@ -119,7 +132,10 @@ class Nginx:
 
 
 class Gateway:
-    def __init__(self, work: Path, name: str, document: dict[str, object], *extra: str) -> None:
+    def __init__(
+        self, work: Path, name: str, document: dict[str, object], *extra: str, source: Path = ROOT
+    ) -> None:
+        """`source`: the directory `gateway` is imported from (a compiled copy: `compile_gateway`)."""
         path = work / f"{name}.json"
         path.write_text(json.dumps(document))
         self.port = free_port()
@@ -138,12 +154,44 @@ class Gateway:
                 *extra,
             ],
             stdout=subprocess.DEVNULL,
-            cwd=ROOT,
+            cwd=source,
+            preexec_fn=pin(PROXY_CPU),
         )
 
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(timeout=30)
+
+
+def compile_gateway(work: Path) -> Path | None:
+    """A copy of gateway/ with the request path compiled by mypyc, as `MCE_COMPILE=1` builds it (setup.py,
+    D24); None, with the reason printed, where mypyc or a C compiler is missing."""
+    if importlib.util.find_spec("mypyc") is None or shutil.which("cc") is None:
+        print("bench: mypyc or a C compiler is missing; the compiled gateway is left out", file=sys.stderr)
+        return None
+    copy = work / "compiled"
+    shutil.copytree(ROOT / "gateway", copy / "gateway", ignore=shutil.ignore_patterns("__pycache__", "*.so"))
+    for name in ("pyproject.toml", "setup.py"):
+        shutil.copy(ROOT / name, copy / name)
+    print("bench: compiling the request path with mypyc (about a minute)", file=sys.stderr)
+    subprocess.run(
+        [sys.executable, "setup.py", "build_ext", "--inplace"],
+        cwd=copy,
+        env={**os.environ, "MCE_COMPILE": "1"},
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    where = subprocess.run(
+        [sys.executable, "-c", "import gateway.server; print(gateway.server.__file__)"],
+        cwd=copy,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    if not where.endswith(".so"):
+        raise RuntimeError(f"the compiled copy imports {where}, not a compiled module")
+    return copy
 
 
 def run_wrk(
@@ -241,6 +289,8 @@ def main() -> int:
         if shutil.which(tool) is None:
             print(f"bench: {tool} is missing; bench/run installs it", file=sys.stderr)
             return 2
+    if (os.cpu_count() or 1) >= 2:
+        os.sched_setaffinity(0, REST_CPUS)  # children (wrk, the backends) inherit it; proxies are pinned
     work = Path(tempfile.mkdtemp(prefix="mce-bench-"))
     results = Results()
     stoppers: list[object] = []
@@ -305,6 +355,7 @@ def proxies(work: Path, args: argparse.Namespace, results: Results, stoppers: li
       proxy_pass http://$container/invocations; proxy_http_version 1.1; proxy_set_header Connection "";
     }}
   }}""",
+        cpu=PROXY_CPU,
     )
     stoppers.append(nginx)
 
@@ -345,7 +396,22 @@ def proxies(work: Path, args: argparse.Namespace, results: Results, stoppers: li
         },
     )
     stoppers.append(serial)
-    for port in (*small, *big, proxy_port, direct.port, bare.port, serial.port):
+    gateways = [direct, bare, serial]
+    source = compile_gateway(work)
+    if source is not None:
+        compiled = Gateway(
+            work,
+            "compiled",
+            {
+                "EndpointName": "bench",
+                "InferenceExecutionConfig": {"Mode": "Direct"},
+                "Containers": [container(n, p) for n, p in names.items()],
+            },
+            source=source,
+        )
+        stoppers.append(compiled)
+        gateways.append(compiled)
+    for port in (*small, *big, proxy_port, *(gateway.port for gateway in gateways)):
         wait_http(f"http://127.0.0.1:{port}/ping")
     backend = f"http://127.0.0.1:{small[0]}"
     paths = {
@@ -354,6 +420,8 @@ def proxies(work: Path, args: argparse.Namespace, results: Results, stoppers: li
         "gateway": (direct.url, [direct.proc.pid]),
         "gateway, no metrics": (bare.url, [bare.proc.pid]),
     }
+    if source is not None:
+        paths["gateway, compiled"] = (compiled.url, [compiled.proc.pid])
     for url, _ in paths.values():
         run_wrk(url, INVOKE, 8, 1, 1024, ("alpha", "beta"))  # warm pools and caches
     for round_ in range(args.rounds):
@@ -428,7 +496,9 @@ def _proxy_sections(results: Results) -> list[str]:
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     base = med("proxy c=1", "direct", "p50_us")
-    for name in ("direct", "nginx", "gateway", "gateway, no metrics"):
+    for name in ("direct", "nginx", "gateway", "gateway, no metrics", "gateway, compiled"):
+        if ("proxy c=1", name) not in results.samples:
+            continue
         added = "-" if name == "direct" else f"{med('proxy c=1', name, 'p50_us') - base:.0f}"
         cpu = med("proxy c=32", name, "cpu_us")
         lines.append(
@@ -448,6 +518,20 @@ def _proxy_sections(results: Results) -> list[str]:
     metrics_cpu = med("proxy c=32", "gateway", "cpu_us") - med("proxy c=32", "gateway, no metrics", "cpu_us")
     metrics_p50 = med("proxy c=1", "gateway", "p50_us") - med("proxy c=1", "gateway, no metrics", "p50_us")
     lines += [
+        "",
+        "## Per core: the three headline ratios",
+        "",
+        f"Each proxy (nginx's one worker, each gateway) runs alone on CPU {PROXY_CPU}; wrk and the backends "
+        "on the other CPU. 'compiled': the request path built by mypyc (`MCE_COMPILE=1`, D24).",
+        "",
+        "| gateway | c=32 req/s vs nginx (>= 0.8x) | c=32 CPU/req vs nginx (<= 1.5x) "
+        "| c=1 added p50 vs nginx (<= 1.3x) |",
+        "| --- | ---: | ---: | ---: |",
+        *(
+            _headline(results, name, base)
+            for name in ("gateway", "gateway, compiled")
+            if ("proxy c=1", name) in results.samples
+        ),
         "",
         "## Against the targets",
         "",
@@ -501,6 +585,14 @@ def _proxy_sections(results: Results) -> list[str]:
         ),
     ]
     return lines
+
+
+def _headline(results: Results, name: str, base: float) -> str:
+    med = results.med
+    rps = med("proxy c=32", name, "rps") / med("proxy c=32", "nginx", "rps")
+    cpu = med("proxy c=32", name, "cpu_us") / med("proxy c=32", "nginx", "cpu_us")
+    added = (med("proxy c=1", name, "p50_us") - base) / (med("proxy c=1", "nginx", "p50_us") - base)
+    return f"| {name} | {rps:.2f}x | {cpu:.2f}x | {added:.2f}x |"
 
 
 def _model_section(results: Results) -> list[str]:

@@ -23,7 +23,7 @@ import collections
 import logging
 import math
 import socket
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import httptools
 
@@ -102,6 +102,8 @@ def body_too_large(size: int | None) -> ValidationError:
 
 class HttpProtocol(asyncio.Protocol):
     """One client connection."""
+
+    __deletable__ = ("_parser",)  # dropped when the connection closes (and so for mypyc, D24)
 
     def __init__(self, server: Server) -> None:
         self._server = server
@@ -634,7 +636,8 @@ class Server:
             lambda: HttpProtocol(self), self.host, self.port, reuse_address=True, backlog=1024
         )
         self._sweeper = self.loop.call_later(self.limits.sweep, self._sweep)
-        sockname = self._server.sockets[0].getsockname()
+        sockets = cast(Any, self._server).sockets  # uvloop's is a list, asyncio's a tuple (D24)
+        sockname = sockets[0].getsockname()
         return str(sockname[0]), int(sockname[1])
 
     def mount(self, service: Service) -> None:
