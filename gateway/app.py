@@ -1,18 +1,23 @@
 """The composition root: one gateway process, built from one `Options`, for `mce serve` and `mce up` alike.
 
     Gateway(options)
-      .add(endpoint, base=..., model_cache=...)   its data plane (containers, router) and telemetry: a Service
-      .listen()                                    the front door (gateway.server), every endpoint on one port
-      .remove(name)                                an endpoint leaves; the others keep serving
-      .close()                                     stop accepting, let answers finish, drop every endpoint
+      .add(endpoint, base=..., variant=...)     its data plane (containers, router) and telemetry: a Service
+      .mount(name, [(service, weight), ...])    requests to endpoint `name` reach these services (variants)
+      .unmount(name)                            ... and no longer; in-flight answers finish
+      .drop(service)                            a service's connections close (after unmount)
+      .listen()                                 the front door (gateway.server), every endpoint on one port
+      .close()                                  stop accepting, let answers finish, drop every service
 
-Endpoints can be added and removed while the front door serves: it finds a request's endpoint by its path
-(`/endpoints/{name}/invocations`), once per request. The CLI (gateway.cli) only parses arguments, calls
-these, and chooses exit codes.
+Endpoints can be added, mounted and dropped while the front door serves: it finds a request's endpoint by
+its path (`/endpoints/{name}/invocations`), once per request, and the endpoint's variant by
+`X-Amzn-SageMaker-Target-Variant` or by weight. With a control plane (gateway.control, `mce up`), the
+same port answers SageMaker's API at `POST /`. The CLI (gateway.cli) only parses arguments, calls these,
+and chooses exit codes.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,8 +35,11 @@ from gateway.wire import VARIANT_NAME
 
 if TYPE_CHECKING:
     from gateway.access import Access
+    from gateway.server import Control
 
 logger = logging.getLogger(__name__)
+
+DRAIN_POLL = 0.05  # seconds between looks at whether a replaced variant still answers requests
 
 
 @dataclass(frozen=True)
@@ -46,36 +54,71 @@ class Options:
 
 
 class Gateway:
-    def __init__(self, options: Options) -> None:
+    def __init__(self, options: Options, control: Control | None = None) -> None:
         self.options = options
-        self.services: dict[str, Service] = {}
+        self.control = control  # the control plane's request handler, answered at POST /
+        self.services: list[Service] = []
+        self.mounted: dict[str, list[tuple[Service, float]]] = {}
         self.server: Server | None = None
 
-    async def add(self, endpoint: Endpoint, *, base: Path, model_cache: Path | None = None) -> Service:
-        """Start serving `endpoint` (`base`: its document's folder, for relative paths)."""
-        if endpoint.EndpointName in self.services:
-            raise ValueError(f"endpoint {endpoint.EndpointName} is served already")
+    async def add(
+        self,
+        endpoint: Endpoint,
+        *,
+        base: Path,
+        model_cache: Path | None = None,
+        variant: str = VARIANT_NAME,
+    ) -> Service:
+        """Start `endpoint`'s data plane (`base`: its document's folder, for relative paths); not yet
+        reachable: `mount` makes it so."""
         dataplane = DataPlane.from_endpoint(endpoint, base=base, model_cache=model_cache)
         await dataplane.start()
-        service = Service(dataplane, self._telemetry(dataplane))
-        self.services[endpoint.EndpointName] = service
-        if self.server is not None:
-            self.server.mount(service)
+        service = Service(dataplane, self._telemetry(dataplane, variant), variant)
+        self.services.append(service)
         return service
 
-    async def remove(self, name: str) -> None:
-        """Stop serving endpoint `name`: new requests to it are refused; its containers' connections close."""
-        service = self.services.pop(name)
+    def mount(self, name: str, variants: list[tuple[Service, float]]) -> None:
+        """Requests to endpoint `name` go to these services from now on, each variant by its weight."""
+        self.mounted[name] = variants
         if self.server is not None:
-            self.server.unmount(service)
+            self.server.mount(name, variants)
+
+    def unmount(self, name: str) -> None:
+        if self.mounted.pop(name, None) is not None and self.server is not None:
+            self.server.unmount(name)
+
+    async def drained(self, services: list[Service], timeout: float) -> bool:
+        """Until no request that reached `services` (no longer mounted) is being answered; False if some
+        still are after `timeout` seconds. Polled every DRAIN_POLL: nothing on the request path counts."""
+        server = self.server
+        if server is None:
+            return True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while server.answering(services):
+            if loop.time() >= deadline:
+                return False
+            await asyncio.sleep(DRAIN_POLL)
+        return True
+
+    async def drop(self, service: Service) -> None:
+        """Close a service's connections to its containers; it must no longer be mounted."""
+        if service in self.services:
+            self.services.remove(service)
         await service.dataplane.close()
 
     async def listen(self) -> tuple[str, int]:
         """Open the front door; the bound address. OSError if it cannot listen."""
         options = self.options
-        server = Server(host=options.host, port=options.port, access=options.access, limits=options.limits)
-        for service in self.services.values():
-            server.mount(service)
+        server = Server(
+            host=options.host,
+            port=options.port,
+            access=options.access,
+            limits=options.limits,
+            control=self.control,
+        )
+        for name, variants in self.mounted.items():
+            server.mount(name, variants)
         address = await server.start()
         self.server = server
         return address
@@ -84,16 +127,18 @@ class Gateway:
         if self.server is not None:
             logger.info("stopping: finishing answers in progress (up to %.0f s)", self.options.shutdown_grace)
             await self.server.shutdown(self.options.shutdown_grace)
-        for name in list(self.services):
-            await self.remove(name)
+        for name in list(self.mounted):
+            self.unmount(name)
+        for service in list(self.services):
+            await self.drop(service)
 
-    def _telemetry(self, dataplane: DataPlane) -> Telemetry:
+    def _telemetry(self, dataplane: DataPlane, variant: str) -> Telemetry:
         endpoint = dataplane.endpoint
         names = [endpoint.hostname(i) for i in range(len(endpoint.containers))]
         metrics = None
         if self.options.metrics:
             single_hop = endpoint.mode is ExecutionMode.DIRECT or len(names) == 1
-            metrics = Metrics(endpoint.EndpointName, VARIANT_NAME, names, single_hop=single_hop)
+            metrics = Metrics(endpoint.EndpointName, variant, names, single_hop=single_hop)
             for backend in dataplane.backends:
                 if isinstance(backend, MultiModelBackend):
                     metrics.models[backend.name] = backend.store.stats

@@ -11,25 +11,27 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Coroutine, Sequence
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gateway import __version__
 from gateway.app import Gateway, Options
 from gateway.compose import RenderError, render
+from gateway.control.api import LOCAL_ACCOUNT, ControlPlane
+from gateway.control.endpoints import Endpoints
+from gateway.control.images import ImageMap, ImageMapError
+from gateway.control.state import State
 from gateway.endpoint import Endpoint, check_servable, load_endpoint
 from gateway.errors import DocumentError
 from gateway.launch.console import Console
+from gateway.launch.deployment import Deployment
 from gateway.launch.layout import at_hostnames
 from gateway.launch.modeldata import missing_model_data
-from gateway.launch.plan import LaunchError, plan
+from gateway.launch.plan import LaunchError
 from gateway.launch.ports import port_free
-from gateway.launch.process import group_usage
 from gateway.launch.summary import summary
-from gateway.launch.supervisor import STARTUP_TIMEOUT, STOP_GRACE, Supervisor
+from gateway.launch.supervisor import STARTUP_TIMEOUT, STOP_GRACE
 from gateway.limits import MIB, Limits, raise_descriptor_limit
-from gateway.multimodel.backend import MultiModelBackend
 
 if TYPE_CHECKING:
     from gateway.access import Access
@@ -74,10 +76,35 @@ def _parser() -> argparse.ArgumentParser:
     serve.set_defaults(command=_serve)
 
     up = commands.add_parser(
-        "up", help="start every container natively, then serve the endpoint (Ctrl-C stops all)"
+        "up",
+        help=(
+            "a local SageMaker: its control-plane API and every endpoint on one port; with documents, "
+            "their endpoints start in it (Ctrl-C stops all)"
+        ),
     )
-    _listen_options(up)
-    up.add_argument("--run-dir", type=Path, help="logs and runtime files (default run/<EndpointName>)")
+    _listen_options(up, documents="*")
+    up.add_argument(
+        "--state",
+        type=Path,
+        default=Path("run"),
+        metavar="DIR",
+        help="the local SageMaker's database, and each endpoint's logs and files (default run/)",
+    )
+    up.add_argument(
+        "--images",
+        type=Path,
+        metavar="FILE",
+        help="an image map: how to run the Image of each CreateModel container (README, 'A local SageMaker')",
+    )
+    up.add_argument(
+        "--region",
+        default=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
+        help="the region in ARNs (default $AWS_REGION, $AWS_DEFAULT_REGION or us-east-1)",
+    )
+    up.add_argument("--account", default=LOCAL_ACCOUNT, help=f"the account in ARNs (default {LOCAL_ACCOUNT})")
+    up.add_argument(
+        "--run-dir", type=Path, help="one document's logs and runtime files (default <state>/<EndpointName>)"
+    )
     up.add_argument(
         "--startup-timeout",
         type=float,
@@ -107,8 +134,13 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _listen_options(command: argparse.ArgumentParser) -> None:
-    command.add_argument("file", help="endpoint document (YAML or JSON)")
+def _listen_options(command: argparse.ArgumentParser, documents: str | None = None) -> None:
+    if documents is None:
+        command.add_argument("file", help="endpoint document (YAML or JSON)")
+    else:
+        command.add_argument(
+            "files", nargs=documents, metavar="FILE", help="endpoint documents (YAML or JSON)"
+        )
     command.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     command.add_argument(
         "--port", type=int, default=8080, help="port to listen on; 0 lets the OS choose (default 8080)"
@@ -245,14 +277,29 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _up(args: argparse.Namespace) -> int:
-    endpoint = _load(args.file)
-    if endpoint is None:
+    documents = []
+    for file in args.files:
+        endpoint = _load(file)
+        if endpoint is None:
+            return EXIT_INVALID
+        documents.append((endpoint, Path(file)))
+    names = [endpoint.EndpointName for endpoint, _ in documents]
+    if len(set(names)) != len(names):
+        print(f"mce: two documents name the same endpoint: {', '.join(names)}", file=sys.stderr)
+        return EXIT_INVALID
+    if args.run_dir is not None and len(documents) > 1:
+        print("mce: --run-dir is for one document; with several, each goes under --state", file=sys.stderr)
+        return EXIT_INVALID
+    try:
+        images = ImageMap.load(args.images)
+    except ImageMapError as exc:
+        print(f"mce: {exc}", file=sys.stderr)
         return EXIT_INVALID
     access = _access(args)
     # mce up forks container processes while gRPC channels are open: gRPC's fork handlers only log noise
     os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
     _logging(args.log_level)
-    return _run(_up_endpoint(endpoint, args, access))
+    return _run(_up_local(documents, images, args, access))
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -312,7 +359,8 @@ async def _listen(gateway: Gateway) -> str | None:
 
 async def _serve_endpoint(endpoint: Endpoint, args: argparse.Namespace, access: Access | None) -> int:
     gateway = Gateway(_options(args, access))
-    await gateway.add(endpoint, base=Path(args.file).resolve().parent, model_cache=args.model_cache)
+    service = await gateway.add(endpoint, base=Path(args.file).resolve().parent, model_cache=args.model_cache)
+    gateway.mount(endpoint.EndpointName, [(service, 1.0)])
     stop = _stop_event()
     url = await _listen(gateway)
     if url is None:
@@ -326,7 +374,11 @@ async def _serve_endpoint(endpoint: Endpoint, args: argparse.Namespace, access: 
     return EXIT_OK
 
 
-async def _up_endpoint(endpoint: Endpoint, args: argparse.Namespace, access: Access | None) -> int:
+async def _up_local(
+    documents: list[tuple[Endpoint, Path]], images: ImageMap, args: argparse.Namespace, access: Access | None
+) -> int:
+    """The local SageMaker: the control plane, the endpoints it holds (brought back from --state), and
+    the documents' endpoints, started before the port opens."""
     began = time.monotonic()
     console = Console()
     if args.port != 0 and not port_free(args.host, args.port):
@@ -335,61 +387,68 @@ async def _up_endpoint(endpoint: Endpoint, args: argparse.Namespace, access: Acc
             file=sys.stderr,
         )
         return EXIT_FAILED
-    run_dir = (args.run_dir or Path("run") / endpoint.EndpointName).resolve()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    base = Path(args.file).resolve().parent
-    try:
-        served, plans = plan(endpoint, base, run_dir, taken_ports={args.port})
-    except (LaunchError, OSError) as exc:
-        print(f"mce: {exc}", file=sys.stderr)
-        return EXIT_INVALID
+    state_dir = args.state.resolve()
+    state = State(state_dir / "mce.db")
     gateway = Gateway(_options(args, access))
-    service = await gateway.add(served, base=base, model_cache=args.model_cache or run_dir / "models")
-    supervisor = Supervisor(plans, {backend.name: backend for backend in service.dataplane.backends}, console)
+    endpoints = Endpoints(gateway, state, images, state_dir, console, startup_timeout=args.startup_timeout)
+    gateway.control = ControlPlane(state, endpoints, region=args.region, account=args.account)
     stop = _stop_event()
-    starting = asyncio.create_task(supervisor.start(args.startup_timeout))
     stopping = asyncio.create_task(stop.wait())
-    done, _ = await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
-    if starting not in done or starting.exception() is not None:
+    deployments: list[Deployment] = []
+
+    async def shut_down() -> None:
+        stopping.cancel()
+        await gateway.close()
+        await endpoints.close()
+        for deployment in deployments:
+            await deployment.stop(args.shutdown_grace)
+        state.close()
+
+    for endpoint, file in documents:
+        deployment = Deployment(
+            gateway,
+            endpoint,
+            base=file.resolve().parent,
+            run_dir=(args.run_dir or state_dir / endpoint.EndpointName).resolve(),
+            console=console,
+            model_cache=args.model_cache,
+        )
+        deployments.append(deployment)
+        starting = asyncio.create_task(deployment.start(args.startup_timeout))
+        done, _ = await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
         failure = starting.exception() if starting in done else None
-        if failure is None:
+        if starting not in done:
             console.message(f"stopping before the endpoint was up ({signal.Signals(stop.signum).name})")
             starting.cancel()
             await asyncio.gather(starting, return_exceptions=True)
-        stopping.cancel()
-        await supervisor.stop(args.shutdown_grace)
-        await gateway.close()
-        if isinstance(failure, LaunchError):
-            print(f"mce: {failure}", file=sys.stderr)
-            return EXIT_INVALID
-        if failure is not None:
-            raise failure
-        return 128 + stop.signum
-    metrics = service.telemetry.metrics
-    for container in supervisor.containers:
-        if metrics is not None:
-            metrics.process_groups[container.name] = container.process_group
-        if isinstance(container.backend, MultiModelBackend):  # its memory budget is measured on its processes
-            container.backend.store.memory = partial(_memory, container.process_group)
+        if starting not in done or failure is not None:
+            await shut_down()
+            if isinstance(failure, (LaunchError, OSError)):
+                print(f"mce: {failure}", file=sys.stderr)
+                return EXIT_INVALID
+            if failure is not None:
+                raise failure
+            return 128 + stop.signum
+        gateway.mount(endpoint.EndpointName, [(deployment.service, 1.0)])
     url = await _listen(gateway)
     if url is None:
-        await supervisor.stop(args.shutdown_grace)
-        await gateway.close()
+        await shut_down()
         return EXIT_FAILED
-    print(summary(served, url, time.monotonic() - began, run_dir), flush=True)
-    print(f"mce-gateway: endpoint {served.EndpointName} listening on {url}", flush=True)
-    supervisor.watch()
-    await stopping
+    for deployment in deployments:
+        print(summary(deployment.endpoint, url, time.monotonic() - began, deployment.run_dir), flush=True)
+        print(f"mce-gateway: endpoint {deployment.endpoint.EndpointName} listening on {url}", flush=True)
+        deployment.serve()
+    await endpoints.restore()
+    print(
+        f"mce-gateway: local SageMaker (region {args.region}, state {state_dir}) listening on {url}\n"
+        f"  export AWS_ENDPOINT_URL_SAGEMAKER={url} AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME={url}",
+        flush=True,
+    )
+    await stop.wait()
     console.message("stopping: the gateway, then every container (SIGTERM, SIGKILL after the grace period)")
-    await gateway.close()
-    await supervisor.stop(args.shutdown_grace)
+    await shut_down()
     console.message("stopped")
     return EXIT_OK
-
-
-def _memory(process_group: Callable[[], int | None]) -> int | None:
-    pgid = process_group()
-    return None if pgid is None else group_usage(pgid)[1]
 
 
 class _StopEvent(asyncio.Event):
@@ -421,6 +480,8 @@ def _logging(level: str) -> None:
     logging.basicConfig(
         level=level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # botocore (model data from S3) tells where it found credentials on every client: not news
+    logging.getLogger("botocore").setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 def _run(coroutine: Coroutine[Any, Any, int]) -> int:

@@ -63,6 +63,7 @@ class Cycle:
 
     __slots__ = (
         "_conn",
+        "_control",
         "_exchange",
         "_head_sent",
         "_hop",
@@ -93,8 +94,10 @@ class Cycle:
         keep_alive: bool,
         held: int = 0,
         timeline: Timeline | None = None,
+        control: Callable[[], Awaitable[tuple[int, bytes]]] | None = None,
     ) -> None:
         self._conn = conn
+        self._control = control  # Operation.CONTROL: the control plane's answer, to await
         self._service = service
         self.rid = rid
         self.operation = operation
@@ -110,6 +113,11 @@ class Cycle:
         self._exchange: Exchange | None = None
         self._task: asyncio.Task[None] | None = None
         self._head_sent = False
+
+    @property
+    def service(self) -> Service | None:
+        """The endpoint variant the request reached (None for the control plane and refusals)."""
+        return self._service
 
     # the steps
     def start(self) -> None:
@@ -128,6 +136,8 @@ class Cycle:
                 wire.text_response(200, metrics.exposition(), PROMETHEUS, self.rid, close=not self.keep_alive)
             )
             self._finish()
+        elif self.operation is Operation.CONTROL:
+            self._wait(self._answer_control)
         else:
             self._wait(self._ping)
 
@@ -194,6 +204,12 @@ class Cycle:
         )
         self._finish()
 
+    async def _answer_control(self) -> None:
+        assert self._control is not None
+        status, body = await self._control()
+        self._conn.write(wire.control_response(status, body, self.rid, close=not self.keep_alive))
+        self._finish()
+
     async def _stream(self, reply: Reply) -> None:
         """The last container's 2xx answer: whole if it completes within wire.WHOLE, else relayed as
         it arrives (Content-Length passed on, or re-chunked), at the pace the client takes it."""
@@ -212,8 +228,10 @@ class Cycle:
                 self._write_whole(reply, chunks, size)
             else:
                 length = reply.content_length
+                assert self._service is not None
                 conn.write(
                     wire.invocation_head(
+                        self._service.ok_head,
                         self.rid,
                         reply.content_type,
                         reply.custom_attributes,
@@ -291,7 +309,9 @@ class Cycle:
     # writing the answer
     def _write_whole(self, reply: Reply, chunks: list[bytes], size: int) -> None:
         """A whole answer in one write: head and body together."""
+        assert self._service is not None
         head = wire.invocation_head(
+            self._service.ok_head,
             self.rid,
             reply.content_type,
             reply.custom_attributes,

@@ -51,16 +51,7 @@ def invocation_from(headers: dict[bytes, bytes]) -> Invocation:
         _check_relative_path(target_model)
     if inference_id is not None:
         _check_printable(inference_id, "InferenceId", wire.MAX_INFERENCE_ID)
-    variant = get(wire.TARGET_VARIANT)
-    if variant is not None and variant != _VARIANT:
-        raise ValidationError(
-            f"Target variant '{wire.shown(variant)}' is not a production variant of this endpoint; "
-            f"its only variant is '{wire.VARIANT_NAME}'."
-        )
     return Invocation(b"", content_type, accept, attributes, inference_id, target_model, get(b"traceparent"))
-
-
-_VARIANT = wire.VARIANT_NAME.encode()
 
 
 def _check_printable(value: bytes, member: str, limit: int) -> None:

@@ -49,6 +49,7 @@ class Operation(Enum):
     INVOKE = "invoke"
     PING = "ping"
     METRICS = "metrics"
+    CONTROL = "control"  # SageMaker's control-plane API, POST / (gateway.control)
 
 
 class Router:

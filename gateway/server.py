@@ -23,7 +23,9 @@ import collections
 import logging
 import math
 import socket
-from typing import TYPE_CHECKING, Any, cast
+from collections.abc import Collection
+from functools import partial
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import httptools
 
@@ -33,11 +35,22 @@ from gateway.errors import GatewayError, RequestRefused, ServiceUnavailable, Unk
 from gateway.invocation import Invocation, invocation_from
 from gateway.limits import BodyBudget, Limits
 from gateway.routing import Operation, Route, unknown_endpoint
-from gateway.service import Service
+from gateway.service import Service, Variants
 from gateway.timeline import Timeline
 
 if TYPE_CHECKING:
     from gateway.access import Access
+
+
+class Control(Protocol):
+    """The control plane, as the front door sees it (gateway.control): `POST /` is its."""
+
+    async def call(self, target: bytes | None, body: bytes) -> tuple[int, bytes]:
+        """(status, AWS JSON 1.1 body) for one request with this X-Amz-Target."""
+
+    def absent(self, name: str) -> GatewayError | None:
+        """Why endpoint `name`, not mounted, cannot be invoked (Creating, Failed), if it exists."""
+
 
 logger = logging.getLogger(__name__)
 
@@ -138,6 +151,7 @@ class HttpProtocol(asyncio.Protocol):
         self._operation: Operation | None = None
         self._route: Route | None = None
         self._call: Invocation | None = None
+        self._target: bytes | None = None  # X-Amz-Target of a control-plane request
         self._rejected: GatewayError | None = None
         self._ignoring = False  # after a refusal that ends the connection, later bytes are not parsed
         self._paused_for = 0  # _QUEUE_FULL | _OUTPUT_FULL
@@ -366,6 +380,7 @@ class HttpProtocol(asyncio.Protocol):
         self._operation = None
         self._route = None
         self._call = None
+        self._target = None
         self._rejected = None
 
     def on_url(self, url: bytes) -> None:
@@ -401,10 +416,19 @@ class HttpProtocol(asyncio.Protocol):
         try:
             self._check_head(parser, headers)
             path = self._url.partition(b"?")[0]
-            service = self._service = self._server.service_for(path)
-            router = service.dataplane.router
-            self._operation = operation = router.operation(parser.get_method(), path)
-            if operation is Operation.INVOKE:
+            if path == b"/" and self._server.control is not None:
+                if parser.get_method() != b"POST":
+                    raise UnknownOperation("The control plane takes POST / with X-Amz-Target.")
+                self._operation = Operation.CONTROL
+                self._target = headers.get(b"x-amz-target")
+                if length is not None and length > wire.MAX_BODY:
+                    self._refuse(body_too_large(length))
+                    return
+            else:
+                service = self._service = self._server.service_for(path, headers.get(wire.TARGET_VARIANT))
+                router = service.dataplane.router
+                self._operation = router.operation(parser.get_method(), path)
+            if self._operation is Operation.INVOKE:
                 if length is not None and length > wire.MAX_BODY:
                     self._refuse(body_too_large(length))  # refused before the body is read
                     return
@@ -502,6 +526,7 @@ class HttpProtocol(asyncio.Protocol):
             if operation is Operation.INVOKE and service is not None and service.telemetry.enabled
             else None
         )
+        control = self._server.control
         cycle = Cycle(
             self,
             service,
@@ -513,6 +538,9 @@ class HttpProtocol(asyncio.Protocol):
             keep_alive=keep_alive,
             held=self._held,
             timeline=timeline,
+            control=partial(control.call, self._target, body)
+            if operation is Operation.CONTROL and control is not None
+            else None,
         )
         self._held = 0
         self._enqueue(cycle)
@@ -548,6 +576,12 @@ class HttpProtocol(asyncio.Protocol):
                 keep_alive=False,
             )
         )
+
+    def answering(self, services: Collection[Service]) -> bool:
+        current = self._current
+        if current is not None and current.service in services:
+            return True
+        return any(cycle.service in services for cycle in self._queue)
 
     # gateway.cycle.Connection
     def write(self, data: bytes) -> None:
@@ -610,10 +644,12 @@ class Server:
         port: int,
         access: Access | None = None,
         limits: Limits | None = None,
+        control: Control | None = None,
     ) -> None:
+        self.control = control
         self.access = access
-        self._by_path: dict[bytes, Service] = {}
-        self._only: Service | None = None
+        self._by_path: dict[bytes, Variants] = {}
+        self._only: Variants | None = None
         self.limits = limits or Limits()
         self.bodies = BodyBudget(self.limits.max_buffered_bodies)
         self.host = host
@@ -640,30 +676,31 @@ class Server:
         sockname = sockets[0].getsockname()
         return str(sockname[0]), int(sockname[1])
 
-    def mount(self, service: Service) -> None:
-        """Serve `service`'s endpoint at `/endpoints/{name}/invocations` (and at `/invocations`, `/ping` and
-        `/metrics` while it is the only one)."""
-        self._by_path[b"/endpoints/%s/invocations" % service.dataplane.router.endpoint_name.encode()] = (
-            service
-        )
+    def mount(self, name: str, variants: list[tuple[Service, float]]) -> None:
+        """Serve endpoint `name` at `/endpoints/{name}/invocations` from these variants (and at
+        `/invocations`, `/ping` and `/metrics` while it is the only endpoint)."""
+        self._by_path[b"/endpoints/%s/invocations" % name.encode()] = Variants(variants)
         self._only = next(iter(self._by_path.values())) if len(self._by_path) == 1 else None
 
-    def unmount(self, service: Service) -> None:
-        self._by_path = {path: mounted for path, mounted in self._by_path.items() if mounted is not service}
+    def unmount(self, name: str) -> None:
+        self._by_path.pop(b"/endpoints/%s/invocations" % name.encode(), None)
         self._only = next(iter(self._by_path.values())) if len(self._by_path) == 1 else None
 
-    def service_for(self, path: bytes) -> Service:
-        """The endpoint a request path names; the only endpoint for the paths that name none."""
-        service = self._by_path.get(path) or self._only
-        if service is None:
+    def service_for(self, path: bytes, target_variant: bytes | None = None) -> Service:
+        """The variant of the endpoint a request path names (the only endpoint, for the paths that name
+        none) that answers it."""
+        variants = self._by_path.get(path) or self._only
+        if variants is None:
             if path.startswith(b"/endpoints/") and path.endswith(b"/invocations"):
-                raise unknown_endpoint(path[len(b"/endpoints/") : -len(b"/invocations")])
+                name = path[len(b"/endpoints/") : -len(b"/invocations")]
+                absent = self.control.absent(name.decode("latin-1")) if self.control is not None else None
+                raise absent if absent is not None else unknown_endpoint(name)
             raise UnknownOperation(
                 "No endpoint is served here."
                 if not self._by_path
                 else f"Served here: POST /endpoints/{{EndpointName}}/invocations; not {wire.shown(path)}."
             )
-        return service
+        return variants.pick(target_variant)
 
     def _sweep(self) -> None:
         self.clock = now = self.loop.time()
@@ -682,6 +719,11 @@ class Server:
                 len(self.connections),
                 self._turned_away,
             )
+
+    def answering(self, services: Collection[Service]) -> bool:
+        """Whether any request reaching one of `services` is still being answered, or waits to be (a
+        variant being replaced drains: gateway.control)."""
+        return any(connection.answering(services) for connection in self.connections)
 
     def forget(self, connection: HttpProtocol) -> None:
         self.connections.discard(connection)

@@ -44,7 +44,12 @@ _STATUS_LINES = {
 }
 _STATUS_LINES[530] = b"HTTP/1.1 530 Internal Dependency\r\n"
 
-_OK_HEAD = b"HTTP/1.1 200 OK\r\nx-Amzn-Invoked-Production-Variant: " + VARIANT_NAME.encode() + b"\r\n"
+
+def ok_head(variant: str) -> bytes:
+    """How a successful answer begins: its status line and the variant that answered it."""
+    return b"HTTP/1.1 200 OK\r\nx-Amzn-Invoked-Production-Variant: " + variant.encode() + b"\r\n"
+
+
 _JSON = b"Content-Type: application/json\r\n"
 _CLOSE = b"Connection: close\r\n"
 _CHUNKED = b"Transfer-Encoding: chunked\r\n"
@@ -84,6 +89,14 @@ def json_response(status: int, document: object, rid: bytes, *, close: bool = Fa
     return _json(status, b"", json.dumps(document).encode(), rid, close)
 
 
+AWS_JSON = b"Content-Type: application/x-amz-json-1.1\r\n"
+
+
+def control_response(status: int, body: bytes, rid: bytes, *, close: bool = False) -> bytes:
+    """A control-plane answer (AWS JSON 1.1): a result, or an error whose body carries `__type`."""
+    return _json(status, b"", body, rid, close, content_type=AWS_JSON)
+
+
 def _json(
     status: int, extra: bytes, body: bytes, rid: bytes, close: bool, content_type: bytes = _JSON
 ) -> bytes:
@@ -105,6 +118,7 @@ def _json(
 
 
 def invocation_head(
+    ok: bytes,
     rid: bytes,
     content_type: bytes | None,
     custom_attributes: bytes | None,
@@ -113,8 +127,9 @@ def invocation_head(
     close: bool,
     timing: bytes | None = None,
 ) -> bytes:
-    """The head of a successful InvokeEndpoint response; `length=None` means a chunked body follows."""
-    parts = [_OK_HEAD, b"x-amzn-RequestId: ", rid, b"\r\n"]
+    """The head of a successful InvokeEndpoint response, after `ok` (`ok_head`: which variant answered);
+    `length=None` means a chunked body follows."""
+    parts = [ok, b"x-amzn-RequestId: ", rid, b"\r\n"]
     if timing is not None:
         parts += (b"Server-Timing: ", timing, b"\r\n")
     if content_type is not None:

@@ -467,3 +467,24 @@ def metric(url: str, name: str, **labels: str) -> float:
         if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
             return float(line.rsplit(" ", 1)[1])
     return 0.0
+
+
+@pytest.fixture
+def s3() -> Iterator[tuple[str, Any]]:
+    """A local S3-compatible server (moto's server mode, a real HTTP server) and a client for it."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    url = "http://{}:{}".format(*server.get_host_and_port())
+    client = boto3.client(
+        "s3",
+        endpoint_url=url,
+        region_name="us-east-1",
+        aws_access_key_id="AKIDS3",
+        aws_secret_access_key="s3",
+    )
+    client.create_bucket(Bucket="models")
+    yield url, client
+    client.close()
+    server.stop()

@@ -1,10 +1,14 @@
-"""The examples stay true: every endpoint document validates (test_up.py runs them)."""
+"""The examples stay true: every endpoint document validates (test_up.py runs them), and the seed
+blog's boto3 flow runs against the local SageMaker."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from conftest import build_pytorch_model, build_tensorflow_model
 
 from gateway.endpoint import load_endpoint
 
@@ -14,3 +18,18 @@ EXAMPLES = Path(__file__).parent.parent / "examples"
 @pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.yaml")), ids=lambda p: p.name)
 def test_example_documents_validate(path: Path) -> None:
     load_endpoint(path)
+
+
+def test_the_seed_blog_flow_runs_against_the_local_sagemaker() -> None:
+    """examples/seed-blog: plain boto3 (S3 upload, create_model with two containers in Direct mode, the
+    waiter, both hostnames invoked, delete) against `mce up` and a local S3 server, real TF Serving
+    stand-in and TorchServe."""
+    build_tensorflow_model()
+    build_pytorch_model()
+    run = subprocess.run(
+        [sys.executable, str(EXAMPLES / "seed-blog" / "run.py")], capture_output=True, text=True, timeout=600
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "tensorflow-mnist -> [0, 1, 2, 3, 4] truth: [0, 1, 2, 3, 4] (variant prod)" in run.stdout
+    assert "pytorch-mnist -> [0, 1, 2, 3, 4] truth: [0, 1, 2, 3, 4] (variant prod)" in run.stdout
+    assert "deleted" in run.stdout and "mce | mce: stopped" in run.stdout

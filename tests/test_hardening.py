@@ -550,6 +550,7 @@ def test_8_closed_connections_are_freed_without_the_cycle_collector(procs: Proce
     async def exercise() -> list[weakref.ref[Any]]:
         gateway = Gateway(Options(port=0))
         service = await gateway.add(endpoint, base=procs.tmp)
+        gateway.mount("shop", [(service, 1.0)])
         _, port = await gateway.listen()
         server = gateway.server
         assert server is not None

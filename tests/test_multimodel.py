@@ -12,11 +12,9 @@ import json
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 from conftest import (
     Proc,
@@ -293,27 +291,6 @@ def test_a_container_without_the_multi_model_api_is_unhealthy(procs: Processes, 
     with caught.value as error:
         reason = json.loads(error.read())["containers"]["models"]["reason"]
     assert "GET /models with 404" in reason
-
-
-@pytest.fixture
-def s3() -> Iterator[tuple[str, Any]]:
-    """A local S3-compatible server (moto's server mode, a real HTTP server) and a client for it."""
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    url = "http://{}:{}".format(*server.get_host_and_port())
-    client = boto3.client(
-        "s3",
-        endpoint_url=url,
-        region_name="us-east-1",
-        aws_access_key_id="AKIDS3",
-        aws_secret_access_key="s3",
-    )
-    client.create_bucket(Bucket="models")
-    yield url, client
-    client.close()
-    server.stop()
 
 
 def test_models_from_s3(procs: Processes, tmp_path: Path, s3: tuple[str, Any], clients: Any) -> None:

@@ -2,18 +2,23 @@
 
 SageMaker downloads the artifact and extracts it into /opt/ml/model before the container starts (spec §5).
 Locally a folder is used where it is (nothing copied), and a `.tar.gz` (a path or a `file://` URL) is
-extracted into the container's run folder, once per change of the archive.
+extracted into the container's run folder, once per change of the archive. An `s3://` artifact is
+downloaded with botocore (its usual credential chain, region and `AWS_ENDPOINT_URL_S3`, so a local S3
+server serves it) and an `https://` one with the standard library, then extracted the same way. This
+blocks: callers off the event loop run it in a thread.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
+import urllib.request
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from gateway.endpoint import Endpoint
 from gateway.errors import DocumentIssue
-from gateway.multimodel.sources import ArtifactBroken, unpack
+from gateway.multimodel.sources import ArtifactBroken, ArtifactMissing, S3Source, unpack
 
 
 class ModelDataError(Exception):
@@ -43,10 +48,7 @@ def model_directory(url: str, base: Path, run_dir: Path) -> Path:
     """The local folder for `url` (relative paths are from `base`, the endpoint document's folder)."""
     parts = urlsplit(url)
     if parts.scheme in ("s3", "https", "http"):
-        raise ModelDataError(
-            f"ModelDataUrl {url}: mce-gateway does not download model data; download it and set ModelDataUrl "
-            "to the local .tar.gz or folder"
-        )
+        return _extract(_download(url, run_dir), run_dir / "model")
     if parts.scheme == "file":
         path = Path(unquote(parts.path))
     elif parts.scheme == "":
@@ -61,6 +63,33 @@ def model_directory(url: str, base: Path, run_dir: Path) -> Path:
     if not path.name.endswith((".tar.gz", ".tgz", ".tar")):
         raise ModelDataError(f"ModelDataUrl {url}: a file must be a .tar.gz archive")
     return _extract(path, run_dir / "model")
+
+
+DOWNLOAD_TIMEOUT = 60.0  # seconds without a byte before an https:// download fails
+
+
+def _download(url: str, run_dir: Path) -> Path:
+    """The artifact at `url`, in `run_dir` (downloaded again each time: a local copy cannot know whether
+    the remote one changed)."""
+    parts = urlsplit(url)
+    if not parts.path.endswith((".tar.gz", ".tgz", ".tar")):
+        raise ModelDataError(f"ModelDataUrl {url}: a model's data is one .tar.gz archive (SageMaker's rule)")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    target = run_dir / "model.tar.gz"
+    if parts.scheme == "s3":
+        source = S3Source(f"s3://{parts.netloc}/{parts.path.lstrip('/').rpartition('/')[0]}")
+        try:
+            downloaded, _ = source.fetch(parts.path.rpartition("/")[2], run_dir)
+        except ArtifactMissing as exc:  # "s3://bucket/key cannot be downloaded (why)"
+            raise ModelDataError(f"ModelDataUrl {exc}") from None
+        downloaded.replace(target)
+        return target
+    try:
+        with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT) as answer, target.open("wb") as out:
+            shutil.copyfileobj(answer, out, 1024 * 1024)
+    except (OSError, ValueError) as exc:
+        raise ModelDataError(f"ModelDataUrl {url}: cannot be downloaded ({exc})") from None
+    return target
 
 
 def _extract(archive: Path, target: Path) -> Path:

@@ -1,0 +1,363 @@
+"""The control plane's API: the operations boto3's `sagemaker` client calls, in AWS JSON 1.1.
+
+`POST /` with `X-Amz-Target: SageMaker.<Operation>` and a JSON body. The request is checked against
+botocore's own model of the operation's input (types, required members, unknown members), then by the
+rules SageMaker applies (the endpoint document's, for CreateModel). Answers are JSON with timestamps as
+epoch seconds; refusals are 400 with `__type` set to the code botocore maps to its exception class
+(`ValidationException`, `ResourceLimitExceeded`, `ResourceInUse`, `ResourceNotFound`). What an endpoint
+does once created (start its containers, serve, update, stop) is gateway.control.endpoints'.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import botocore.session
+from botocore.validate import ParamValidator
+
+from gateway.control.endpoints import Endpoints
+from gateway.control.state import Resource, State
+from gateway.endpoint import MAX_CONTAINERS, parse_endpoint
+from gateway.errors import DocumentError, GatewayError, ValidationError
+
+TARGET_PREFIX = b"SageMaker."
+CONTENT_TYPE = b"application/x-amz-json-1.1"
+LOCAL_ACCOUNT = "000000000000"  # the account in ARNs unless told (mce up --account): plainly not a real one
+DEFAULT_PAGE, MAX_PAGE = 10, 100  # ListX's MaxResults: SageMaker's default and maximum
+
+MODEL, CONFIG, ENDPOINT = "model", "endpoint-config", "endpoint"
+WHAT = {MODEL: "model", CONFIG: "endpoint configuration", ENDPOINT: "endpoint"}
+
+
+class ControlError(Exception):
+    """A refused control-plane call: HTTP 400 with `__type` = `code`."""
+
+    def __init__(self, code: str, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.status = status
+
+    def body(self) -> bytes:
+        return json.dumps({"__type": self.code, "message": self.message}).encode()
+
+
+def invalid(message: str) -> ControlError:
+    return ControlError("ValidationException", message)
+
+
+Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+class ControlPlane:
+    """One region and account's SageMaker, locally. `call` is what the front door hands a control request."""
+
+    def __init__(self, state: State, endpoints: Endpoints, *, region: str, account: str) -> None:
+        self.state = state
+        self.endpoints = endpoints
+        self.region = region
+        self.account = account
+        self._service = botocore.session.get_session().get_service_model("sagemaker")
+        self._validator = ParamValidator()
+        self._operations: dict[str, Handler] = {
+            "CreateModel": self.create_model,
+            "DescribeModel": self.describe_model,
+            "ListModels": self.list_models,
+            "DeleteModel": self.delete_model,
+            "CreateEndpointConfig": self.create_endpoint_config,
+            "DescribeEndpointConfig": self.describe_endpoint_config,
+            "ListEndpointConfigs": self.list_endpoint_configs,
+            "DeleteEndpointConfig": self.delete_endpoint_config,
+            "CreateEndpoint": self.create_endpoint,
+            "DescribeEndpoint": self.describe_endpoint,
+            "ListEndpoints": self.list_endpoints,
+            "UpdateEndpoint": self.update_endpoint,
+            "DeleteEndpoint": self.delete_endpoint,
+        }
+
+    async def call(self, target: bytes | None, body: bytes) -> tuple[int, bytes]:
+        """(HTTP status, JSON body) for one control request."""
+        try:
+            return 200, json.dumps(await self._call(target, body)).encode()
+        except ControlError as error:
+            return error.status, error.body()
+
+    async def _call(self, target: bytes | None, body: bytes) -> dict[str, Any]:
+        if target is None or not target.startswith(TARGET_PREFIX):
+            raise ControlError(
+                "UnknownOperationException",
+                "A control-plane request names its operation in X-Amz-Target: SageMaker.<Operation>.",
+            )
+        name = target[len(TARGET_PREFIX) :].decode("latin-1")
+        handler = self._operations.get(name)
+        if handler is None:
+            known = ", ".join(sorted(self._operations))
+            raise ControlError(
+                "UnknownOperationException", f"Operation {name} is not served locally; these are: {known}."
+            )
+        try:
+            params = json.loads(body) if body.strip() else {}
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ControlError("SerializationException", f"The request body is not JSON: {exc}.") from None
+        if not isinstance(params, dict):
+            raise ControlError("SerializationException", "The request body must be a JSON object.")
+        report = self._validator.validate(params, self._service.operation_model(name).input_shape)
+        if report.has_errors():
+            raise invalid(" ".join(report.generate_report().splitlines()))
+        return await handler(params)
+
+    def absent(self, name: str) -> GatewayError | None:
+        """gateway.server.Control: an endpoint that exists but is not serving (yet, or any more)."""
+        endpoint = self.state.get(ENDPOINT, name)
+        if endpoint is None:
+            return None
+        reason = f" ({endpoint.failure})" if endpoint.status == "Failed" and endpoint.failure else ""
+        return ValidationError(
+            f"Endpoint {endpoint.name} of account {self.account} is {endpoint.status}{reason}; it can be "
+            "invoked once it is InService."
+        )
+
+    def arn(self, kind: str, name: str) -> str:
+        return f"arn:aws:sagemaker:{self.region}:{self.account}:{kind}/{name.lower()}"
+
+    def _existing(self, kind: str, name: str) -> Resource:
+        resource = self.state.get(kind, name)
+        if resource is None:
+            raise invalid(f'Could not find {WHAT[kind]} "{self.arn(kind, name)}".')
+        return resource
+
+    def _new(self, kind: str, name: str, request: dict[str, Any]) -> Resource:
+        if self.state.get(kind, name) is not None:
+            raise invalid(f'Cannot create already existing {WHAT[kind]} "{self.arn(kind, name)}".')
+        now = time.time()
+        return Resource(kind, name, self.arn(kind, name), now, now, request)
+
+    # models
+    async def create_model(self, params: dict[str, Any]) -> dict[str, Any]:
+        name = params["ModelName"]
+        containers = params.get("Containers")
+        if containers is not None and len(containers) > MAX_CONTAINERS:
+            raise ControlError(
+                "ResourceLimitExceeded",
+                f"A model has at most {MAX_CONTAINERS} containers; this one has {len(containers)}.",
+            )
+        if (containers is None) == (params.get("PrimaryContainer") is None):
+            raise invalid("A model has either PrimaryContainer or Containers (one of the two).")
+        try:  # the rules an endpoint document already enforces: a model is most of one
+            parse_endpoint(params, source="CreateModel", default_name=name)
+        except DocumentError as exc:
+            issues = (f"{i.path}: {i.message}" if i.path else i.message for i in exc.issues)
+            raise invalid("; ".join(issues)) from None
+        resource = self._new(MODEL, name, params)
+        self.state.add(resource)
+        return {"ModelArn": resource.arn}
+
+    async def describe_model(self, params: dict[str, Any]) -> dict[str, Any]:
+        model = self._existing(MODEL, params["ModelName"])
+        request = model.request
+        answer = {
+            key: request[key]
+            for key in (
+                "PrimaryContainer",
+                "Containers",
+                "InferenceExecutionConfig",
+                "ExecutionRoleArn",
+                "VpcConfig",
+                "EnableNetworkIsolation",
+            )
+            if key in request
+        }
+        return {"ModelName": model.name, "ModelArn": model.arn, "CreationTime": model.created, **answer}
+
+    async def list_models(self, params: dict[str, Any]) -> dict[str, Any]:
+        page, token = self._page(self.state.all(MODEL), params)
+        models = [{"ModelName": m.name, "ModelArn": m.arn, "CreationTime": m.created} for m in page]
+        return {"Models": models, **token}
+
+    async def delete_model(self, params: dict[str, Any]) -> dict[str, Any]:
+        model = self._existing(MODEL, params["ModelName"])
+        busy = self.endpoints.deploying(model=model.name)
+        if busy:
+            raise ControlError(
+                "ResourceInUse", f"Model {model.name} is being deployed to endpoint {busy}; delete it after."
+            )
+        self.state.remove(MODEL, model.name)  # running endpoints keep what they were deployed with
+        return {}
+
+    # endpoint configurations
+    async def create_endpoint_config(self, params: dict[str, Any]) -> dict[str, Any]:
+        name = params["EndpointConfigName"]
+        variants = params["ProductionVariants"]
+        if not variants:
+            raise invalid("ProductionVariants must name at least one variant.")
+        names = [variant["VariantName"] for variant in variants]
+        if len({n.lower() for n in names}) != len(names):
+            raise invalid(f"VariantName must be unique within an endpoint configuration: {', '.join(names)}.")
+        for variant in variants:
+            model = variant.get("ModelName")
+            if model is None:
+                raise invalid(f"Variant {variant['VariantName']} names no ModelName.")
+            self._existing(MODEL, model)
+            weight = variant.get("InitialVariantWeight", 1.0)
+            if weight < 0:
+                raise invalid(f"Variant {variant['VariantName']}: InitialVariantWeight must be 0 or more.")
+        resource = self._new(CONFIG, name, params)
+        self.state.add(resource)
+        return {"EndpointConfigArn": resource.arn}
+
+    async def describe_endpoint_config(self, params: dict[str, Any]) -> dict[str, Any]:
+        config = self._existing(CONFIG, params["EndpointConfigName"])
+        request = {key: value for key, value in config.request.items() if key != "Tags"}
+        return {**request, "EndpointConfigArn": config.arn, "CreationTime": config.created}
+
+    async def list_endpoint_configs(self, params: dict[str, Any]) -> dict[str, Any]:
+        page, token = self._page(self.state.all(CONFIG), params)
+        configs = [
+            {"EndpointConfigName": c.name, "EndpointConfigArn": c.arn, "CreationTime": c.created}
+            for c in page
+        ]
+        return {"EndpointConfigs": configs, **token}
+
+    async def delete_endpoint_config(self, params: dict[str, Any]) -> dict[str, Any]:
+        config = self._existing(CONFIG, params["EndpointConfigName"])
+        busy = self.endpoints.deploying(config=config.name)
+        if busy:
+            raise ControlError(
+                "ResourceInUse",
+                f"Endpoint configuration {config.name} is being deployed to endpoint {busy}; "
+                "delete it after.",
+            )
+        self.state.remove(CONFIG, config.name)
+        return {}
+
+    # endpoints
+    def _snapshot(self, config_name: str) -> dict[str, Any]:
+        """What an endpoint is deployed from: its configuration and each variant's model, as they are now."""
+        config = self._existing(CONFIG, config_name)
+        models = {}
+        for variant in config.request["ProductionVariants"]:
+            model = self.state.get(MODEL, variant["ModelName"])
+            if model is None:
+                raise invalid(
+                    f'Could not find model "{self.arn(MODEL, variant["ModelName"])}" '
+                    f"(variant {variant['VariantName']} of {config.name})."
+                )
+            models[variant["VariantName"]] = model.request
+        return {"config": {**config.request, "EndpointConfigName": config.name}, "models": models}
+
+    async def create_endpoint(self, params: dict[str, Any]) -> dict[str, Any]:
+        name = params["EndpointName"]
+        snapshot = self._snapshot(params["EndpointConfigName"])
+        resource = self._new(ENDPOINT, name, params)
+        resource.status = "Creating"
+        resource.config = snapshot["config"]["EndpointConfigName"]
+        resource.deployed = snapshot
+        self.state.add(resource)
+        self.endpoints.create(name)
+        return {"EndpointArn": resource.arn}
+
+    async def describe_endpoint(self, params: dict[str, Any]) -> dict[str, Any]:
+        name = params["EndpointName"]
+        self._existing(ENDPOINT, name)
+        await self.endpoints.settled(name)
+        endpoint = self._existing(ENDPOINT, name)  # it may have gone meanwhile
+        answer: dict[str, Any] = {
+            "EndpointName": endpoint.name,
+            "EndpointArn": endpoint.arn,
+            "EndpointConfigName": endpoint.config,
+            "EndpointStatus": endpoint.status,
+            "CreationTime": endpoint.created,
+            "LastModifiedTime": endpoint.modified,
+        }
+        variants = self.endpoints.variants(endpoint)
+        if variants:
+            answer["ProductionVariants"] = variants
+        if endpoint.failure:
+            answer["FailureReason"] = endpoint.failure
+        return answer
+
+    async def list_endpoints(self, params: dict[str, Any]) -> dict[str, Any]:
+        endpoints = self.state.all(ENDPOINT)
+        status = params.get("StatusEquals")
+        if status is not None:
+            endpoints = [e for e in endpoints if e.status == status]
+        page, token = self._page(endpoints, params)
+        summaries = [
+            {
+                "EndpointName": e.name,
+                "EndpointArn": e.arn,
+                "CreationTime": e.created,
+                "LastModifiedTime": e.modified,
+                "EndpointStatus": e.status,
+            }
+            for e in page
+        ]
+        return {"Endpoints": summaries, **token}
+
+    async def update_endpoint(self, params: dict[str, Any]) -> dict[str, Any]:
+        endpoint = self._existing(ENDPOINT, params["EndpointName"])
+        if endpoint.status != "InService":
+            raise invalid(
+                f'Cannot update in-progress endpoint "{endpoint.arn}".'
+                if endpoint.status in ("Creating", "Updating", "Deleting")
+                else f'Cannot update endpoint "{endpoint.arn}": it is {endpoint.status}.'
+            )
+        snapshot = self._snapshot(params["EndpointConfigName"])
+        self.endpoints.update(endpoint.name, snapshot)
+        return {"EndpointArn": endpoint.arn}
+
+    async def delete_endpoint(self, params: dict[str, Any]) -> dict[str, Any]:
+        endpoint = self._existing(ENDPOINT, params["EndpointName"])
+        self.endpoints.delete(endpoint.name)
+        return {}
+
+    # lists
+    def _page(
+        self, resources: list[Resource], params: dict[str, Any]
+    ) -> tuple[list[Resource], dict[str, str]]:
+        """Filter, sort and cut a list as SageMaker's ListX do (NameContains, CreationTime and
+        LastModifiedTime bounds, SortBy Name|CreationTime|Status, newest first by default, MaxResults, an
+        opaque NextToken)."""
+        contains = params.get("NameContains")
+        if contains is not None:
+            resources = [r for r in resources if contains.lower() in r.name.lower()]
+        for key, field, before in (
+            ("CreationTimeBefore", "created", True),
+            ("CreationTimeAfter", "created", False),
+            ("LastModifiedTimeBefore", "modified", True),
+            ("LastModifiedTimeAfter", "modified", False),
+        ):
+            bound = params.get(key)
+            if bound is not None:
+                bound = float(bound)
+                resources = [
+                    r
+                    for r in resources
+                    if (getattr(r, field) < bound if before else getattr(r, field) > bound)
+                ]
+        order = params.get("SortBy", "CreationTime")
+        sort_key: Callable[[Resource], Any] = {
+            "Name": lambda r: r.name.lower(),
+            "Status": lambda r: r.status or "",
+        }.get(order, lambda r: r.created)
+        resources = sorted(
+            resources, key=sort_key, reverse=params.get("SortOrder", "Descending") == "Descending"
+        )
+        size = params.get("MaxResults", DEFAULT_PAGE)
+        if not 1 <= size <= MAX_PAGE:
+            raise invalid(f"MaxResults must be between 1 and {MAX_PAGE}; it is {size}.")
+        start = 0
+        token = params.get("NextToken")
+        if token is not None:
+            try:
+                start = int(base64.urlsafe_b64decode(token.encode()).decode())
+            except (ValueError, UnicodeDecodeError):
+                raise invalid("NextToken is not one this service issued.") from None
+        page = resources[start : start + size]
+        if start + size >= len(resources):
+            return page, {}
+        return page, {"NextToken": base64.urlsafe_b64encode(str(start + size).encode()).decode()}

@@ -1,0 +1,342 @@
+"""Endpoints' life cycle in the local SageMaker: Creating -> InService | Failed, Updating, Deleting.
+
+CreateEndpoint answers at once; a task then turns each production variant's model into an endpoint
+document (its containers' `Backend` from the image map, gateway.control.images), launches the containers
+as `mce up` does (gateway.launch.deployment) and, when all are healthy, mounts the endpoint on the front
+door: `InService`. Anything that goes wrong is the endpoint's `FailureReason`, naming the container and
+what it printed last. DescribeEndpoint waits (up to `settle_wait`) for a changing endpoint to settle, so
+boto3's waiter, which polls every 30 s, usually sees InService on its first call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from gateway.app import Gateway
+from gateway.control.images import ImageMap
+from gateway.control.state import Resource, State
+from gateway.endpoint import Endpoint, parse_endpoint
+from gateway.errors import DocumentError
+from gateway.launch.console import Console
+from gateway.launch.deployment import Deployment
+from gateway.launch.plan import LaunchError
+from gateway.service import Service
+
+logger = logging.getLogger(__name__)
+
+ENDPOINT = "endpoint"
+SETTLE_WAIT = 45.0  # below botocore's 60 s read timeout
+CHANGING = ("Creating", "Updating", "Deleting")
+MODEL_KEYS = ("ModelName", "PrimaryContainer", "Containers", "InferenceExecutionConfig")
+
+
+class Variant:
+    """One production variant, running."""
+
+    def __init__(self, name: str, weight: float, deployment: Deployment) -> None:
+        self.name = name
+        self.weight = weight
+        self.deployment = deployment
+
+    @property
+    def service(self) -> Service:
+        return self.deployment.service
+
+
+class Endpoints:
+    def __init__(
+        self,
+        gateway: Gateway,
+        state: State,
+        images: ImageMap,
+        run_dir: Path,
+        console: Console,
+        *,
+        startup_timeout: float,
+        settle_wait: float = SETTLE_WAIT,
+    ) -> None:
+        self.gateway = gateway
+        self.state = state
+        self.images = images
+        self.run_dir = run_dir
+        self.console = console
+        self.startup_timeout = startup_timeout
+        self.settle_wait = settle_wait
+        self.live: dict[str, list[Variant]] = {}  # endpoint name (lower case) -> its running variants
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._changed: dict[str, asyncio.Event] = {}
+        self._ports: set[int] = set()
+        self._planning = asyncio.Lock()
+        self._pending: dict[str, dict[str, Any]] = {}  # endpoint (lower case) -> what an update moves to
+
+    # what the API asks
+    def create(self, name: str) -> None:
+        self._run(name, self._create(name))
+
+    def update(self, name: str, snapshot: dict[str, Any]) -> None:
+        self.state.update(ENDPOINT, name, status="Updating", pending=snapshot["config"]["EndpointConfigName"])
+        self._pending[name.lower()] = snapshot
+        self._run(name, self._update(name, snapshot))
+
+    def delete(self, name: str) -> None:
+        previous = self._tasks.get(name.lower())
+        self.state.update(ENDPOINT, name, status="Deleting")
+        self._run(name, self._delete(name, previous))
+
+    async def settled(self, name: str) -> None:
+        """Until the endpoint is no longer changing, or `settle_wait` seconds."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settle_wait
+        while True:
+            resource = self.state.get(ENDPOINT, name)
+            if resource is None or resource.status not in CHANGING:
+                return
+            event = self._changed.setdefault(name.lower(), asyncio.Event())
+            left = deadline - loop.time()
+            if left <= 0:
+                return
+            try:
+                async with asyncio.timeout(left):
+                    await event.wait()
+            except TimeoutError:
+                return
+
+    def deploying(self, *, model: str | None = None, config: str | None = None) -> str | None:
+        """An endpoint being created or updated from this model or configuration, if any."""
+        for endpoint in self.state.all(ENDPOINT):
+            if endpoint.status not in ("Creating", "Updating") or endpoint.deployed is None:
+                continue
+            snapshots = [
+                endpoint.deployed,
+                *([endpoint.deployed["next"]] if "next" in endpoint.deployed else []),
+            ]
+            for snapshot in snapshots:
+                if config is not None and snapshot["config"]["EndpointConfigName"].lower() == config.lower():
+                    return endpoint.name
+                if model is not None and any(
+                    m["ModelName"].lower() == model.lower() for m in snapshot["models"].values()
+                ):
+                    return endpoint.name
+        return None
+
+    def variants(self, endpoint: Resource) -> list[dict[str, Any]]:
+        """DescribeEndpoint's ProductionVariants: each variant's image, weight and instance count."""
+        if endpoint.deployed is None or endpoint.status in ("Creating", "Failed"):
+            return []
+        summaries = []
+        for variant in endpoint.deployed["config"]["ProductionVariants"]:
+            model = endpoint.deployed["models"][variant["VariantName"]]
+            images = [c.get("Image", "") for c in _containers(model)]
+            weight = float(variant.get("InitialVariantWeight", 1.0))
+            count = int(variant.get("InitialInstanceCount", 1))
+            summaries.append(
+                {
+                    "VariantName": variant["VariantName"],
+                    "DeployedImages": [
+                        {"SpecifiedImage": image, "ResolvedImage": image, "ResolutionTime": endpoint.created}
+                        for image in images
+                    ],
+                    "CurrentWeight": weight,
+                    "DesiredWeight": weight,
+                    "CurrentInstanceCount": count,
+                    "DesiredInstanceCount": count,
+                }
+            )
+        return summaries
+
+    # start-up and shut-down of the whole local SageMaker
+    async def restore(self) -> None:
+        """Bring back what was running when the last `mce up` stopped: every endpoint that was InService
+        (or on its way there) is created again from what it was deployed with."""
+        for endpoint in self.state.all(ENDPOINT):
+            if endpoint.status == "Deleting":
+                self.state.remove(ENDPOINT, endpoint.name)
+            elif endpoint.status in ("InService", "Creating", "Updating"):
+                self.state.update(ENDPOINT, endpoint.name, status="Creating", failure=None, pending=None)
+                self.create(endpoint.name)
+
+    async def close(self) -> None:
+        for task in list(self._tasks.values()):
+            task.cancel()
+        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        for key in list(self.live):
+            await self._stop(key, self.live.pop(key))
+
+    # the work
+    def _run(self, name: str, work: Any) -> None:
+        key = name.lower()
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks[key] = task
+
+        def done(finished: asyncio.Task[None]) -> None:
+            if self._tasks.get(key) is finished:
+                del self._tasks[key]
+            if not finished.cancelled() and finished.exception() is not None:
+                logger.error("endpoint %s: %s", name, finished.exception())
+
+        task.add_done_callback(done)
+
+    def _settle(self, name: str) -> None:
+        event = self._changed.pop(name.lower(), None)
+        if event is not None:
+            event.set()
+
+    async def _create(self, name: str) -> None:
+        resource = self.state.get(ENDPOINT, name)
+        assert resource is not None and resource.deployed is not None
+        try:
+            variants = await self._deploy(resource.name, resource.deployed)
+        except LaunchError as exc:
+            self.state.update(ENDPOINT, name, status="Failed", failure=str(exc))
+            self.console.message(f"endpoint {name} failed: {exc}")
+        else:
+            self.live[name.lower()] = variants
+            self._mount(resource.name, variants)
+            self.state.update(ENDPOINT, name, status="InService", failure=None)
+            self.console.message(f"endpoint {name} is InService")
+        self._settle(name)
+
+    async def _update(self, name: str, snapshot: dict[str, Any]) -> None:
+        """Blue/green: the new variants start beside the old; traffic moves once they are healthy; the old
+        drain and stop; only then is the endpoint InService again. A new configuration that never gets
+        healthy leaves the old one serving, and the endpoint InService with the failure stated."""
+        try:
+            variants = await self._deploy(name, snapshot)
+        except LaunchError as exc:
+            self._pending.pop(name.lower(), None)
+            self.state.update(
+                ENDPOINT,
+                name,
+                status="InService",
+                pending=None,
+                failure=f"The update to {snapshot['config']['EndpointConfigName']} failed and was rolled "
+                f"back: {exc}",
+            )
+            self._settle(name)
+            return
+        old = self.live.get(name.lower(), [])
+        self.live[name.lower()] = variants
+        self._mount(name, variants)
+        await self._drain(name, old)
+        await self._stop(name, old)
+        self._pending.pop(name.lower(), None)
+        self.state.update(
+            ENDPOINT,
+            name,
+            status="InService",
+            failure=None,
+            pending=None,
+            config=snapshot["config"]["EndpointConfigName"],
+            deployed=snapshot,
+        )
+        self._settle(name)
+
+    async def _delete(self, name: str, previous: asyncio.Task[None] | None) -> None:
+        if previous is not None and not previous.done():
+            previous.cancel()
+            await asyncio.gather(previous, return_exceptions=True)
+        self.gateway.unmount(name)
+        old = self.live.pop(name.lower(), [])
+        await self._drain(name, old)
+        await self._stop(name, old)
+        self.state.remove(ENDPOINT, name)
+        self.console.message(f"endpoint {name} deleted")
+        self._settle(name)
+
+    async def _deploy(self, name: str, snapshot: dict[str, Any]) -> list[Variant]:
+        """Start every variant of `snapshot`; all of them, or none (LaunchError)."""
+        variants: list[Variant] = []
+        try:
+            for variant in snapshot["config"]["ProductionVariants"]:
+                endpoint = self._document(name, variant, snapshot["models"][variant["VariantName"]])
+                timeout = float(
+                    variant.get("ContainerStartupHealthCheckTimeoutInSeconds", self.startup_timeout)
+                )
+                deployment = Deployment(
+                    self.gateway,
+                    endpoint,
+                    base=Path.cwd(),
+                    run_dir=self._run_dir(
+                        name, snapshot["config"]["EndpointConfigName"], variant["VariantName"]
+                    ),
+                    console=self.console,
+                    variant=variant["VariantName"],
+                    taken_ports=self._ports,
+                    planning=self._planning,
+                )
+                await deployment.start(timeout)
+                variants.append(
+                    Variant(
+                        variant["VariantName"], float(variant.get("InitialVariantWeight", 1.0)), deployment
+                    )
+                )
+        except BaseException:
+            await self._stop(name, variants)
+            raise
+        return variants
+
+    def _run_dir(self, name: str, config: str, variant: str) -> Path:
+        """<state>/<endpoint>/<configuration>/<variant>: logs and files; during an update the old and the
+        new variant run side by side, each in its own folder."""
+        base = self.run_dir / name / config / variant
+        used = {v.deployment.run_dir for variants in self.live.values() for v in variants}
+        folder, n = base, 1
+        while folder in used:
+            n += 1
+            folder = base.with_name(f"{variant}-{n}")
+        return folder
+
+    def _document(self, name: str, variant: dict[str, Any], model: dict[str, Any]) -> Endpoint:
+        """The endpoint document of one variant: its model, each container's Backend from the image map."""
+        document: dict[str, Any] = {key: model[key] for key in MODEL_KEYS if key in model}
+        document["EndpointName"] = name
+        containers = []
+        for container in _containers(model):
+            image = container.get("Image", "")
+            backend = self.images.backend(image)
+            if backend is None:
+                raise LaunchError(f"variant {variant['VariantName']}: {self.images.unknown(image)}")
+            containers.append({**container, "Backend": backend})
+        if "Containers" in model:
+            document["Containers"] = containers
+        else:
+            document["PrimaryContainer"] = containers[0]
+        try:
+            return parse_endpoint(document, source=f"endpoint {name}", default_name=name)
+        except DocumentError as exc:
+            raise LaunchError(f"variant {variant['VariantName']}: {exc}") from None
+
+    def _mount(self, name: str, variants: list[Variant]) -> None:
+        for variant in variants:
+            variant.deployment.serve()
+        self.gateway.mount(name, [(v.service, v.weight) for v in variants])
+
+    async def _drain(self, name: str, variants: list[Variant]) -> None:
+        """Let the requests that reached these (unmounted) variants finish, within the longest invocation
+        timeout of their containers."""
+        services = [variant.service for variant in variants]
+        timeout = max(
+            (
+                container.Backend.InvocationTimeoutInSeconds
+                for variant in variants
+                for container in variant.deployment.endpoint.containers
+            ),
+            default=0.0,
+        )
+        if not await self.gateway.drained(services, timeout):
+            logger.warning(
+                "endpoint %s: requests still unanswered after %g s; stopping anyway", name, timeout
+            )
+
+    async def _stop(self, name: str, variants: Iterable[Variant]) -> None:
+        for variant in variants:
+            await variant.deployment.stop()
+
+
+def _containers(model: dict[str, Any]) -> list[dict[str, Any]]:
+    containers = model.get("Containers")
+    return list(containers) if containers is not None else [model["PrimaryContainer"]]

@@ -1,0 +1,101 @@
+"""Where a container of CreateModel comes from locally: its `Image`, matched against an image map.
+
+    Images:
+      - Image: "mce/pytorch-*"          # fnmatch pattern; the first entry that matches wins
+        Backend: {Protocol: ..., Model: ..., Launch: {Command: [...]}}   # the endpoint document's, no Url
+
+A user's map (`--images FILE`) comes first, then the built-in one (images.yaml: the project's own
+containers). Command arguments that name files next to the map become absolute, as in an endpoint
+document. An image no entry matches cannot run; the endpoint fails with a reason that says how to make
+it run.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError as PydanticValidationError
+
+from gateway.endpoint import BackendSpec, document_issue
+
+BUILT_IN = Path(__file__).with_name("images.yaml")
+REPOSITORY = Path(__file__).resolve().parents[2]  # the built-in map's paths are from here
+
+
+class ImageMapError(Exception):
+    """An image map that cannot be used; the message names the file and the entry."""
+
+
+@dataclass(frozen=True)
+class ImageEntry:
+    pattern: str
+    backend: dict[str, Any]  # a BackendSpec without Url, paths made absolute
+    source: str  # the map it came from, for messages
+
+
+class ImageMap:
+    def __init__(self, entries: list[ImageEntry]) -> None:
+        self.entries = entries
+
+    @classmethod
+    def load(cls, user: Path | None = None) -> ImageMap:
+        entries = _read(user, user.resolve().parent) if user is not None else []
+        if (REPOSITORY / "containers").is_dir():  # an installed package without the repository has none
+            entries += _read(BUILT_IN, REPOSITORY)
+        return cls(entries)
+
+    def backend(self, image: str) -> dict[str, Any] | None:
+        """The Backend section that runs `image`, or None."""
+        for entry in self.entries:
+            if fnmatch.fnmatchcase(image, entry.pattern):
+                return entry.backend
+        return None
+
+    def unknown(self, image: str) -> str:
+        """Why `image` cannot run, and the two ways to make it run."""
+        return (
+            f"Image {image} is not in the image map, so mce cannot run it natively: add an entry for it to "
+            "the map given with `mce up --images FILE` (Image: a pattern, Backend: how to start it), or run "
+            "it under Docker (mce up with a Docker engine reachable and the image present)."
+        )
+
+
+def _read(path: Path, base: Path) -> list[ImageEntry]:
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ImageMapError(f"{path}: cannot read the image map: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ImageMapError(f"{path}: not valid YAML: {exc}") from None
+    items = raw.get("Images") if isinstance(raw, dict) else None
+    if not isinstance(items, list):
+        raise ImageMapError(f"{path}: expected `Images:` with a list of {{Image, Backend}} entries")
+    entries = []
+    for index, item in enumerate(items):
+        where = f"{path}: Images[{index}]"
+        if not isinstance(item, dict) or not isinstance(item.get("Image"), str):
+            raise ImageMapError(f"{where}: each entry needs Image (a pattern) and Backend")
+        backend = item.get("Backend")
+        if not isinstance(backend, dict) or "Url" in backend:
+            raise ImageMapError(f"{where}: Backend is the endpoint document's Backend, without Url")
+        try:
+            BackendSpec.model_validate(backend)
+        except PydanticValidationError as exc:
+            issues = "; ".join(f"Backend.{i.path}: {i.message}" for i in map(document_issue, exc.errors()))
+            raise ImageMapError(f"{where}: {issues}") from None
+        launch = backend.get("Launch")
+        if isinstance(launch, dict):
+            backend = {**backend, "Launch": {key: _absolute(argv, base) for key, argv in launch.items()}}
+        entries.append(ImageEntry(item["Image"], backend, str(path)))
+    return entries
+
+
+def _absolute(argv: list[str], base: Path) -> list[str]:
+    return [
+        str((base / arg).resolve()) if (base / arg).exists() and not Path(arg).is_absolute() else arg
+        for arg in argv
+    ]

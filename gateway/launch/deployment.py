@@ -1,0 +1,113 @@
+"""One endpoint (or one variant of one) launched: its containers started as SageMaker would, and its
+service in the gateway. `mce up DOC` and the control plane's CreateEndpoint both go through here.
+
+    deployment = Deployment(gateway, endpoint, base=..., run_dir=..., console=...)
+    await deployment.start(startup_timeout)   plan, start every container, wait until all are healthy
+    deployment.serve()                        from now on: restart containers that exit, echo their output
+    await deployment.stop()                   the containers stop, the service's connections close
+
+Mounting the service on the front door (which requests reach it) is the caller's: `Gateway.mount`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+from gateway.app import Gateway
+from gateway.endpoint import Endpoint
+from gateway.launch.console import Console
+from gateway.launch.plan import plan
+from gateway.launch.process import STOP_GRACE, group_usage
+from gateway.launch.supervisor import Supervisor
+from gateway.multimodel.backend import MultiModelBackend
+from gateway.service import Service
+from gateway.wire import VARIANT_NAME
+
+
+class Deployment:
+    def __init__(
+        self,
+        gateway: Gateway,
+        endpoint: Endpoint,
+        *,
+        base: Path,
+        run_dir: Path,
+        console: Console,
+        variant: str = VARIANT_NAME,
+        model_cache: Path | None = None,
+        taken_ports: set[int] | None = None,
+        planning: asyncio.Lock | None = None,
+    ) -> None:
+        """`base`: where relative paths of the endpoint are from; `taken_ports`: ports other deployments
+        hold (this one's are added to it, and given back on stop); `planning`: held while this deployment
+        plans, when others may plan at the same time (they would choose the same free ports)."""
+        self.gateway = gateway
+        self.endpoint = endpoint
+        self.base = base
+        self.run_dir = run_dir
+        self.console = console
+        self.variant = variant
+        self.model_cache = model_cache or run_dir / "models"
+        self.taken_ports = taken_ports if taken_ports is not None else set()
+        self._planning = planning
+        self._ports: set[int] = set()
+        self._service: Service | None = None
+        self._supervisor: Supervisor | None = None
+
+    @property
+    def service(self) -> Service:
+        assert self._service is not None, "start() first"
+        return self._service
+
+    async def start(self, startup_timeout: float) -> None:
+        """Plan, start and wait for every container. LaunchError (naming the container, with its last
+        lines) if one cannot start or never gets healthy; nothing is left running then."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        async with self._planning or contextlib.nullcontext():
+            # model data is downloaded and unpacked here: in a thread, so other endpoints keep serving
+            served, plans = await asyncio.to_thread(
+                plan, self.endpoint, self.base, self.run_dir, taken_ports=self.taken_ports
+            )
+            for planned in plans:
+                self._ports.update(range(planned.ports.bind, planned.ports.last + 1))
+            self.taken_ports |= self._ports
+        self.endpoint = served
+        service = self._service = await self.gateway.add(
+            served, base=self.base, model_cache=self.model_cache, variant=self.variant
+        )
+        backends = {backend.name: backend for backend in service.dataplane.backends}
+        supervisor = self._supervisor = Supervisor(plans, backends, self.console)
+        try:
+            await supervisor.start(startup_timeout)
+        except BaseException:
+            await self.stop()
+            raise
+        metrics = service.telemetry.metrics
+        for container in supervisor.containers:
+            if metrics is not None:
+                metrics.process_groups[container.name] = container.process_group
+            if isinstance(container.backend, MultiModelBackend):  # its memory budget is its processes'
+                container.backend.store.memory = partial(_memory, container.process_group)
+
+    def serve(self) -> None:
+        assert self._supervisor is not None, "start() first"
+        self._supervisor.watch()
+
+    async def stop(self, grace: float = STOP_GRACE) -> None:
+        if self._supervisor is not None:
+            await self._supervisor.stop(grace)
+            self._supervisor = None
+        if self._service is not None:
+            await self.gateway.drop(self._service)
+            self._service = None
+        self.taken_ports -= self._ports
+        self._ports = set()
+
+
+def _memory(process_group: Callable[[], int | None]) -> int | None:
+    pgid = process_group()
+    return None if pgid is None else group_usage(pgid)[1]
