@@ -195,7 +195,13 @@ def compile_gateway(work: Path) -> Path | None:
 
 
 def run_wrk(
-    url: str, path: str, connections: int, seconds: float, body: int, targets: tuple[str, str]
+    url: str,
+    path: str,
+    connections: int,
+    seconds: float,
+    body: int,
+    targets: tuple[str, str],
+    endpoints: int = 0,
 ) -> dict:
     threads = min(2, connections)
     out = subprocess.run(
@@ -213,6 +219,7 @@ def run_wrk(
             path,
             *targets,
             str(body),
+            *([str(endpoints)] if endpoints else []),
         ],
         check=True,
         capture_output=True,
@@ -230,9 +237,10 @@ def measure(
     *,
     body: int = 1024,
     targets: tuple[str, str] = ("alpha", "beta"),
+    endpoints: int = 0,
 ) -> Sample:
     before = cpu_seconds(pids) if pids else 0.0
-    result = run_wrk(url, path, connections, seconds, body, targets)
+    result = run_wrk(url, path, connections, seconds, body, targets, endpoints)
     after = cpu_seconds(pids) if pids else 0.0
     requests = result["requests"]
     return Sample(

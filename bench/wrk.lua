@@ -1,7 +1,8 @@
 -- POST a JSON body of about BODY_BYTES, alternating X-Amzn-SageMaker-Target-Container-Hostname between
 -- TARGET_A and TARGET_B, and print one JSON line of results (with a latency distribution) when done.
---   wrk ... -s bench/wrk.lua URL -- PATH TARGET_A TARGET_B BODY_BYTES (0: one 64-value row)
-local path, a, b, size = "/invocations", "alpha", "beta", 1024
+--   wrk ... -s bench/wrk.lua URL -- PATH TARGET_A TARGET_B BODY_BYTES (0: one 64-value row) [ENDPOINTS]
+-- With ENDPOINTS, PATH holds a %d: each request goes to the next of endpoints 1..ENDPOINTS in turn.
+local path, a, b, size, endpoints = "/invocations", "alpha", "beta", 1024, 0
 local counter = 0
 local body
 
@@ -10,6 +11,7 @@ function init(args)
   a = args[2] or a
   b = args[3] or b
   size = tonumber(args[4] or size)
+  endpoints = tonumber(args[5] or endpoints)
   -- 0: exactly one row of 64 values, an 8x8 digit image (what the models of examples/ take)
   local values = (size == 0) and 64 or math.max(64, math.floor((size - 20) / 4))
   body = '{"instances": [[' .. string.rep("0.5,", values - 1) .. '0.5]]}'
@@ -22,7 +24,11 @@ function request()
   if target ~= "-" then  -- "-": no routing header (a Serial endpoint refuses one)
     headers["X-Amzn-SageMaker-Target-Container-Hostname"] = target
   end
-  return wrk.format("POST", path, headers, body)
+  local target_path = path
+  if endpoints > 0 then
+    target_path = string.format(path, counter % endpoints + 1)
+  end
+  return wrk.format("POST", target_path, headers, body)
 end
 
 function done(summary, latency, requests)

@@ -19,8 +19,11 @@ authorized for `sagemaker:InvokeEndpoint` on `arn:aws:sagemaker:<region>:<accoun
 condition keys `sagemaker:TargetContainerHostname` and `sagemaker:TargetModel`. The signature is bound to
 the body the gateway received: an `X-Amz-Content-SHA256` that is not that body's SHA-256 (`UNSIGNED-PAYLOAD`
 included) is refused, because botocore's canonical request trusts that header instead of hashing the body.
-Every other operation but `GET /ping` (`/metrics`, and unknown paths) needs a valid signature by any key of
-the file, and no policy. Failures answer what AWS answers (403 with MissingAuthenticationTokenException,
+The local SageMaker's control plane (`mce up`) authorizes each operation as IAM does: the action
+`sagemaker:<Operation>` (CreateEndpoint, ...) on the ARN of the model, endpoint configuration or endpoint
+it names (`*` for the List operations), in this file's region and account. Every other operation but
+`GET /ping` (`/metrics`, and unknown paths) needs a valid signature by any key of the file, and no policy.
+Failures answer what AWS answers (403 with MissingAuthenticationTokenException,
 IncompleteSignatureException, InvalidSignatureException, UnrecognizedClientException,
 AccessDeniedException). Secrets are never logged.
 """
@@ -92,7 +95,7 @@ class Access:
         self.denials: collections.Counter[tuple[str, str]] = collections.Counter()  # (key id, reason)
 
     def resource(self, endpoint: str) -> str:
-        return f"arn:aws:sagemaker:{self.region}:{self.account}:endpoint/{endpoint.lower()}"
+        return self.arn("endpoint", endpoint)
 
     def check(
         self,
@@ -104,14 +107,13 @@ class Access:
         *,
         authorize: bool = True,
         now: datetime.datetime | None = None,
-    ) -> None:
-        """Raise AuthenticationError or AccessDenied unless the request is signed by a key whose policy
-        allows it
-        (`authorize=False`: any key's valid signature will do). `headers` are the request's head, never its
-        trailers: the same map the request was routed by."""
+    ) -> Key:
+        """The key that signed the request; AuthenticationError unless it is signed by a key of the file,
+        AccessDenied unless (with `authorize`) that key's policy allows InvokeEndpoint on `endpoint`.
+        `headers` are the request's head, never its trailers: the same map the request was routed by."""
         key = self._authenticate(method, url, headers, body, now or datetime.datetime.now(datetime.UTC))
         if not authorize:
-            return
+            return key
         context = {}
         for header, condition_key in (
             (b"x-amzn-sagemaker-target-container-hostname", "sagemaker:targetcontainerhostname"),
@@ -120,16 +122,23 @@ class Access:
             value = headers.get(header)
             if value is not None:
                 context[condition_key] = value.decode("latin-1")
-        resource = self.resource(endpoint)
-        decision = key.policy.decide(ACTION, resource, context)
+        self.authorize(key, ACTION, self.resource(endpoint), context)
+        return key
+
+    def authorize(self, key: Key, action: str, resource: str, context: dict[str, str] | None = None) -> None:
+        """AccessDenied, in IAM's words, unless `key`'s policy allows `action` on `resource` (an ARN, or
+        "*" for the List operations of the control plane)."""
+        context = context or {}
+        decision = key.policy.decide(action, resource, context)
         if decision.allowed:
             return
         self.denials[(key.key_id, "explicit deny" if decision.explicit_deny else "no allow")] += 1
         logger.warning(
-            "access denied: key %s (%s) endpoint %s container %s model %s: %s",
+            "access denied: key %s (%s) %s on %s container %s model %s: %s",
             key.key_id,
             key.name,
-            endpoint,
+            action,
+            resource,
             context.get("sagemaker:targetcontainerhostname", "-"),
             context.get("sagemaker:targetmodel", "-"),
             f"explicit deny in {decision.statement}" if decision.explicit_deny else "no statement allows it",
@@ -137,13 +146,17 @@ class Access:
         why = (
             "with an explicit deny in an identity-based policy"
             if decision.explicit_deny
-            else (f"because no identity-based policy allows the {ACTION} action")
+            else (f"because no identity-based policy allows the {action} action")
         )
         # AWS's wording for an IAM denial (spec §1.3)
         raise AccessDenied(
-            f"User: arn:aws:iam::{self.account}:user/{key.name} is not authorized to perform: {ACTION} "
+            f"User: arn:aws:iam::{self.account}:user/{key.name} is not authorized to perform: {action} "
             f"on resource: {resource} {why}"
         )
+
+    def arn(self, kind: str, name: str) -> str:
+        """A control-plane resource's ARN as policies name it (`kind`: model, endpoint-config, endpoint)."""
+        return f"arn:aws:sagemaker:{self.region}:{self.account}:{kind}/{name.lower()}"
 
     def _authenticate(
         self, method: bytes, url: bytes, headers: dict[bytes, bytes], body: bytes, now: datetime.datetime

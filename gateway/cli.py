@@ -303,13 +303,13 @@ def _up(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from gateway.status import status
+    from gateway.status import local_status, status
 
     url = args.url.rstrip("/")
     if "://" not in url:
         url = "http://" + url  # `mce status 127.0.0.1:8080`
     try:
-        print(status(url))
+        print(local_status(url) or status(url))
     except (OSError, ValueError, KeyError) as exc:
         print(f"mce: no endpoint answers at {args.url} ({exc})", file=sys.stderr)
         return EXIT_FAILED
@@ -391,7 +391,9 @@ async def _up_local(
     state = State(state_dir / "mce.db")
     gateway = Gateway(_options(args, access))
     endpoints = Endpoints(gateway, state, images, state_dir, console, startup_timeout=args.startup_timeout)
-    gateway.control = ControlPlane(state, endpoints, region=args.region, account=args.account)
+    # with --access, ARNs are the access file's (its Region and Account), so policies and answers agree
+    region, account = (access.region, access.account) if access is not None else (args.region, args.account)
+    control = gateway.control = ControlPlane(state, endpoints, region=region, account=account)
     stop = _stop_event()
     stopping = asyncio.create_task(stop.wait())
     deployments: list[Deployment] = []
@@ -430,6 +432,7 @@ async def _up_local(
                 raise failure
             return 128 + stop.signum
         gateway.mount(endpoint.EndpointName, [(deployment.service, 1.0)])
+        control.adopt(deployment.endpoint)
     url = await _listen(gateway)
     if url is None:
         await shut_down()
@@ -440,7 +443,7 @@ async def _up_local(
         deployment.serve()
     await endpoints.restore()
     print(
-        f"mce-gateway: local SageMaker (region {args.region}, state {state_dir}) listening on {url}\n"
+        f"mce-gateway: local SageMaker (region {region}, state {state_dir}) listening on {url}\n"
         f"  export AWS_ENDPOINT_URL_SAGEMAKER={url} AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME={url}",
         flush=True,
     )

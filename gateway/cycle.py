@@ -37,7 +37,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("gateway.server")
 
-PROMETHEUS = b"text/plain; version=0.0.4; charset=utf-8"
 
 P = ParamSpec("P")
 
@@ -62,8 +61,8 @@ class Cycle:
     and how far its answer has got."""
 
     __slots__ = (
+        "_answer",
         "_conn",
-        "_control",
         "_exchange",
         "_head_sent",
         "_hop",
@@ -94,10 +93,11 @@ class Cycle:
         keep_alive: bool,
         held: int = 0,
         timeline: Timeline | None = None,
-        control: Callable[[], Awaitable[tuple[int, bytes]]] | None = None,
+        answer: Callable[[bytes, bool], Awaitable[bytes]] | None = None,
     ) -> None:
         self._conn = conn
-        self._control = control  # Operation.CONTROL: the control plane's answer, to await
+        # a whole answer the server works out (the control plane's, the local SageMaker's /metrics)
+        self._answer = answer
         self._service = service
         self.rid = rid
         self.operation = operation
@@ -126,6 +126,8 @@ class Cycle:
         elif self.operation is Operation.INVOKE:
             assert self.route is not None and self.call is not None
             self._send(0, DataPlane.entry(self.route, self.call))
+        elif self._answer is not None:
+            self._wait(self._answer_whole)
         elif self.operation is Operation.METRICS:
             assert self._service is not None
             metrics = self._service.telemetry.metrics
@@ -133,11 +135,11 @@ class Cycle:
                 self._fail(UnknownOperation("Metrics are off (mce serve --no-metrics)."))
                 return
             self._conn.write(
-                wire.text_response(200, metrics.exposition(), PROMETHEUS, self.rid, close=not self.keep_alive)
+                wire.text_response(
+                    200, metrics.exposition(), wire.PROMETHEUS, self.rid, close=not self.keep_alive
+                )
             )
             self._finish()
-        elif self.operation is Operation.CONTROL:
-            self._wait(self._answer_control)
         else:
             self._wait(self._ping)
 
@@ -204,10 +206,9 @@ class Cycle:
         )
         self._finish()
 
-    async def _answer_control(self) -> None:
-        assert self._control is not None
-        status, body = await self._control()
-        self._conn.write(wire.control_response(status, body, self.rid, close=not self.keep_alive))
+    async def _answer_whole(self) -> None:
+        assert self._answer is not None
+        self._conn.write(await self._answer(self.rid, not self.keep_alive))
         self._finish()
 
     async def _stream(self, reply: Reply) -> None:
@@ -284,7 +285,11 @@ class Cycle:
             # The answer is already on its way; the only honest signal left is to cut it short.
             self._conn.cut()
         else:
-            self._conn.write(wire.error_response(error, self.rid, close=not self.keep_alive))
+            close = not self.keep_alive
+            if self.operation is Operation.CONTROL:  # AWS JSON 1.1: botocore reads the code from __type
+                self._conn.write(wire.control_error(error, self.rid, close=close))
+            else:
+                self._conn.write(wire.error_response(error, self.rid, close=close))
         self._finish()
 
     def _finish(self) -> None:

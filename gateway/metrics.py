@@ -150,6 +150,14 @@ class Metrics:
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
 
+    @staticmethod
+    def merged(all_metrics: Sequence[Metrics]) -> bytes:
+        """One exposition for many endpoints and variants (the local SageMaker's /metrics): each family
+        once, with every endpoint's samples (their labels tell them apart)."""
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(_Merged(all_metrics))
+        return generate_latest(registry)
+
     def utilization(self, container: str) -> tuple[float, float] | None:
         """(CPU %, memory %) of a launched container's process group since the last scrape, or None."""
         group = self.process_groups.get(container)
@@ -262,6 +270,22 @@ class _Collector(Collector):
             for reason, count in sorted(m.denials().items()):
                 denials.add_metric([m.endpoint, reason], count)
             yield denials
+
+
+class _Merged(Collector):
+    def __init__(self, all_metrics: Sequence[Metrics]) -> None:
+        self.all_metrics = all_metrics
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily]:
+        families: dict[str, CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily] = {}
+        for metrics in self.all_metrics:
+            for family in _Collector(metrics).collect():
+                found = families.get(family.name)
+                if found is None:
+                    families[family.name] = family
+                else:
+                    found.samples.extend(family.samples)
+        yield from families.values()
 
 
 def _model_families(m: Metrics) -> Iterator[CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily]:

@@ -23,7 +23,7 @@ import collections
 import logging
 import math
 import socket
-from collections.abc import Collection
+from collections.abc import Awaitable, Callable, Collection
 from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
@@ -34,19 +34,23 @@ from gateway.cycle import Cycle
 from gateway.errors import GatewayError, RequestRefused, ServiceUnavailable, UnknownOperation, ValidationError
 from gateway.invocation import Invocation, invocation_from
 from gateway.limits import BodyBudget, Limits
+from gateway.metrics import Metrics
 from gateway.routing import Operation, Route, unknown_endpoint
 from gateway.service import Service, Variants
 from gateway.timeline import Timeline
 
 if TYPE_CHECKING:
-    from gateway.access import Access
+    from gateway.access import Access, Key
 
 
 class Control(Protocol):
     """The control plane, as the front door sees it (gateway.control): `POST /` is its."""
 
-    async def call(self, target: bytes | None, body: bytes) -> tuple[int, bytes]:
-        """(status, AWS JSON 1.1 body) for one request with this X-Amz-Target."""
+    async def call(
+        self, target: bytes | None, body: bytes, authorize: Callable[[str, str], None] | None
+    ) -> tuple[int, bytes]:
+        """(status, AWS JSON 1.1 body) for one request with this X-Amz-Target; `authorize(action,
+        resource ARN)` raises AccessDenied unless the caller may (None: access is off)."""
 
     def absent(self, name: str) -> GatewayError | None:
         """Why endpoint `name`, not mounted, cannot be invoked (Creating, Failed), if it exists."""
@@ -416,10 +420,8 @@ class HttpProtocol(asyncio.Protocol):
         try:
             self._check_head(parser, headers)
             path = self._url.partition(b"?")[0]
-            if path == b"/" and self._server.control is not None:
-                if parser.get_method() != b"POST":
-                    raise UnknownOperation("The control plane takes POST / with X-Amz-Target.")
-                self._operation = Operation.CONTROL
+            if self._server.control is not None and path in (b"/", b"/metrics"):
+                self._operation = self._server.local_operation(parser.get_method(), path)
                 self._target = headers.get(b"x-amz-target")
                 if length is not None and length > wire.MAX_BODY:
                     self._refuse(body_too_large(length))
@@ -502,10 +504,11 @@ class HttpProtocol(asyncio.Protocol):
         self._body = []
         if call is not None and self._rejected is None:
             call.body = body
+        key: Key | None = None
         if self._access is not None and not self._shed and self._operation is not Operation.PING:
             # who is asking comes before what is wrong with the request: no container names to strangers
             try:
-                self._access.check(
+                key = self._access.check(
                     self._parser.get_method(),
                     self._url,
                     self._headers,
@@ -526,7 +529,6 @@ class HttpProtocol(asyncio.Protocol):
             if operation is Operation.INVOKE and service is not None and service.telemetry.enabled
             else None
         )
-        control = self._server.control
         cycle = Cycle(
             self,
             service,
@@ -538,9 +540,7 @@ class HttpProtocol(asyncio.Protocol):
             keep_alive=keep_alive,
             held=self._held,
             timeline=timeline,
-            control=partial(control.call, self._target, body)
-            if operation is Operation.CONTROL and control is not None
-            else None,
+            answer=self._server.answer_for(operation, self._target, body, key),
         )
         self._held = 0
         self._enqueue(cycle)
@@ -685,6 +685,53 @@ class Server:
     def unmount(self, name: str) -> None:
         self._by_path.pop(b"/endpoints/%s/invocations" % name.encode(), None)
         self._only = next(iter(self._by_path.values())) if len(self._by_path) == 1 else None
+
+    def local_operation(self, method: bytes, path: bytes) -> Operation:
+        """The local SageMaker's own paths: the control plane at POST /, every endpoint's metrics at
+        GET /metrics."""
+        if path == b"/" and method == b"POST":
+            return Operation.CONTROL
+        if path == b"/metrics" and method == b"GET":
+            return Operation.METRICS
+        raise UnknownOperation(
+            "The local SageMaker answers POST / (the control plane, with X-Amz-Target), GET /metrics and "
+            f"POST /endpoints/{{EndpointName}}/invocations; not {method.decode('ascii', 'replace')} "
+            f"{wire.shown(path)}."
+        )
+
+    def answer_for(
+        self, operation: Operation | None, target: bytes | None, body: bytes, key: Key | None = None
+    ) -> Callable[[bytes, bool], Awaitable[bytes]] | None:
+        """How the local SageMaker answers its own paths (gateway.cycle awaits it); None for the rest.
+        `key`: who signed the request, when --access is on: the control plane authorizes each operation."""
+        control = self.control
+        if control is None:
+            return None
+        if operation is Operation.CONTROL:
+            access = self.access
+            authorize = partial(access.authorize, key) if access is not None and key is not None else None
+
+            async def control_answer(rid: bytes, close: bool) -> bytes:
+                status, payload = await control.call(target, body, authorize)
+                return wire.control_response(status, payload, rid, close=close)
+
+            return control_answer
+        if operation is Operation.METRICS:
+
+            async def metrics_answer(rid: bytes, close: bool) -> bytes:
+                # mounted variants only: while an update drains the old ones, both have the same labels
+                exposition = Metrics.merged(
+                    [
+                        service.telemetry.metrics
+                        for variants in list(self._by_path.values())
+                        for service in variants.services
+                        if service.telemetry.metrics is not None
+                    ]
+                )
+                return wire.text_response(200, exposition, wire.PROMETHEUS, rid, close=close)
+
+            return metrics_answer
+        return None
 
     def service_for(self, path: bytes, target_variant: bytes | None = None) -> Service:
         """The variant of the endpoint a request path names (the only endpoint, for the paths that name

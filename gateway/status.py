@@ -1,5 +1,6 @@
 """`mce status URL`: each container of a running endpoint at a glance, from its /ping and two /metrics
-scrapes."""
+scrapes; for a local SageMaker (`mce up`), every endpoint, its status, variants and containers, from the
+control plane's ListEndpoints and DescribeEndpoint and two /metrics scrapes."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -24,15 +26,112 @@ def scrape(url: str) -> Samples:
     return samples
 
 
-def _metrics(url: str) -> bytes:
-    """GET /metrics; signed with the caller's AWS credentials when the gateway asks for it (`--access`)."""
+Labelled = dict[tuple[str, str, str, str], float]  # (sample, endpoint, variant, container) -> value
+
+
+def scrape_all(url: str) -> Labelled:
+    samples: Labelled = {}
+    for family in text_string_to_metric_families(_metrics(f"{url}/metrics").decode()):
+        for sample in family.samples:
+            if "le" not in sample.labels:
+                labels = sample.labels
+                key = (
+                    sample.name,
+                    labels.get("endpoint", ""),
+                    labels.get("variant", ""),
+                    labels.get("container", ""),
+                )
+                samples[key] = sample.value
+    return samples
+
+
+def _control(url: str, operation: str, params: dict[str, object]) -> dict[str, object] | None:
+    """A control-plane call (unsigned; signed with the caller's credentials if the gateway asks), or None
+    when `url` is not a local SageMaker."""
+    body = json.dumps(params).encode()
+    headers = {"X-Amz-Target": f"SageMaker.{operation}", "Content-Type": "application/x-amz-json-1.1"}
+    request = urllib.request.Request(url + "/", data=body, method="POST", headers=headers)
     try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return bytes(response.read())
+        with urllib.request.urlopen(request, timeout=60) as response:
+            answer: dict[str, object] = json.loads(response.read())
+            return answer
     except urllib.error.HTTPError as error:
         with error:
             if error.code != 403:
-                raise
+                return None
+    signed = _signed(url + "/", "POST", body, headers)
+    with urllib.request.urlopen(
+        urllib.request.Request(url + "/", data=body, method="POST", headers=signed), timeout=60
+    ) as response:
+        answer = json.loads(response.read())
+        return answer
+
+
+def local_status(url: str, interval: float = 1.0) -> str | None:
+    """Every endpoint of a local SageMaker: status, variants (weight) and containers with their rates and
+    latency; None if `url` is not one."""
+    listed = _control(url, "ListEndpoints", {"MaxResults": 100})
+    if listed is None:
+        return None
+    endpoints = [e for e in listed.get("Endpoints", []) if isinstance(e, dict)]  # type: ignore[attr-defined]
+    if len(endpoints) <= 1:
+        try:  # one endpoint answers /ping, and the per-container view says more about it
+            health(url)
+            return None
+        except (OSError, ValueError, KeyError):
+            pass
+    first = scrape_all(url)
+    time.sleep(interval)
+    second = scrape_all(url)
+    rows = [("endpoint", "status", "variant", "weight", "container", "req/s", "errors/s", "latency ms")]
+    for summary in sorted(endpoints, key=lambda e: str(e["EndpointName"])):
+        name = str(summary["EndpointName"])
+        described = _control(url, "DescribeEndpoint", {"EndpointName": name}) or {}
+        status = str(described.get("EndpointStatus", summary.get("EndpointStatus", "")))
+        variants = described.get("ProductionVariants") or []
+        if not variants:
+            rows.append((name, status, "-", "-", "-", "-", "-", "-"))
+        for variant in variants:  # type: ignore[attr-defined]
+            containers = sorted(
+                {key[3] for key in second if key[1] == name and key[2] == variant["VariantName"] and key[3]}
+            ) or ["-"]
+            for container in containers:
+                labels = (name, variant["VariantName"], container)
+
+                def delta(metric: str, labels: tuple[str, str, str] = labels) -> float:
+                    return second.get((metric, *labels), 0.0) - first.get((metric, *labels), 0.0)
+
+                count = second.get(("sagemaker_container_latency_seconds_count", *labels), 0.0)
+                total = second.get(("sagemaker_container_latency_seconds_sum", *labels), 0.0)
+                errors = delta("sagemaker_invocation_4xx_errors_total") + delta(
+                    "sagemaker_invocation_5xx_errors_total"
+                )
+                rows.append(
+                    (
+                        name,
+                        status,
+                        variant["VariantName"],
+                        f"{variant.get('CurrentWeight', 1.0):g}",
+                        container,
+                        f"{delta('sagemaker_invocations_total') / interval:.1f}",
+                        f"{errors / interval:.1f}",
+                        f"{total / count * 1000:.2f}" if count else "-",
+                    )
+                )
+    if len(rows) == 1:
+        return "no endpoints (create one with boto3's sagemaker client, or mce up DOC)"
+    return _table(rows)
+
+
+def _table(rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows
+    )
+
+
+def _signed(url: str, method: str, body: bytes, headers: dict[str, str]) -> dict[str, str]:
+    """`headers` and a SigV4 signature with the caller's AWS credentials (a gateway under --access)."""
     import os
 
     import botocore.session
@@ -45,10 +144,22 @@ def _metrics(url: str) -> bytes:
             "the gateway runs with --access: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY to a key of its "
             "access file"
         )
-    request = AWSRequest(method="GET", url=url)
+    request = AWSRequest(method=method, url=url, data=body, headers=headers)
     region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
     SigV4Auth(credentials, "sagemaker", region).add_auth(request)
-    signed = urllib.request.Request(url, headers=dict(request.headers.items()))
+    return dict(request.headers.items())
+
+
+def _metrics(url: str) -> bytes:
+    """GET /metrics; signed with the caller's AWS credentials when the gateway asks for it (`--access`)."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return bytes(response.read())
+    except urllib.error.HTTPError as error:
+        with error:
+            if error.code != 403:
+                raise
+    signed = urllib.request.Request(url, headers=_signed(url, "GET", b"", {}))
     with urllib.request.urlopen(signed, timeout=5) as response:
         return bytes(response.read())
 
@@ -104,7 +215,4 @@ def status(url: str, interval: float = 1.0) -> str:
                 models,
             )
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows
-    )
+    return _table(rows)

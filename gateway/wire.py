@@ -90,11 +90,18 @@ def json_response(status: int, document: object, rid: bytes, *, close: bool = Fa
 
 
 AWS_JSON = b"Content-Type: application/x-amz-json-1.1\r\n"
+PROMETHEUS = b"text/plain; version=0.0.4; charset=utf-8"
 
 
 def control_response(status: int, body: bytes, rid: bytes, *, close: bool = False) -> bytes:
     """A control-plane answer (AWS JSON 1.1): a result, or an error whose body carries `__type`."""
     return _json(status, b"", body, rid, close, content_type=AWS_JSON)
+
+
+def control_error(error: GatewayError, rid: bytes, *, close: bool = False) -> bytes:
+    """A front-door refusal (a signature, a limit) of a control-plane request, in AWS JSON 1.1's shape."""
+    body = json.dumps({"__type": error.code, "message": error.message}, ensure_ascii=True).encode()
+    return _json(error.status, b"", body, rid, close, content_type=AWS_JSON)
 
 
 def _json(

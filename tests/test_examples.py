@@ -33,3 +33,25 @@ def test_the_seed_blog_flow_runs_against_the_local_sagemaker() -> None:
     assert "tensorflow-mnist -> [0, 1, 2, 3, 4] truth: [0, 1, 2, 3, 4] (variant prod)" in run.stdout
     assert "pytorch-mnist -> [0, 1, 2, 3, 4] truth: [0, 1, 2, 3, 4] (variant prod)" in run.stdout
     assert "deleted" in run.stdout and "mce | mce: stopped" in run.stdout
+
+
+def test_the_seed_notebook_flow_runs_against_the_local_sagemaker() -> None:
+    """examples/seed-notebook: plain boto3 (two models under an S3 prefix, a MultiModel container, ten
+    more models added while it runs, 100 random TargetModels, delete) against `mce up`, a local S3 server
+    and real Multi Model Server."""
+    subprocess.run(
+        [sys.executable, str(EXAMPLES.parent / "containers" / "multi-model" / "build_model.py")],
+        check=True,
+        capture_output=True,
+    )
+    run = subprocess.run(
+        [sys.executable, str(EXAMPLES / "seed-notebook" / "run.py")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "12 models under s3://sagemaker-local/multi-model/models/" in run.stdout
+    accuracy = int(run.stdout.split("100 invocations, accuracy ")[1].split("/")[0])
+    assert accuracy >= 90, run.stdout
+    assert "deleted" in run.stdout and "mce | mce: stopped" in run.stdout

@@ -4,6 +4,7 @@ map, as CreateModel's `Image` names them."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -19,7 +20,7 @@ import pytest
 import yaml
 from botocore.config import Config
 from botocore.exceptions import ClientError
-from conftest import ROOT, Proc, runtime_client, start_process, wait_until, write_artifact
+from conftest import ROOT, Proc, metric, runtime_client, start_process, wait_until, write_artifact
 
 ECHO = ROOT / "examples" / "containers" / "echo.py"
 READER = ROOT / "tests" / "containers" / "model_reader.py"
@@ -73,21 +74,23 @@ def image_map(path: Path) -> Path:
 class LocalSageMaker:
     """`mce up` with no document, on a port the OS chose, its state in `state`."""
 
-    def __init__(self, tmp: Path, state: Path | None = None, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, tmp: Path, state: Path | None = None, env: dict[str, str] | None = None, *extra: str
+    ) -> None:
         self.state = state or tmp / "state"
         self.log = tmp / "mce.log"
         images = image_map(tmp / "images.yaml")
         argv = [sys.executable, "-m", "gateway", "up", "--port", "0", "--state", str(self.state)]
-        self.proc: Proc = start_process([*argv, "--images", str(images)], stderr=self.log, env=env)
+        self.proc: Proc = start_process([*argv, "--images", str(images), *extra], stderr=self.log, env=env)
         self.url = self.proc.url
 
-    def sagemaker(self) -> Any:
+    def sagemaker(self, key: tuple[str, str] = ("AKIDTEST", "secret")) -> Any:
         return boto3.client(
             "sagemaker",
             endpoint_url=self.url,
             region_name="us-east-1",
-            aws_access_key_id="AKIDTEST",
-            aws_secret_access_key="secret",
+            aws_access_key_id=key[0],
+            aws_secret_access_key=key[1],
             config=Config(retries={"max_attempts": 1}, read_timeout=70, connect_timeout=5),
         )
 
@@ -515,3 +518,167 @@ def test_model_data_from_s3_a_file_and_a_folder(tmp_path: Path, s3: tuple[str, A
         assert "s3://models/team/nothing.tar.gz cannot be downloaded" in described["FailureReason"]
     finally:
         assert local.stop() == 0
+
+
+def test_one_metrics_page_covers_every_endpoint_and_variant(local: LocalSageMaker) -> None:
+    sm, runtime = local.sagemaker(), local.runtime()
+    deploy(sm, "first", ("AllTraffic", "test/echo:1", 1.0))
+    deploy(sm, "second", ("blue", "test/echo:1", 1.0), ("green", "test/french:1", 0.0))
+    for name in ("first", "second"):
+        sm.get_waiter("endpoint_in_service").wait(
+            EndpointName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 60}
+        )
+    for _ in range(3):
+        runtime.invoke_endpoint(EndpointName="first", Body=b"{}")
+    runtime.invoke_endpoint(EndpointName="second", Body=b"{}")
+    runtime.invoke_endpoint(EndpointName="second", Body=b"{}", TargetVariant="green")
+    counts = {
+        (endpoint, variant): metric(
+            local.url, "sagemaker_invocations_total", endpoint=endpoint, variant=variant, container=""
+        )
+        for endpoint, variant in (("first", "AllTraffic"), ("second", "blue"), ("second", "green"))
+    }
+    assert counts == {("first", "AllTraffic"): 3, ("second", "blue"): 1, ("second", "green"): 1}
+
+
+def test_mce_status_shows_every_endpoint_its_variants_and_containers(local: LocalSageMaker) -> None:
+    sm = local.sagemaker()
+    deploy(sm, "shown", ("blue", "test/echo:1", 3.0), ("green", "test/french:1", 1.0))
+    deploy(sm, "doomed", ("AllTraffic", "test/broken:1", 1.0))
+    for name in ("shown", "doomed"):
+        with contextlib.suppress(Exception):  # doomed fails; its waiter says so
+            sm.get_waiter("endpoint_in_service").wait(
+                EndpointName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 60}
+            )
+    local.runtime().invoke_endpoint(EndpointName="shown", Body=b"{}")
+    run = subprocess.run(
+        [sys.executable, "-m", "gateway", "status", local.url], capture_output=True, text=True, timeout=120
+    )
+    assert run.returncode == 0, run.stderr
+    rows = [line.split() for line in run.stdout.splitlines()]
+    assert rows[0][:5] == ["endpoint", "status", "variant", "weight", "container"]
+    assert ["doomed", "Failed"] == rows[1][:2]
+    assert ["shown", "InService", "blue", "3", "container-1"] == rows[2][:5]
+    assert ["shown", "InService", "green", "1", "container-1"] == rows[3][:5]
+
+
+def test_access_covers_the_control_plane_with_iam_actions(tmp_path: Path) -> None:
+    """--access: each control-plane operation is `sagemaker:<Operation>` on the ARN it names; unsigned
+    calls are refused before any operation runs."""
+    arn = "arn:aws:sagemaker:us-east-1:111122223333"
+    team = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Action": "sagemaker:*",
+                "Resource": [f"{arn}:model/team-*", f"{arn}:endpoint-config/team-*"],
+            },
+            {"Effect": "Allow", "Action": "sagemaker:List*", "Resource": "*"},
+        ],
+    }
+    access = tmp_path / "access.yaml"
+    access.write_text(
+        yaml.safe_dump(
+            {
+                "Account": "111122223333",
+                "Keys": [
+                    {
+                        "AccessKeyId": "AKIDTEAM",
+                        "SecretAccessKey": "team-secret",
+                        "Name": "team",
+                        "Policy": team,
+                    }
+                ],
+            }
+        )
+    )
+    local = LocalSageMaker(tmp_path, None, None, "--access", str(access))
+    try:
+        sm = local.sagemaker(("AKIDTEAM", "team-secret"))
+        assert (
+            sm.create_model(
+                ModelName="team-m", ExecutionRoleArn=ROLE, PrimaryContainer={"Image": "test/echo:1"}
+            )["ModelArn"]
+            == f"{arn}:model/team-m"
+        )
+        assert [m["ModelName"] for m in sm.list_models()["Models"]] == ["team-m"]
+        with pytest.raises(ClientError) as denied:
+            sm.create_model(
+                ModelName="other", ExecutionRoleArn=ROLE, PrimaryContainer={"Image": "test/echo:1"}
+            )
+        error = denied.value.response["Error"]
+        assert error["Code"] == "AccessDeniedException"
+        assert error["Message"] == (
+            "User: arn:aws:iam::111122223333:user/team is not authorized to perform: sagemaker:CreateModel "
+            f"on resource: {arn}:model/other because no identity-based policy allows the "
+            "sagemaker:CreateModel action"
+        )
+        with pytest.raises(ClientError) as no_endpoints:
+            sm.create_endpoint(EndpointName="team-e", EndpointConfigName="team-c")
+        assert no_endpoints.value.response["Error"]["Code"] == "AccessDeniedException"
+        with pytest.raises(ClientError) as stranger:
+            local.sagemaker(("AKIDWHO", "nope")).list_models()
+        assert stranger.value.response["Error"]["Code"] == "UnrecognizedClientException"
+        status, answer = control_call(local.url, "ListModels", b"{}")
+        assert (status, answer["__type"]) == (403, "MissingAuthenticationTokenException")
+    finally:
+        assert local.stop() == 0
+
+
+def test_the_endpoints_of_documents_are_listed_and_described(tmp_path: Path) -> None:
+    """`mce up DOC` starts the document's endpoint in the local SageMaker: DescribeEndpoint and
+    ListEndpoints show it; the API does not delete it; a created endpoint cannot take its name."""
+    document = tmp_path / "doc.yaml"
+    document.write_text(
+        yaml.safe_dump(
+            {
+                "EndpointName": "from-doc",
+                "PrimaryContainer": {
+                    "Image": "python:3.11-slim",
+                    "Backend": {"Protocol": "sagemaker", "Launch": {"Command": ["python", str(ECHO), "doc"]}},
+                },
+            }
+        )
+    )
+    images = image_map(tmp_path / "images.yaml")
+    argv = [
+        sys.executable,
+        "-m",
+        "gateway",
+        "up",
+        str(document),
+        "--port",
+        "0",
+        "--state",
+        str(tmp_path / "s"),
+    ]
+    proc = start_process([*argv, "--images", str(images)], stderr=tmp_path / "mce.log")
+    try:
+        url = proc.url
+        sm = boto3.client(
+            "sagemaker",
+            endpoint_url=url,
+            region_name="us-east-1",
+            aws_access_key_id="AKIDTEST",
+            aws_secret_access_key="secret",
+            config=Config(retries={"max_attempts": 1}),
+        )
+        described = sm.describe_endpoint(EndpointName="from-doc")
+        assert described["EndpointStatus"] == "InService"
+        assert described["ProductionVariants"][0]["DeployedImages"][0]["SpecifiedImage"] == "python:3.11-slim"
+        assert [e["EndpointName"] for e in sm.list_endpoints()["Endpoints"]] == ["from-doc"]
+        with pytest.raises(ClientError) as kept:
+            sm.delete_endpoint(EndpointName="from-doc")
+        assert "endpoint document" in kept.value.response["Error"]["Message"]
+        sm.create_model(ModelName="m", ExecutionRoleArn=ROLE, PrimaryContainer={"Image": "test/echo:1"})
+        sm.create_endpoint_config(
+            EndpointConfigName="c", ProductionVariants=[{"VariantName": "v", "ModelName": "m"}]
+        )
+        with pytest.raises(ClientError) as taken:
+            sm.create_endpoint(EndpointName="from-doc", EndpointConfigName="c")
+        assert taken.value.response["Error"]["Message"].startswith("Cannot create already existing endpoint")
+        answer = runtime_client(url).invoke_endpoint(EndpointName="from-doc", Body=b"{}")
+        assert json.loads(answer["Body"].read())["container"] == "doc"
+    finally:
+        assert proc.terminate(timeout=60) == 0

@@ -26,11 +26,13 @@ Standard library plus psutil (which MMS itself requires).
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 from pathlib import Path
 from types import FrameType
@@ -139,6 +141,22 @@ def find_java(launcher: psutil.Process) -> psutil.Process | None:
     return None
 
 
+# A Unix socket's path holds at most 107 bytes (sun_path); MMS names its worker sockets inside java.io.tmpdir
+# (`<dir>/.mms.sock.9000`), so a deep run directory would kill every worker at start ("Backend stream
+# closed").
+SOCKET_PATH_ROOM = 80
+
+
+def socket_dir(run_dir: Path) -> Path:
+    """Where MMS's worker sockets go: the run directory, or a short folder named after it when that is
+    too deep for a socket path."""
+    if len(str(run_dir)) <= SOCKET_PATH_ROOM:
+        return run_dir
+    short = Path(tempfile.gettempdir()) / f"mce-mms-{hashlib.sha256(str(run_dir).encode()).hexdigest()[:12]}"
+    short.mkdir(mode=0o700, exist_ok=True)
+    return short
+
+
 def main() -> int:
     port = int(os.environ.get("SAGEMAKER_BIND_TO_PORT", "8080"))
     if not 0 < port < MMS_PORT_LIMIT:
@@ -168,7 +186,7 @@ def main() -> int:
         **os.environ,
         "PYTHONPATH": python_path,  # the workers import model_handler from here
         "TMPDIR": str(run_dir),  # the launcher's pid file: one per run directory, not one per machine
-        "TEMP": str(run_dir),  # java.io.tmpdir, where MMS puts its worker sockets
+        "TEMP": str(socket_dir(run_dir)),  # java.io.tmpdir, where MMS puts its worker sockets
         "LOG_LOCATION": str(run_dir),
         "METRICS_LOCATION": str(run_dir),
     }

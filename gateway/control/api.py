@@ -21,8 +21,9 @@ from botocore.validate import ParamValidator
 
 from gateway.control.endpoints import Endpoints
 from gateway.control.state import Resource, State
-from gateway.endpoint import MAX_CONTAINERS, parse_endpoint
-from gateway.errors import DocumentError, GatewayError, ValidationError
+from gateway.endpoint import MAX_CONTAINERS, Endpoint, parse_endpoint
+from gateway.errors import AccessDenied, DocumentError, GatewayError, ValidationError
+from gateway.wire import VARIANT_NAME
 
 TARGET_PREFIX = b"SageMaker."
 CONTENT_TYPE = b"application/x-amz-json-1.1"
@@ -59,6 +60,7 @@ class ControlPlane:
     def __init__(self, state: State, endpoints: Endpoints, *, region: str, account: str) -> None:
         self.state = state
         self.endpoints = endpoints
+        self.documents: dict[str, Resource] = {}  # endpoints of `mce up DOC`, by lower-cased name
         self.region = region
         self.account = account
         self._service = botocore.session.get_session().get_service_model("sagemaker")
@@ -79,14 +81,21 @@ class ControlPlane:
             "DeleteEndpoint": self.delete_endpoint,
         }
 
-    async def call(self, target: bytes | None, body: bytes) -> tuple[int, bytes]:
-        """(HTTP status, JSON body) for one control request."""
+    async def call(
+        self, target: bytes | None, body: bytes, authorize: Callable[[str, str], None] | None = None
+    ) -> tuple[int, bytes]:
+        """(HTTP status, JSON body) for one control request; `authorize(action, resource)` raises unless
+        the caller may (gateway.access; None: access is off)."""
         try:
-            return 200, json.dumps(await self._call(target, body)).encode()
+            return 200, json.dumps(await self._call(target, body, authorize)).encode()
         except ControlError as error:
             return error.status, error.body()
+        except AccessDenied as denied:
+            return 400, ControlError("AccessDeniedException", denied.message).body()
 
-    async def _call(self, target: bytes | None, body: bytes) -> dict[str, Any]:
+    async def _call(
+        self, target: bytes | None, body: bytes, authorize: Callable[[str, str], None] | None
+    ) -> dict[str, Any]:
         if target is None or not target.startswith(TARGET_PREFIX):
             raise ControlError(
                 "UnknownOperationException",
@@ -108,7 +117,20 @@ class ControlPlane:
         report = self._validator.validate(params, self._service.operation_model(name).input_shape)
         if report.has_errors():
             raise invalid(" ".join(report.generate_report().splitlines()))
+        if authorize is not None:
+            authorize(f"sagemaker:{name}", self._resource(params))
         return await handler(params)
+
+    def _resource(self, params: dict[str, Any]) -> str:
+        """The ARN an operation acts on, as IAM sees it; `*` for the List operations."""
+        for member, kind in (
+            ("EndpointName", ENDPOINT),
+            ("EndpointConfigName", CONFIG),
+            ("ModelName", MODEL),
+        ):
+            if member in params:
+                return self.arn(kind, params[member])
+        return "*"
 
     def absent(self, name: str) -> GatewayError | None:
         """gateway.server.Control: an endpoint that exists but is not serving (yet, or any more)."""
@@ -124,14 +146,41 @@ class ControlPlane:
     def arn(self, kind: str, name: str) -> str:
         return f"arn:aws:sagemaker:{self.region}:{self.account}:{kind}/{name.lower()}"
 
+    def adopt(self, endpoint: Endpoint) -> None:
+        """An endpoint `mce up DOC` started from a document: listed and described like the others,
+        InService while mce up runs; not updated or deleted through the API."""
+        now = time.time()
+        name = endpoint.EndpointName
+        key = "Containers" if endpoint.Containers is not None else "PrimaryContainer"
+        images = [{"Image": container.Image or ""} for container in endpoint.containers]
+        model = {key: images if key == "Containers" else images[0]}
+        deployed = {
+            "config": {"ProductionVariants": [{"VariantName": VARIANT_NAME, "ModelName": name}]},
+            "models": {VARIANT_NAME: model},
+        }
+        self.documents[name.lower()] = Resource(
+            ENDPOINT, name, self.arn(ENDPOINT, name), now, now, {}, "InService", deployed=deployed
+        )
+
     def _existing(self, kind: str, name: str) -> Resource:
         resource = self.state.get(kind, name)
+        if resource is None and kind == ENDPOINT:
+            resource = self.documents.get(name.lower())
         if resource is None:
             raise invalid(f'Could not find {WHAT[kind]} "{self.arn(kind, name)}".')
         return resource
 
+    def _changeable(self, name: str) -> Resource:
+        endpoint = self._existing(ENDPOINT, name)
+        if endpoint.name.lower() in self.documents:
+            raise invalid(
+                f"Endpoint {endpoint.name} was started from an endpoint document (mce up DOC): it runs while "
+                "mce up runs, and is not updated or deleted through the API."
+            )
+        return endpoint
+
     def _new(self, kind: str, name: str, request: dict[str, Any]) -> Resource:
-        if self.state.get(kind, name) is not None:
+        if self.state.get(kind, name) is not None or (kind == ENDPOINT and name.lower() in self.documents):
             raise invalid(f'Cannot create already existing {WHAT[kind]} "{self.arn(kind, name)}".')
         now = time.time()
         return Resource(kind, name, self.arn(kind, name), now, now, request)
@@ -268,7 +317,7 @@ class ControlPlane:
         answer: dict[str, Any] = {
             "EndpointName": endpoint.name,
             "EndpointArn": endpoint.arn,
-            "EndpointConfigName": endpoint.config,
+            **({"EndpointConfigName": endpoint.config} if endpoint.config else {}),
             "EndpointStatus": endpoint.status,
             "CreationTime": endpoint.created,
             "LastModifiedTime": endpoint.modified,
@@ -281,7 +330,7 @@ class ControlPlane:
         return answer
 
     async def list_endpoints(self, params: dict[str, Any]) -> dict[str, Any]:
-        endpoints = self.state.all(ENDPOINT)
+        endpoints = [*self.state.all(ENDPOINT), *self.documents.values()]
         status = params.get("StatusEquals")
         if status is not None:
             endpoints = [e for e in endpoints if e.status == status]
@@ -299,7 +348,7 @@ class ControlPlane:
         return {"Endpoints": summaries, **token}
 
     async def update_endpoint(self, params: dict[str, Any]) -> dict[str, Any]:
-        endpoint = self._existing(ENDPOINT, params["EndpointName"])
+        endpoint = self._changeable(params["EndpointName"])
         if endpoint.status != "InService":
             raise invalid(
                 f'Cannot update in-progress endpoint "{endpoint.arn}".'
@@ -311,7 +360,7 @@ class ControlPlane:
         return {"EndpointArn": endpoint.arn}
 
     async def delete_endpoint(self, params: dict[str, Any]) -> dict[str, Any]:
-        endpoint = self._existing(ENDPOINT, params["EndpointName"])
+        endpoint = self._changeable(params["EndpointName"])
         self.endpoints.delete(endpoint.name)
         return {}
 
