@@ -3,6 +3,7 @@ blog's boto3 flow runs against the local SageMaker."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -55,3 +56,37 @@ def test_the_seed_notebook_flow_runs_against_the_local_sagemaker() -> None:
     accuracy = int(run.stdout.split("100 invocations, accuracy ")[1].split("/")[0])
     assert accuracy >= 90, run.stdout
     assert "deleted" in run.stdout and "mce | mce: stopped" in run.stdout
+
+
+def test_the_readme_local_sagemaker_snippet_runs_as_written(tmp_path: Path) -> None:
+    """README, 'A local SageMaker': its Python block, unchanged, against `mce up` run from the repository
+    root (the block's ModelDataUrl is relative to it), with the two variables it says to export."""
+    from conftest import start_process
+
+    readme = (EXAMPLES.parent / "README.md").read_text()
+    section = readme[readme.index("## A local SageMaker") :]
+    snippet = section[section.index("```python\n") + len("```python\n") :]
+    snippet = snippet[: snippet.index("```")]
+    build_pytorch_model()
+    mce = start_process(
+        [sys.executable, "-m", "gateway", "up", "--port", "0", "--state", str(tmp_path / "state")],
+        stderr=tmp_path / "mce.log",
+    )
+    try:
+        env = {
+            **os.environ,
+            "AWS_ENDPOINT_URL_SAGEMAKER": mce.url,
+            "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": mce.url,
+        }
+        run = subprocess.run(
+            [sys.executable, "-c", snippet],
+            cwd=EXAMPLES.parent,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert run.returncode == 0, run.stderr
+        assert '"predictions"' in run.stdout
+    finally:
+        assert mce.terminate(timeout=60) == 0

@@ -131,7 +131,7 @@ def deploy(
             {
                 "VariantName": variant,
                 "ModelName": model,
-                "InitialInstanceCount": 1,
+                "InitialInstanceCount": 2,  # locally one replica runs (README)
                 "InstanceType": "ml.m5.large",
                 "InitialVariantWeight": weight,
             }
@@ -213,11 +213,13 @@ def test_variants_split_by_weight_and_target_variant_picks_one(local: LocalSageM
     sm.get_waiter("endpoint_in_service").wait(
         EndpointName="split", WaiterConfig={"Delay": 1, "MaxAttempts": 120}
     )
-    weights = {
-        v["VariantName"]: v["CurrentWeight"]
-        for v in sm.describe_endpoint(EndpointName="split")["ProductionVariants"]
+    variants = sm.describe_endpoint(EndpointName="split")["ProductionVariants"]
+    assert {v["VariantName"]: v["CurrentWeight"] for v in variants} == {
+        "blue": 1.0,
+        "green": 1.0,
+        "dark": 0.0,
     }
-    assert weights == {"blue": 1.0, "green": 1.0, "dark": 0.0}
+    assert {v["CurrentInstanceCount"] for v in variants} == {1}  # InitialInstanceCount 2: one runs
     seen: dict[str, int] = {}
     for _ in range(200):
         answer = runtime.invoke_endpoint(EndpointName="split", Body=b"{}")

@@ -132,7 +132,7 @@ class Endpoints:
             model = endpoint.deployed["models"][variant["VariantName"]]
             images = [c.get("Image", "") for c in _containers(model)]
             weight = float(variant.get("InitialVariantWeight", 1.0))
-            count = int(variant.get("InitialInstanceCount", 1))
+            count = 1  # one local replica per variant, whatever InitialInstanceCount asks (README)
             summaries.append(
                 {
                     "VariantName": variant["VariantName"],
