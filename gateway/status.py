@@ -60,11 +60,15 @@ def _control(url: str, operation: str, params: dict[str, object]) -> dict[str, o
             if error.code != 403:
                 return None
     signed = _signed(url + "/", "POST", body, headers)
-    with urllib.request.urlopen(
-        urllib.request.Request(url + "/", data=body, method="POST", headers=signed), timeout=60
-    ) as response:
-        answer = json.loads(response.read())
-        return answer
+    try:
+        with urllib.request.urlopen(
+            urllib.request.Request(url + "/", data=body, method="POST", headers=signed), timeout=60
+        ) as response:
+            answer = json.loads(response.read())
+            return answer
+    except urllib.error.HTTPError as error:  # signed and still refused: a one-endpoint gateway (mce serve)
+        with error:
+            return None
 
 
 def local_status(url: str, interval: float = 1.0) -> str | None:

@@ -83,21 +83,31 @@ class LocalSageMaker:
         argv = [sys.executable, "-m", "gateway", "up", "--port", "0", "--state", str(self.state)]
         self.proc: Proc = start_process([*argv, "--images", str(images), *extra], stderr=self.log, env=env)
         self.url = self.proc.url
+        self._clients: list[Any] = []  # closed on stop: a collected client's open socket is a ResourceWarning
 
     def sagemaker(self, key: tuple[str, str] = ("AKIDTEST", "secret")) -> Any:
-        return boto3.client(
-            "sagemaker",
-            endpoint_url=self.url,
-            region_name="us-east-1",
-            aws_access_key_id=key[0],
-            aws_secret_access_key=key[1],
-            config=Config(retries={"max_attempts": 1}, read_timeout=70, connect_timeout=5),
+        return self._keep(
+            boto3.client(
+                "sagemaker",
+                endpoint_url=self.url,
+                region_name="us-east-1",
+                aws_access_key_id=key[0],
+                aws_secret_access_key=key[1],
+                config=Config(retries={"max_attempts": 1}, read_timeout=70, connect_timeout=5),
+            )
         )
 
     def runtime(self) -> Any:
-        return runtime_client(self.url)
+        return self._keep(runtime_client(self.url))
+
+    def _keep(self, client: Any) -> Any:
+        self._clients.append(client)
+        return client
 
     def stop(self) -> int:
+        for client in self._clients:
+            client.close()
+        self._clients.clear()
         return self.proc.terminate(timeout=60)
 
 
@@ -328,8 +338,9 @@ def control_call(url: str, operation: str, body: bytes) -> tuple[int, dict[str, 
         with urllib.request.urlopen(request, timeout=30) as response:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as error:
-        assert error.headers["Content-Type"] == "application/x-amz-json-1.1"
-        return error.code, json.loads(error.read())
+        with error:
+            assert error.headers["Content-Type"] == "application/x-amz-json-1.1"
+            return error.code, json.loads(error.read())
 
 
 def test_lists_page_and_sort_as_sagemaker_does(local: LocalSageMaker) -> None:
@@ -680,7 +691,10 @@ def test_the_endpoints_of_documents_are_listed_and_described(tmp_path: Path) -> 
         with pytest.raises(ClientError) as taken:
             sm.create_endpoint(EndpointName="from-doc", EndpointConfigName="c")
         assert taken.value.response["Error"]["Message"].startswith("Cannot create already existing endpoint")
-        answer = runtime_client(url).invoke_endpoint(EndpointName="from-doc", Body=b"{}")
+        runtime = runtime_client(url)
+        answer = runtime.invoke_endpoint(EndpointName="from-doc", Body=b"{}")
         assert json.loads(answer["Body"].read())["container"] == "doc"
+        runtime.close()
+        sm.close()
     finally:
         assert proc.terminate(timeout=60) == 0
