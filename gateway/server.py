@@ -578,6 +578,8 @@ class HttpProtocol(asyncio.Protocol):
         )
 
     def answering(self, services: Collection[Service]) -> bool:
+        if self._phase == _BODY and self._service in services:
+            return True  # its head chose one of them; its body is still coming, so it has no cycle yet
         current = self._current
         if current is not None and current.service in services:
             return True

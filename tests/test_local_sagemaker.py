@@ -25,6 +25,13 @@ from conftest import ROOT, Proc, metric, runtime_client, start_process, wait_unt
 ECHO = ROOT / "examples" / "containers" / "echo.py"
 READER = ROOT / "tests" / "containers" / "model_reader.py"
 ROLE = "arn:aws:iam::000000000000:role/local"
+# a container that starts serving (as echo.py) only once its gate file exists: the test holds it Creating
+GATED = (
+    "import os, sys, time\n"
+    "while not os.path.exists(sys.argv[1]):\n"
+    "    time.sleep(0.05)\n"
+    "os.execv(sys.executable, [sys.executable, sys.argv[2], 'gated'])"
+)
 
 
 def image_map(path: Path) -> Path:
@@ -44,6 +51,15 @@ def image_map(path: Path) -> Path:
                         "Backend": {
                             "Protocol": "sagemaker",
                             "Launch": {"Command": ["python", str(ECHO), "french"]},
+                        },
+                    },
+                    {  # healthy only once the test creates the file `gate` next to the map
+                        "Image": "test/gated:*",
+                        "Backend": {
+                            "Protocol": "sagemaker",
+                            "Launch": {
+                                "Command": ["python", "-c", GATED, str(path.parent / "gate"), str(ECHO)]
+                            },
                         },
                     },
                     {
@@ -698,3 +714,25 @@ def test_the_endpoints_of_documents_are_listed_and_described(tmp_path: Path) -> 
         sm.close()
     finally:
         assert proc.terminate(timeout=60) == 0
+
+
+def test_what_an_endpoint_is_being_deployed_from_cannot_be_deleted(
+    local: LocalSageMaker, tmp_path: Path
+) -> None:
+    sm, runtime = local.sagemaker(), local.runtime()
+    deploy(sm, "gated", ("AllTraffic", "test/gated:1", 1.0))
+    with pytest.raises(sm.exceptions.ResourceInUse):
+        sm.delete_endpoint_config(EndpointConfigName="gated-config")
+    with pytest.raises(sm.exceptions.ResourceInUse):
+        sm.delete_model(ModelName="gated-alltraffic")
+    (tmp_path / "gate").touch()
+    sm.get_waiter("endpoint_in_service").wait(
+        EndpointName="gated", WaiterConfig={"Delay": 1, "MaxAttempts": 60}
+    )
+    # once deployed, an endpoint keeps what it was deployed with (SageMaker allows these deletes)
+    sm.delete_endpoint_config(EndpointConfigName="gated-config")
+    sm.delete_model(ModelName="gated-alltraffic")
+    assert (
+        json.loads(runtime.invoke_endpoint(EndpointName="gated", Body=b"{}")["Body"].read())["container"]
+        == "gated"
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import weakref
 from collections.abc import Iterator
 
 import pytest
@@ -23,9 +24,13 @@ def connect(gateway: Proc) -> socket.socket:
     return sock
 
 
+# What a recv brought beyond the response being read: pipelined answers can share one segment.
+_unread: weakref.WeakKeyDictionary[socket.socket, bytes] = weakref.WeakKeyDictionary()
+
+
 def read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
-    """One HTTP/1.1 response with a Content-Length body."""
-    data = b""
+    """One HTTP/1.1 response with a Content-Length body; bytes of the next one are kept for it."""
+    data = _unread.pop(sock, b"")
     while b"\r\n\r\n" not in data:
         more = sock.recv(65536)
         assert more, f"connection closed after {data!r}"
@@ -39,6 +44,8 @@ def read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
         more = sock.recv(65536)
         assert more
         rest += more
+    if len(rest) > length:
+        _unread[sock] = rest[length:]
     return status, headers, rest[:length]
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -110,10 +110,10 @@ class Endpoints:
         for endpoint in self.state.all(ENDPOINT):
             if endpoint.status not in ("Creating", "Updating") or endpoint.deployed is None:
                 continue
-            snapshots = [
-                endpoint.deployed,
-                *([endpoint.deployed["next"]] if "next" in endpoint.deployed else []),
-            ]
+            snapshots = [endpoint.deployed]  # an update also deploys from what it moves to
+            pending = self._pending.get(endpoint.name.lower())
+            if pending is not None:
+                snapshots.append(pending)
             for snapshot in snapshots:
                 if config is not None and snapshot["config"]["EndpointConfigName"].lower() == config.lower():
                     return endpoint.name
@@ -167,7 +167,7 @@ class Endpoints:
             await self._stop(key, self.live.pop(key))
 
     # the work
-    def _run(self, name: str, work: Any) -> None:
+    def _run(self, name: str, work: Coroutine[Any, Any, None]) -> None:
         key = name.lower()
         task = asyncio.get_running_loop().create_task(work)
         self._tasks[key] = task
