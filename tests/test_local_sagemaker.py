@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import socket
 import subprocess
 import sys
 import threading
@@ -735,4 +736,35 @@ def test_what_an_endpoint_is_being_deployed_from_cannot_be_deleted(
     assert (
         json.loads(runtime.invoke_endpoint(EndpointName="gated", Body=b"{}")["Body"].read())["container"]
         == "gated"
+    )
+
+
+def test_an_update_waits_for_a_request_whose_body_is_still_coming(local: LocalSageMaker) -> None:
+    """A request whose head reached the old variant before traffic moved is answered by it, however late
+    its body comes: the old containers stop only after (botocore sends a head and its body apart)."""
+    sm, runtime = local.sagemaker(), local.runtime()
+    deploy(sm, "slow", ("AllTraffic", "test/echo:1", 1.0))
+    sm.get_waiter("endpoint_in_service").wait(
+        EndpointName="slow", WaiterConfig={"Delay": 1, "MaxAttempts": 60}
+    )
+    body = b'{"late": true}'
+    head = (
+        b"POST /endpoints/slow/invocations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(body)
+    )
+    with socket.create_connection(("127.0.0.1", local.proc.port), timeout=60) as sock:
+        sock.sendall(head)  # parsed long before the new container (a process start away) takes traffic
+        sm.update_endpoint(EndpointName="slow", EndpointConfigName=second_config(sm, "slow", "test/french:1"))
+
+        def moved() -> bool:
+            answer = runtime.invoke_endpoint(EndpointName="slow", Body=b"{}")
+            return bool(json.loads(answer["Body"].read())["container"] == "french")
+
+        wait_until(moved, "traffic on the new configuration")
+        sock.sendall(body)
+        answer = sock.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 200 OK\r\n"), answer
+    assert json.loads(answer.split(b"\r\n\r\n", 1)[1]) == {"container": "echo", "request": {"late": True}}
+    sm.get_waiter("endpoint_in_service").wait(
+        EndpointName="slow", WaiterConfig={"Delay": 1, "MaxAttempts": 60}
     )
