@@ -373,26 +373,14 @@ def proxies(work: Path, args: argparse.Namespace, results: Results, stoppers: li
             "Backend": {"Protocol": "sagemaker", "Url": f"http://127.0.0.1:{port}"},
         }
 
-    direct = Gateway(
-        work,
-        "direct",
-        {
-            "EndpointName": "bench",
-            "InferenceExecutionConfig": {"Mode": "Direct"},
-            "Containers": [container(n, p) for n, p in names.items()],
-        },
-    )
+    every = {
+        "EndpointName": "bench",
+        "InferenceExecutionConfig": {"Mode": "Direct"},
+        "Containers": [container(n, p) for n, p in names.items()],
+    }
+    direct = Gateway(work, "direct", every)
     stoppers.append(direct)
-    bare = Gateway(
-        work,
-        "bare",
-        {
-            "EndpointName": "bench",
-            "InferenceExecutionConfig": {"Mode": "Direct"},
-            "Containers": [container(n, p) for n, p in names.items()],
-        },
-        "--no-metrics",
-    )
+    bare = Gateway(work, "bare", every, "--no-metrics")
     stoppers.append(bare)
     serial = Gateway(
         work,
@@ -407,16 +395,7 @@ def proxies(work: Path, args: argparse.Namespace, results: Results, stoppers: li
     gateways = [direct, bare, serial]
     source = compile_gateway(work)
     if source is not None:
-        compiled = Gateway(
-            work,
-            "compiled",
-            {
-                "EndpointName": "bench",
-                "InferenceExecutionConfig": {"Mode": "Direct"},
-                "Containers": [container(n, p) for n, p in names.items()],
-            },
-            source=source,
-        )
+        compiled = Gateway(work, "compiled", every, source=source)
         stoppers.append(compiled)
         gateways.append(compiled)
     for port in (*small, *big, proxy_port, *(gateway.port for gateway in gateways)):

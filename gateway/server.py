@@ -569,7 +569,7 @@ class HttpProtocol(asyncio.Protocol):
                 self,
                 self._service,
                 self._server.request_ids.next(),
-                None,
+                self._operation,  # a control-plane request is refused in the control plane's shape
                 None,
                 None,
                 error,

@@ -338,6 +338,13 @@ def test_every_refusal_has_the_class_botocore_maps(local: LocalSageMaker) -> Non
     ):
         status, answer = control_call(local.url, "DescribeEndpoint", body)
         assert (status, answer["__type"]) == (400, code), answer
+    with socket.create_connection(("127.0.0.1", local.proc.port), timeout=30) as sock:
+        sock.sendall(
+            b"POST / HTTP/1.1\r\nHost: x\r\nX-Amz-Target: SageMaker.CreateModel\r\n"
+            b"Content-Type: application/x-amz-json-1.1\r\nContent-Length: 7000000\r\n\r\n"
+        )
+        head, _, refused = sock.recv(65536).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 ") and json.loads(refused)["__type"] == "ValidationError"
     status, answer = control_call(local.url, "CreateTrainingJob", b"{}")
     assert (status, answer["__type"]) == (400, "UnknownOperationException")
     assert "CreateEndpoint" in answer["message"]
@@ -671,29 +678,9 @@ def test_the_endpoints_of_documents_are_listed_and_described(tmp_path: Path) -> 
             }
         )
     )
-    images = image_map(tmp_path / "images.yaml")
-    argv = [
-        sys.executable,
-        "-m",
-        "gateway",
-        "up",
-        str(document),
-        "--port",
-        "0",
-        "--state",
-        str(tmp_path / "s"),
-    ]
-    proc = start_process([*argv, "--images", str(images)], stderr=tmp_path / "mce.log")
+    local = LocalSageMaker(tmp_path, None, None, str(document))
     try:
-        url = proc.url
-        sm = boto3.client(
-            "sagemaker",
-            endpoint_url=url,
-            region_name="us-east-1",
-            aws_access_key_id="AKIDTEST",
-            aws_secret_access_key="secret",
-            config=Config(retries={"max_attempts": 1}),
-        )
+        sm, runtime = local.sagemaker(), local.runtime()
         described = sm.describe_endpoint(EndpointName="from-doc")
         assert described["EndpointStatus"] == "InService"
         assert described["ProductionVariants"][0]["DeployedImages"][0]["SpecifiedImage"] == "python:3.11-slim"
@@ -708,13 +695,10 @@ def test_the_endpoints_of_documents_are_listed_and_described(tmp_path: Path) -> 
         with pytest.raises(ClientError) as taken:
             sm.create_endpoint(EndpointName="from-doc", EndpointConfigName="c")
         assert taken.value.response["Error"]["Message"].startswith("Cannot create already existing endpoint")
-        runtime = runtime_client(url)
         answer = runtime.invoke_endpoint(EndpointName="from-doc", Body=b"{}")
         assert json.loads(answer["Body"].read())["container"] == "doc"
-        runtime.close()
-        sm.close()
     finally:
-        assert proc.terminate(timeout=60) == 0
+        assert local.stop() == 0
 
 
 def test_what_an_endpoint_is_being_deployed_from_cannot_be_deleted(

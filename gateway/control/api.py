@@ -20,17 +20,15 @@ import botocore.session
 from botocore.validate import ParamValidator
 
 from gateway.control.endpoints import Endpoints
-from gateway.control.state import Resource, State
+from gateway.control.state import CONFIG, ENDPOINT, MODEL, Resource, State
 from gateway.endpoint import MAX_CONTAINERS, Endpoint, parse_endpoint
 from gateway.errors import AccessDenied, DocumentError, GatewayError, ValidationError
 from gateway.wire import VARIANT_NAME
 
 TARGET_PREFIX = b"SageMaker."
-CONTENT_TYPE = b"application/x-amz-json-1.1"
 LOCAL_ACCOUNT = "000000000000"  # the account in ARNs unless told (mce up --account): plainly not a real one
 DEFAULT_PAGE, MAX_PAGE = 10, 100  # ListX's MaxResults: SageMaker's default and maximum
 
-MODEL, CONFIG, ENDPOINT = "model", "endpoint-config", "endpoint"
 WHAT = {MODEL: "model", CONFIG: "endpoint configuration", ENDPOINT: "endpoint"}
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from gateway.app import Gateway
 from gateway.control.images import ImageMap
-from gateway.control.state import Resource, State
+from gateway.control.state import ENDPOINT, Resource, State
 from gateway.endpoint import Endpoint, parse_endpoint
 from gateway.errors import DocumentError
 from gateway.launch.console import Console
@@ -28,7 +28,6 @@ from gateway.service import Service
 
 logger = logging.getLogger(__name__)
 
-ENDPOINT = "endpoint"
 SETTLE_WAIT = 45.0  # below botocore's 60 s read timeout
 CHANGING = ("Creating", "Updating", "Deleting")
 MODEL_KEYS = ("ModelName", "PrimaryContainer", "Containers", "InferenceExecutionConfig")
@@ -37,8 +36,7 @@ MODEL_KEYS = ("ModelName", "PrimaryContainer", "Containers", "InferenceExecution
 class Variant:
     """One production variant, running."""
 
-    def __init__(self, name: str, weight: float, deployment: Deployment) -> None:
-        self.name = name
+    def __init__(self, weight: float, deployment: Deployment) -> None:
         self.weight = weight
         self.deployment = deployment
 
@@ -269,11 +267,7 @@ class Endpoints:
                     planning=self._planning,
                 )
                 await deployment.start(timeout)
-                variants.append(
-                    Variant(
-                        variant["VariantName"], float(variant.get("InitialVariantWeight", 1.0)), deployment
-                    )
-                )
+                variants.append(Variant(float(variant.get("InitialVariantWeight", 1.0)), deployment))
         except BaseException:
             await self._stop(name, variants)
             raise

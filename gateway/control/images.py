@@ -21,6 +21,7 @@ import yaml
 from pydantic import ValidationError as PydanticValidationError
 
 from gateway.endpoint import BackendSpec, document_issue
+from gateway.launch.plan import command
 
 BUILT_IN = Path(__file__).with_name("images.yaml")
 REPOSITORY = Path(__file__).resolve().parents[2]  # the built-in map's paths are from here
@@ -89,13 +90,6 @@ def _read(path: Path, base: Path) -> list[ImageEntry]:
             raise ImageMapError(f"{where}: {issues}") from None
         launch = backend.get("Launch")
         if isinstance(launch, dict):
-            backend = {**backend, "Launch": {key: _absolute(argv, base) for key, argv in launch.items()}}
+            backend = {**backend, "Launch": {key: command(argv, base) for key, argv in launch.items()}}
         entries.append(ImageEntry(item["Image"], backend, str(path)))
     return entries
-
-
-def _absolute(argv: list[str], base: Path) -> list[str]:
-    return [
-        str((base / arg).resolve()) if (base / arg).exists() and not Path(arg).is_absolute() else arg
-        for arg in argv
-    ]

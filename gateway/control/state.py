@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+MODEL, CONFIG, ENDPOINT = "model", "endpoint-config", "endpoint"  # the kinds, as in their ARNs
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS resources (
     kind TEXT NOT NULL,             -- model | endpoint-config | endpoint

@@ -83,8 +83,8 @@ def plan(
             ContainerPlan(
                 index=index,
                 name=name,
-                argv=_argv(backend.Launch.Command, document_dir),
-                prepare=_argv(backend.Launch.Prepare, document_dir) if backend.Launch.Prepare else None,
+                argv=command(backend.Launch.Command, document_dir),
+                prepare=command(backend.Launch.Prepare, document_dir) if backend.Launch.Prepare else None,
                 env=env,
                 ports=ports,
                 log_path=run_dir / f"{name}.log",
@@ -93,7 +93,7 @@ def plan(
     return endpoint.with_backends(served), plans
 
 
-def _argv(argv: list[str], base: Path) -> list[str]:
+def command(argv: list[str], base: Path) -> list[str]:
     """A leading `python` is this interpreter; arguments naming files next to the document become absolute."""
     resolved = [
         sys.executable if i == 0 and arg in ("python", "python3") else arg for i, arg in enumerate(argv)
