@@ -116,6 +116,7 @@ class Gateway:
             access=options.access,
             limits=options.limits,
             control=self.control,
+            metrics=options.metrics,
         )
         for name, variants in self.mounted.items():
             server.mount(name, variants)

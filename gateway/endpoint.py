@@ -89,13 +89,16 @@ Argv = Annotated[list[Annotated[str, StringConstraints(min_length=1)]], Field(mi
 
 
 class LaunchSpec(_Shape):
-    """How `mce up` starts the container natively (no Docker): a command, run with SageMaker's environment.
+    """How `mce up` starts the container, with SageMaker's environment: natively, a command (no Docker);
+    or under Docker, the container's `Image` run as SageMaker runs it (gateway.launch.docker).
 
     In `Command` and `Prepare`, a leading `python` is the gateway's own interpreter, and arguments that name
-    an existing file or folder relative to the document's folder are made absolute.
+    an existing file or folder relative to the document's folder are made absolute. Under Docker, `Command`
+    is the image's arguments (`serve` when absent, as SageMaker gives it).
     """
 
-    Command: Argv
+    Runtime: Literal["native", "docker"] = "native"
+    Command: Argv | None = None
     # Run once before the container starts, e.g. a model build; it should be cheap when nothing changed.
     Prepare: Argv | None = None
 
@@ -345,6 +348,7 @@ def _check_rules(document: dict[str, object]) -> list[DocumentIssue]:
 
     for path, container in zip(paths, containers, strict=True):
         issues += _backend_rules(f"{path}.Backend", container.get("Backend"))
+        issues += _launch_rules(path, container)
         issues += _multi_model_rules(path, container)
 
     multi_model = [i for i, c in enumerate(containers) if c.get("Mode") == ContainerMode.MULTI_MODEL.value]
@@ -376,6 +380,22 @@ def _check_rules(document: dict[str, object]) -> list[DocumentIssue]:
             )
         )
     return issues
+
+
+def _launch_rules(path: str, container: dict[str, object]) -> list[DocumentIssue]:
+    """A native launch needs its command; a Docker one the image it runs."""
+    backend = container.get("Backend")
+    launch = backend.get("Launch") if isinstance(backend, dict) else None
+    if not isinstance(launch, dict):
+        return []
+    if launch.get("Runtime", "native") == "docker":
+        if container.get("Image") is None:
+            return [
+                DocumentIssue(f"{path}.Image", "required for Backend.Launch.Runtime docker: what it runs")
+            ]
+    elif launch.get("Command") is None:
+        return [DocumentIssue(f"{path}.Backend.Launch.Command", "required: the command that starts it")]
+    return []
 
 
 def _backend_rules(path: str, backend: object) -> list[DocumentIssue]:

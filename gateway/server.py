@@ -113,7 +113,7 @@ def _no_room() -> ServiceUnavailable:
 def body_too_large(size: int | None) -> ValidationError:
     measured = f"{size} bytes" if size is not None else f"over {wire.MAX_BODY} bytes"
     return ValidationError(
-        f"Request body is {measured}; InvokeEndpoint accepts at most {wire.MAX_BODY} bytes (6 MB)."
+        f"Request body is {measured}; the API accepts at most {wire.MAX_BODY} bytes (6 MB) per request."
     )
 
 
@@ -647,8 +647,10 @@ class Server:
         access: Access | None = None,
         limits: Limits | None = None,
         control: Control | None = None,
+        metrics: bool = True,
     ) -> None:
         self.control = control
+        self.metrics = metrics  # the local SageMaker's GET /metrics (each endpoint's are its service's)
         self.access = access
         self._by_path: dict[bytes, Variants] = {}
         self._only: Variants | None = None
@@ -694,6 +696,8 @@ class Server:
         if path == b"/" and method == b"POST":
             return Operation.CONTROL
         if path == b"/metrics" and method == b"GET":
+            if not self.metrics:
+                raise UnknownOperation("Metrics are off (mce up --no-metrics).")
             return Operation.METRICS
         raise UnknownOperation(
             "The local SageMaker answers POST / (the control plane, with X-Amz-Target), GET /metrics and "

@@ -488,3 +488,58 @@ def s3() -> Iterator[tuple[str, Any]]:
     yield url, client
     client.close()
     server.stop()
+
+
+# Docker: a real engine (.ci/run starts one), never skipped silently
+DOCKER_OPTIONAL = "MCE_TESTS_WITHOUT_DOCKER"  # =1: the Docker tests skip, loudly, instead of failing
+BASE_IMAGES = ("python:3.11-slim-bookworm",)  # what the test images are built FROM: containers/bases/build
+
+
+def docker(*args: str, timeout: float = 120.0, check: bool = True) -> subprocess.CompletedProcess[str]:
+    found = subprocess.run(
+        ["docker", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, "DOCKER_BUILDKIT": "0"},  # the classic builder: no buildx here
+    )
+    if check and found.returncode != 0:
+        raise AssertionError(f"docker {' '.join(args)} exited {found.returncode}: {found.stderr.strip()}")
+    return found
+
+
+def require_docker() -> None:
+    """A Docker engine that answers, with the base images the test images build on; else the test fails
+    saying what to do (or skips, saying so, when MCE_TESTS_WITHOUT_DOCKER=1)."""
+    try:
+        answered = docker("version", "--format", "{{.Server.Version}}", timeout=30, check=False)
+        problem = None if answered.returncode == 0 else answered.stderr.strip() or "no answer"
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        problem = str(exc)
+    if problem is None:
+        missing = [b for b in BASE_IMAGES if docker("image", "inspect", b, check=False).returncode != 0]
+        if missing:
+            problem = f"the engine lacks the base images {missing}: run `bash containers/bases/build`"
+    if problem is None:
+        return
+    message = (
+        f"NO DOCKER ENGINE FOR THE DOCKER TESTS: {problem}. Start one (bash .ci/docker does: Debian's "
+        f"docker.io, dockerd --iptables=false), or set {DOCKER_OPTIONAL}=1 to skip these tests."
+    )
+    if os.environ.get(DOCKER_OPTIONAL) == "1":
+        pytest.skip(message)
+    pytest.fail(message)
+
+
+def build_image(tag: str, context: Path, **build_args: str) -> str:
+    """`docker build` (the classic builder, no network needed) of `context` as `tag`."""
+    args = [arg for key, value in build_args.items() for arg in ("--build-arg", f"{key}={value}")]
+    docker("build", "--quiet", *args, "-t", tag, str(context), timeout=600)
+    return tag
+
+
+def containers_labelled(label: str) -> list[dict[str, Any]]:
+    """Every container (running or not) carrying `label` (key or key=value), inspected."""
+    names = docker("ps", "--all", "--quiet", "--filter", f"label={label}").stdout.split()
+    return json.loads(docker("inspect", *names).stdout) if names else []

@@ -578,6 +578,19 @@ def test_one_metrics_page_covers_every_endpoint_and_variant(local: LocalSageMake
     assert counts == {("first", "AllTraffic"): 3, ("second", "blue"): 1, ("second", "green"): 1}
 
 
+def test_with_metrics_off_the_metrics_page_says_so(tmp_path: Path) -> None:
+    local = LocalSageMaker(tmp_path, None, None, "--no-metrics")
+    try:
+        with pytest.raises(urllib.error.HTTPError) as caught:
+            urllib.request.urlopen(local.url + "/metrics", timeout=10)
+        with caught.value:
+            assert caught.value.code == 404
+            assert caught.value.headers["x-amzn-ErrorType"].startswith("UnknownOperationException")
+            assert json.loads(caught.value.read()) == {"Message": "Metrics are off (mce up --no-metrics)."}
+    finally:
+        assert local.stop() == 0
+
+
 def test_mce_status_shows_every_endpoint_its_variants_and_containers(local: LocalSageMaker) -> None:
     sm = local.sagemaker()
     deploy(sm, "shown", ("blue", "test/echo:1", 3.0), ("green", "test/french:1", 1.0))

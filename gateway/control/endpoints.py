@@ -1,7 +1,8 @@
 """Endpoints' life cycle in the local SageMaker: Creating -> InService | Failed, Updating, Deleting.
 
 CreateEndpoint answers at once; a task then turns each production variant's model into an endpoint
-document (its containers' `Backend` from the image map, gateway.control.images), launches the containers
+document (its containers' `Backend` from the image map, gateway.control.images, or else Docker's,
+gateway.launch.docker), launches the containers
 as `mce up` does (gateway.launch.deployment) and, when all are healthy, mounts the endpoint on the front
 door: `InService`. Anything that goes wrong is the endpoint's `FailureReason`, naming the container and
 what it printed last. DescribeEndpoint waits (up to `settle_wait`) for a changing endpoint to settle, so
@@ -21,6 +22,7 @@ from gateway.control.images import ImageMap
 from gateway.control.state import ENDPOINT, Resource, State
 from gateway.endpoint import Endpoint, parse_endpoint
 from gateway.errors import DocumentError
+from gateway.launch import docker
 from gateway.launch.console import Console
 from gateway.launch.deployment import Deployment
 from gateway.launch.plan import LaunchError
@@ -31,6 +33,7 @@ logger = logging.getLogger(__name__)
 SETTLE_WAIT = 45.0  # below botocore's 60 s read timeout
 CHANGING = ("Creating", "Updating", "Deleting")
 MODEL_KEYS = ("ModelName", "PrimaryContainer", "Containers", "InferenceExecutionConfig")
+DOCKER_BACKEND = {"Protocol": "sagemaker", "Launch": {"Runtime": "docker"}}  # the SageMaker contract
 
 
 class Variant:
@@ -250,7 +253,7 @@ class Endpoints:
         variants: list[Variant] = []
         try:
             for variant in snapshot["config"]["ProductionVariants"]:
-                endpoint = self._document(name, variant, snapshot["models"][variant["VariantName"]])
+                endpoint = await self._document(name, variant, snapshot["models"][variant["VariantName"]])
                 timeout = float(
                     variant.get("ContainerStartupHealthCheckTimeoutInSeconds", self.startup_timeout)
                 )
@@ -284,8 +287,9 @@ class Endpoints:
             folder = base.with_name(f"{variant}-{n}")
         return folder
 
-    def _document(self, name: str, variant: dict[str, Any], model: dict[str, Any]) -> Endpoint:
-        """The endpoint document of one variant: its model, each container's Backend from the image map."""
+    async def _document(self, name: str, variant: dict[str, Any], model: dict[str, Any]) -> Endpoint:
+        """The endpoint document of one variant: its model, each container's Backend from the image map,
+        or, for an image the map does not know, Docker's (when the engine has it or can pull it)."""
         document: dict[str, Any] = {key: model[key] for key in MODEL_KEYS if key in model}
         document["EndpointName"] = name
         containers = []
@@ -293,7 +297,13 @@ class Endpoints:
             image = container.get("Image", "")
             backend = self.images.backend(image)
             if backend is None:
-                raise LaunchError(f"variant {variant['VariantName']}: {self.images.unknown(image)}")
+                try:
+                    await asyncio.to_thread(docker.image, image)  # a pull may take minutes
+                except docker.DockerError as exc:
+                    raise LaunchError(
+                        f"variant {variant['VariantName']}: {self.images.unknown(image, str(exc))}"
+                    ) from None
+                backend = DOCKER_BACKEND
             containers.append({**container, "Backend": backend})
         if "Containers" in model:
             document["Containers"] = containers

@@ -6,8 +6,8 @@
 
 A user's map (`--images FILE`) comes first, then the built-in one (images.yaml: the project's own
 containers). Command arguments that name files next to the map become absolute, as in an endpoint
-document. An image no entry matches cannot run; the endpoint fails with a reason that says how to make
-it run.
+document. An image no entry matches runs under Docker if it can (gateway.launch.docker); else the
+endpoint fails with a reason that says how to make it run.
 """
 
 from __future__ import annotations
@@ -56,12 +56,13 @@ class ImageMap:
                 return entry.backend
         return None
 
-    def unknown(self, image: str) -> str:
-        """Why `image` cannot run, and the two ways to make it run."""
+    def unknown(self, image: str, docker: str) -> str:
+        """Why `image` cannot run (`docker`: why Docker cannot run it), and the two ways to make it run."""
         return (
-            f"Image {image} is not in the image map, so mce cannot run it natively: add an entry for it to "
-            "the map given with `mce up --images FILE` (Image: a pattern, Backend: how to start it), or run "
-            "it under Docker (mce up with a Docker engine reachable and the image present)."
+            f"Image {image} is not in the image map, and Docker cannot run it: {docker}. To run it, add an "
+            "entry for it to the map given with `mce up --images FILE` (Image: a pattern, Backend: how to "
+            "start it natively), or make it available to Docker (an engine that answers the docker command, "
+            "with the image built, loaded or pullable)."
         )
 
 
@@ -90,6 +91,7 @@ def _read(path: Path, base: Path) -> list[ImageEntry]:
             raise ImageMapError(f"{where}: {issues}") from None
         launch = backend.get("Launch")
         if isinstance(launch, dict):
-            backend = {**backend, "Launch": {key: command(argv, base) for key, argv in launch.items()}}
+            commands = {key: command(launch[key], base) for key in ("Command", "Prepare") if key in launch}
+            backend = {**backend, "Launch": {**launch, **commands}}
         entries.append(ImageEntry(item["Image"], backend, str(path)))
     return entries

@@ -70,7 +70,12 @@ class Deployment:
         async with self._planning or contextlib.nullcontext():
             # model data is downloaded and unpacked here: in a thread, so other endpoints keep serving
             served, plans = await asyncio.to_thread(
-                plan, self.endpoint, self.base, self.run_dir, taken_ports=self.taken_ports
+                plan,
+                self.endpoint,
+                self.base,
+                self.run_dir,
+                taken_ports=self.taken_ports,
+                model_cache=self.model_cache,
             )
             for planned in plans:
                 self._ports.update(range(planned.ports.bind, planned.ports.last + 1))
@@ -88,6 +93,8 @@ class Deployment:
             raise
         metrics = service.telemetry.metrics
         for container in supervisor.containers:
+            if not container.plan.measurable:  # under Docker: the engine's processes, not ours
+                continue
             if metrics is not None:
                 metrics.process_groups[container.name] = container.process_group
             if isinstance(container.backend, MultiModelBackend):  # its memory budget is its processes'

@@ -1,21 +1,23 @@
-"""How `mce up` will start each container natively, as SageMaker would: decided before anything starts.
+"""How `mce up` will start each container, as SageMaker would: decided before anything starts.
 
 Per container without a `Backend.Url`: a port allocation (SAGEMAKER_BIND_TO_PORT, SAGEMAKER_SAFE_PORT_RANGE),
 its model data made local (a MultiModel container's models are the gateway's to load, gateway.multimodel),
-its `Environment`, SAGEMAKER_MULTI_MODEL when it is a MultiModel container, and its `Launch.Command` (and
-`Prepare`), with paths next to the endpoint document made absolute. The endpoint comes back with each
-launched container's address filled in, for the data plane.
+its `Environment`, SAGEMAKER_MULTI_MODEL when it is a MultiModel container, and how it starts: natively,
+its `Launch.Command` (and `Prepare`) with paths next to the endpoint document made absolute; or under
+Docker (`Launch.Runtime: docker`), `docker run` of its `Image` (gateway.launch.docker). The endpoint comes
+back with each launched container's address filled in, for the data plane.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.endpoint import BackendSpec, ContainerMode, Endpoint
-from gateway.launch import layout
+from gateway.endpoint import BackendSpec, Container, ContainerMode, Endpoint
+from gateway.launch import docker, layout
 from gateway.launch.modeldata import ModelDataError, model_directory
 from gateway.launch.ports import PortAllocation, allocate
 
@@ -26,7 +28,7 @@ class LaunchError(Exception):
 
 @dataclass
 class ContainerPlan:
-    """Everything it takes to start one container natively."""
+    """Everything it takes to start one container."""
 
     index: int
     name: str
@@ -35,62 +37,141 @@ class ContainerPlan:
     env: dict[str, str]
     ports: PortAllocation
     log_path: Path
+    cleanup: list[str] | None = None  # run after the container's command exits (Docker: remove it)
+    measurable: bool = True  # its process group is the container's processes (not so under Docker)
 
 
 def plan(
-    endpoint: Endpoint, document_dir: Path, run_dir: Path, *, taken_ports: set[int]
+    endpoint: Endpoint,
+    document_dir: Path,
+    run_dir: Path,
+    *,
+    taken_ports: set[int],
+    model_cache: Path | None = None,
 ) -> tuple[Endpoint, list[ContainerPlan]]:
-    """The endpoint as it will be served (launched containers' addresses filled in) and how to launch them."""
+    """The endpoint as it will be served (launched containers' addresses filled in) and how to launch them.
+
+    Blocks (model data is downloaded, Docker asked): run it in a thread."""
     plans: list[ContainerPlan] = []
     served: dict[int, BackendSpec] = {}
     taken = set(taken_ports)
+    shared_network = len(endpoint.containers) > 1  # SageMaker's multi-container environment (spec §2.2)
+    if any(c.Backend.Launch and c.Backend.Launch.Runtime == "docker" for c in endpoint.containers):
+        docker.remove_leftovers(run_dir.resolve())
     for index, container in enumerate(endpoint.containers):
         backend = container.Backend
         name = endpoint.hostname(index)
         if backend.Url is not None:
             continue
-        if backend.Launch is None:
+        launch = backend.Launch
+        if launch is None:
             raise LaunchError(
                 f"{name}: Backend has neither Url (a running container) nor Launch.Command (how to start it)"
             )
         ports = allocate(taken=taken)
         taken.update(range(ports.bind, ports.last + 1))
         container_dir = run_dir / name
+        sagemaker_env = dict(container.Environment)
+        if container.Mode is ContainerMode.MULTI_MODEL:
+            sagemaker_env["SAGEMAKER_MULTI_MODEL"] = "true"
+        model_dir: Path | None = None
+        if container.ModelDataUrl is not None and container.Mode is not ContainerMode.MULTI_MODEL:
+            try:
+                model_dir = model_directory(container.ModelDataUrl, document_dir, container_dir)
+            except ModelDataError as exc:
+                if launch.Prepare is None:  # a Prepare step may be what builds it
+                    raise LaunchError(f"{name}: {exc}") from None
+                model_dir = (document_dir / container.ModelDataUrl).resolve()
+        prepare = command(launch.Prepare, document_dir) if launch.Prepare else None
+        log_path = run_dir / f"{name}.log"
+        found = layout.addresses(backend.Protocol, ports)
+        served[index] = backend.model_copy(update={"Url": found.url, "ManagementUrl": found.management_url})
+        if launch.Runtime == "docker":
+            mounts = [] if model_dir is None else [(model_dir.resolve(), docker.MODEL_DIR, True)]
+            if container.Mode is ContainerMode.MULTI_MODEL:  # loaded from the gateway's cache, same path
+                cache = ((model_cache or run_dir / "models") / name).resolve()
+                cache.mkdir(parents=True, exist_ok=True)
+                mounts.append((cache, str(cache), True))
+            plans.append(
+                _docker_plan(
+                    ContainerPlan(index, name, [], prepare, dict(os.environ), ports, log_path),
+                    endpoint,
+                    container,
+                    sagemaker_env,
+                    mounts,
+                    run_dir,
+                    shared_network=shared_network,
+                )
+            )
+            continue
+        assert launch.Command is not None, "the endpoint document requires it for a native launch"
         env = {
             **os.environ,  # PATH, JAVA_HOME, ...: a native process needs its host's environment
-            **container.Environment,
+            **sagemaker_env,
             **ports.environment(),
             "MCE_RUN_DIR": str(container_dir / "runtime"),
             "MCE_BIND_ADDRESS": "127.0.0.1",
             "MCE_PYTHON": sys.executable,
         }
-        if container.Mode is ContainerMode.MULTI_MODEL:
-            env["SAGEMAKER_MULTI_MODEL"] = "true"
         if backend.Model is not None:
             env.setdefault("MCE_MODEL_NAME", backend.Model)
-        if container.ModelDataUrl is not None and container.Mode is not ContainerMode.MULTI_MODEL:
-            try:
-                env["MCE_MODEL_DIR"] = str(
-                    model_directory(container.ModelDataUrl, document_dir, container_dir)
-                )
-            except ModelDataError as exc:
-                if backend.Launch.Prepare is None:  # a Prepare step may be what builds it
-                    raise LaunchError(f"{name}: {exc}") from None
-                env["MCE_MODEL_DIR"] = str((document_dir / container.ModelDataUrl).resolve())
-        found = layout.addresses(backend.Protocol, ports)
-        served[index] = backend.model_copy(update={"Url": found.url, "ManagementUrl": found.management_url})
+        if model_dir is not None:
+            env["MCE_MODEL_DIR"] = str(model_dir)
         plans.append(
             ContainerPlan(
                 index=index,
                 name=name,
-                argv=command(backend.Launch.Command, document_dir),
-                prepare=command(backend.Launch.Prepare, document_dir) if backend.Launch.Prepare else None,
+                argv=command(launch.Command, document_dir),
+                prepare=prepare,
                 env=env,
                 ports=ports,
-                log_path=run_dir / f"{name}.log",
+                log_path=log_path,
             )
         )
     return endpoint.with_backends(served), plans
+
+
+def _docker_plan(
+    planned: ContainerPlan,
+    endpoint: Endpoint,
+    container: Container,
+    env: dict[str, str],
+    mounts: list[tuple[Path, str, bool]],
+    run_dir: Path,
+    *,
+    shared_network: bool,
+) -> ContainerPlan:
+    """`docker run` of the container's image, as SageMaker runs it. One container serves on 8080; in a
+    multi-container endpoint each gets SAGEMAKER_BIND_TO_PORT and its image must say it honours it, with
+    the label SageMaker requires (spec §2.2)."""
+    assert container.Image is not None and container.Backend.Launch is not None, "the document requires it"
+    try:
+        image = docker.image(container.Image)
+    except docker.DockerError as exc:
+        raise LaunchError(f"{planned.name}: {exc}") from None
+    port = docker.CONTAINER_PORT
+    if shared_network:
+        if not image.accepts_bind_to_port:
+            raise LaunchError(
+                f"{planned.name}: Your Ecr Image {image.name} does not contain required "
+                f"{docker.BIND_TO_PORT_LABEL}=true Docker label(s)."
+            )
+        env = {**env, **planned.ports.environment()}
+        port = planned.ports.bind
+    instance = f"mce-{endpoint.EndpointName}-{planned.name}-{secrets.token_hex(3)}"
+    planned.argv = docker.run_argv(
+        name=instance,
+        image=image.name,
+        args=container.Backend.Launch.Command or ["serve"],
+        hostname=planned.name,
+        env=env,
+        publish=(planned.ports.bind, port),
+        mounts=mounts,
+        run_dir=run_dir.resolve(),
+    )
+    planned.cleanup = docker.remove_argv(instance)
+    planned.measurable = False
+    return planned
 
 
 def command(argv: list[str], base: Path) -> list[str]:

@@ -26,6 +26,7 @@ STARTUP_TIMEOUT = 240.0  # ContainerStartupHealthCheckTimeoutInSeconds' default 
 CHECK_INTERVAL = 0.5
 BACKOFF_FIRST, BACKOFF_MAX, STABLE_AFTER = 1.0, 30.0, 60.0
 LAST_LINES = 30
+CLEANUP_TIMEOUT = 30.0  # seconds for a cleanup command (docker rm --force)
 
 __all__ = ["STARTUP_TIMEOUT", "STOP_GRACE", "LaunchError", "ManagedContainer", "Supervisor"]
 
@@ -73,6 +74,7 @@ class ManagedContainer:
 
     async def start(self) -> None:
         self.set_state("starting")
+        await self.clean_up()
         try:
             self._process = await self._spawn(self.plan.argv)
         except OSError as exc:
@@ -111,6 +113,7 @@ class ManagedContainer:
             if self._stopping:
                 return
             kill_group(self._process.pid)  # whatever it left behind goes with it
+            await self.clean_up()
             backoff = BACKOFF_FIRST if time.monotonic() - started > STABLE_AFTER else backoff
             self.status.restarts += 1
             self.console.message(
@@ -129,11 +132,33 @@ class ManagedContainer:
         self._stopping = True
         if self._process is not None:
             await self._process.terminate(grace)
+            await self.clean_up()
         if self._pump is not None:
             with contextlib.suppress(asyncio.CancelledError, TimeoutError):
                 await asyncio.wait_for(self._pump, 5)
         self._log.close()
         self.set_state("stopped")
+
+    async def clean_up(self) -> None:
+        """The plan's cleanup command (a Docker container removed, if the engine still has it); bounded."""
+        if self.plan.cleanup is None:
+            return
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *self.plan.cleanup,
+                env=self.plan.env,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL,
+            )
+        except OSError:
+            return  # the command that started it is gone too: nothing it started can be left
+        try:
+            async with asyncio.timeout(CLEANUP_TIMEOUT):
+                await process.wait()
+        except TimeoutError:
+            process.kill()
+            await process.wait()
 
     def failure(self, what: str) -> str:
         tail = "\n".join(f"    {line}" for line in self.last_lines) or "    (no output)"

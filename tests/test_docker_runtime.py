@@ -1,0 +1,226 @@
+"""The local SageMaker's Docker runtime against a real engine: an image the image map does not know runs
+under Docker as SageMaker runs it (`serve`, its environment, /opt/ml/model, a port on loopback only) and
+is removed with its endpoint. The test container (tests/containers/docker) reports what it was given."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+from conftest import (
+    HERE,
+    build_image,
+    containers_labelled,
+    docker,
+    require_docker,
+    runtime_client,
+    start_process,
+    wait_until,
+    write_artifact,
+)
+from test_local_sagemaker import ROLE, LocalSageMaker
+
+PROBE = "mce-test/probe:1"
+UNLABELLED = "mce-test/probe:unlabelled"  # without the label a multi-container endpoint requires
+RUN_DIR_LABEL = "io.mce-gateway.run-dir"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def images() -> Iterator[None]:
+    require_docker()
+    context = HERE / "containers" / "docker"
+    build_image(PROBE, context)
+    build_image(UNLABELLED, context, BIND_TO_PORT="false")
+    yield
+    docker("rmi", PROBE, UNLABELLED, check=False)
+
+
+@pytest.fixture
+def local(tmp_path: Path) -> Iterator[LocalSageMaker]:
+    server = LocalSageMaker(tmp_path)
+    yield server
+    try:
+        server.stop()
+    finally:
+        server.proc.kill()
+    left = [c["Name"] for c in containers_labelled(RUN_DIR_LABEL) if str(tmp_path) in json.dumps(c)]
+    assert not left, f"containers left running: {left}"
+
+
+def ours(state: Path) -> list[dict[str, Any]]:
+    """The Docker containers of endpoints kept in `state`."""
+    root = str(state.resolve())
+    return [
+        c for c in containers_labelled(RUN_DIR_LABEL) if c["Config"]["Labels"][RUN_DIR_LABEL].startswith(root)
+    ]
+
+
+def create(sm: Any, name: str, **model: Any) -> None:
+    sm.create_model(ModelName=name, ExecutionRoleArn=ROLE, **model)
+    sm.create_endpoint_config(
+        EndpointConfigName=name, ProductionVariants=[{"VariantName": "AllTraffic", "ModelName": name}]
+    )
+    sm.create_endpoint(EndpointName=name, EndpointConfigName=name)
+
+
+def in_service(sm: Any, name: str) -> None:
+    sm.get_waiter("endpoint_in_service").wait(
+        EndpointName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 120}
+    )
+
+
+def seen(runtime: Any, name: str, **call: Any) -> dict[str, Any]:
+    answer = runtime.invoke_endpoint(EndpointName=name, Body=b"{}", ContentType="application/json", **call)
+    got: dict[str, Any] = json.loads(answer["Body"].read())
+    return got
+
+
+def test_an_image_only_docker_has_runs_as_sagemaker_runs_it(local: LocalSageMaker, tmp_path: Path) -> None:
+    archive = write_artifact(tmp_path / "model.tar.gz", {"answer.txt": "unpacked into /opt/ml/model"})
+    sm, runtime = local.sagemaker(), local.runtime()
+    create(
+        sm,
+        "probe",
+        PrimaryContainer={
+            "Image": PROBE,
+            "ModelDataUrl": f"file://{archive}",
+            "Environment": {"PROBE_COLOUR": "blue"},
+        },
+    )
+    in_service(sm, "probe")
+    got = seen(runtime, "probe")
+    assert got["argv"] == ["serve"]
+    assert got["env"] == {"PROBE_COLOUR": "blue"}  # one container: no SAGEMAKER_BIND_TO_PORT, port 8080
+    assert got["answer"] == "unpacked into /opt/ml/model"
+    assert got["model_writable"] is False
+    [container] = ours(local.state)
+    published = container["HostConfig"]["PortBindings"]
+    assert [b["HostIp"] for bindings in published.values() for b in bindings] == ["127.0.0.1"]
+    assert (
+        sm.describe_endpoint(EndpointName="probe")["ProductionVariants"][0]["DeployedImages"][0][
+            "SpecifiedImage"
+        ]
+        == PROBE
+    )
+
+    sm.delete_endpoint(EndpointName="probe")
+    sm.get_waiter("endpoint_deleted").wait(EndpointName="probe", WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+    assert ours(local.state) == []
+
+
+def test_a_direct_endpoint_of_docker_containers_gives_each_its_port(local: LocalSageMaker) -> None:
+    sm, runtime = local.sagemaker(), local.runtime()
+    create(
+        sm,
+        "pair",
+        Containers=[
+            {"ContainerHostname": "left", "Image": PROBE, "Environment": {"PROBE_SIDE": "left"}},
+            {"ContainerHostname": "right", "Image": PROBE, "Environment": {"PROBE_SIDE": "right"}},
+        ],
+        InferenceExecutionConfig={"Mode": "Direct"},
+    )
+    in_service(sm, "pair")
+    ports = set()
+    for side in ("left", "right"):
+        got = seen(runtime, "pair", TargetContainerHostname=side)
+        assert got["hostname"] == side and got["env"]["PROBE_SIDE"] == side
+        first, last = map(int, got["env"]["SAGEMAKER_SAFE_PORT_RANGE"].split("-"))
+        assert first <= last
+        ports.add(got["env"]["SAGEMAKER_BIND_TO_PORT"])
+    assert len(ports) == 2
+    assert len(ours(local.state)) == 2
+
+    create(
+        sm,
+        "unlabelled",
+        Containers=[
+            {"ContainerHostname": "a", "Image": PROBE},
+            {"ContainerHostname": "b", "Image": UNLABELLED},
+        ],
+        InferenceExecutionConfig={"Mode": "Direct"},
+    )
+    described = sm.describe_endpoint(EndpointName="unlabelled")
+    assert described["EndpointStatus"] == "Failed"
+    assert (
+        f"Your Ecr Image {UNLABELLED} does not contain required "
+        "com.amazonaws.sagemaker.capabilities.accept-bind-to-port=true Docker label(s)."
+    ) in described["FailureReason"]
+    assert len(ours(local.state)) == 2  # the failed endpoint left nothing running
+
+
+def test_a_docker_container_that_dies_is_restarted(local: LocalSageMaker) -> None:
+    sm, runtime = local.sagemaker(), local.runtime()
+    create(sm, "mortal", PrimaryContainer={"Image": PROBE})
+    in_service(sm, "mortal")
+    [before] = ours(local.state)
+    with pytest.raises(ClientError) as died:
+        runtime.invoke_endpoint(EndpointName="mortal", Body=b"exit")
+    assert died.value.response["Error"]["Code"] == "ModelError"
+
+    def answers() -> bool:
+        try:
+            seen(runtime, "mortal")
+        except ClientError:
+            return False
+        return True
+
+    wait_until(answers, "the restarted container answers", timeout=60)
+    [after] = ours(local.state)
+    assert after["Id"] != before["Id"]
+
+
+def test_what_a_killed_mce_left_running_is_removed_when_it_starts_again(tmp_path: Path) -> None:
+    first = LocalSageMaker(tmp_path)
+    try:
+        sm = first.sagemaker()
+        create(sm, "survivor", PrimaryContainer={"Image": PROBE})
+        in_service(sm, "survivor")
+    finally:
+        first.proc.popen.send_signal(signal.SIGKILL)  # no chance to stop its containers
+        first.proc.popen.wait()
+    [orphan] = ours(first.state)
+    second = LocalSageMaker(tmp_path, first.state)
+    try:
+        sm, runtime = second.sagemaker(), second.runtime()
+        in_service(sm, "survivor")
+        assert seen(runtime, "survivor")["argv"] == ["serve"]
+        [running] = ours(first.state)
+        assert running["Id"] != orphan["Id"]
+    finally:
+        assert second.stop() == 0
+    assert ours(first.state) == []
+
+
+def test_an_endpoint_document_can_name_the_docker_runtime(tmp_path: Path) -> None:
+    document = tmp_path / "endpoint.yaml"
+    document.write_text(
+        json.dumps(
+            {
+                "EndpointName": "documented",
+                "PrimaryContainer": {
+                    "Image": PROBE,
+                    "Environment": {"PROBE_FROM": "document"},
+                    "Backend": {"Launch": {"Runtime": "docker", "Command": ["serve", "--verbose"]}},
+                },
+            }
+        )
+    )
+    state = tmp_path / "state"
+    mce = start_process(
+        [sys.executable, "-m", "gateway", "up", str(document), "--port", "0", "--state", str(state)],
+        stderr=tmp_path / "mce.log",
+    )
+    try:
+        runtime = runtime_client(mce.url)
+        got = seen(runtime, "documented")
+        runtime.close()
+        assert got["argv"] == ["serve", "--verbose"] and got["env"] == {"PROBE_FROM": "document"}
+    finally:
+        assert mce.terminate(timeout=60) == 0
+    assert ours(state) == []
