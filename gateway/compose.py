@@ -154,8 +154,20 @@ def _probe(protocol: BackendProtocol, model: str | None) -> list[str]:
             f"exec 3<>/dev/tcp/127.0.0.1/{COMPOSE_PORTS.bind} && printf '{request}' >&3 && grep -q AVAILABLE "
             "<&3",
         ]
+    # any image: the first of python3, python, curl and wget it has asks /ping (the SageMaker contract)
     url = f"http://127.0.0.1:{COMPOSE_PORTS.bind}/ping"
-    return ["CMD-SHELL", f"curl -fsS {url} >/dev/null || wget -qO /dev/null {url}"]
+    python = f"import urllib.request; urllib.request.urlopen('{url}', timeout=2)"
+    return [
+        "CMD-SHELL",
+        " || ".join(
+            [
+                f'python3 -c "{python}"',
+                f'python -c "{python}"',
+                f"curl -fsS {url}",
+                f"wget -qO- {url}",
+            ]
+        ),
+    ]
 
 
 def _healthcheck(test: list[str], start_period: str = "10s") -> dict[str, object]:

@@ -1,4 +1,5 @@
-"""The Dockerfiles cannot be built here (no Docker engine), so what can be checked without one is checked."""
+"""What can be checked of the Dockerfiles without building them (tests/test_docker_compose.py builds them
+on a real engine, on local stand-ins for the official base images)."""
 
 from __future__ import annotations
 
@@ -39,6 +40,16 @@ def test_builds_from_official_images_with_sources_that_exist(path: Path) -> None
                 continue
             for source in [w for w in words if not w.startswith("--")][:-1]:
                 assert (ROOT / source).exists(), f"{path}: {source} is not in the repository"
+
+
+@pytest.mark.parametrize("path", ALL, ids=lambda p: str(p.relative_to(ROOT)))
+def test_a_python_base_names_its_debian_release(path: Path) -> None:
+    """`python:3.11-slim` moves to each new Debian release (it is trixie now, where the multi-model
+    image's `openjdk-17-jre-headless` does not exist): the release its packages come from is pinned."""
+    for instruction in parse(path).structure:
+        if instruction["instruction"] == "FROM" and instruction["value"].startswith("python:"):
+            image = instruction["value"].split()[0]
+            assert image.endswith("-bookworm"), f"{path}: {image} does not name its Debian release"
 
 
 @pytest.mark.parametrize("path", ALL, ids=lambda p: str(p.relative_to(ROOT)))

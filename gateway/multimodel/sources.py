@@ -110,10 +110,37 @@ def unpack(artifact: Path, target: Path) -> None:
     target.mkdir(parents=True)
     try:
         with tarfile.open(artifact) as tar:
-            tar.extractall(target, filter="data")  # refuses absolute paths, `..`, devices
+            if hasattr(tarfile, "data_filter"):  # Python 3.11.4 and later
+                tar.extractall(target, filter="data")  # refuses absolute paths, `..`, devices
+            else:
+                extract_by_hand(tar, target)
     except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
         shutil.rmtree(target, ignore_errors=True)
         raise ArtifactBroken(f"{artifact.name} does not unpack as a model archive (.tar.gz): {exc}") from exc
+
+
+def extract_by_hand(tar: tarfile.TarFile, target: Path) -> None:
+    """`filter="data"` for the Pythons that lack it (3.11.0 to 3.11.3; Debian 12's python3 is 3.11.2),
+    checked before anything is written: leading slashes are stripped from names, and members that would
+    land outside `target` (`..`, a link that is absolute or leads out), devices and FIFOs are refused.
+    Owners, modes and times are not restored: a model's files are plain data."""
+    root = target.resolve()
+    members = tar.getmembers()
+    for member in members:
+        member.name = member.name.lstrip("/")
+        where = (root / member.name).resolve()
+        if not where.is_relative_to(root):
+            raise ValueError(f"{member.name!r} would be extracted outside the model folder")
+        if member.isdev() or member.isfifo():
+            raise ValueError(f"{member.name!r} is a device or FIFO, not a model file")
+        if member.issym() or member.islnk():
+            start = where.parent if member.issym() else root
+            if member.linkname.startswith("/") or not (start / member.linkname).resolve().is_relative_to(
+                root
+            ):
+                raise ValueError(f"{member.name!r} links to {member.linkname!r}, outside the model folder")
+    for member in members:
+        tar.extract(member, target, set_attrs=False)
 
 
 def folder_size(path: Path) -> int:
