@@ -469,6 +469,16 @@ def metric(url: str, name: str, **labels: str) -> float:
     return 0.0
 
 
+def s3_environment(url: str) -> dict[str, str]:
+    """What a process needs to reach the `s3` fixture's server with botocore's usual chain."""
+    return {
+        "AWS_ENDPOINT_URL_S3": url,
+        "AWS_ACCESS_KEY_ID": "AKIDS3",
+        "AWS_SECRET_ACCESS_KEY": "s3",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+
+
 @pytest.fixture
 def s3() -> Iterator[tuple[str, Any]]:
     """A local S3-compatible server (moto's server mode, a real HTTP server) and a client for it."""
@@ -532,10 +542,13 @@ def require_docker() -> None:
     pytest.fail(message)
 
 
-def build_image(tag: str, context: Path, **build_args: str) -> str:
-    """`docker build` (the classic builder, no network needed) of `context` as `tag`."""
+def build_image(tag: str, context: Path, dockerfile: Path | None = None, **build_args: str) -> str:
+    """`docker build` (the classic builder) of `context` as `tag`, on the host's network (a bridge has no
+    outside network on these machines, and a build may install packages)."""
     args = [arg for key, value in build_args.items() for arg in ("--build-arg", f"{key}={value}")]
-    docker("build", "--quiet", *args, "-t", tag, str(context), timeout=600)
+    if dockerfile is not None:
+        args += ["-f", str(dockerfile)]
+    docker("build", "--quiet", "--network", "host", *args, "-t", tag, str(context), timeout=1800)
     return tag
 
 

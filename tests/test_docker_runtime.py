@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,11 +16,13 @@ import pytest
 from botocore.exceptions import ClientError
 from conftest import (
     HERE,
+    ROOT,
     build_image,
     containers_labelled,
     docker,
     require_docker,
     runtime_client,
+    s3_environment,
     start_process,
     wait_until,
     write_artifact,
@@ -27,6 +30,8 @@ from conftest import (
 from test_local_sagemaker import ROLE, LocalSageMaker
 
 PROBE = "mce-test/probe:1"
+# the seed notebook's container, under a tag as ECR gives it (the built-in image map does not know it)
+NOTEBOOK = "123456789012.dkr.ecr.us-east-1.amazonaws.com/mce-test-multi-model:1"
 UNLABELLED = "mce-test/probe:unlabelled"  # without the label a multi-container endpoint requires
 RUN_DIR_LABEL = "io.mce-gateway.run-dir"
 
@@ -224,3 +229,53 @@ def test_an_endpoint_document_can_name_the_docker_runtime(tmp_path: Path) -> Non
     finally:
         assert mce.terminate(timeout=60) == 0
     assert ours(state) == []
+
+
+def test_the_seed_notebooks_multi_model_container_under_docker(tmp_path: Path, s3: tuple[str, Any]) -> None:
+    """The project's multi-model Dockerfile built under an ECR-style tag, deployed through boto3 with Mode
+    MultiModel and a prefix in a local S3; the gateway loads each TargetModel into the container."""
+    build_image(NOTEBOOK, ROOT, ROOT / "containers" / "multi-model" / "Dockerfile")
+    models = tmp_path / "models"
+    subprocess.run(
+        [sys.executable, str(ROOT / "containers" / "multi-model" / "build_model.py"), "--out", str(models)],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    url, bucket = s3
+    for name in ("digits-logreg.tar.gz", "digits-mlp.tar.gz"):
+        bucket.upload_file(str(models / "models" / name), "models", f"notebook/{name}")
+    env = s3_environment(url)
+    local = LocalSageMaker(tmp_path, env=env)
+    try:
+        sm, runtime = local.sagemaker(), local.runtime()
+        create(
+            sm,
+            "notebook",
+            PrimaryContainer={
+                "Image": NOTEBOOK,
+                "Mode": "MultiModel",
+                "ModelDataUrl": "s3://models/notebook/",
+            },
+        )
+        in_service(sm, "notebook")
+        [container] = ours(local.state)
+        assert container["Config"]["Image"] == NOTEBOOK
+        assert "SAGEMAKER_MULTI_MODEL=true" in container["Config"]["Env"]
+        row = json.dumps({"inputs": [[0.0] * 64]})
+        for model in ("digits-logreg.tar.gz", "digits-mlp.tar.gz", "digits-logreg.tar.gz"):
+            answer = runtime.invoke_endpoint(
+                EndpointName="notebook", TargetModel=model, ContentType="application/json", Body=row
+            )
+            assert len(json.loads(answer["Body"].read())["predictions"][0]) == 10, model
+        with pytest.raises(ClientError) as missing:
+            runtime.invoke_endpoint(EndpointName="notebook", TargetModel="absent.tar.gz", Body=row)
+        assert missing.value.response["Error"]["Code"] == "ValidationError"
+        sm.delete_endpoint(EndpointName="notebook")
+        sm.get_waiter("endpoint_deleted").wait(
+            EndpointName="notebook", WaiterConfig={"Delay": 1, "MaxAttempts": 60}
+        )
+        assert ours(local.state) == []
+    finally:
+        assert local.stop() == 0
+    docker("rmi", NOTEBOOK, check=False)

@@ -21,7 +21,16 @@ import pytest
 import yaml
 from botocore.config import Config
 from botocore.exceptions import ClientError
-from conftest import ROOT, Proc, metric, runtime_client, start_process, wait_until, write_artifact
+from conftest import (
+    ROOT,
+    Proc,
+    metric,
+    runtime_client,
+    s3_environment,
+    start_process,
+    wait_until,
+    write_artifact,
+)
 
 ECHO = ROOT / "examples" / "containers" / "echo.py"
 READER = ROOT / "tests" / "containers" / "model_reader.py"
@@ -520,12 +529,7 @@ def test_model_data_from_s3_a_file_and_a_folder(tmp_path: Path, s3: tuple[str, A
     write_artifact(tmp_path / "local.tar.gz", {"answer.txt": "from a file"})
     (tmp_path / "folder").mkdir()
     (tmp_path / "folder" / "answer.txt").write_text("from a folder")
-    env = {
-        "AWS_ENDPOINT_URL_S3": url,
-        "AWS_ACCESS_KEY_ID": "AKIDS3",
-        "AWS_SECRET_ACCESS_KEY": "s3",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }
+    env = s3_environment(url)
     local = LocalSageMaker(tmp_path, env=env)
     try:
         sm, runtime = local.sagemaker(), local.runtime()

@@ -23,6 +23,7 @@ from conftest import (
     endpoint_doc,
     metric,
     multi_model_doc,
+    s3_environment,
     wait_until,
     write_artifact,
 )
@@ -300,12 +301,7 @@ def test_models_from_s3(procs: Processes, tmp_path: Path, s3: tuple[str, Any], c
     bucket.put_object(Bucket="models", Key="elsewhere.tar.gz", Body=local.read_bytes())
     container = procs.model_container()
     doc = multi_model_doc("models", container.url, "s3://models/prefix/")
-    env = {
-        "AWS_ENDPOINT_URL_S3": url,
-        "AWS_ACCESS_KEY_ID": "AKIDS3",
-        "AWS_SECRET_ACCESS_KEY": "s3",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }
+    env = s3_environment(url)
     gateway = procs.gateway(endpoint_doc("Direct", [doc]), "--model-cache", str(tmp_path / "cache"), env=env)
     client = clients(gateway.url)
     assert invoke(client, "team/m.tar.gz")["files"] == {"weights.txt": "weights of m.tar.gz"}
