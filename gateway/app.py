@@ -29,9 +29,9 @@ from gateway.limits import Limits
 from gateway.metrics import Metrics
 from gateway.multimodel.backend import MultiModelBackend
 from gateway.server import Server
-from gateway.service import Service
+from gateway.service import Logs, Service
 from gateway.telemetry import Telemetry
-from gateway.wire import VARIANT_NAME
+from gateway.wire import LOCAL_ACCOUNT, VARIANT_NAME
 
 if TYPE_CHECKING:
     from gateway.access import Access
@@ -44,6 +44,8 @@ DRAIN_POLL = 0.05  # seconds between looks at whether a replaced variant still a
 
 @dataclass(frozen=True)
 class Options:
+    region: str = "us-east-1"  # in ARNs (LogStreamArn, the control plane's)
+    account: str = LOCAL_ACCOUNT
     host: str = "127.0.0.1"
     port: int = 8080  # 0: the OS chooses
     metrics: bool = True  # /metrics and Server-Timing
@@ -73,7 +75,8 @@ class Gateway:
         reachable: `mount` makes it so."""
         dataplane = DataPlane.from_endpoint(endpoint, base=base, model_cache=model_cache)
         await dataplane.start()
-        service = Service(dataplane, self._telemetry(dataplane, variant), variant)
+        logs = Logs(self.options.region, self.options.account, endpoint.EndpointName, variant)
+        service = Service(dataplane, self._telemetry(dataplane, variant), variant, logs)
         self.services.append(service)
         return service
 

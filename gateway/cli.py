@@ -97,12 +97,6 @@ def _parser() -> argparse.ArgumentParser:
         help="an image map: how to run the Image of each CreateModel container (README, 'A local SageMaker')",
     )
     up.add_argument(
-        "--region",
-        default=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
-        help="the region in ARNs (default $AWS_REGION, $AWS_DEFAULT_REGION or us-east-1)",
-    )
-    up.add_argument("--account", default=LOCAL_ACCOUNT, help=f"the account in ARNs (default {LOCAL_ACCOUNT})")
-    up.add_argument(
         "--run-dir", type=Path, help="one document's logs and runtime files (default <state>/<EndpointName>)"
     )
     up.add_argument(
@@ -142,6 +136,16 @@ def _listen_options(command: argparse.ArgumentParser, documents: str | None = No
             "files", nargs=documents, metavar="FILE", help="endpoint documents (YAML or JSON)"
         )
     command.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    command.add_argument(
+        "--region",
+        default=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
+        help="the region in ARNs (default $AWS_REGION, $AWS_DEFAULT_REGION or us-east-1; with --access, its)",
+    )
+    command.add_argument(
+        "--account",
+        default=LOCAL_ACCOUNT,
+        help=f"the account in ARNs (default {LOCAL_ACCOUNT}; with --access, its)",
+    )
     command.add_argument(
         "--port", type=int, default=8080, help="port to listen on; 0 lets the OS choose (default 8080)"
     )
@@ -334,7 +338,11 @@ def _render(args: argparse.Namespace) -> int:
 
 
 def _options(args: argparse.Namespace, access: Access | None) -> Options:
+    # with --access, ARNs are the access file's (its Region and Account), so policies and answers agree
+    region, account = (access.region, access.account) if access is not None else (args.region, args.account)
     return Options(
+        region=region,
+        account=account,
         host=args.host,
         port=args.port,
         metrics=not args.no_metrics,
@@ -391,8 +399,7 @@ async def _up_local(
     state = State(state_dir / "mce.db")
     gateway = Gateway(_options(args, access))
     endpoints = Endpoints(gateway, state, images, state_dir, console, startup_timeout=args.startup_timeout)
-    # with --access, ARNs are the access file's (its Region and Account), so policies and answers agree
-    region, account = (access.region, access.account) if access is not None else (args.region, args.account)
+    region, account = gateway.options.region, gateway.options.account
     control = gateway.control = ControlPlane(state, endpoints, region=region, account=account)
     stop = _stop_event()
     stopping = asyncio.create_task(stop.wait())
@@ -414,6 +421,7 @@ async def _up_local(
             run_dir=(args.run_dir or state_dir / endpoint.EndpointName).resolve(),
             console=console,
             model_cache=args.model_cache,
+            logs=state_dir,
         )
         deployments.append(deployment)
         starting = asyncio.create_task(deployment.start(args.startup_timeout))

@@ -23,7 +23,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, ParamSpec, Protocol
 
-from gateway import wire
+from gateway import eventstream, wire
 from gateway.backends import Reply
 from gateway.backends.base import Exchange
 from gateway.dataplane import DataPlane, read_hop
@@ -123,7 +123,7 @@ class Cycle:
     def start(self) -> None:
         if self.refusal is not None:
             self._fail(self.refusal)
-        elif self.operation is Operation.INVOKE:
+        elif self.operation is Operation.INVOKE or self.operation is Operation.STREAM:
             assert self.route is not None and self.call is not None
             self._send(0, DataPlane.entry(self.route, self.call))
         elif self._answer is not None:
@@ -151,7 +151,8 @@ class Cycle:
             self.timeline.sent(hop)
         begin = route.begins[hop]
         if begin is not None:
-            self._exchange = begin(sent, self, wire.WHOLE)
+            # a stream is handed over with its first bytes; anything else once whole (or large)
+            self._exchange = begin(sent, self, 0 if sent.stream else wire.WHOLE)
             if self._exchange is not None:
                 return  # reply() or error() follows
         self._wait(self._invoke, hop, sent)
@@ -166,6 +167,8 @@ class Cycle:
                 self._hand_on(reply, b"".join(reply.take()))
             else:
                 self._wait(self._read_hop, reply)
+        elif self.operation is Operation.STREAM:
+            self._wait(self._stream_events, reply)
         elif reply.complete:
             if self.timeline is not None:
                 self.timeline.answered(hop)
@@ -229,18 +232,7 @@ class Cycle:
                 self._write_whole(reply, chunks, size)
             else:
                 length = reply.content_length
-                assert self._service is not None
-                conn.write(
-                    wire.invocation_head(
-                        self._service.ok_head,
-                        self.rid,
-                        reply.content_type,
-                        reply.custom_attributes,
-                        length=length,
-                        close=not self.keep_alive,
-                        timing=self._timing(),
-                    )
-                )
+                conn.write(self._head(reply, length))
                 self._head_sent = True
                 chunked = length is None
                 _write_body(conn, chunks, chunked)
@@ -257,6 +249,40 @@ class Cycle:
             if not reply.complete:
                 reply.abandon()
         self._finish()
+
+    async def _stream_events(self, reply: Reply) -> None:
+        """InvokeEndpointWithResponseStream: the last container's answer as PayloadPart events, each as
+        soon as its bytes arrive, at the pace the client takes them (the container's connection stops
+        being read while the client lags: gateway.upstream). A failure once the answer has begun is a
+        ModelStreamError event, which boto3 raises while iterating; the answer itself ends cleanly."""
+        conn = self._conn
+        conn.write(self._head(reply, None, stream=True))
+        self._head_sent = True
+        try:
+            while True:
+                chunks = reply.take()
+                if chunks:
+                    conn.write(wire.chunk(eventstream.payload_part(b"".join(chunks))))
+                if reply.complete:
+                    break
+                await conn.drained()
+                await reply.wait()
+        except ModelError as error:
+            self._stream_failed(error)
+        finally:
+            if not reply.complete:
+                reply.abandon()
+        if self.timeline is not None and not self.timeline.failure:
+            self.timeline.answered(self._hop)
+        conn.write(wire.LAST_CHUNK)
+        self._finish()
+
+    def _stream_failed(self, error: ModelError) -> None:
+        if self.timeline is not None:
+            self.timeline.failed(error)
+        logger.info("request %s: stream broken: %s", self.rid.decode(), error.message)
+        code = eventstream.TIMEOUT if error.timed_out else eventstream.STREAM_BROKEN
+        self._conn.write(wire.chunk(eventstream.model_stream_error(error.message, code)))
 
     def _wait(self, step: Callable[P, Awaitable[None]], *args: P.args, **kwargs: P.kwargs) -> None:
         """Run `step` as the cycle's task. The coroutine is made inside the task, so a task cancelled
@@ -278,10 +304,18 @@ class Cycle:
     def _fail(self, error: GatewayError) -> None:
         if self.finished:
             return
+        if isinstance(error, ModelError) and self._service is not None:
+            self._service.locate(error)
         if self.timeline is not None:
             self.timeline.failed(error)
         logger.info("request %s: %s: %s", self.rid.decode(), error.code, error.message)
-        if self._head_sent:
+        if self._head_sent and self.operation is Operation.STREAM:
+            # an event stream can still say so: boto3 raises it while the client iterates
+            self._conn.write(
+                wire.chunk(eventstream.exception("InternalStreamFailure", {"Message": error.message}))
+            )
+            self._conn.write(wire.LAST_CHUNK)
+        elif self._head_sent:
             # The answer is already on its way; the only honest signal left is to cut it short.
             self._conn.cut()
         else:
@@ -314,17 +348,23 @@ class Cycle:
     # writing the answer
     def _write_whole(self, reply: Reply, chunks: list[bytes], size: int) -> None:
         """A whole answer in one write: head and body together."""
+        self._conn.write(b"".join([self._head(reply, size), *chunks]))
+
+    def _head(self, reply: Reply, length: int | None, *, stream: bool = False) -> bytes:
+        """The answer's head: `length` None for a chunked body; `stream` for an event stream (which has
+        no session members: InvokeEndpointWithResponseStream cannot open a session)."""
         assert self._service is not None
-        head = wire.invocation_head(
+        return wire.invocation_head(
             self._service.ok_head,
             self.rid,
             reply.content_type,
             reply.custom_attributes,
-            length=size,
+            length=length,
             close=not self.keep_alive,
             timing=self._timing(),
+            session=b"" if stream else reply.session_headers,
+            stream=stream,
         )
-        self._conn.write(b"".join([head, *chunks]))
 
     def _timing(self) -> bytes | None:
         if self.timeline is None or self.route is None or self._service is None:

@@ -80,7 +80,8 @@ class DataPlane:
     @staticmethod
     def entry(route: Route, call: Invocation) -> Invocation:
         """What the first container is sent. SageMaker does not document what an inner container of a
-        pipeline gets; the client's Accept is for the pipeline's answer, so only the last one gets it."""
+        pipeline gets; the client's Accept is for the pipeline's answer, so only the last one gets it
+        (and streams it, for InvokeEndpointWithResponseStream)."""
         if route.last == 0:
             return call
         return Invocation(
@@ -91,6 +92,7 @@ class DataPlane:
             call.inference_id,
             call.target_model,
             call.traceparent,
+            call.session_id,
         )
 
     @staticmethod
@@ -108,6 +110,8 @@ class DataPlane:
             sent.inference_id,
             sent.target_model,
             sent.traceparent,
+            sent.session_id,
+            call.stream and index + 1 == route.last,  # only the last container's answer streams
         )
 
     async def health(self) -> Health:

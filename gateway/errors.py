@@ -23,6 +23,7 @@ library code raises these and each front door turns them into its wire form in o
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 
 class GatewayError(Exception):
@@ -105,11 +106,20 @@ class ModelError(GatewayError):
         container: str,
         original_status: int | None = None,
         original_message: str | None = None,
+        timed_out: bool = False,
     ) -> None:
         super().__init__(message)
         self.container = container
         self.original_status = original_status
         self.original_message = original_message
+        self.timed_out = timed_out  # no answer within its timeout (a stream: no bytes within it)
+        self.log_stream_arn: str | None = None
+
+    def locate(self, log_stream_arn: str, file: Path | None) -> None:
+        """The container's log: SageMaker's name for it and, where mce launched it, the local file."""
+        self.log_stream_arn = log_stream_arn
+        if file is not None:
+            self.message += f" Its log: {file}"
 
     def members(self) -> dict[str, object]:
         members: dict[str, object] = {"Message": self.message}
@@ -117,6 +127,8 @@ class ModelError(GatewayError):
             members["OriginalStatusCode"] = self.original_status
         if self.original_message is not None:
             members["OriginalMessage"] = self.original_message
+        if self.log_stream_arn is not None:
+            members["LogStreamArn"] = self.log_stream_arn
         return members
 
 

@@ -7,6 +7,7 @@ checks here are cheap byte tests (length, `isascii`, first byte), run once per r
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from gateway import wire
@@ -27,15 +28,19 @@ class Invocation:
     inference_id: bytes | None = None
     target_model: bytes | None = None
     traceparent: bytes | None = None  # W3C trace context, passed to every container
+    session_id: bytes | None = None  # SessionId: NEW_SESSION or an id the container issued (spec §1.6)
+    stream: bool = False  # InvokeEndpointWithResponseStream: the answer is relayed as it comes
 
 
-def invocation_from(headers: dict[bytes, bytes]) -> Invocation:
-    """The forwarded headers of a request, checked against the runtime API's constraints (spec §1.2).
+def invocation_from(headers: dict[bytes, bytes], *, stream: bool = False) -> Invocation:
+    """The forwarded headers of a request, checked against the runtime API's constraints (spec §1.2);
+    `stream`: an InvokeEndpointWithResponseStream request, whose Accept is X-Amzn-SageMaker-Accept.
 
     Raises `ValidationError`. The body is set once it has arrived.
     """
     get = headers.get
-    content_type, accept, attributes = get(wire.CONTENT_TYPE), get(wire.ACCEPT), get(wire.CUSTOM_ATTRIBUTES)
+    accept = get(wire.STREAM_ACCEPT) if stream else get(wire.ACCEPT)
+    content_type, attributes = get(wire.CONTENT_TYPE), get(wire.CUSTOM_ATTRIBUTES)
     for value, member in (
         (content_type, "ContentType"),
         (accept, "Accept"),
@@ -51,7 +56,42 @@ def invocation_from(headers: dict[bytes, bytes]) -> Invocation:
         _check_relative_path(target_model)
     if inference_id is not None:
         _check_printable(inference_id, "InferenceId", wire.MAX_INFERENCE_ID)
-    return Invocation(b"", content_type, accept, attributes, inference_id, target_model, get(b"traceparent"))
+    session_id = get(wire.SESSION_ID)
+    if session_id is not None:
+        _check_session(session_id, stream)
+    _refuse_unconfigured(get)
+    return Invocation(
+        b"",
+        content_type,
+        accept,
+        attributes,
+        inference_id,
+        target_model,
+        get(b"traceparent"),
+        session_id,
+        stream,
+    )
+
+
+NEW_SESSION = b"NEW_SESSION"
+_SESSION = re.compile(rb"[a-zA-Z0-9](-*[a-zA-Z0-9])*")
+MAX_SESSION_ID = 256
+
+
+def _check_session(value: bytes, stream: bool) -> None:
+    """SessionId: NEW_SESSION (not for a streaming call, spec §1.6) or an id as the API's pattern has it."""
+    if value == NEW_SESSION:
+        if stream:
+            raise ValidationError(
+                "SessionId NEW_SESSION is not supported by InvokeEndpointWithResponseStream: open the "
+                "session with InvokeEndpoint, then stream with the id it returns."
+            )
+        return
+    if len(value) > MAX_SESSION_ID or not _SESSION.fullmatch(value):
+        raise ValidationError(
+            f"Value '{wire.shown(value)}' for SessionId must be NEW_SESSION or match "
+            f"^[a-zA-Z0-9](-*[a-zA-Z0-9])*$ (at most {MAX_SESSION_ID} characters)."
+        )
 
 
 def _check_printable(value: bytes, member: str, limit: int) -> None:
@@ -81,4 +121,41 @@ def _check_relative_path(value: bytes) -> None:
         raise ValidationError(
             f"TargetModel '{wire.shown(value)}' must be a path relative to the model prefix: "
             "no leading '/', no '.' or '..' segments, no '//', backslashes or percent-escapes."
+        )
+
+
+_COMPONENT = re.compile(rb"[a-zA-Z0-9]([\-a-zA-Z0-9]*[a-zA-Z0-9])?")
+MAX_COMPONENT_NAME = 63
+
+
+def _refuse_unconfigured(get: Callable[[bytes], bytes | None]) -> None:
+    """InferenceComponentName, EnableExplanations and PrefixAwareId ask for what an endpoint must be
+    configured for (inference components, a ClarifyExplainerConfig, RoutingStrategy PREFIX_AWARE), and
+    no local endpoint is: checked against the API's rules, then refused, never dropped (D6)."""
+    component = get(wire.INFERENCE_COMPONENT)
+    if component is not None:
+        if len(component) > MAX_COMPONENT_NAME or not _COMPONENT.fullmatch(component):
+            raise ValidationError(
+                f"Value '{wire.shown(component)}' for InferenceComponentName must match "
+                f"^[a-zA-Z0-9]([\\-a-zA-Z0-9]*[a-zA-Z0-9])?$ (at most {MAX_COMPONENT_NAME} characters)."
+            )
+        # SageMaker's words for an endpoint without inference components (spec §1.6)
+        raise ValidationError(
+            "Inference Component Name header is not allowed for endpoints to which you dont plan to "
+            "deploy inference components. Please remove the Inference Component Name header and try again."
+        )
+    explanations = get(wire.ENABLE_EXPLANATIONS)
+    if explanations is not None:
+        if not 1 <= len(explanations) <= wire.MAX_INFERENCE_ID:
+            raise ValidationError("Value for EnableExplanations must be between 1 and 64 characters long.")
+        raise ValidationError(
+            "EnableExplanations is for an endpoint configured for online explainability (ExplainerConfig "
+            "with a ClarifyExplainerConfig in its endpoint configuration); this endpoint has none."
+        )
+    prefix = get(wire.PREFIX_AWARE_ID)
+    if prefix is not None:
+        _check_printable(prefix, "PrefixAwareId", wire.MAX_INFERENCE_ID)
+        raise ValidationError(
+            "PrefixAwareId is for an endpoint whose production variant routes with RoutingStrategy "
+            "PREFIX_AWARE; this endpoint's do not."
         )

@@ -47,6 +47,7 @@ class Route:
 
 class Operation(Enum):
     INVOKE = "invoke"
+    STREAM = "stream"  # InvokeEndpointWithResponseStream: the last container's answer as events
     PING = "ping"
     METRICS = "metrics"
     CONTROL = "control"  # SageMaker's control-plane API, POST / (gateway.control)
@@ -59,6 +60,7 @@ class Router:
         self.endpoint_name = endpoint.EndpointName
         self.mode = endpoint.mode
         self._invoke_path = f"/endpoints/{endpoint.EndpointName}/invocations".encode()
+        self._stream_path = self._invoke_path + b"-response-stream"
         multi_model = {
             backend.name: container.Mode is ContainerMode.MULTI_MODEL
             for backend, container in zip(backends, endpoint.containers, strict=True)
@@ -79,17 +81,21 @@ class Router:
         if path == self._invoke_path or path == b"/invocations":
             if method == b"POST":
                 return Operation.INVOKE
+        elif path == self._stream_path:
+            if method == b"POST":
+                return Operation.STREAM
         elif path == b"/ping":
             if method == b"GET":
                 return Operation.PING
         elif path == b"/metrics":
             if method == b"GET":
                 return Operation.METRICS
-        elif path.startswith(b"/endpoints/") and path.endswith(b"/invocations"):
-            raise unknown_endpoint(path[len(b"/endpoints/") : -len(b"/invocations")])
+        elif (name := wire.endpoint_name(path)) is not None:
+            raise unknown_endpoint(name)
         raise UnknownOperation(
-            f"mce-gateway serves POST /endpoints/{self.endpoint_name}/invocations, POST /invocations, "
-            f"GET /ping and GET /metrics; not {method.decode('ascii', 'replace')} {wire.shown(path)}."
+            f"mce-gateway serves POST /endpoints/{self.endpoint_name}/invocations (and "
+            "/invocations-response-stream), POST /invocations, GET /ping and GET /metrics; not "
+            f"{method.decode('ascii', 'replace')} {wire.shown(path)}."
         )
 
     def route(self, target: bytes | None, target_model: bytes | None = None) -> Route:

@@ -110,6 +110,9 @@ def _no_room() -> ServiceUnavailable:
     return ServiceUnavailable("The gateway holds as many request bodies as it may; retry later.")
 
 
+INVOCATIONS = (Operation.INVOKE, Operation.STREAM)  # a body, a route, a container's answer
+
+
 def body_too_large(size: int | None) -> ValidationError:
     measured = f"{size} bytes" if size is not None else f"over {wire.MAX_BODY} bytes"
     return ValidationError(
@@ -430,7 +433,7 @@ class HttpProtocol(asyncio.Protocol):
                 service = self._service = self._server.service_for(path, headers.get(wire.TARGET_VARIANT))
                 router = service.dataplane.router
                 self._operation = router.operation(parser.get_method(), path)
-            if self._operation is Operation.INVOKE:
+            if self._operation in INVOCATIONS:
                 if length is not None and length > wire.MAX_BODY:
                     self._refuse(body_too_large(length))  # refused before the body is read
                     return
@@ -438,7 +441,7 @@ class HttpProtocol(asyncio.Protocol):
                     self._shed_request()
                     return
                 self._held = length if length is not None else 0
-                self._call = invocation_from(headers)
+                self._call = invocation_from(headers, stream=self._operation is Operation.STREAM)
                 self._route = router.route(headers.get(wire.TARGET_CONTAINER), self._call.target_model)
         except GatewayError as error:
             self._rejected = error
@@ -514,7 +517,7 @@ class HttpProtocol(asyncio.Protocol):
                     self._headers,
                     body,
                     self._service.dataplane.router.endpoint_name if self._service is not None else "",
-                    authorize=self._operation is Operation.INVOKE,
+                    authorize=self._operation in INVOCATIONS,  # both are sagemaker:InvokeEndpoint
                 )
             except GatewayError as error:
                 self._rejected = error
@@ -526,7 +529,7 @@ class HttpProtocol(asyncio.Protocol):
         service = self._service
         timeline = (
             Timeline()
-            if operation is Operation.INVOKE and service is not None and service.telemetry.enabled
+            if operation in INVOCATIONS and service is not None and service.telemetry.enabled
             else None
         )
         cycle = Cycle(
@@ -652,7 +655,7 @@ class Server:
         self.control = control
         self.metrics = metrics  # the local SageMaker's GET /metrics (each endpoint's are its service's)
         self.access = access
-        self._by_path: dict[bytes, Variants] = {}
+        self._by_name: dict[bytes, Variants] = {}  # endpoint name -> its variants
         self._only: Variants | None = None
         self.limits = limits or Limits()
         self.bodies = BodyBudget(self.limits.max_buffered_bodies)
@@ -683,12 +686,12 @@ class Server:
     def mount(self, name: str, variants: list[tuple[Service, float]]) -> None:
         """Serve endpoint `name` at `/endpoints/{name}/invocations` from these variants (and at
         `/invocations`, `/ping` and `/metrics` while it is the only endpoint)."""
-        self._by_path[b"/endpoints/%s/invocations" % name.encode()] = Variants(variants)
-        self._only = next(iter(self._by_path.values())) if len(self._by_path) == 1 else None
+        self._by_name[name.encode()] = Variants(variants)
+        self._only = next(iter(self._by_name.values())) if len(self._by_name) == 1 else None
 
     def unmount(self, name: str) -> None:
-        self._by_path.pop(b"/endpoints/%s/invocations" % name.encode(), None)
-        self._only = next(iter(self._by_path.values())) if len(self._by_path) == 1 else None
+        self._by_name.pop(name.encode(), None)
+        self._only = next(iter(self._by_name.values())) if len(self._by_name) == 1 else None
 
     def local_operation(self, method: bytes, path: bytes) -> Operation:
         """The local SageMaker's own paths: the control plane at POST /, every endpoint's metrics at
@@ -729,7 +732,7 @@ class Server:
                 exposition = Metrics.merged(
                     [
                         service.telemetry.metrics
-                        for variants in list(self._by_path.values())
+                        for variants in list(self._by_name.values())
                         for service in variants.services
                         if service.telemetry.metrics is not None
                     ]
@@ -742,16 +745,17 @@ class Server:
     def service_for(self, path: bytes, target_variant: bytes | None = None) -> Service:
         """The variant of the endpoint a request path names (the only endpoint, for the paths that name
         none) that answers it."""
-        variants = self._by_path.get(path) or self._only
+        name = wire.endpoint_name(path)
+        variants = (self._by_name.get(name) if name is not None else None) or self._only
         if variants is None:
-            if path.startswith(b"/endpoints/") and path.endswith(b"/invocations"):
-                name = path[len(b"/endpoints/") : -len(b"/invocations")]
+            if name is not None:
                 absent = self.control.absent(name.decode("latin-1")) if self.control is not None else None
                 raise absent if absent is not None else unknown_endpoint(name)
             raise UnknownOperation(
                 "No endpoint is served here."
-                if not self._by_path
-                else f"Served here: POST /endpoints/{{EndpointName}}/invocations; not {wire.shown(path)}."
+                if not self._by_name
+                else f"Served here: POST /endpoints/{{EndpointName}}/invocations (and "
+                f"/invocations-response-stream); not {wire.shown(path)}."
             )
         return variants.pick(target_variant)
 

@@ -10,11 +10,38 @@ from __future__ import annotations
 import bisect
 import random
 from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
 
 from gateway import wire
 from gateway.dataplane import DataPlane
-from gateway.errors import ValidationError
+from gateway.errors import ModelError, ValidationError
 from gateway.telemetry import Telemetry
+
+INSTANCE_ID = "local-1"  # the one local instance a variant runs on, in log stream names
+
+
+@dataclass(slots=True)
+class Logs:
+    """Where the containers of one variant log: SageMaker's name for each log (the CloudWatch log group
+    /aws/sagemaker/Endpoints/<EndpointName>, stream <Variant>/<InstanceId>/<ContainerHostname>) and, for
+    a container mce launched, the file that holds it (filled in by gateway.launch.deployment)."""
+
+    region: str
+    account: str
+    endpoint: str
+    variant: str
+    files: dict[str, Path] = field(default_factory=dict)
+
+    @staticmethod
+    def stream_path(endpoint: str, variant: str, container: str) -> PurePosixPath:
+        return PurePosixPath("aws/sagemaker/Endpoints", endpoint, variant, INSTANCE_ID, container)
+
+    def arn(self, container: str) -> str:
+        group, stream = (
+            f"/aws/sagemaker/Endpoints/{self.endpoint}",
+            f"{self.variant}/{INSTANCE_ID}/{container}",
+        )
+        return f"arn:aws:logs:{self.region}:{self.account}:log-group:{group}:log-stream:{stream}"
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -22,10 +49,16 @@ class Service:
     dataplane: DataPlane
     telemetry: Telemetry
     variant: str = wire.VARIANT_NAME
+    logs: Logs | None = None
     ok_head: bytes = field(init=False)  # `HTTP/1.1 200 OK` and x-Amzn-Invoked-Production-Variant
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ok_head", wire.ok_head(self.variant))
+
+    def locate(self, error: ModelError) -> None:
+        """Name the failed container's log in `error` (LogStreamArn, and the local file if there is one)."""
+        if self.logs is not None and error.container:
+            error.locate(self.logs.arn(error.container), self.logs.files.get(error.container))
 
 
 class Variants:

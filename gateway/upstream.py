@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import math
 import select
 import socket
 from typing import Final, Protocol, cast
@@ -178,6 +179,7 @@ class Connection(asyncio.Protocol):
         self._listener: Listener | None = None
         self._listen_limit = 0
         self.deadline = 0.0  # of the exchange in flight; the pool's sweep enforces it
+        self._stall = 0.0  # > 0: a streamed answer, whose deadline moves this far on with each piece of body
         self._paused = False
         self._poll: select.poll | None = None
         self.closed = False
@@ -246,6 +248,8 @@ class Connection(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         response = self._response
         if response is not None:
+            if self._stall and not self._paused:  # paused: the stream waits for its client (pause())
+                self.deadline = self._loop.time() + self._stall
             response._feed(body)
             listener = self._listener
             if listener is not None and response.buffered > self._listen_limit:
@@ -258,32 +262,36 @@ class Connection(asyncio.Protocol):
             self._finish_exchange(response)
 
     # the exchange
-    def begin(self, data: bytes | list[bytes], deadline: float, listener: Listener, limit: int) -> None:
+    def begin(
+        self, data: bytes | list[bytes], deadline: float, listener: Listener, limit: int, stall: float = 0.0
+    ) -> None:
         """Send a request and report to `listener`: the whole response, or an overflow past `limit`
-        bytes of body, or a failure. No future, no task: the cheap path for small answers."""
+        bytes of body, or a failure. No future, no task: the cheap path for small answers. `stall` > 0:
+        once the body flows, the deadline is that many seconds after its latest piece (a stream)."""
         self._listener = listener
         self._listen_limit = limit
-        self._send(data, deadline)
+        self._send(data, deadline, stall)
 
     def abandon(self) -> None:
         """The caller of `begin` went away: this connection cannot be reused."""
         self._listener = None
         self.close()
 
-    async def exchange(self, data: bytes | list[bytes], deadline: float) -> Response:
+    async def exchange(self, data: bytes | list[bytes], deadline: float, stall: float = 0.0) -> Response:
         waiter: asyncio.Future[Response] = self._loop.create_future()
         self._head_waiter = waiter
-        self._send(data, deadline)
+        self._send(data, deadline, stall)
         try:
             return await waiter
         except asyncio.CancelledError:
             self.close()  # the caller went away mid-exchange; this connection cannot be reused
             raise
 
-    def _send(self, data: bytes | list[bytes], deadline: float) -> None:
+    def _send(self, data: bytes | list[bytes], deadline: float, stall: float) -> None:
         assert self._transport is not None
         self._response = Response(self)
         self.deadline = deadline
+        self._stall = stall
         self._pool.track(self)
         if isinstance(data, bytes):
             self._transport.write(data)
@@ -294,11 +302,15 @@ class Connection(asyncio.Protocol):
         if not self._paused and self._transport is not None:
             self._paused = True
             self._transport.pause_reading()
+            if self._stall:  # a stream waits for its client now, not for the container
+                self.deadline = math.inf
 
     def resume(self) -> None:
         if self._paused and self._transport is not None:
             self._paused = False
             self._transport.resume_reading()
+            if self._stall:
+                self.deadline = self._loop.time() + self._stall
 
     def close(self) -> None:
         if self._transport is not None and not self.closed:
@@ -390,8 +402,9 @@ class Pool:
             conn.close()
         return None
 
-    async def request(self, data: bytes | list[bytes], *, timeout: float) -> Response:
+    async def request(self, data: bytes | list[bytes], *, timeout: float, stall: float = 0.0) -> Response:
         """Send one request (head and body, already framed) and return once the response head is in.
+        `stall` > 0: a streamed answer, due within `stall` seconds of its latest piece of body.
 
         Never sent twice: once written, the container may have read it, so a failure is the answer.
         """
@@ -399,7 +412,7 @@ class Pool:
         conn = self.idle()
         if conn is None:
             conn = await self._connect(deadline)
-        return await conn.exchange(data, deadline)
+        return await conn.exchange(data, deadline, stall)
 
     async def _connect(self, deadline: float) -> Connection:
         timeout = min(self.connect_timeout, max(deadline - self.loop.time(), 0.0))

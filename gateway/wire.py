@@ -25,6 +25,19 @@ INFERENCE_ID = b"x-amzn-sagemaker-inference-id"
 CONTENT_LENGTH = b"content-length"
 EXPECT = b"expect"
 
+# The runtime API's paths: /endpoints/{EndpointName}/<action>
+ENDPOINTS = b"/endpoints/"
+INVOCATIONS = b"invocations"  # InvokeEndpoint
+RESPONSE_STREAM = b"invocations-response-stream"  # InvokeEndpointWithResponseStream
+ACTIONS = (INVOCATIONS, RESPONSE_STREAM)
+STREAM_ACCEPT = b"x-amzn-sagemaker-accept"  # InvokeEndpointWithResponseStream's Accept (spec §1.5)
+SESSION_ID = b"x-amzn-sagemaker-session-id"
+NEW_SESSION_ID = b"x-amzn-sagemaker-new-session-id"
+CLOSED_SESSION_ID = b"x-amzn-sagemaker-closed-session-id"
+INFERENCE_COMPONENT = b"x-amzn-sagemaker-inference-component"
+ENABLE_EXPLANATIONS = b"x-amzn-sagemaker-enable-explanations"
+PREFIX_AWARE_ID = b"x-amzn-sagemaker-prefix-aware-id"
+
 MAX_BODY = 6 * 1024 * 1024  # InvokeEndpoint Body max 6291456 bytes (spec §1.2)
 # A body up to this size is handled whole: an answer goes out in one write with its head (a larger one is
 # streamed), a request goes to a container in one write, a container's error body is kept for
@@ -53,6 +66,7 @@ def ok_head(variant: str) -> bytes:
 _JSON = b"Content-Type: application/json\r\n"
 _CLOSE = b"Connection: close\r\n"
 _CHUNKED = b"Transfer-Encoding: chunked\r\n"
+_EVENT_STREAM = b"Content-Type: application/vnd.amazon.eventstream\r\n"
 
 
 class RequestIds:
@@ -133,16 +147,26 @@ def invocation_head(
     length: int | None,
     close: bool,
     timing: bytes | None = None,
+    session: bytes = b"",
+    stream: bool = False,
 ) -> bytes:
     """The head of a successful InvokeEndpoint response, after `ok` (`ok_head`: which variant answered);
-    `length=None` means a chunked body follows."""
+    `length=None` means a chunked body follows; `session`: the container's session header lines.
+    `stream`: InvokeEndpointWithResponseStream's, whose body is an event stream (gateway.eventstream)
+    and whose payload's type is X-Amzn-SageMaker-Content-Type."""
     parts = [ok, b"x-amzn-RequestId: ", rid, b"\r\n"]
     if timing is not None:
         parts += (b"Server-Timing: ", timing, b"\r\n")
-    if content_type is not None:
+    if stream:
+        parts.append(_EVENT_STREAM)
+        if content_type is not None:
+            parts += (b"X-Amzn-SageMaker-Content-Type: ", content_type, b"\r\n")
+    elif content_type is not None:
         parts += (b"Content-Type: ", content_type, b"\r\n")
     if custom_attributes is not None:
         parts += (b"X-Amzn-SageMaker-Custom-Attributes: ", custom_attributes, b"\r\n")
+    if session:
+        parts.append(session)
     if close:
         parts.append(_CLOSE)
     if length is None:
@@ -151,6 +175,14 @@ def invocation_head(
         parts += (b"Content-Length: ", str(length).encode(), b"\r\n")
     parts.append(b"\r\n")
     return b"".join(parts)
+
+
+def endpoint_name(path: bytes) -> bytes | None:
+    """The EndpointName of a runtime API path (`/endpoints/{EndpointName}/invocations`, ...), else None."""
+    if not path.startswith(ENDPOINTS):
+        return None
+    name, slash, action = path[len(ENDPOINTS) :].partition(b"/")
+    return name if slash and action in ACTIONS else None
 
 
 def shown(value: bytes, limit: int = 100) -> str:

@@ -582,6 +582,27 @@ def test_one_metrics_page_covers_every_endpoint_and_variant(local: LocalSageMake
     assert counts == {("first", "AllTraffic"): 3, ("second", "blue"): 1, ("second", "green"): 1}
 
 
+def test_a_model_error_names_the_containers_log(local: LocalSageMaker) -> None:
+    """LogStreamArn in SageMaker's form, and the message leads to the log itself, kept locally under
+    that name."""
+    sm, runtime = local.sagemaker(), local.runtime()
+    deploy(sm, "logged", ("AllTraffic", "test/echo:1", 1.0))
+    sm.get_waiter("endpoint_in_service").wait(
+        EndpointName="logged", WaiterConfig={"Delay": 1, "MaxAttempts": 60}
+    )
+    with pytest.raises(ClientError) as failed:
+        runtime.invoke_endpoint(EndpointName="logged", Body=b"not json")
+    error = failed.value.response
+    assert error["Error"]["Code"] == "ModelError" and error["OriginalStatusCode"] == 400
+    stream = "AllTraffic/local-1/container-1"
+    assert error["LogStreamArn"] == (
+        f"arn:aws:logs:us-east-1:000000000000:log-group:/aws/sagemaker/Endpoints/logged:log-stream:{stream}"
+    )
+    log = Path(error["Error"]["Message"].split("Its log: ", 1)[1])
+    assert log == local.state / "_logs" / "aws" / "sagemaker" / "Endpoints" / "logged" / stream
+    assert "echo listening on" in log.read_text()
+
+
 def test_with_metrics_off_the_metrics_page_says_so(tmp_path: Path) -> None:
     local = LocalSageMaker(tmp_path, None, None, "--no-metrics")
     try:

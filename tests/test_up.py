@@ -180,6 +180,23 @@ def test_mnist_serial_pipeline(up: Any) -> None:
     assert run.leftovers() == []
 
 
+def test_the_streaming_example_streams_generated_tokens(up: Any) -> None:
+    """examples/generate.yaml and examples/stream.py, as the README runs them."""
+    run = up(EXAMPLES / "generate.yaml")
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "stream.py"), run.url(), "Simple is"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    words = result.stdout.split()
+    assert words[:2] == ["Simple", "is"] and len(words) == 2 + 16, result.stdout
+    assert run.stop() == 0
+    assert run.leftovers() == []
+
+
 def launched(name: str, command: list[str], **backend: Any) -> dict[str, Any]:
     return {
         "ContainerHostname": name,

@@ -30,6 +30,10 @@ class Reply(Protocol):
     def custom_attributes(self) -> bytes | None: ...
 
     @property
+    def session_headers(self) -> bytes:
+        """The container's X-Amzn-SageMaker-New-Session-Id / -Closed-Session-Id header lines, or b""."""
+
+    @property
     def content_length(self) -> int | None:
         """The body's size when the container declared it, else None."""
 
@@ -105,6 +109,7 @@ class BufferedReply:
     __slots__ = ("_body", "content_type", "custom_attributes")
 
     complete = True
+    session_headers = b""
 
     def __init__(
         self, body: bytes, content_type: bytes | None, custom_attributes: bytes | None = None
@@ -146,10 +151,12 @@ def error_status(container: str, status: int, body: bytes) -> ModelError:
     )
 
 
-def unreachable(container: str, address: str, reason: str) -> ModelError:
+def unreachable(container: str, address: str, reason: str, *, timed_out: bool = False) -> ModelError:
     """The container could not be talked to (refused, reset, timed out, broke HTTP).
 
     ModelError, as SageMaker counts socket errors and timeouts among a container's model errors
     (InvocationModelErrors, spec §2.3); see docs/decisions.md.
     """
-    return ModelError(f"Container {container} at {address} {reason}.", container=container)
+    return ModelError(
+        f"Container {container} at {address} {reason}.", container=container, timed_out=timed_out
+    )

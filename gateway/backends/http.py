@@ -34,6 +34,23 @@ class HttpReply:
         return self._response.headers.get(b"x-amzn-sagemaker-custom-attributes")
 
     @property
+    def session_headers(self) -> bytes:
+        """A session the container opened (X-Amzn-SageMaker-New-Session-Id, or X-Amzn-SageMaker-Session-Id
+        as the LMI containers answer a NEW_SESSION) or closed, as the client's NewSessionId and
+        ClosedSessionId (spec §1.6)."""
+        headers = self._response.headers
+        opened = headers.get(wire.NEW_SESSION_ID) or headers.get(wire.SESSION_ID)
+        closed = headers.get(wire.CLOSED_SESSION_ID)
+        if opened is None and closed is None:
+            return b""
+        lines = b""
+        if opened is not None:
+            lines += b"X-Amzn-SageMaker-New-Session-Id: " + opened + b"\r\n"
+        if closed is not None:
+            lines += b"X-Amzn-SageMaker-Closed-Session-Id: " + closed + b"\r\n"
+        return lines
+
+    @property
     def content_length(self) -> int | None:
         return self._response.content_length
 
@@ -171,7 +188,9 @@ class HttpBackend:
 
     async def invoke(self, call: Invocation) -> HttpReply:
         with self.translated:
-            response = await self.server.pool.request(self.request_bytes(call), timeout=self._timeout)
+            response = await self.server.pool.request(
+                self.request_bytes(call), timeout=self._timeout, stall=self._timeout if call.stream else 0.0
+            )
         if 200 <= response.status < 300:
             return HttpReply(response, self)
         raise error_status(self.name, response.status, await self.error_body(response))
@@ -199,6 +218,8 @@ class HttpBackend:
             parts += (b"X-Amzn-SageMaker-Inference-Id: ", call.inference_id, b"\r\n")
         if call.target_model is not None:
             parts += (b"X-Amzn-SageMaker-Target-Model: ", call.target_model, b"\r\n")
+        if call.session_id is not None:
+            parts += (b"X-Amzn-SageMaker-Session-Id: ", call.session_id, b"\r\n")
         if call.traceparent is not None:
             parts += (b"traceparent: ", call.traceparent, b"\r\n")
         parts += (b"Content-Length: ", str(len(call.body)).encode(), b"\r\n\r\n")
@@ -210,7 +231,7 @@ class HttpBackend:
     def failure(self, exc: upstream.UpstreamError, timeout: float | None = None) -> ModelError:
         if isinstance(exc, upstream.UpstreamTimeout):
             limit = timeout if timeout is not None else self._timeout
-            return unreachable(self.name, self.address, f"did not answer within {limit:g} s")
+            return unreachable(self.name, self.address, f"did not answer within {limit:g} s", timed_out=True)
         return unreachable(self.name, self.address, str(exc))
 
     async def error_body(self, response: upstream.Response) -> bytes:
@@ -232,5 +253,6 @@ class SingleExchangeBackend(HttpBackend):
         if connection is None:
             return None
         exchange = _Exchange(self, receiver, connection)
-        connection.begin(self.request_bytes(call), pool.loop.time() + self._timeout, exchange, limit)
+        stall = self._timeout if call.stream else 0.0
+        connection.begin(self.request_bytes(call), pool.loop.time() + self._timeout, exchange, limit, stall)
         return exchange

@@ -268,6 +268,7 @@ class Endpoints:
                     variant=variant["VariantName"],
                     taken_ports=self._ports,
                     planning=self._planning,
+                    logs=self.run_dir,
                 )
                 await deployment.start(timeout)
                 variants.append(Variant(float(variant.get("InitialVariantWeight", 1.0)), deployment))

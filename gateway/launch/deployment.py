@@ -27,6 +27,8 @@ from gateway.multimodel.backend import MultiModelBackend
 from gateway.service import Service
 from gateway.wire import VARIANT_NAME
 
+LOG_NAMES = "_logs"  # under the state folder: the containers' logs by SageMaker's names for them
+
 
 class Deployment:
     def __init__(
@@ -41,10 +43,12 @@ class Deployment:
         model_cache: Path | None = None,
         taken_ports: set[int] | None = None,
         planning: asyncio.Lock | None = None,
+        logs: Path | None = None,
     ) -> None:
         """`base`: where relative paths of the endpoint are from; `taken_ports`: ports other deployments
         hold (this one's are added to it, and given back on stop); `planning`: held while this deployment
-        plans, when others may plan at the same time (they would choose the same free ports)."""
+        plans, when others may plan at the same time (they would choose the same free ports); `logs`:
+        where each container's log is also found under SageMaker's name for it (LOG_NAMES, below)."""
         self.gateway = gateway
         self.endpoint = endpoint
         self.base = base
@@ -54,6 +58,7 @@ class Deployment:
         self.model_cache = model_cache or run_dir / "models"
         self.taken_ports = taken_ports if taken_ports is not None else set()
         self._planning = planning
+        self._logs = logs
         self._ports: set[int] = set()
         self._service: Service | None = None
         self._supervisor: Supervisor | None = None
@@ -91,6 +96,7 @@ class Deployment:
         except BaseException:
             await self.stop()
             raise
+        self._name_logs(service, supervisor)
         metrics = service.telemetry.metrics
         for container in supervisor.containers:
             if not container.plan.measurable:  # under Docker: the engine's processes, not ours
@@ -99,6 +105,27 @@ class Deployment:
                 metrics.process_groups[container.name] = container.process_group
             if isinstance(container.backend, MultiModelBackend):  # its memory budget is its processes'
                 container.backend.store.memory = partial(_memory, container.process_group)
+
+    def _name_logs(self, service: Service, supervisor: Supervisor) -> None:
+        """Each container's log, for a ModelError to point at: its file, and a link to it named as
+        SageMaker names the log (<logs>/_logs/aws/sagemaker/Endpoints/<EndpointName>/<Variant>/<InstanceId>/
+        <ContainerHostname>; `_logs` cannot be an endpoint's name, so it never meets a run folder)."""
+        if service.logs is None:
+            return
+        for container in supervisor.containers:
+            log = container.plan.log_path.resolve()
+            service.logs.files[container.name] = log
+            if self._logs is None:
+                continue
+            link = (
+                self._logs
+                / LOG_NAMES
+                / service.logs.stream_path(service.logs.endpoint, service.logs.variant, container.name)
+            )
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.unlink(missing_ok=True)
+            link.symlink_to(log)
+            service.logs.files[container.name] = link
 
     def serve(self) -> None:
         assert self._supervisor is not None, "start() first"
