@@ -54,7 +54,8 @@ from gateway.policy import Policy, PolicyError, parse_policies
 
 logger = logging.getLogger(__name__)
 
-ACTION = "sagemaker:InvokeEndpoint"
+ACTION = "sagemaker:InvokeEndpoint"  # InvokeEndpointWithResponseStream's too
+ASYNC_ACTION = "sagemaker:InvokeEndpointAsync"
 SERVICE = "sagemaker"  # the signing name of sagemaker-runtime (spec §1.1)
 _TIME = "%Y%m%dT%H%M%SZ"
 
@@ -105,14 +106,15 @@ class Access:
         body: bytes,
         endpoint: str,
         *,
-        authorize: bool = True,
+        action: str | None = ACTION,
         now: datetime.datetime | None = None,
     ) -> Key:
         """The key that signed the request; AuthenticationError unless it is signed by a key of the file,
-        AccessDenied unless (with `authorize`) that key's policy allows InvokeEndpoint on `endpoint`.
-        `headers` are the request's head, never its trailers: the same map the request was routed by."""
+        AccessDenied unless that key's policy allows `action` (None: no action to authorize) on
+        `endpoint`. `headers` are the request's head, never its trailers: the same map the request was
+        routed by."""
         key = self._authenticate(method, url, headers, body, now or datetime.datetime.now(datetime.UTC))
-        if not authorize:
+        if action is None:
             return key
         context = {}
         for header, condition_key in (
@@ -122,7 +124,7 @@ class Access:
             value = headers.get(header)
             if value is not None:
                 context[condition_key] = value.decode("latin-1")
-        self.authorize(key, ACTION, self.resource(endpoint), context)
+        self.authorize(key, action, self.resource(endpoint), context)
         return key
 
     def authorize(self, key: Key, action: str, resource: str, context: dict[str, str] | None = None) -> None:

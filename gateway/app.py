@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from gateway.async_inference import AsyncConfig
 from gateway.dataplane import DataPlane
 from gateway.endpoint import Endpoint, ExecutionMode
 from gateway.limits import Limits
@@ -60,7 +61,7 @@ class Gateway:
         self.options = options
         self.control = control  # the control plane's request handler, answered at POST /
         self.services: list[Service] = []
-        self.mounted: dict[str, list[tuple[Service, float]]] = {}
+        self.mounted: dict[str, tuple[list[tuple[Service, float]], AsyncConfig | None]] = {}
         self.server: Server | None = None
 
     async def add(
@@ -80,11 +81,14 @@ class Gateway:
         self.services.append(service)
         return service
 
-    def mount(self, name: str, variants: list[tuple[Service, float]]) -> None:
-        """Requests to endpoint `name` go to these services from now on, each variant by its weight."""
-        self.mounted[name] = variants
+    def mount(
+        self, name: str, variants: list[tuple[Service, float]], asynchronous: AsyncConfig | None = None
+    ) -> None:
+        """Requests to endpoint `name` go to these services from now on, each variant by its weight;
+        `asynchronous`: it also takes InvokeEndpointAsync (gateway.async_inference)."""
+        self.mounted[name] = (variants, asynchronous)
         if self.server is not None:
-            self.server.mount(name, variants)
+            self.server.mount(name, variants, asynchronous)
 
     def unmount(self, name: str) -> None:
         if self.mounted.pop(name, None) is not None and self.server is not None:
@@ -121,8 +125,8 @@ class Gateway:
             control=self.control,
             metrics=options.metrics,
         )
-        for name, variants in self.mounted.items():
-            server.mount(name, variants)
+        for name, (variants, asynchronous) in self.mounted.items():
+            server.mount(name, variants, asynchronous)
         address = await server.start()
         self.server = server
         return address

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from gateway import __version__
 from gateway.app import Gateway, Options
+from gateway.async_inference import AsyncConfig
 from gateway.compose import RenderError, render
 from gateway.control.api import LOCAL_ACCOUNT, ControlPlane
 from gateway.control.endpoints import Endpoints
@@ -368,7 +369,7 @@ async def _listen(gateway: Gateway) -> str | None:
 async def _serve_endpoint(endpoint: Endpoint, args: argparse.Namespace, access: Access | None) -> int:
     gateway = Gateway(_options(args, access))
     service = await gateway.add(endpoint, base=Path(args.file).resolve().parent, model_cache=args.model_cache)
-    gateway.mount(endpoint.EndpointName, [(service, 1.0)])
+    gateway.mount(endpoint.EndpointName, [(service, 1.0)], AsyncConfig.of(endpoint))
     stop = _stop_event()
     url = await _listen(gateway)
     if url is None:
@@ -439,7 +440,7 @@ async def _up_local(
             if failure is not None:
                 raise failure
             return 128 + stop.signum
-        gateway.mount(endpoint.EndpointName, [(deployment.service, 1.0)])
+        gateway.mount(endpoint.EndpointName, [(deployment.service, 1.0)], AsyncConfig.of(endpoint))
         control.adopt(deployment.endpoint)
     url = await _listen(gateway)
     if url is None:

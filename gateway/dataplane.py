@@ -93,6 +93,7 @@ class DataPlane:
             call.target_model,
             call.traceparent,
             call.session_id,
+            timeout=call.timeout,
         )
 
     @staticmethod
@@ -112,6 +113,7 @@ class DataPlane:
             sent.traceparent,
             sent.session_id,
             call.stream and index + 1 == route.last,  # only the last container's answer streams
+            sent.timeout,
         )
 
     async def health(self) -> Health:

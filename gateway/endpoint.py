@@ -189,6 +189,27 @@ class ExecutionConfigSpec(_Shape):
     Mode: ExecutionMode
 
 
+S3Uri = Annotated[str, StringConstraints(pattern=r"^s3://\S+$", max_length=512)]
+
+
+class AsyncOutputSpec(_Shape):
+    S3OutputPath: S3Uri
+    S3FailurePath: S3Uri | None = None
+    KmsKeyId: str | None = None  # accepted as CreateEndpointConfig has it; nothing is encrypted locally
+    NotificationConfig: dict[str, object] | None = None  # accepted; no notifications are sent locally
+
+
+class AsyncClientSpec(_Shape):
+    MaxConcurrentInvocationsPerInstance: Annotated[int, Field(ge=1, le=1000)] | None = None
+
+
+class AsyncInferenceSpec(_Shape):
+    """CreateEndpointConfig's AsyncInferenceConfig (our extension of the document): InvokeEndpointAsync."""
+
+    OutputConfig: AsyncOutputSpec
+    ClientConfig: AsyncClientSpec | None = None
+
+
 class Endpoint(_Shape):
     """A CreateModel request, as the gateway serves it."""
 
@@ -197,6 +218,7 @@ class Endpoint(_Shape):
     PrimaryContainer: Container | None = None
     Containers: list[Container] | None = Field(default=None, min_length=1, max_length=MAX_CONTAINERS)
     InferenceExecutionConfig: ExecutionConfigSpec | None = None
+    AsyncInferenceConfig: AsyncInferenceSpec | None = None  # from CreateEndpointConfig: InvokeEndpointAsync
     # Accepted so that `create_model` arguments can be reused as they are; meaningless locally.
     ExecutionRoleArn: str | None = None
     EnableNetworkIsolation: bool | None = None

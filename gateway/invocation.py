@@ -30,6 +30,7 @@ class Invocation:
     traceparent: bytes | None = None  # W3C trace context, passed to every container
     session_id: bytes | None = None  # SessionId: NEW_SESSION or an id the container issued (spec §1.6)
     stream: bool = False  # InvokeEndpointWithResponseStream: the answer is relayed as it comes
+    timeout: float = 0.0  # seconds the container has to answer; 0: its InvocationTimeoutInSeconds
 
 
 def invocation_from(headers: dict[bytes, bytes], *, stream: bool = False) -> Invocation:

@@ -16,6 +16,11 @@ CPUUtilization (%, 100 per core)   sagemaker_cpu_utilization_percent           e
 MemoryUtilization (%)              sagemaker_memory_utilization_percent        endpoint, variant, container
 (gateway) access denials           mce_access_denials_total                    endpoint, reason
 
+InvokeEndpointAsync, per endpoint (label endpoint):
+ApproximateBacklogSize             sagemaker_approximate_backlog_size
+ApproximateAgeOfOldestRequest (s)  sagemaker_approximate_age_of_oldest_request_seconds
+ExpiredRequests                    sagemaker_expired_requests_total
+
 MultiModel containers (spec §4.4), per container (labels endpoint, variant, container):
 ModelLoadingWaitTime (us)          sagemaker_model_loading_wait_seconds (h)
 ModelDownloadingTime (us)          sagemaker_model_downloading_seconds (h)
@@ -37,7 +42,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
@@ -91,6 +96,7 @@ class Metrics:
             str, Callable[[], int | None]
         ] = {}  # container -> its process group, if launched
         self.models: dict[str, ModelStats] = {}  # MultiModel container -> its model store's numbers
+        self.queue: QueueStats | None = None  # the endpoint's InvokeEndpointAsync queue, when it has one
         self._cpu_seen: dict[str, tuple[float, float]] = {}
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_Collector(self))
@@ -263,6 +269,8 @@ class _Collector(Collector):
         yield memory
         if m.models:
             yield from _model_families(m)
+        if m.queue is not None:
+            yield from _queue_families(m.endpoint, m.queue)
         if m.denials is not None:
             denials = CounterMetricFamily(
                 "mce_access_denials", "requests refused by --access", labels=["endpoint", "reason"]
@@ -270,6 +278,42 @@ class _Collector(Collector):
             for reason, count in sorted(m.denials().items()):
                 denials.add_metric([m.endpoint, reason], count)
             yield denials
+
+
+class QueueStats(Protocol):
+    """What an asynchronous queue tells (gateway.async_inference.AsyncQueue)."""
+
+    @property
+    def backlog(self) -> int: ...
+
+    @property
+    def oldest_age(self) -> float: ...
+
+    expired: int
+
+
+def _queue_families(endpoint: str, queue: QueueStats) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+    backlog = GaugeMetricFamily(
+        "sagemaker_approximate_backlog_size",
+        "InvokeEndpointAsync requests queued or running (ApproximateBacklogSize)",
+        labels=["endpoint"],
+    )
+    backlog.add_metric([endpoint], queue.backlog)
+    age = GaugeMetricFamily(
+        "sagemaker_approximate_age_of_oldest_request_seconds",
+        "how long the oldest queued request has waited (ApproximateAgeOfOldestRequest)",
+        labels=["endpoint"],
+    )
+    age.add_metric([endpoint], queue.oldest_age)
+    expired = CounterMetricFamily(
+        "sagemaker_expired_requests",
+        "requests whose RequestTTLSeconds passed in the queue (ExpiredRequests)",
+        labels=["endpoint"],
+    )
+    expired.add_metric([endpoint], queue.expired)
+    yield backlog
+    yield age
+    yield expired
 
 
 class _Merged(Collector):

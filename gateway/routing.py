@@ -48,6 +48,7 @@ class Route:
 class Operation(Enum):
     INVOKE = "invoke"
     STREAM = "stream"  # InvokeEndpointWithResponseStream: the last container's answer as events
+    ASYNC = "async"  # InvokeEndpointAsync: queued, run in the background (gateway.async_inference)
     PING = "ping"
     METRICS = "metrics"
     CONTROL = "control"  # SageMaker's control-plane API, POST / (gateway.control)
@@ -61,6 +62,7 @@ class Router:
         self.mode = endpoint.mode
         self._invoke_path = f"/endpoints/{endpoint.EndpointName}/invocations".encode()
         self._stream_path = self._invoke_path + b"-response-stream"
+        self._async_path = f"/endpoints/{endpoint.EndpointName}/async-invocations".encode()
         multi_model = {
             backend.name: container.Mode is ContainerMode.MULTI_MODEL
             for backend, container in zip(backends, endpoint.containers, strict=True)
@@ -84,6 +86,9 @@ class Router:
         elif path == self._stream_path:
             if method == b"POST":
                 return Operation.STREAM
+        elif path == self._async_path:
+            if method == b"POST":
+                return Operation.ASYNC
         elif path == b"/ping":
             if method == b"GET":
                 return Operation.PING

@@ -30,12 +30,13 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 import httptools
 
 from gateway import wire
+from gateway.async_inference import MAX_INLINE_BODY, AsyncConfig, AsyncQueue, accepted, job_from
 from gateway.cycle import Cycle
 from gateway.errors import GatewayError, RequestRefused, ServiceUnavailable, UnknownOperation, ValidationError
 from gateway.invocation import Invocation, invocation_from
 from gateway.limits import BodyBudget, Limits
 from gateway.metrics import Metrics
-from gateway.routing import Operation, Route, unknown_endpoint
+from gateway.routing import Operation, Route, Router, unknown_endpoint
 from gateway.service import Service, Variants
 from gateway.timeline import Timeline
 
@@ -110,7 +111,13 @@ def _no_room() -> ServiceUnavailable:
     return ServiceUnavailable("The gateway holds as many request bodies as it may; retry later.")
 
 
-INVOCATIONS = (Operation.INVOKE, Operation.STREAM)  # a body, a route, a container's answer
+INVOCATIONS = (Operation.INVOKE, Operation.STREAM)  # a route and a container's answer
+BODIED = (*INVOCATIONS, Operation.ASYNC)  # a body, counted against the budget
+ACTIONS = {  # the IAM action --access authorizes for each (gateway.access)
+    Operation.INVOKE: "sagemaker:InvokeEndpoint",
+    Operation.STREAM: "sagemaker:InvokeEndpoint",  # InvokeEndpointWithResponseStream's, as documented
+    Operation.ASYNC: "sagemaker:InvokeEndpointAsync",
+}
 
 
 def body_too_large(size: int | None) -> ValidationError:
@@ -433,7 +440,9 @@ class HttpProtocol(asyncio.Protocol):
                 service = self._service = self._server.service_for(path, headers.get(wire.TARGET_VARIANT))
                 router = service.dataplane.router
                 self._operation = router.operation(parser.get_method(), path)
-            if self._operation in INVOCATIONS:
+            if self._operation is Operation.ASYNC:
+                self._check_async(router, length)
+            if self._operation in BODIED:
                 if length is not None and length > wire.MAX_BODY:
                     self._refuse(body_too_large(length))  # refused before the body is read
                     return
@@ -441,6 +450,7 @@ class HttpProtocol(asyncio.Protocol):
                     self._shed_request()
                     return
                 self._held = length if length is not None else 0
+            if self._operation in INVOCATIONS:
                 self._call = invocation_from(headers, stream=self._operation is Operation.STREAM)
                 self._route = router.route(headers.get(wire.TARGET_CONTAINER), self._call.target_model)
         except GatewayError as error:
@@ -453,6 +463,20 @@ class HttpProtocol(asyncio.Protocol):
             return
         if headers.get(wire.EXPECT, b"").lower() == b"100-continue" and self._current is None:
             self.write(wire.CONTINUE)
+
+    def _check_async(self, router: Router, length: int | None) -> None:
+        """InvokeEndpointAsync needs an endpoint configured for it, reached with no hostname or model,
+        and an inline Body of at most 128,000 bytes."""
+        if self._server.queue(router.endpoint_name) is None:
+            raise ValidationError(
+                f"Endpoint {router.endpoint_name} is not configured for asynchronous inference: its endpoint "
+                "configuration has no AsyncInferenceConfig."
+            )
+        router.route(None, None)  # a Direct or multi-model endpoint has no route without a header
+        if length is not None and length > MAX_INLINE_BODY:
+            raise ValidationError(
+                f"An inline Body is at most {MAX_INLINE_BODY} bytes; larger input goes in InputLocation."
+            )
 
     def _check_head(self, parser: httptools.HttpRequestParser, headers: dict[bytes, bytes]) -> None:
         """HTTP/1.1's rules for the head (RFC 9112 §3.2) and the gateway's own: one value per header it
@@ -517,7 +541,15 @@ class HttpProtocol(asyncio.Protocol):
                     self._headers,
                     body,
                     self._service.dataplane.router.endpoint_name if self._service is not None else "",
-                    authorize=self._operation in INVOCATIONS,  # both are sagemaker:InvokeEndpoint
+                    action=ACTIONS.get(self._operation) if self._operation is not None else None,
+                )
+            except GatewayError as error:
+                self._rejected = error
+        answer = self._server.answer_for(self._operation, self._target, body, key)
+        if self._operation is Operation.ASYNC and self._rejected is None and self._service is not None:
+            try:
+                answer = self._server.submit(
+                    self._service.dataplane.router.endpoint_name, self._headers, body
                 )
             except GatewayError as error:
                 self._rejected = error
@@ -543,7 +575,7 @@ class HttpProtocol(asyncio.Protocol):
             keep_alive=keep_alive,
             held=self._held,
             timeline=timeline,
-            answer=self._server.answer_for(operation, self._target, body, key),
+            answer=answer,
         )
         self._held = 0
         self._enqueue(cycle)
@@ -656,6 +688,8 @@ class Server:
         self.metrics = metrics  # the local SageMaker's GET /metrics (each endpoint's are its service's)
         self.access = access
         self._by_name: dict[bytes, Variants] = {}  # endpoint name -> its variants
+        self._queues: dict[str, AsyncQueue] = {}  # endpoint name -> its InvokeEndpointAsync queue
+        self._closing_queues: set[asyncio.Task[None]] = set()
         self._only: Variants | None = None
         self.limits = limits or Limits()
         self.bodies = BodyBudget(self.limits.max_buffered_bodies)
@@ -683,15 +717,56 @@ class Server:
         sockname = sockets[0].getsockname()
         return str(sockname[0]), int(sockname[1])
 
-    def mount(self, name: str, variants: list[tuple[Service, float]]) -> None:
+    def mount(
+        self, name: str, variants: list[tuple[Service, float]], asynchronous: AsyncConfig | None = None
+    ) -> None:
         """Serve endpoint `name` at `/endpoints/{name}/invocations` from these variants (and at
-        `/invocations`, `/ping` and `/metrics` while it is the only endpoint)."""
-        self._by_name[name.encode()] = Variants(variants)
+        `/invocations`, `/ping` and `/metrics` while it is the only endpoint); with `asynchronous`, also
+        InvokeEndpointAsync, from a queue that outlives a remount (an update) of the endpoint."""
+        mounted = self._by_name[name.encode()] = Variants(variants)
         self._only = next(iter(self._by_name.values())) if len(self._by_name) == 1 else None
+        queue = self._queues.get(name)
+        if asynchronous is None:
+            if queue is not None:
+                self._close_queue(name)
+        elif queue is None or queue.config != asynchronous:
+            if queue is not None:
+                self._close_queue(name)
+            self._queues[name] = AsyncQueue(name, asynchronous, mounted)
+        else:
+            queue.variants = mounted
+        for variant in variants:  # the queue's depth and age are reported with the endpoint's first variant
+            metrics = variant[0].telemetry.metrics
+            if metrics is not None:
+                metrics.queue = self._queues.get(name) if variant is variants[0] else None
 
     def unmount(self, name: str) -> None:
         self._by_name.pop(name.encode(), None)
         self._only = next(iter(self._by_name.values())) if len(self._by_name) == 1 else None
+        if name in self._queues:
+            self._close_queue(name)
+
+    def queue(self, name: str) -> AsyncQueue | None:
+        """Endpoint `name`'s asynchronous queue, if it is configured for InvokeEndpointAsync."""
+        return self._queues.get(name)
+
+    def submit(
+        self, name: str, headers: dict[bytes, bytes], body: bytes
+    ) -> Callable[[bytes, bool], Awaitable[bytes]]:
+        """Queue an InvokeEndpointAsync request; its answer (202, and where the result will be)."""
+        queue = self._queues[name]
+        job = job_from(headers, body, queue.config)
+        queue.submit(job)
+
+        async def answer(rid: bytes, close: bool) -> bytes:
+            return accepted(job, rid, close)
+
+        return answer
+
+    def _close_queue(self, name: str) -> None:
+        closing = asyncio.get_running_loop().create_task(self._queues.pop(name).close())
+        self._closing_queues.add(closing)
+        closing.add_done_callback(self._closing_queues.discard)
 
     def local_operation(self, method: bytes, path: bytes) -> Operation:
         """The local SageMaker's own paths: the control plane at POST /, every endpoint's metrics at
@@ -806,5 +881,8 @@ class Server:
                 )
                 for connection in list(self.connections):
                     connection.abort()
+        for name in list(self._queues):  # queued requests live in this process only (README)
+            self._close_queue(name)
+        await asyncio.gather(*self._closing_queues, return_exceptions=True)
         if self._server is not None:
             await self._server.wait_closed()

@@ -29,7 +29,8 @@ EXPECT = b"expect"
 ENDPOINTS = b"/endpoints/"
 INVOCATIONS = b"invocations"  # InvokeEndpoint
 RESPONSE_STREAM = b"invocations-response-stream"  # InvokeEndpointWithResponseStream
-ACTIONS = (INVOCATIONS, RESPONSE_STREAM)
+ASYNC_INVOCATIONS = b"async-invocations"  # InvokeEndpointAsync
+ACTIONS = (INVOCATIONS, RESPONSE_STREAM, ASYNC_INVOCATIONS)
 STREAM_ACCEPT = b"x-amzn-sagemaker-accept"  # InvokeEndpointWithResponseStream's Accept (spec §1.5)
 SESSION_ID = b"x-amzn-sagemaker-session-id"
 NEW_SESSION_ID = b"x-amzn-sagemaker-new-session-id"
@@ -98,9 +99,11 @@ def error_response(error: GatewayError, rid: bytes, *, close: bool = False) -> b
     )
 
 
-def json_response(status: int, document: object, rid: bytes, *, close: bool = False) -> bytes:
-    """A whole HTTP response with a JSON body (used by /ping)."""
-    return _json(status, b"", json.dumps(document).encode(), rid, close)
+def json_response(
+    status: int, document: object, rid: bytes, *, close: bool = False, extra: bytes = b""
+) -> bytes:
+    """A whole HTTP response with a JSON body (/ping's, InvokeEndpointAsync's); `extra`: header lines."""
+    return _json(status, extra, json.dumps(document).encode(), rid, close)
 
 
 AWS_JSON = b"Content-Type: application/x-amz-json-1.1\r\n"

@@ -34,6 +34,7 @@ from conftest import (
 
 ECHO = ROOT / "examples" / "containers" / "echo.py"
 READER = ROOT / "tests" / "containers" / "model_reader.py"
+STREAM = ROOT / "tests" / "containers" / "stream_server.py"
 ROLE = "arn:aws:iam::000000000000:role/local"
 # a container that starts serving (as echo.py) only once its gate file exists: the test holds it Creating
 GATED = (
@@ -71,6 +72,10 @@ def image_map(path: Path) -> Path:
                                 "Command": ["python", "-c", GATED, str(path.parent / "gate"), str(ECHO)]
                             },
                         },
+                    },
+                    {  # streams JSON lines (tests/containers/stream_server.py)
+                        "Image": "test/stream:*",
+                        "Backend": {"Protocol": "sagemaker", "Launch": {"Command": ["python", str(STREAM)]}},
                     },
                     {
                         "Image": "test/reader:*",

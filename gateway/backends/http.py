@@ -187,9 +187,10 @@ class HttpBackend:
         self.server.close()
 
     async def invoke(self, call: Invocation) -> HttpReply:
-        with self.translated:
+        timeout = call.timeout or self._timeout
+        with self.translated if not call.timeout else Translated(self, timeout):
             response = await self.server.pool.request(
-                self.request_bytes(call), timeout=self._timeout, stall=self._timeout if call.stream else 0.0
+                self.request_bytes(call), timeout=timeout, stall=timeout if call.stream else 0.0
             )
         if 200 <= response.status < 300:
             return HttpReply(response, self)
@@ -253,6 +254,7 @@ class SingleExchangeBackend(HttpBackend):
         if connection is None:
             return None
         exchange = _Exchange(self, receiver, connection)
-        stall = self._timeout if call.stream else 0.0
-        connection.begin(self.request_bytes(call), pool.loop.time() + self._timeout, exchange, limit, stall)
+        timeout = call.timeout or self._timeout
+        stall = timeout if call.stream else 0.0
+        connection.begin(self.request_bytes(call), pool.loop.time() + timeout, exchange, limit, stall)
         return exchange

@@ -19,6 +19,7 @@ from typing import Any
 import botocore.session
 from botocore.validate import ParamValidator
 
+from gateway.async_inference import AsyncConfig
 from gateway.control.endpoints import Endpoints
 from gateway.control.state import CONFIG, ENDPOINT, MODEL, Resource, State
 from gateway.endpoint import MAX_CONTAINERS, Endpoint, parse_endpoint
@@ -252,6 +253,12 @@ class ControlPlane:
             weight = variant.get("InitialVariantWeight", 1.0)
             if weight < 0:
                 raise invalid(f"Variant {variant['VariantName']}: InitialVariantWeight must be 0 or more.")
+        asynchronous = params.get("AsyncInferenceConfig")
+        if asynchronous is not None:
+            try:
+                AsyncConfig.from_api(asynchronous)
+            except ValidationError as exc:
+                raise invalid(exc.message) from None
         resource = self._new(CONFIG, name, params)
         self.state.add(resource)
         return {"EndpointConfigArn": resource.arn}

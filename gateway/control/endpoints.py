@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.app import Gateway
+from gateway.async_inference import AsyncConfig
 from gateway.control.images import ImageMap
 from gateway.control.state import ENDPOINT, Resource, State
 from gateway.endpoint import Endpoint, parse_endpoint
@@ -196,7 +197,7 @@ class Endpoints:
             self.console.message(f"endpoint {name} failed: {exc}")
         else:
             self.live[name.lower()] = variants
-            self._mount(resource.name, variants)
+            self._mount(resource.name, variants, resource.deployed)
             self.state.update(ENDPOINT, name, status="InService", failure=None)
             self.console.message(f"endpoint {name} is InService")
         self._settle(name)
@@ -221,7 +222,7 @@ class Endpoints:
             return
         old = self.live.get(name.lower(), [])
         self.live[name.lower()] = variants
-        self._mount(name, variants)
+        self._mount(name, variants, snapshot)
         await self._drain(name, old)
         await self._stop(name, old)
         self._pending.pop(name.lower(), None)
@@ -315,10 +316,12 @@ class Endpoints:
         except DocumentError as exc:
             raise LaunchError(f"variant {variant['VariantName']}: {exc}") from None
 
-    def _mount(self, name: str, variants: list[Variant]) -> None:
+    def _mount(self, name: str, variants: list[Variant], snapshot: dict[str, Any]) -> None:
         for variant in variants:
             variant.deployment.serve()
-        self.gateway.mount(name, [(v.service, v.weight) for v in variants])
+        config = snapshot["config"].get("AsyncInferenceConfig")
+        asynchronous = AsyncConfig.from_api(config) if config is not None else None
+        self.gateway.mount(name, [(v.service, v.weight) for v in variants], asynchronous)
 
     async def _drain(self, name: str, variants: list[Variant]) -> None:
         """Let the requests that reached these (unmounted) variants finish, within the longest invocation

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
+from gateway.aws import s3_client
+
 _CHUNK = 1024 * 1024
 
 
@@ -83,12 +85,7 @@ class S3Source:
 
     def _s3(self) -> Any:
         if self._client is None:
-            import botocore.session
-
-            session = botocore.session.get_session()
-            self._client = session.create_client(
-                "s3", region_name=session.get_config_variable("region") or "us-east-1"
-            )
+            self._client = s3_client()
         return self._client
 
 

@@ -1,0 +1,352 @@
+"""InvokeEndpointAsync: requests queued per endpoint, run in the background, answers written to S3.
+
+`POST /endpoints/{name}/async-invocations` answers 202 at once with the InferenceId and where the answer
+(`OutputLocation`) or the failure (`FailureLocation`) will be, as SageMaker does (spec §1.4, §1.6). The
+endpoint must have an `AsyncInferenceConfig` (CreateEndpointConfig's, or the endpoint document's):
+
+    OutputConfig.S3OutputPath     where answers go: <path>/<S3OutputPathExtension>/<Filename or id.out>
+    OutputConfig.S3FailurePath    where failures go (default: the output path): <path>/<id>-error.out
+    ClientConfig.MaxConcurrentInvocationsPerInstance   requests run at once (default 4: SageMaker
+                                                       "chooses an optimal value", locally one instance)
+
+The input is `InputLocation` (`s3://`, read with botocore's usual credentials and `AWS_ENDPOINT_URL_S3`,
+or `https://`) or the inline `Body`. Each request runs through the endpoint's containers as an
+InvokeEndpoint does, by the same request cycle (gateway.cycle), answered into a spooled file instead of a
+socket; it waits at most `RequestTTLSeconds` in the queue (expired: its failure says so) and runs at most
+`InvocationTimeoutSeconds`. The queue holds up to QUEUE_LIMIT requests; a full queue answers 503, which
+clients retry. Queued requests live in this process only: they do not survive a restart of mce.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import re
+import tempfile
+import time
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from typing import IO, TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import httptools
+
+from gateway import wire
+from gateway.aws import s3_client
+from gateway.cycle import Cycle
+from gateway.errors import GatewayError, ServiceUnavailable, ValidationError
+from gateway.invocation import Invocation
+from gateway.routing import Operation
+from gateway.timeline import Timeline
+
+if TYPE_CHECKING:
+    from gateway.endpoint import Endpoint
+    from gateway.service import Variants
+
+logger = logging.getLogger(__name__)
+
+MAX_INLINE_BODY = 128_000  # the API's inline Body (spec §1.6)
+MAX_INPUT = 1024**3  # SageMaker's asynchronous payload limit, 1 GB; the input is held in memory
+DEFAULT_TTL, MIN_TTL, MAX_TTL = 21600, 60, 21600  # RequestTTLSeconds (spec §1.4)
+DEFAULT_TIMEOUT, MIN_TIMEOUT, MAX_TIMEOUT = 900, 1, 3600  # InvocationTimeoutSeconds
+DEFAULT_CONCURRENCY = 4
+QUEUE_LIMIT = 1000  # requests waiting per endpoint
+SPOOL_IN_MEMORY = 8 * 1024 * 1024  # an answer larger than this is spooled to a temporary file
+
+_EXTENSION = re.compile(r"(?!s3:|https:)[a-zA-Z0-9!_.*'()/-]+")
+_FILENAME = re.compile(r"(?!.*\..*\.)[a-zA-Z0-9][a-zA-Z0-9-_\.]*")
+_INPUT = re.compile(r"(https|s3)://([^/]+)/?(.*)")
+
+
+@dataclass(frozen=True)
+class AsyncConfig:
+    output: str  # s3://bucket/prefix
+    failure: str
+    concurrency: int = DEFAULT_CONCURRENCY
+
+    @classmethod
+    def from_api(cls, config: dict[str, Any]) -> AsyncConfig:
+        """From CreateEndpointConfig's AsyncInferenceConfig (botocore has checked its shape)."""
+        output = config.get("OutputConfig", {})
+        path = output.get("S3OutputPath")
+        if not isinstance(path, str) or not path.startswith("s3://"):
+            raise ValidationError("AsyncInferenceConfig.OutputConfig.S3OutputPath must be an s3:// URI.")
+        failure = output.get("S3FailurePath") or path
+        if not failure.startswith("s3://"):
+            raise ValidationError("AsyncInferenceConfig.OutputConfig.S3FailurePath must be an s3:// URI.")
+        concurrency = config.get("ClientConfig", {}).get(
+            "MaxConcurrentInvocationsPerInstance", DEFAULT_CONCURRENCY
+        )
+        return cls(path.rstrip("/"), failure.rstrip("/"), int(concurrency))
+
+    @classmethod
+    def of(cls, endpoint: Endpoint) -> AsyncConfig | None:
+        """An endpoint document's AsyncInferenceConfig, if it has one."""
+        config = endpoint.AsyncInferenceConfig
+        return cls.from_api(config.model_dump(exclude_none=True)) if config is not None else None
+
+
+@dataclass
+class Job:
+    inference_id: str
+    output: str  # s3:// URI of the answer
+    failure: str  # s3:// URI of the failure
+    call: Invocation
+    input_location: str | None
+    expires: float  # monotonic
+    timeout: float
+    enqueued: float = field(default_factory=time.monotonic)
+
+
+def job_from(headers: dict[bytes, bytes], body: bytes, config: AsyncConfig) -> Job:
+    """An InvokeEndpointAsync request, checked against the API's rules (botocore checks few of them)."""
+    get = headers.get
+    location = _text(get(b"x-amzn-sagemaker-inputlocation"))
+    if location is not None and body:
+        raise ValidationError("Give InputLocation or Body, not both.")
+    if location is None and not body:
+        raise ValidationError("Give InputLocation (an s3:// or https:// URI) or an inline Body.")
+    if location is not None and (len(location) > 1024 or not _INPUT.fullmatch(location)):
+        raise ValidationError(f"InputLocation '{location[:100]}' must match ^(https|s3)://([^/]+)/?(.*)$.")
+    if len(body) > MAX_INLINE_BODY:
+        raise ValidationError(f"An inline Body is at most {MAX_INLINE_BODY} bytes; use InputLocation.")
+    inference_id = _text(get(wire.INFERENCE_ID)) or str(uuid.uuid4())
+    extension = _text(get(b"x-amzn-sagemaker-s3outputpathextension"))
+    if extension is not None and (len(extension) > 512 or not _EXTENSION.fullmatch(extension)):
+        raise ValidationError(f"S3OutputPathExtension '{extension[:100]}' is not a relative S3 path.")
+    filename = _text(get(b"x-amzn-sagemaker-filename"))
+    if filename is not None and (len(filename) > 32 or not _FILENAME.fullmatch(filename)):
+        raise ValidationError(
+            f"Filename '{filename[:40]}' must match ^(?!.*\\..*\\.)[a-zA-Z0-9][a-zA-Z0-9-_\\.]*$."
+        )
+    ttl = _seconds(
+        get(b"x-amzn-sagemaker-requestttlseconds"), "RequestTTLSeconds", DEFAULT_TTL, MIN_TTL, MAX_TTL
+    )
+    timeout = _seconds(
+        get(b"x-amzn-sagemaker-invocationtimeoutseconds"),
+        "InvocationTimeoutSeconds",
+        DEFAULT_TIMEOUT,
+        MIN_TIMEOUT,
+        MAX_TIMEOUT,
+    )
+    folder = config.output + (f"/{extension.strip('/')}" if extension else "")
+    call = Invocation(
+        body,
+        get(b"x-amzn-sagemaker-content-type"),
+        get(wire.STREAM_ACCEPT),
+        get(wire.CUSTOM_ATTRIBUTES),
+        inference_id.encode(),
+        timeout=float(timeout),  # each container's, in place of its InvocationTimeoutInSeconds
+    )
+    for value, member in ((call.content_type, "ContentType"), (call.accept, "Accept")):
+        if value is not None and (len(value) > wire.MAX_HEADER_VALUE or not value.isascii()):
+            raise ValidationError(
+                f"Value for {member} must be at most {wire.MAX_HEADER_VALUE} US-ASCII characters."
+            )
+    return Job(
+        inference_id,
+        f"{folder}/{filename or inference_id + '.out'}",
+        f"{config.failure}/{inference_id}-error.out",
+        call,
+        location,
+        time.monotonic() + ttl,
+        float(timeout),
+    )
+
+
+def accepted(job: Job, rid: bytes, close: bool) -> bytes:
+    """InvokeEndpointAsync's answer: 202, the InferenceId in the body, the locations in headers."""
+    extra = (
+        b"X-Amzn-SageMaker-OutputLocation: " + job.output.encode() + b"\r\n"
+        b"X-Amzn-SageMaker-FailureLocation: " + job.failure.encode() + b"\r\n"
+    )
+    return wire.json_response(202, {"InferenceId": job.inference_id}, rid, close=close, extra=extra)
+
+
+class AsyncQueue:
+    """One endpoint's queue and its workers."""
+
+    def __init__(self, endpoint: str, config: AsyncConfig, variants: Variants) -> None:
+        self.endpoint = endpoint
+        self.config = config
+        self.variants = variants  # replaced when an update mounts new variants
+        self._jobs: collections.deque[Job] = collections.deque()
+        self._ready = asyncio.Event()
+        self._workers = [asyncio.create_task(self._work()) for _ in range(config.concurrency)]
+        self._running = 0
+        self._s3: Any = None
+        self.expired = 0
+
+    # metrics: SageMaker's ApproximateBacklogSize and ApproximateAgeOfOldestRequest
+    @property
+    def backlog(self) -> int:
+        return len(self._jobs) + self._running
+
+    @property
+    def oldest_age(self) -> float:
+        return time.monotonic() - self._jobs[0].enqueued if self._jobs else 0.0
+
+    def submit(self, job: Job) -> None:
+        if len(self._jobs) >= QUEUE_LIMIT:
+            raise ServiceUnavailable(
+                f"The asynchronous queue of endpoint {self.endpoint} is full ({QUEUE_LIMIT} requests); "
+                "retry later."
+            )
+        self._jobs.append(job)
+        self._ready.set()
+
+    async def close(self) -> None:
+        for worker in self._workers:
+            worker.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+        if self._jobs:
+            logger.warning(
+                "endpoint %s: %d asynchronous requests dropped unrun", self.endpoint, len(self._jobs)
+            )
+
+    async def _work(self) -> None:
+        while True:
+            while not self._jobs:
+                self._ready.clear()
+                await self._ready.wait()
+            job = self._jobs.popleft()
+            self._running += 1
+            try:
+                await self._run(job)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception(
+                    "endpoint %s: asynchronous request %s failed", self.endpoint, job.inference_id
+                )
+            finally:
+                self._running -= 1
+
+    async def _run(self, job: Job) -> None:
+        if time.monotonic() > job.expires:
+            self.expired += 1
+            await self._store(job.failure, b"The request expired in the queue (RequestTTLSeconds).")
+            return
+        try:
+            if job.input_location is not None:
+                job.call.body = await asyncio.to_thread(self._read_input, job.input_location)
+        except GatewayError as error:
+            await self._store(job.failure, error.message.encode())
+            return
+        service = self.variants.pick(None)
+        answer = Answer()
+        try:  # the variant's containers now (an update may have replaced those it was checked against)
+            route = service.dataplane.router.route(None, None)
+        except GatewayError as error:
+            await self._store(job.failure, error.message.encode())
+            return
+        cycle = Cycle(
+            answer,
+            service,
+            job.inference_id.encode(),
+            Operation.INVOKE,
+            route,
+            job.call,
+            None,
+            keep_alive=True,
+            timeline=Timeline() if service.telemetry.enabled else None,
+        )
+        cycle.start()
+        try:
+            async with asyncio.timeout(job.timeout):
+                await answer.finished.wait()
+        except TimeoutError:
+            cycle.abandon()
+            await self._store(
+                job.failure,
+                f"The request did not finish within {job.timeout:g} s (InvocationTimeoutSeconds).".encode(),
+            )
+            return
+        with answer.body:
+            answer.body.seek(0)
+            if answer.status == 200:
+                await self._store(job.output, answer.body)
+            else:
+                await self._store(job.failure, answer.body)
+
+    def _read_input(self, location: str) -> bytes:
+        parts = urlsplit(location)
+        try:
+            if parts.scheme == "s3":
+                from botocore.exceptions import BotoCoreError, ClientError
+
+                try:
+                    got = self._client().get_object(Bucket=parts.netloc, Key=parts.path.lstrip("/"))
+                    data: bytes = got["Body"].read(MAX_INPUT + 1)
+                except (ClientError, BotoCoreError) as exc:
+                    raise ValidationError(f"InputLocation {location} cannot be read ({exc}).") from None
+            else:
+                with urllib.request.urlopen(location, timeout=60) as response:
+                    data = response.read(MAX_INPUT + 1)
+        except OSError as exc:
+            raise ValidationError(f"InputLocation {location} cannot be read ({exc}).") from None
+        if len(data) > MAX_INPUT:
+            raise ValidationError(f"InputLocation {location} holds more than {MAX_INPUT} bytes.")
+        return data
+
+    async def _store(self, uri: str, data: bytes | IO[bytes]) -> None:
+        parts = urlsplit(uri)
+        try:
+            await asyncio.to_thread(
+                self._client().put_object, Bucket=parts.netloc, Key=parts.path.lstrip("/"), Body=data
+            )
+        except Exception as exc:  # botocore's errors: nowhere left to put this one but the log
+            logger.error("endpoint %s: cannot write %s: %s", self.endpoint, uri, exc)
+
+    def _client(self) -> Any:
+        if self._s3 is None:
+            self._s3 = s3_client()
+        return self._s3
+
+
+class Answer:
+    """Where an asynchronous request's cycle writes its answer: an HTTP response parsed as it is written,
+    its body spooled (gateway.cycle's Connection, for no client)."""
+
+    def __init__(self) -> None:
+        self.status = 0
+        self.body: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)
+        self.finished = asyncio.Event()
+        self._parser = httptools.HttpResponseParser(self)
+
+    # gateway.cycle.Connection
+    def write(self, data: bytes) -> None:
+        with contextlib.suppress(httptools.HttpParserError):
+            self._parser.feed_data(data)
+
+    async def drained(self) -> None:
+        return None
+
+    def cut(self) -> None:
+        self.status = 502  # an answer that broke off: a failure
+        self.finished.set()
+
+    def done(self, cycle: Cycle) -> None:
+        self.finished.set()
+
+    # httptools
+    def on_headers_complete(self) -> None:
+        self.status = self._parser.get_status_code()
+
+    def on_body(self, body: bytes) -> None:
+        self.body.write(body)
+
+
+def _text(value: bytes | None) -> str | None:
+    return value.decode("latin-1") if value is not None else None
+
+
+def _seconds(value: bytes | None, member: str, default: int, low: int, high: int) -> int:
+    if value is None:
+        return default
+    if not value.isdigit() or not low <= int(value) <= high:
+        raise ValidationError(f"Value for {member} must be an integer from {low} to {high}.")
+    return int(value)

@@ -1,0 +1,198 @@
+"""InvokeEndpointAsync against the local SageMaker: an unmodified boto3 (and the AWS CLI) submits, a real
+container answers, the result is read back from a local S3 server (moto's server mode)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+from conftest import Processes, container_doc, endpoint_doc, metric, s3_environment, wait_until
+from test_local_sagemaker import ROLE, LocalSageMaker
+
+ASYNC_CONFIG = {
+    "OutputConfig": {"S3OutputPath": "s3://models/async/out", "S3FailurePath": "s3://models/async/failed"},
+    "ClientConfig": {"MaxConcurrentInvocationsPerInstance": 2},
+}
+
+
+@pytest.fixture
+def local(tmp_path: Path, s3: tuple[str, Any]) -> Iterator[tuple[LocalSageMaker, Any]]:
+    url, bucket = s3
+    server = LocalSageMaker(tmp_path, env=s3_environment(url))
+    sm = server.sagemaker()
+    for name, image, config in (
+        ("queued", "test/echo:1", ASYNC_CONFIG),
+        (
+            "stalling",
+            "test/stream:1",
+            {**ASYNC_CONFIG, "ClientConfig": {"MaxConcurrentInvocationsPerInstance": 1}},
+        ),
+        ("realtime", "test/echo:1", None),
+    ):
+        sm.create_model(ModelName=name, ExecutionRoleArn=ROLE, PrimaryContainer={"Image": image})
+        extra = {"AsyncInferenceConfig": config} if config is not None else {}
+        sm.create_endpoint_config(
+            EndpointConfigName=name,
+            ProductionVariants=[{"VariantName": "AllTraffic", "ModelName": name}],
+            **extra,
+        )
+        sm.create_endpoint(EndpointName=name, EndpointConfigName=name)
+    for name in ("queued", "stalling", "realtime"):
+        sm.get_waiter("endpoint_in_service").wait(
+            EndpointName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 60}
+        )
+    yield server, bucket
+    try:
+        server.stop()
+    finally:
+        server.proc.kill()
+
+
+def read(bucket: Any, uri: str) -> bytes:
+    """The object at `uri`, once it exists."""
+    location, _, key = uri.removeprefix("s3://").partition("/")
+
+    def written() -> bool:
+        try:
+            bucket.head_object(Bucket=location, Key=key)
+        except ClientError:
+            return False
+        return True
+
+    wait_until(written, f"{uri} to be written", timeout=60)
+    body: bytes = bucket.get_object(Bucket=location, Key=key)["Body"].read()
+    return body
+
+
+def test_a_request_from_s3_is_answered_into_s3(local: tuple[LocalSageMaker, Any]) -> None:
+    server, bucket = local
+    bucket.put_object(Bucket="models", Key="async/in/1.json", Body=b'{"question": 1}')
+    answer = server.runtime().invoke_endpoint_async(
+        EndpointName="queued", InputLocation="s3://models/async/in/1.json", ContentType="application/json"
+    )
+    assert answer["ResponseMetadata"]["HTTPStatusCode"] == 202
+    inference_id = answer["InferenceId"]
+    assert answer["OutputLocation"] == f"s3://models/async/out/{inference_id}.out"
+    assert answer["FailureLocation"] == f"s3://models/async/failed/{inference_id}-error.out"
+    assert json.loads(read(bucket, answer["OutputLocation"])) == {
+        "container": "echo",
+        "request": {"question": 1},
+    }
+    with urllib.request.urlopen(server.url + "/metrics", timeout=10) as page:
+        exposition = page.read().decode()
+    assert 'sagemaker_approximate_backlog_size{endpoint="queued"} 0.0' in exposition
+    assert 'sagemaker_approximate_age_of_oldest_request_seconds{endpoint="queued"} 0.0' in exposition
+    assert metric(server.url, "sagemaker_invocations_total", endpoint="queued", container="") == 1
+
+
+def test_an_inline_body_with_its_own_id_file_name_and_folder(local: tuple[LocalSageMaker, Any]) -> None:
+    server, bucket = local
+    answer = server.runtime().invoke_endpoint_async(
+        EndpointName="queued",
+        Body=b'{"inline": true}',
+        ContentType="application/json",
+        InferenceId="mine-1",
+        S3OutputPathExtension="team/a",
+        Filename="answer.json",
+    )
+    assert answer["InferenceId"] == "mine-1"
+    assert answer["OutputLocation"] == "s3://models/async/out/team/a/answer.json"
+    assert json.loads(read(bucket, answer["OutputLocation"]))["request"] == {"inline": True}
+
+
+def test_a_failing_request_is_written_to_the_failure_path(local: tuple[LocalSageMaker, Any]) -> None:
+    server, bucket = local
+    answer = server.runtime().invoke_endpoint_async(
+        EndpointName="queued", Body=b"not json", ContentType="text/plain"
+    )
+    failure = json.loads(read(bucket, answer["FailureLocation"]))
+    assert failure["OriginalStatusCode"] == 400 and "expected a JSON body" in failure["OriginalMessage"]
+
+
+def test_a_request_past_its_invocation_timeout_fails_and_the_queue_goes_on(
+    local: tuple[LocalSageMaker, Any],
+) -> None:
+    server, bucket = local
+    runtime = server.runtime()
+    stalled = runtime.invoke_endpoint_async(
+        EndpointName="stalling",
+        Body=json.dumps({"tokens": 3, "stall_after": 1}).encode(),
+        ContentType="application/json",
+        InvocationTimeoutSeconds=1,
+    )
+    after = runtime.invoke_endpoint_async(
+        EndpointName="stalling", Body=json.dumps({"tokens": 2}).encode(), ContentType="application/json"
+    )
+    assert b"did not finish within 1 s" in read(bucket, stalled["FailureLocation"])
+    assert read(bucket, after["OutputLocation"]) == b'{"token": 0}\n{"token": 1}\n'
+
+
+def test_bad_requests_and_an_endpoint_without_async_are_refused(local: tuple[LocalSageMaker, Any]) -> None:
+    server, _ = local
+    runtime = server.runtime()
+    for call, said in (
+        ({"EndpointName": "realtime", "Body": b"{}"}, "not configured for asynchronous inference"),
+        ({"EndpointName": "queued"}, "Give InputLocation"),
+        ({"EndpointName": "queued", "Body": b"{}", "InputLocation": "s3://models/x"}, "not both"),
+        ({"EndpointName": "queued", "InputLocation": "ftp://models/x"}, "must match"),
+        ({"EndpointName": "queued", "Body": b"{}", "Filename": "a.b.c"}, "Filename"),
+        ({"EndpointName": "queued", "Body": b"x" * 128_001}, "at most 128000 bytes"),
+    ):
+        with pytest.raises(ClientError) as refused:
+            runtime.invoke_endpoint_async(**call)
+        assert refused.value.response["Error"]["Code"] == "ValidationError", call
+        assert said in refused.value.response["Error"]["Message"], call
+
+
+def test_the_aws_cli_submits_an_async_request(local: tuple[LocalSageMaker, Any]) -> None:
+    server, bucket = local
+    bucket.put_object(Bucket="models", Key="async/in/cli.json", Body=b'{"from": "cli"}')
+    cli = Path(sys.executable).with_name("aws")
+    run = subprocess.run(
+        [
+            str(cli),
+            "sagemaker-runtime",
+            "invoke-endpoint-async",
+            "--endpoint-url",
+            server.url,
+            "--region",
+            "us-east-1",
+            "--endpoint-name",
+            "queued",
+            "--input-location",
+            "s3://models/async/in/cli.json",
+            "--content-type",
+            "application/json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"AWS_ACCESS_KEY_ID": "AKIDCLI", "AWS_SECRET_ACCESS_KEY": "cli", "PATH": "/usr/bin:/bin"},
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    answer = json.loads(run.stdout)
+    assert json.loads(read(bucket, answer["OutputLocation"]))["request"] == {"from": "cli"}
+
+
+def test_an_endpoint_document_can_configure_async(
+    procs: Processes, clients: Any, s3: tuple[str, Any]
+) -> None:
+    """`mce serve DOC` with the document's AsyncInferenceConfig (CreateEndpointConfig's shape)."""
+    url, bucket = s3
+    echo = procs.container("echo")
+    document = {
+        **endpoint_doc("Serial", [container_doc(None, echo.url)]),
+        "AsyncInferenceConfig": {"OutputConfig": {"S3OutputPath": "s3://models/documented"}},
+    }
+    gateway = procs.gateway(document, env=s3_environment(url))
+    answer = clients(gateway.url).invoke_endpoint_async(EndpointName="demo", Body=b'{"n": 1}')
+    assert answer["FailureLocation"].startswith("s3://models/documented/")  # no failure path: the output's
+    assert json.loads(read(bucket, answer["OutputLocation"]))["trail"] == ["echo"]
