@@ -61,7 +61,9 @@ class Gateway:
         self.options = options
         self.control = control  # the control plane's request handler, answered at POST /
         self.services: list[Service] = []
-        self.mounted: dict[str, tuple[list[tuple[Service, float]], AsyncConfig | None]] = {}
+        self.mounted: dict[
+            str, tuple[list[tuple[Service, float]], AsyncConfig | None, dict[str, Service] | None]
+        ] = {}
         self.server: Server | None = None
 
     async def add(
@@ -71,24 +73,32 @@ class Gateway:
         base: Path,
         model_cache: Path | None = None,
         variant: str = VARIANT_NAME,
+        component: str | None = None,
     ) -> Service:
         """Start `endpoint`'s data plane (`base`: its document's folder, for relative paths); not yet
-        reachable: `mount` makes it so."""
+        reachable: `mount` makes it so. `component`: an inference component's, whose metrics carry its
+        name as their `variant` label (the components of one variant are told apart so)."""
         dataplane = DataPlane.from_endpoint(endpoint, base=base, model_cache=model_cache)
         await dataplane.start()
         logs = Logs(self.options.region, self.options.account, endpoint.EndpointName, variant)
-        service = Service(dataplane, self._telemetry(dataplane, variant), variant, logs)
+        telemetry = self._telemetry(dataplane, component or variant)
+        service = Service(dataplane, telemetry, variant, logs)
         self.services.append(service)
         return service
 
     def mount(
-        self, name: str, variants: list[tuple[Service, float]], asynchronous: AsyncConfig | None = None
+        self,
+        name: str,
+        variants: list[tuple[Service, float]],
+        asynchronous: AsyncConfig | None = None,
+        components: dict[str, Service] | None = None,
     ) -> None:
         """Requests to endpoint `name` go to these services from now on, each variant by its weight;
-        `asynchronous`: it also takes InvokeEndpointAsync (gateway.async_inference)."""
-        self.mounted[name] = (variants, asynchronous)
+        `asynchronous`: it also takes InvokeEndpointAsync (gateway.async_inference); `components`: it is
+        made for inference components, and these answer it, by name."""
+        self.mounted[name] = (variants, asynchronous, components)
         if self.server is not None:
-            self.server.mount(name, variants, asynchronous)
+            self.server.mount(name, variants, asynchronous, components)
 
     def unmount(self, name: str) -> None:
         if self.mounted.pop(name, None) is not None and self.server is not None:
@@ -125,8 +135,8 @@ class Gateway:
             control=self.control,
             metrics=options.metrics,
         )
-        for name, (variants, asynchronous) in self.mounted.items():
-            server.mount(name, variants, asynchronous)
+        for name, (variants, asynchronous, components) in self.mounted.items():
+            server.mount(name, variants, asynchronous, components)
         address = await server.start()
         self.server = server
         return address

@@ -129,22 +129,20 @@ _COMPONENT = re.compile(rb"[a-zA-Z0-9]([\-a-zA-Z0-9]*[a-zA-Z0-9])?")
 MAX_COMPONENT_NAME = 63
 
 
-def _refuse_unconfigured(get: Callable[[bytes], bytes | None]) -> None:
-    """InferenceComponentName, EnableExplanations and PrefixAwareId ask for what an endpoint must be
-    configured for (inference components, a ClarifyExplainerConfig, RoutingStrategy PREFIX_AWARE), and
-    no local endpoint is: checked against the API's rules, then refused, never dropped (D6)."""
-    component = get(wire.INFERENCE_COMPONENT)
-    if component is not None:
-        if len(component) > MAX_COMPONENT_NAME or not _COMPONENT.fullmatch(component):
-            raise ValidationError(
-                f"Value '{wire.shown(component)}' for InferenceComponentName must match "
-                f"^[a-zA-Z0-9]([\\-a-zA-Z0-9]*[a-zA-Z0-9])?$ (at most {MAX_COMPONENT_NAME} characters)."
-            )
-        # SageMaker's words for an endpoint without inference components (spec §1.6)
+def check_component(name: bytes) -> None:
+    """InferenceComponentName, as the API's pattern has it (which component answers is the endpoint's:
+    gateway.service.Variants)."""
+    if len(name) > MAX_COMPONENT_NAME or not _COMPONENT.fullmatch(name):
         raise ValidationError(
-            "Inference Component Name header is not allowed for endpoints to which you dont plan to "
-            "deploy inference components. Please remove the Inference Component Name header and try again."
+            f"Value '{wire.shown(name)}' for InferenceComponentName must match "
+            f"^[a-zA-Z0-9]([\\-a-zA-Z0-9]*[a-zA-Z0-9])?$ (at most {MAX_COMPONENT_NAME} characters)."
         )
+
+
+def _refuse_unconfigured(get: Callable[[bytes], bytes | None]) -> None:
+    """EnableExplanations and PrefixAwareId ask for what an endpoint must be configured for (a
+    ClarifyExplainerConfig, RoutingStrategy PREFIX_AWARE), and no local endpoint is: checked against the
+    API's rules, then refused, never dropped (D6)."""
     explanations = get(wire.ENABLE_EXPLANATIONS)
     if explanations is not None:
         if not 1 <= len(explanations) <= wire.MAX_INFERENCE_ID:

@@ -33,7 +33,7 @@ from gateway import wire
 from gateway.async_inference import MAX_INLINE_BODY, AsyncConfig, AsyncQueue, accepted, job_from
 from gateway.cycle import Cycle
 from gateway.errors import GatewayError, RequestRefused, ServiceUnavailable, UnknownOperation, ValidationError
-from gateway.invocation import Invocation, invocation_from
+from gateway.invocation import Invocation, check_component, invocation_from
 from gateway.limits import BodyBudget, Limits
 from gateway.metrics import Metrics
 from gateway.routing import Operation, Route, Router, unknown_endpoint
@@ -437,7 +437,12 @@ class HttpProtocol(asyncio.Protocol):
                     self._refuse(body_too_large(length))
                     return
             else:
-                service = self._service = self._server.service_for(path, headers.get(wire.TARGET_VARIANT))
+                component = headers.get(wire.INFERENCE_COMPONENT)
+                if component is not None:
+                    check_component(component)
+                service = self._service = self._server.service_for(
+                    path, headers.get(wire.TARGET_VARIANT), component
+                )
                 router = service.dataplane.router
                 self._operation = router.operation(parser.get_method(), path)
             if self._operation is Operation.ASYNC:
@@ -718,12 +723,16 @@ class Server:
         return str(sockname[0]), int(sockname[1])
 
     def mount(
-        self, name: str, variants: list[tuple[Service, float]], asynchronous: AsyncConfig | None = None
+        self,
+        name: str,
+        variants: list[tuple[Service, float]],
+        asynchronous: AsyncConfig | None = None,
+        components: dict[str, Service] | None = None,
     ) -> None:
         """Serve endpoint `name` at `/endpoints/{name}/invocations` from these variants (and at
         `/invocations`, `/ping` and `/metrics` while it is the only endpoint); with `asynchronous`, also
         InvokeEndpointAsync, from a queue that outlives a remount (an update) of the endpoint."""
-        mounted = self._by_name[name.encode()] = Variants(variants)
+        mounted = self._by_name[name.encode()] = Variants(variants, components)
         self._only = next(iter(self._by_name.values())) if len(self._by_name) == 1 else None
         queue = self._queues.get(name)
         if asynchronous is None:
@@ -808,7 +817,7 @@ class Server:
                     [
                         service.telemetry.metrics
                         for variants in list(self._by_name.values())
-                        for service in variants.services
+                        for service in variants.every
                         if service.telemetry.metrics is not None
                     ]
                 )
@@ -817,7 +826,9 @@ class Server:
             return metrics_answer
         return None
 
-    def service_for(self, path: bytes, target_variant: bytes | None = None) -> Service:
+    def service_for(
+        self, path: bytes, target_variant: bytes | None = None, component: bytes | None = None
+    ) -> Service:
         """The variant of the endpoint a request path names (the only endpoint, for the paths that name
         none) that answers it."""
         name = wire.endpoint_name(path)
@@ -832,7 +843,7 @@ class Server:
                 else f"Served here: POST /endpoints/{{EndpointName}}/invocations (and "
                 f"/invocations-response-stream); not {wire.shown(path)}."
             )
-        return variants.pick(target_variant)
+        return variants.pick(target_variant, component)
 
     def _sweep(self) -> None:
         self.clock = now = self.loop.time()

@@ -63,11 +63,21 @@ class Service:
 
 class Variants:
     """An endpoint as mounted on the front door: its production variants, one chosen per request, by
-    `X-Amzn-SageMaker-Target-Variant` or else at random by weight (SageMaker's InitialVariantWeight)."""
+    `X-Amzn-SageMaker-Target-Variant` or else at random by weight (SageMaker's InitialVariantWeight).
 
-    __slots__ = ("_by_name", "_cumulative", "_only", "_services", "names")
+    An endpoint made for inference components (variants without a model) has `components` instead: each
+    request names one (`X-Amzn-SageMaker-Inference-Component`), which answers it."""
 
-    def __init__(self, variants: list[tuple[Service, float]]) -> None:
+    __slots__ = ("_by_name", "_cumulative", "_only", "_services", "components", "names")
+
+    def __init__(
+        self, variants: list[tuple[Service, float]], components: dict[str, Service] | None = None
+    ) -> None:
+        self.components = (
+            {name.encode(): service for name, service in components.items()}
+            if components is not None
+            else None
+        )
         self._services = [service for service, _ in variants]
         self._by_name = {service.variant.encode(): service for service in self._services}
         self.names = [service.variant for service in self._services]
@@ -79,15 +89,24 @@ class Variants:
             self._cumulative.append(running)
         # one variant, or one with all the weight: no draw per request
         serving = [service for service, weight in zip(self._services, weights, strict=True) if weight > 0]
-        self._only = serving[0] if len(serving) == 1 or not total else None
-        if not total:
+        self._only = serving[0] if len(serving) == 1 else None
+        if not total and self._services:  # no weight anywhere: the first variant answers
             self._only = self._services[0]
 
     @property
     def services(self) -> list[Service]:
         return self._services
 
-    def pick(self, target: bytes | None) -> Service:
+    def pick(self, target: bytes | None, component: bytes | None = None) -> Service:
+        if self.components is not None:
+            return self._component(component)
+        if component is not None:
+            # SageMaker's words for an endpoint without inference components (spec §1.6)
+            raise ValidationError(
+                "Inference Component Name header is not allowed for endpoints to which you dont plan to "
+                "deploy inference components. Please remove the Inference Component Name header and try "
+                "again."
+            )
         if target is None:
             if self._only is not None:
                 return self._only
@@ -101,3 +120,26 @@ class Variants:
                 f"its variants: {names}."
             )
         return service
+
+    def _component(self, name: bytes | None) -> Service:
+        assert self.components is not None
+        if name is None:
+            # SageMaker's words (spec §1.6)
+            raise ValidationError(
+                "Inference Component Name header is required for endpoints to which you plan to deploy "
+                "inference components. Please include Inference Component Name header or consider using "
+                "SageMaker models."
+            )
+        service = self.components.get(name)
+        if service is None:
+            deployed = ", ".join(sorted(n.decode() for n in self.components)) or "none"
+            raise ValidationError(
+                f"Inference component {wire.shown(name)} is not deployed on this endpoint (its components: "
+                f"{deployed})."
+            )
+        return service
+
+    @property
+    def every(self) -> list[Service]:
+        """Every service the endpoint answers from: its variants' and its components'."""
+        return [*self._services, *(self.components.values() if self.components is not None else ())]

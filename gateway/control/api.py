@@ -21,7 +21,7 @@ from botocore.validate import ParamValidator
 
 from gateway.async_inference import AsyncConfig
 from gateway.control.endpoints import Endpoints
-from gateway.control.state import CONFIG, ENDPOINT, MODEL, Resource, State
+from gateway.control.state import COMPONENT, CONFIG, ENDPOINT, MODEL, Resource, State
 from gateway.endpoint import MAX_CONTAINERS, Endpoint, parse_endpoint
 from gateway.errors import AccessDenied, DocumentError, GatewayError, ValidationError
 from gateway.wire import VARIANT_NAME
@@ -30,7 +30,12 @@ TARGET_PREFIX = b"SageMaker."
 LOCAL_ACCOUNT = "000000000000"  # the account in ARNs unless told (mce up --account): plainly not a real one
 DEFAULT_PAGE, MAX_PAGE = 10, 100  # ListX's MaxResults: SageMaker's default and maximum
 
-WHAT = {MODEL: "model", CONFIG: "endpoint configuration", ENDPOINT: "endpoint"}
+WHAT = {
+    MODEL: "model",
+    CONFIG: "endpoint configuration",
+    ENDPOINT: "endpoint",
+    COMPONENT: "inference component",
+}
 
 
 class ControlError(Exception):
@@ -78,6 +83,11 @@ class ControlPlane:
             "ListEndpoints": self.list_endpoints,
             "UpdateEndpoint": self.update_endpoint,
             "DeleteEndpoint": self.delete_endpoint,
+            "CreateInferenceComponent": self.create_inference_component,
+            "DescribeInferenceComponent": self.describe_inference_component,
+            "ListInferenceComponents": self.list_inference_components,
+            "UpdateInferenceComponent": self.update_inference_component,
+            "DeleteInferenceComponent": self.delete_inference_component,
         }
 
     async def call(
@@ -123,6 +133,7 @@ class ControlPlane:
     def _resource(self, params: dict[str, Any]) -> str:
         """The ARN an operation acts on, as IAM sees it; `*` for the List operations."""
         for member, kind in (
+            ("InferenceComponentName", COMPONENT),
             ("EndpointName", ENDPOINT),
             ("EndpointConfigName", CONFIG),
             ("ModelName", MODEL),
@@ -245,11 +256,15 @@ class ControlPlane:
         names = [variant["VariantName"] for variant in variants]
         if len({n.lower() for n in names}) != len(names):
             raise invalid(f"VariantName must be unique within an endpoint configuration: {', '.join(names)}.")
+        with_models = [variant for variant in variants if variant.get("ModelName") is not None]
+        if with_models and len(with_models) != len(variants):
+            raise invalid(
+                "Either every production variant names a ModelName, or none does (an endpoint for "
+                "inference components)."
+            )
+        for variant in with_models:
+            self._existing(MODEL, variant["ModelName"])
         for variant in variants:
-            model = variant.get("ModelName")
-            if model is None:
-                raise invalid(f"Variant {variant['VariantName']} names no ModelName.")
-            self._existing(MODEL, model)
             weight = variant.get("InitialVariantWeight", 1.0)
             if weight < 0:
                 raise invalid(f"Variant {variant['VariantName']}: InitialVariantWeight must be 0 or more.")
@@ -292,8 +307,11 @@ class ControlPlane:
     def _snapshot(self, config_name: str) -> dict[str, Any]:
         """What an endpoint is deployed from: its configuration and each variant's model, as they are now."""
         config = self._existing(CONFIG, config_name)
-        models = {}
+        models: dict[str, Any] = {}
         for variant in config.request["ProductionVariants"]:
+            if variant.get("ModelName") is None:  # an endpoint for inference components
+                models[variant["VariantName"]] = None
+                continue
             model = self.state.get(MODEL, variant["ModelName"])
             if model is None:
                 raise invalid(
@@ -366,7 +384,140 @@ class ControlPlane:
 
     async def delete_endpoint(self, params: dict[str, Any]) -> dict[str, Any]:
         endpoint = self._changeable(params["EndpointName"])
+        components = self._components_of(endpoint.name)
+        if components:
+            raise invalid(
+                f"Endpoint {endpoint.name} has inference components "
+                f"({', '.join(c.name for c in components)}): delete them first."
+            )
         self.endpoints.delete(endpoint.name)
+        return {}
+
+    # inference components
+    def _components_of(self, endpoint: str) -> list[Resource]:
+        return [c for c in self.state.all(COMPONENT) if c.request["EndpointName"].lower() == endpoint.lower()]
+
+    def _component_snapshot(self, endpoint: Resource, params: dict[str, Any]) -> dict[str, Any]:
+        """What a component runs: its specification, its model's containers as they are now (for a
+        ModelName) or its Container, on which variant."""
+        spec = params.get("Specification")
+        if spec is None or (spec.get("ModelName") is None) == (spec.get("Container") is None):
+            raise invalid("Specification names either a ModelName or a Container (one of the two).")
+        deployed = endpoint.deployed or {}
+        variants = [v["VariantName"] for v in deployed.get("config", {}).get("ProductionVariants", [])]
+        if any(deployed.get("models", {}).get(v) is not None for v in variants):
+            raise invalid(
+                f"Endpoint {endpoint.name} serves models; inference components go on an endpoint whose "
+                "production variants name no ModelName."
+            )
+        variant = params.get("VariantName") or (variants[0] if variants else None)
+        if variant not in variants:
+            raise invalid(
+                f"Endpoint {endpoint.name} has no production variant {variant} "
+                f"(it has: {', '.join(variants)})."
+            )
+        model = None
+        if spec.get("ModelName") is not None:
+            model = self._existing(MODEL, spec["ModelName"]).request
+        return {"specification": spec, "model": model, "variant": variant}
+
+    async def create_inference_component(self, params: dict[str, Any]) -> dict[str, Any]:
+        name = params["InferenceComponentName"]
+        endpoint = self._existing(ENDPOINT, params["EndpointName"])
+        if endpoint.status not in ("InService", "Creating", "Updating"):
+            raise invalid(
+                f'Cannot add an inference component to endpoint "{endpoint.arn}": it is {endpoint.status}.'
+            )
+        snapshot = self._component_snapshot(endpoint, params)
+        resource = self._new(COMPONENT, name, {**params, "EndpointName": endpoint.name})
+        resource.status = "Creating"
+        resource.deployed = snapshot
+        self.state.add(resource)
+        self.endpoints.create_component(name)
+        return {"InferenceComponentArn": resource.arn}
+
+    async def describe_inference_component(self, params: dict[str, Any]) -> dict[str, Any]:
+        name = params["InferenceComponentName"]
+        self._existing(COMPONENT, name)
+        await self.endpoints.settled(name, COMPONENT)
+        component = self._existing(COMPONENT, name)
+        request = component.request
+        deployed = component.deployed or {}
+        spec = dict(deployed.get("specification", request.get("Specification", {})))
+        container = spec.pop("Container", None)
+        if container is not None:
+            image = container.get("Image", "")
+            spec["Container"] = {
+                **{k: v for k, v in container.items() if k != "Image"},
+                "DeployedImage": {
+                    "SpecifiedImage": image,
+                    "ResolvedImage": image,
+                    "ResolutionTime": component.created,
+                },
+            }
+        answer: dict[str, Any] = {
+            "InferenceComponentName": component.name,
+            "InferenceComponentArn": component.arn,
+            "EndpointName": request["EndpointName"],
+            "EndpointArn": self.arn(ENDPOINT, request["EndpointName"]),
+            "VariantName": deployed.get("variant", request.get("VariantName", VARIANT_NAME)),
+            "Specification": spec,
+            # one local copy, whatever CopyCount asks (README)
+            "RuntimeConfig": {
+                "DesiredCopyCount": 1,
+                "CurrentCopyCount": 1 if component.status == "InService" else 0,
+            },
+            "CreationTime": component.created,
+            "LastModifiedTime": component.modified,
+            "InferenceComponentStatus": component.status,
+        }
+        if component.failure:
+            answer["FailureReason"] = component.failure
+        return answer
+
+    async def list_inference_components(self, params: dict[str, Any]) -> dict[str, Any]:
+        components = self.state.all(COMPONENT)
+        status, endpoint, variant = (
+            params.get("StatusEquals"),
+            params.get("EndpointNameEquals"),
+            params.get("VariantNameEquals"),
+        )
+        if status is not None:
+            components = [c for c in components if c.status == status]
+        if endpoint is not None:
+            components = [c for c in components if c.request["EndpointName"].lower() == endpoint.lower()]
+        if variant is not None:
+            components = [c for c in components if (c.deployed or {}).get("variant") == variant]
+        page, token = self._page(components, params)
+        summaries = [
+            {
+                "InferenceComponentName": c.name,
+                "InferenceComponentArn": c.arn,
+                "EndpointName": c.request["EndpointName"],
+                "EndpointArn": self.arn(ENDPOINT, c.request["EndpointName"]),
+                "VariantName": (c.deployed or {}).get("variant", VARIANT_NAME),
+                "InferenceComponentStatus": c.status,
+                "CreationTime": c.created,
+                "LastModifiedTime": c.modified,
+            }
+            for c in page
+        ]
+        return {"InferenceComponents": summaries, **token}
+
+    async def update_inference_component(self, params: dict[str, Any]) -> dict[str, Any]:
+        component = self._existing(COMPONENT, params["InferenceComponentName"])
+        if component.status != "InService":
+            raise invalid(f'Cannot update inference component "{component.arn}": it is {component.status}.')
+        if params.get("Specification") is None:  # only the copy count changes: one local copy either way
+            return {"InferenceComponentArn": component.arn}
+        endpoint = self._existing(ENDPOINT, component.request["EndpointName"])
+        snapshot = self._component_snapshot(endpoint, {**component.request, **params})
+        self.endpoints.update_component(component.name, snapshot)
+        return {"InferenceComponentArn": component.arn}
+
+    async def delete_inference_component(self, params: dict[str, Any]) -> dict[str, Any]:
+        component = self._existing(COMPONENT, params["InferenceComponentName"])
+        self.endpoints.delete_component(component.name)
         return {}
 
     # lists

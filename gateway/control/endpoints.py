@@ -20,7 +20,7 @@ from typing import Any
 from gateway.app import Gateway
 from gateway.async_inference import AsyncConfig
 from gateway.control.images import ImageMap
-from gateway.control.state import ENDPOINT, Resource, State
+from gateway.control.state import COMPONENT, ENDPOINT, Resource, State
 from gateway.endpoint import Endpoint, parse_endpoint
 from gateway.errors import DocumentError
 from gateway.launch import docker
@@ -74,6 +74,8 @@ class Endpoints:
         self._ports: set[int] = set()
         self._planning = asyncio.Lock()
         self._pending: dict[str, dict[str, Any]] = {}  # endpoint (lower case) -> what an update moves to
+        # endpoint (lower case) -> its inference components, running
+        self.components: dict[str, dict[str, Deployment]] = {}
 
     # what the API asks
     def create(self, name: str) -> None:
@@ -89,15 +91,15 @@ class Endpoints:
         self.state.update(ENDPOINT, name, status="Deleting")
         self._run(name, self._delete(name, previous))
 
-    async def settled(self, name: str) -> None:
-        """Until the endpoint is no longer changing, or `settle_wait` seconds."""
+    async def settled(self, name: str, kind: str = ENDPOINT) -> None:
+        """Until the endpoint (or inference component) is no longer changing, or `settle_wait` seconds."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settle_wait
         while True:
-            resource = self.state.get(ENDPOINT, name)
+            resource = self.state.get(kind, name)
             if resource is None or resource.status not in CHANGING:
                 return
-            event = self._changed.setdefault(name.lower(), asyncio.Event())
+            event = self._changed.setdefault(_key(kind, name), asyncio.Event())
             left = deadline - loop.time()
             if left <= 0:
                 return
@@ -120,7 +122,8 @@ class Endpoints:
                 if config is not None and snapshot["config"]["EndpointConfigName"].lower() == config.lower():
                     return endpoint.name
                 if model is not None and any(
-                    m["ModelName"].lower() == model.lower() for m in snapshot["models"].values()
+                    m is not None and m["ModelName"].lower() == model.lower()
+                    for m in snapshot["models"].values()
                 ):
                     return endpoint.name
         return None
@@ -132,7 +135,7 @@ class Endpoints:
         summaries = []
         for variant in endpoint.deployed["config"]["ProductionVariants"]:
             model = endpoint.deployed["models"][variant["VariantName"]]
-            images = [c.get("Image", "") for c in _containers(model)]
+            images = [c.get("Image", "") for c in _containers(model)] if model is not None else []
             weight = float(variant.get("InitialVariantWeight", 1.0))
             count = 1  # one local replica per variant, whatever InitialInstanceCount asks (README)
             summaries.append(
@@ -150,6 +153,129 @@ class Endpoints:
             )
         return summaries
 
+    # inference components: each its own containers on an endpoint made for them
+    def create_component(self, name: str) -> None:
+        self._run(name, self._create_component(name), COMPONENT)
+
+    def update_component(self, name: str, snapshot: dict[str, Any]) -> None:
+        self.state.update(COMPONENT, name, status="Updating")
+        self._run(name, self._update_component(name, snapshot), COMPONENT)
+
+    def delete_component(self, name: str) -> None:
+        previous = self._tasks.get(_key(COMPONENT, name))
+        self.state.update(COMPONENT, name, status="Deleting")
+        self._run(name, self._delete_component(name, previous), COMPONENT)
+
+    async def _create_component(self, name: str) -> None:
+        resource = self.state.get(COMPONENT, name)
+        assert resource is not None and resource.deployed is not None
+        endpoint = resource.request["EndpointName"]
+        await self.settled(endpoint)  # an endpoint still being created gets its components after
+        try:
+            deployment = await self._deploy_component(resource.name, endpoint, resource.deployed)
+        except LaunchError as exc:
+            self.state.update(COMPONENT, name, status="Failed", failure=str(exc))
+            self.console.message(f"inference component {name} failed: {exc}")
+        else:
+            self.components.setdefault(endpoint.lower(), {})[resource.name] = deployment
+            deployment.serve()
+            self._remount(endpoint)
+            self.state.update(COMPONENT, name, status="InService", failure=None)
+            self.console.message(f"inference component {name} is InService on endpoint {endpoint}")
+        self._settle(name, COMPONENT)
+
+    async def _update_component(self, name: str, snapshot: dict[str, Any]) -> None:
+        """Blue/green, as an endpoint's update: the new containers start beside the old ones, requests
+        move once they are healthy, the old drain and stop. A failed update leaves the old serving."""
+        resource = self.state.get(COMPONENT, name)
+        assert resource is not None
+        endpoint = resource.request["EndpointName"]
+        try:
+            deployment = await self._deploy_component(resource.name, endpoint, snapshot)
+        except LaunchError as exc:
+            self.state.update(
+                COMPONENT, name, status="InService", failure=f"The update failed and was rolled back: {exc}"
+            )
+            self._settle(name, COMPONENT)
+            return
+        serving = self.components.setdefault(endpoint.lower(), {})
+        old = serving.get(resource.name)
+        serving[resource.name] = deployment
+        deployment.serve()
+        self._remount(endpoint)
+        if old is not None:
+            await self._drain_services(name, [old.service], old.endpoint)
+            await old.stop()
+        self.state.update(COMPONENT, name, status="InService", failure=None, deployed=snapshot)
+        self._settle(name, COMPONENT)
+
+    async def _delete_component(self, name: str, previous: asyncio.Task[None] | None) -> None:
+        if previous is not None and not previous.done():
+            previous.cancel()
+            await asyncio.gather(previous, return_exceptions=True)
+        resource = self.state.get(COMPONENT, name)
+        assert resource is not None
+        endpoint = resource.request["EndpointName"]
+        old = self.components.get(endpoint.lower(), {}).pop(resource.name, None)
+        self._remount(endpoint)
+        if old is not None:
+            await self._drain_services(name, [old.service], old.endpoint)
+            await old.stop()
+        self.state.remove(COMPONENT, name)
+        self.console.message(f"inference component {name} deleted")
+        self._settle(name, COMPONENT)
+
+    async def _deploy_component(self, name: str, endpoint: str, snapshot: dict[str, Any]) -> Deployment:
+        """A component's containers, started: its model's, or its Container (Image, ArtifactUrl,
+        Environment), as one endpoint document on its endpoint's variant."""
+        spec = snapshot["specification"]
+        model = snapshot["model"]
+        if model is None:
+            container = spec["Container"]
+            model = {
+                "PrimaryContainer": {
+                    "Image": container.get("Image", ""),
+                    **({"ModelDataUrl": container["ArtifactUrl"]} if "ArtifactUrl" in container else {}),
+                    **({"Environment": container["Environment"]} if "Environment" in container else {}),
+                }
+            }
+        if "PrimaryContainer" in model:  # its one container is named after the component (logs, metrics)
+            model = {**model, "PrimaryContainer": {**model["PrimaryContainer"], "ContainerHostname": name}}
+        document = await self._document(endpoint, {"VariantName": f"inference component {name}"}, model)
+        startup = spec.get("StartupParameters", {}).get(
+            "ContainerStartupHealthCheckTimeoutInSeconds", self.startup_timeout
+        )
+        deployment = Deployment(
+            self.gateway,
+            document,
+            base=Path.cwd(),
+            run_dir=self._run_dir(endpoint, "components", name),
+            console=self.console,
+            variant=snapshot["variant"],
+            component=name,
+            taken_ports=self._ports,
+            planning=self._planning,
+            logs=self.run_dir,
+        )
+        await deployment.start(float(startup))
+        return deployment
+
+    def _remount(self, endpoint: str) -> None:
+        """Mount an endpoint made for components with the components it has now (once it serves)."""
+        resource = self.state.get(ENDPOINT, endpoint)
+        if resource is None or resource.name.lower() not in self.live or resource.deployed is None:
+            return
+        self._mount(resource.name, self.live[resource.name.lower()], resource.deployed)
+
+    async def restore_components(self) -> None:
+        """Components that were serving come back once their endpoint has (each waits for it)."""
+        for component in self.state.all(COMPONENT):
+            if component.status == "Deleting":
+                self.state.remove(COMPONENT, component.name)
+            elif component.status in ("InService", "Creating", "Updating"):
+                self.state.update(COMPONENT, component.name, status="Creating", failure=None)
+                self.create_component(component.name)
+
     # start-up and shut-down of the whole local SageMaker
     async def restore(self) -> None:
         """Bring back what was running when the last `mce up` stopped: every endpoint that was InService
@@ -160,6 +286,7 @@ class Endpoints:
             elif endpoint.status in ("InService", "Creating", "Updating"):
                 self.state.update(ENDPOINT, endpoint.name, status="Creating", failure=None, pending=None)
                 self.create(endpoint.name)
+        await self.restore_components()
 
     async def close(self) -> None:
         for task in list(self._tasks.values()):
@@ -167,10 +294,14 @@ class Endpoints:
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)
         for key in list(self.live):
             await self._stop(key, self.live.pop(key))
+        for components in self.components.values():
+            for deployment in components.values():
+                await deployment.stop()
+        self.components.clear()
 
     # the work
-    def _run(self, name: str, work: Coroutine[Any, Any, None]) -> None:
-        key = name.lower()
+    def _run(self, name: str, work: Coroutine[Any, Any, None], kind: str = ENDPOINT) -> None:
+        key = _key(kind, name)
         task = asyncio.get_running_loop().create_task(work)
         self._tasks[key] = task
 
@@ -178,12 +309,12 @@ class Endpoints:
             if self._tasks.get(key) is finished:
                 del self._tasks[key]
             if not finished.cancelled() and finished.exception() is not None:
-                logger.error("endpoint %s: %s", name, finished.exception())
+                logger.error("%s %s: %s", kind, name, finished.exception())
 
         task.add_done_callback(done)
 
-    def _settle(self, name: str) -> None:
-        event = self._changed.pop(name.lower(), None)
+    def _settle(self, name: str, kind: str = ENDPOINT) -> None:
+        event = self._changed.pop(_key(kind, name), None)
         if event is not None:
             event.set()
 
@@ -254,7 +385,10 @@ class Endpoints:
         variants: list[Variant] = []
         try:
             for variant in snapshot["config"]["ProductionVariants"]:
-                endpoint = await self._document(name, variant, snapshot["models"][variant["VariantName"]])
+                model = snapshot["models"][variant["VariantName"]]
+                if model is None:  # an endpoint for inference components: they bring the containers
+                    continue
+                endpoint = await self._document(name, variant, model)
                 timeout = float(
                     variant.get("ContainerStartupHealthCheckTimeoutInSeconds", self.startup_timeout)
                 )
@@ -321,7 +455,18 @@ class Endpoints:
             variant.deployment.serve()
         config = snapshot["config"].get("AsyncInferenceConfig")
         asynchronous = AsyncConfig.from_api(config) if config is not None else None
-        self.gateway.mount(name, [(v.service, v.weight) for v in variants], asynchronous)
+        components = None
+        if all(model is None for model in snapshot["models"].values()):  # made for inference components
+            serving = self.components.get(name.lower(), {})
+            components = {component: deployment.service for component, deployment in serving.items()}
+        self.gateway.mount(name, [(v.service, v.weight) for v in variants], asynchronous, components)
+
+    async def _drain_services(self, name: str, services: list[Service], endpoint: Endpoint) -> None:
+        """Let the requests that reached these (unmounted) services finish, within the longest
+        invocation timeout of `endpoint`'s containers."""
+        timeout = max((c.Backend.InvocationTimeoutInSeconds for c in endpoint.containers), default=0.0)
+        if not await self.gateway.drained(services, timeout):
+            logger.warning("%s: requests still unanswered after %g s; stopping anyway", name, timeout)
 
     async def _drain(self, name: str, variants: list[Variant]) -> None:
         """Let the requests that reached these (unmounted) variants finish, within the longest invocation
@@ -343,6 +488,11 @@ class Endpoints:
     async def _stop(self, name: str, variants: Iterable[Variant]) -> None:
         for variant in variants:
             await variant.deployment.stop()
+
+
+def _key(kind: str, name: str) -> str:
+    """Endpoints by their name, other kinds by kind/name (an endpoint's name has no `/`)."""
+    return name.lower() if kind == ENDPOINT else f"{kind}/{name.lower()}"
 
 
 def _containers(model: dict[str, Any]) -> list[dict[str, Any]]:

@@ -16,20 +16,21 @@ from pathlib import Path
 from typing import Any
 
 MODEL, CONFIG, ENDPOINT = "model", "endpoint-config", "endpoint"  # the kinds, as in their ARNs
+COMPONENT = "inference-component"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS resources (
-    kind TEXT NOT NULL,             -- model | endpoint-config | endpoint
+    kind TEXT NOT NULL,             -- model | endpoint-config | endpoint | inference-component
     name TEXT NOT NULL COLLATE NOCASE,
     arn TEXT NOT NULL,
     created REAL NOT NULL,
     modified REAL NOT NULL,
     request TEXT NOT NULL,          -- the Create request, JSON
-    status TEXT,                    -- endpoints: Creating, InService, Updating, Failed, Deleting
-    failure TEXT,                   -- endpoints: FailureReason
+    status TEXT,                    -- endpoints, components: Creating, InService, Updating, Failed, Deleting
+    failure TEXT,                   -- endpoints, components: FailureReason
     config TEXT,                    -- endpoints: the endpoint configuration it serves
     pending TEXT,                   -- endpoints: the configuration an update is moving to
-    deployed TEXT,                  -- endpoints: what it runs (configuration and models, JSON)
+    deployed TEXT,                  -- endpoints, components: what it runs (configuration and models, JSON)
     PRIMARY KEY (kind, name)
 );
 """

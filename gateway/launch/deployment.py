@@ -44,6 +44,7 @@ class Deployment:
         taken_ports: set[int] | None = None,
         planning: asyncio.Lock | None = None,
         logs: Path | None = None,
+        component: str | None = None,
     ) -> None:
         """`base`: where relative paths of the endpoint are from; `taken_ports`: ports other deployments
         hold (this one's are added to it, and given back on stop); `planning`: held while this deployment
@@ -59,6 +60,7 @@ class Deployment:
         self.taken_ports = taken_ports if taken_ports is not None else set()
         self._planning = planning
         self._logs = logs
+        self.component = component  # an inference component's deployment: its name
         self._ports: set[int] = set()
         self._service: Service | None = None
         self._supervisor: Supervisor | None = None
@@ -87,7 +89,11 @@ class Deployment:
             self.taken_ports |= self._ports
         self.endpoint = served
         service = self._service = await self.gateway.add(
-            served, base=self.base, model_cache=self.model_cache, variant=self.variant
+            served,
+            base=self.base,
+            model_cache=self.model_cache,
+            variant=self.variant,
+            component=self.component,
         )
         backends = {backend.name: backend for backend in service.dataplane.backends}
         supervisor = self._supervisor = Supervisor(plans, backends, self.console)
