@@ -67,32 +67,30 @@ def ports() -> dict[str, int]:
     }
 
 
-def write_config(run_dir: Path, model_dir: Path, address: str, multi_model: bool) -> Path:
+def base_config(address: str) -> list[str]:
+    """TorchServe's settings on SageMaker's ports, for a local run (containers/pytorch-inference too)."""
     p = ports()
+    return [
+        f"inference_address=http://{address}:{p['inference']}",
+        f"management_address=http://{address}:{p['management']}",
+        f"metrics_address=http://{address}:{p['metrics']}",
+        f"grpc_inference_address={address}",
+        f"grpc_inference_port={p['grpc']}",
+        f"grpc_management_address={address}",
+        f"grpc_management_port={p['grpc_management']}",
+        "disable_token_authorization=true",
+        "enable_model_api=true",
+        "default_workers_per_model=1",
+        "install_py_dep_per_model=false",
+        "max_request_size=6553600",
+        "max_response_size=6553600",
+        "vmargs=-Xmx512m -XX:+UseSerialGC -XX:+ExitOnOutOfMemoryError",
+    ]
+
+
+def write_config(run_dir: Path, lines: list[str]) -> Path:
     config = run_dir / "config.properties"
-    config.write_text(
-        "\n".join(
-            [
-                f"inference_address=http://{address}:{p['inference']}",
-                f"management_address=http://{address}:{p['management']}",
-                f"metrics_address=http://{address}:{p['metrics']}",
-                f"grpc_inference_address={address}",
-                f"grpc_inference_port={p['grpc']}",
-                f"grpc_management_address={address}",
-                f"grpc_management_port={p['grpc_management']}",
-                "disable_token_authorization=true",
-                "enable_model_api=true",
-                f"model_store={model_dir}",
-                f"load_models={'' if multi_model else 'all'}",
-                "default_workers_per_model=1",
-                "install_py_dep_per_model=false",
-                "max_request_size=6553600",
-                "max_response_size=6553600",
-                "vmargs=-Xmx512m -XX:+UseSerialGC -XX:+ExitOnOutOfMemoryError",
-                "",
-            ]
-        )
-    )
+    config.write_text("\n".join(lines) + "\n")
     (run_dir / "log4j2.xml").write_text(LOG4J2)
     return config
 
@@ -137,10 +135,21 @@ def main() -> int:
         print("serve.py: the torchserve command is missing; install torchserve==0.12.0", file=sys.stderr)
         return 2
     run_dir.mkdir(parents=True, exist_ok=True)
+    config = write_config(
+        run_dir,
+        [*base_config(address), f"model_store={model_dir}", f"load_models={'' if multi_model else 'all'}"],
+    )
+    return run(launcher_path, config, run_dir, ["--model-store", str(model_dir)])
+
+
+def run(
+    launcher_path: str, config: Path, run_dir: Path, extra: list[str], env: dict[str, str] | None = None
+) -> int:
+    """TorchServe in the foreground with `config`, its own files in `run_dir`, until it exits; SIGTERM
+    and SIGINT stop java and the launcher (a shared step: containers/pytorch-inference uses it too)."""
     (run_dir / ".model_server.pid").unlink(missing_ok=True)
-    config = write_config(run_dir, model_dir, address, multi_model)
-    env = {
-        **os.environ,
+    environment = {
+        **(env or os.environ),
         "TMPDIR": str(run_dir),
         "LOG_LOCATION": str(run_dir),
         "METRICS_LOCATION": str(run_dir),
@@ -152,12 +161,11 @@ def main() -> int:
             "--ncs",
             "--ts-config",
             str(config),
-            "--model-store",
-            str(model_dir),
+            *extra,
             "--log-config",
             str(run_dir / "log4j2.xml"),
         ],
-        env=env,
+        env=environment,
         cwd=run_dir,
     )
 

@@ -115,6 +115,8 @@ def plan(
         }
         if backend.Model is not None:
             env.setdefault("MCE_MODEL_NAME", backend.Model)
+        if container.Image is not None:  # what it stands in for (a framework container checks its tag)
+            env["MCE_IMAGE"] = container.Image
         if model_dir is not None:
             env["MCE_MODEL_DIR"] = str(model_dir)
         plans.append(
