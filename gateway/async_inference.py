@@ -38,7 +38,7 @@ from gateway import wire
 from gateway.aws import s3_client
 from gateway.cycle import Cycle
 from gateway.errors import GatewayError, ServiceUnavailable, ValidationError
-from gateway.invocation import Invocation
+from gateway.invocation import Invocation, check_ascii, check_printable
 from gateway.routing import Operation
 from gateway.timeline import Timeline
 
@@ -113,7 +113,10 @@ def job_from(headers: dict[bytes, bytes], body: bytes, config: AsyncConfig) -> J
         raise ValidationError(f"InputLocation '{location[:100]}' must match ^(https|s3)://([^/]+)/?(.*)$.")
     if len(body) > MAX_INLINE_BODY:
         raise ValidationError(f"An inline Body is at most {MAX_INLINE_BODY} bytes; use InputLocation.")
-    inference_id = _text(get(wire.INFERENCE_ID)) or str(uuid.uuid4())
+    given = get(wire.INFERENCE_ID)
+    if given is not None:
+        check_printable(given, "InferenceId", wire.MAX_INFERENCE_ID)
+    inference_id = _text(given) or str(uuid.uuid4())
     extension = _text(get(b"x-amzn-sagemaker-s3outputpathextension"))
     if extension is not None and (len(extension) > 512 or not _EXTENSION.fullmatch(extension)):
         raise ValidationError(f"S3OutputPathExtension '{extension[:100]}' is not a relative S3 path.")
@@ -141,11 +144,7 @@ def job_from(headers: dict[bytes, bytes], body: bytes, config: AsyncConfig) -> J
         inference_id.encode(),
         timeout=float(timeout),  # each container's, in place of its InvocationTimeoutInSeconds
     )
-    for value, member in ((call.content_type, "ContentType"), (call.accept, "Accept")):
-        if value is not None and (len(value) > wire.MAX_HEADER_VALUE or not value.isascii()):
-            raise ValidationError(
-                f"Value for {member} must be at most {wire.MAX_HEADER_VALUE} US-ASCII characters."
-            )
+    check_ascii(call.content_type, call.accept, call.custom_attributes)
     return Job(
         inference_id,
         f"{folder}/{filename or inference_id + '.out'}",
@@ -255,22 +254,17 @@ class AsyncQueue:
             timeline=Timeline() if service.telemetry.enabled else None,
         )
         cycle.start()
-        try:
-            async with asyncio.timeout(job.timeout):
-                await answer.finished.wait()
-        except TimeoutError:
-            cycle.abandon()
-            await self._store(
-                job.failure,
-                f"The request did not finish within {job.timeout:g} s (InvocationTimeoutSeconds).".encode(),
-            )
-            return
         with answer.body:
+            try:
+                async with asyncio.timeout(job.timeout):
+                    await answer.finished.wait()
+            except TimeoutError:
+                cycle.abandon()
+                limit = f"{job.timeout:g} s (InvocationTimeoutSeconds)"
+                await self._store(job.failure, f"The request did not finish within {limit}.".encode())
+                return
             answer.body.seek(0)
-            if answer.status == 200:
-                await self._store(job.output, answer.body)
-            else:
-                await self._store(job.failure, answer.body)
+            await self._store(job.output if answer.status == 200 else job.failure, answer.body)
 
     def _read_input(self, location: str) -> bytes:
         parts = urlsplit(location)

@@ -42,21 +42,13 @@ def invocation_from(headers: dict[bytes, bytes], *, stream: bool = False) -> Inv
     get = headers.get
     accept = get(wire.STREAM_ACCEPT) if stream else get(wire.ACCEPT)
     content_type, attributes = get(wire.CONTENT_TYPE), get(wire.CUSTOM_ATTRIBUTES)
-    for value, member in (
-        (content_type, "ContentType"),
-        (accept, "Accept"),
-        (attributes, "CustomAttributes"),
-    ):
-        if value is not None and (len(value) > wire.MAX_HEADER_VALUE or not value.isascii()):
-            raise ValidationError(
-                f"Value for {member} must be at most {wire.MAX_HEADER_VALUE} US-ASCII characters."
-            )
+    check_ascii(content_type, accept, attributes)
     target_model, inference_id = get(wire.TARGET_MODEL), get(wire.INFERENCE_ID)
     if target_model is not None:
-        _check_printable(target_model, "TargetModel", wire.MAX_HEADER_VALUE)
+        check_printable(target_model, "TargetModel", wire.MAX_HEADER_VALUE)
         _check_relative_path(target_model)
     if inference_id is not None:
-        _check_printable(inference_id, "InferenceId", wire.MAX_INFERENCE_ID)
+        check_printable(inference_id, "InferenceId", wire.MAX_INFERENCE_ID)
     session_id = get(wire.SESSION_ID)
     if session_id is not None:
         _check_session(session_id, stream)
@@ -95,7 +87,20 @@ def _check_session(value: bytes, stream: bool) -> None:
         )
 
 
-def _check_printable(value: bytes, member: str, limit: int) -> None:
+def check_ascii(content_type: bytes | None, accept: bytes | None, attributes: bytes | None) -> None:
+    """ContentType, Accept and CustomAttributes: at most 1024 US-ASCII characters each (spec §1.2)."""
+    for value, member in (
+        (content_type, "ContentType"),
+        (accept, "Accept"),
+        (attributes, "CustomAttributes"),
+    ):
+        if value is not None and (len(value) > wire.MAX_HEADER_VALUE or not value.isascii()):
+            raise ValidationError(
+                f"Value for {member} must be at most {wire.MAX_HEADER_VALUE} US-ASCII characters."
+            )
+
+
+def check_printable(value: bytes, member: str, limit: int) -> None:
     """`\\A\\S[\\p{Print}]*\\z`, 1 to `limit` characters (TargetModel, InferenceId)."""
     if not 1 <= len(value) <= limit:
         raise ValidationError(f"Value for {member} must be between 1 and {limit} characters long.")
@@ -153,7 +158,7 @@ def _refuse_unconfigured(get: Callable[[bytes], bytes | None]) -> None:
         )
     prefix = get(wire.PREFIX_AWARE_ID)
     if prefix is not None:
-        _check_printable(prefix, "PrefixAwareId", wire.MAX_INFERENCE_ID)
+        check_printable(prefix, "PrefixAwareId", wire.MAX_INFERENCE_ID)
         raise ValidationError(
             "PrefixAwareId is for an endpoint whose production variant routes with RoutingStrategy "
             "PREFIX_AWARE; this endpoint's do not."

@@ -99,7 +99,8 @@ class Router:
             raise unknown_endpoint(name)
         raise UnknownOperation(
             f"mce-gateway serves POST /endpoints/{self.endpoint_name}/invocations (and "
-            "/invocations-response-stream), POST /invocations, GET /ping and GET /metrics; not "
+            "/invocations-response-stream, /async-invocations), POST /invocations, GET /ping and GET "
+            "/metrics; not "
             f"{method.decode('ascii', 'replace')} {wire.shown(path)}."
         )
 

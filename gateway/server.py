@@ -841,7 +841,7 @@ class Server:
                 "No endpoint is served here."
                 if not self._by_name
                 else f"Served here: POST /endpoints/{{EndpointName}}/invocations (and "
-                f"/invocations-response-stream); not {wire.shown(path)}."
+                f"/invocations-response-stream, /async-invocations); not {wire.shown(path)}."
             )
         return variants.pick(target_variant, component)
 

@@ -144,6 +144,7 @@ def test_bad_requests_and_an_endpoint_without_async_are_refused(local: tuple[Loc
         ({"EndpointName": "queued", "InputLocation": "ftp://models/x"}, "must match"),
         ({"EndpointName": "queued", "Body": b"{}", "Filename": "a.b.c"}, "Filename"),
         ({"EndpointName": "queued", "Body": b"x" * 128_001}, "at most 128000 bytes"),
+        ({"EndpointName": "queued", "Body": b"{}", "InferenceId": "x" * 65}, "InferenceId"),
     ):
         with pytest.raises(ClientError) as refused:
             runtime.invoke_endpoint_async(**call)

@@ -204,7 +204,7 @@ class Endpoints:
         deployment.serve()
         self._remount(endpoint)
         if old is not None:
-            await self._drain_services(name, [old.service], old.endpoint)
+            await self._drain(name, [old])
             await old.stop()
         self.state.update(COMPONENT, name, status="InService", failure=None, deployed=snapshot)
         self._settle(name, COMPONENT)
@@ -219,7 +219,7 @@ class Endpoints:
         old = self.components.get(endpoint.lower(), {}).pop(resource.name, None)
         self._remount(endpoint)
         if old is not None:
-            await self._drain_services(name, [old.service], old.endpoint)
+            await self._drain(name, [old])
             await old.stop()
         self.state.remove(COMPONENT, name)
         self.console.message(f"inference component {name} deleted")
@@ -354,7 +354,7 @@ class Endpoints:
         old = self.live.get(name.lower(), [])
         self.live[name.lower()] = variants
         self._mount(name, variants, snapshot)
-        await self._drain(name, old)
+        await self._drain(name, [variant.deployment for variant in old])
         await self._stop(name, old)
         self._pending.pop(name.lower(), None)
         self.state.update(
@@ -374,7 +374,7 @@ class Endpoints:
             await asyncio.gather(previous, return_exceptions=True)
         self.gateway.unmount(name)
         old = self.live.pop(name.lower(), [])
-        await self._drain(name, old)
+        await self._drain(name, [variant.deployment for variant in old])
         await self._stop(name, old)
         self.state.remove(ENDPOINT, name)
         self.console.message(f"endpoint {name} deleted")
@@ -461,29 +461,15 @@ class Endpoints:
             components = {component: deployment.service for component, deployment in serving.items()}
         self.gateway.mount(name, [(v.service, v.weight) for v in variants], asynchronous, components)
 
-    async def _drain_services(self, name: str, services: list[Service], endpoint: Endpoint) -> None:
-        """Let the requests that reached these (unmounted) services finish, within the longest
-        invocation timeout of `endpoint`'s containers."""
-        timeout = max((c.Backend.InvocationTimeoutInSeconds for c in endpoint.containers), default=0.0)
-        if not await self.gateway.drained(services, timeout):
-            logger.warning("%s: requests still unanswered after %g s; stopping anyway", name, timeout)
-
-    async def _drain(self, name: str, variants: list[Variant]) -> None:
-        """Let the requests that reached these (unmounted) variants finish, within the longest invocation
-        timeout of their containers."""
-        services = [variant.service for variant in variants]
+    async def _drain(self, name: str, deployments: list[Deployment]) -> None:
+        """Let the requests that reached these (unmounted) deployments finish, within the longest
+        invocation timeout of their containers."""
         timeout = max(
-            (
-                container.Backend.InvocationTimeoutInSeconds
-                for variant in variants
-                for container in variant.deployment.endpoint.containers
-            ),
+            (c.Backend.InvocationTimeoutInSeconds for d in deployments for c in d.endpoint.containers),
             default=0.0,
         )
-        if not await self.gateway.drained(services, timeout):
-            logger.warning(
-                "endpoint %s: requests still unanswered after %g s; stopping anyway", name, timeout
-            )
+        if not await self.gateway.drained([d.service for d in deployments], timeout):
+            logger.warning("%s: requests still unanswered after %g s; stopping anyway", name, timeout)
 
     async def _stop(self, name: str, variants: Iterable[Variant]) -> None:
         for variant in variants:
