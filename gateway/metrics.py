@@ -95,6 +95,7 @@ class Metrics:
         self.process_groups: dict[
             str, Callable[[], int | None]
         ] = {}  # container -> its process group, if launched
+        self.warnings: dict[str, list[str]] = {}  # launched container -> its warnings (gateway.launch)
         self.models: dict[str, ModelStats] = {}  # MultiModel container -> its model store's numbers
         self.queue: QueueStats | None = None  # the endpoint's InvokeEndpointAsync queue, when it has one
         self._cpu_seen: dict[str, tuple[float, float]] = {}
@@ -267,6 +268,16 @@ class _Collector(Collector):
                 memory.add_metric([*base, container], found[1])
         yield cpu
         yield memory
+        if any(m.warnings.values()):
+            warned = GaugeMetricFamily(
+                "mce_container_warning",
+                "a launched container's warning about how it runs here, as its log has it (1 while it runs)",
+                labels=[*per, "warning"],
+            )
+            for container, warnings in m.warnings.items():
+                for warning in warnings:
+                    warned.add_metric([*base, container, warning], 1)
+            yield warned
         if m.models:
             yield from _model_families(m)
         if m.queue is not None:

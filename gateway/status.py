@@ -1,6 +1,7 @@
 """`mce status URL`: each container of a running endpoint at a glance, from its /ping and two /metrics
 scrapes; for a local SageMaker (`mce up`), every endpoint, its status, variants and containers, from the
-control plane's ListEndpoints and DescribeEndpoint and two /metrics scrapes."""
+control plane's ListEndpoints and DescribeEndpoint and two /metrics scrapes. Under the table, what the
+launched containers warned of (a framework container's version that differs from the installed one)."""
 
 from __future__ import annotations
 
@@ -124,7 +125,23 @@ def local_status(url: str, interval: float = 1.0) -> str | None:
                 )
     if len(rows) == 1:
         return "no endpoints (create one with boto3's sagemaker client, or mce up DOC)"
-    return _table(rows)
+    return _table(rows) + warnings(url, with_endpoint=True)
+
+
+def warnings(url: str, *, with_endpoint: bool) -> str:
+    """The launched containers' warnings (/metrics' mce_container_warning), as lines under the table, or
+    "" when there are none."""
+    lines = []
+    for family in text_string_to_metric_families(_metrics(f"{url}/metrics").decode()):
+        if family.name != "mce_container_warning":
+            continue
+        for sample in family.samples:
+            labels = sample.labels
+            where = labels.get("container", "")
+            if with_endpoint:
+                where = f"{labels.get('endpoint', '')}/{labels.get('variant', '')}/{where}"
+            lines.append(f"  {where}: {labels.get('warning', '')}")
+    return "\n\nwarnings:\n" + "\n".join(sorted(lines)) if lines else ""
 
 
 def _table(rows: Sequence[Sequence[str]]) -> str:
@@ -219,4 +236,4 @@ def status(url: str, interval: float = 1.0) -> str:
                 models,
             )
         )
-    return _table(rows)
+    return _table(rows) + warnings(url, with_endpoint=False)

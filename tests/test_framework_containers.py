@@ -18,6 +18,8 @@ import torch
 from conftest import s3_environment
 from test_local_sagemaker import ROLE, LocalSageMaker
 
+from gateway.status import local_status, status
+
 # torch 2.13 calls TorchScript deprecated; the PyTorch DLC's default model_fn loads it all the same
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
 PYTORCH = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-inference:{tag}"
@@ -49,13 +51,13 @@ def model() -> torch.jit.ScriptModule:
     return scripted
 
 
-def artifact(with_code: bool) -> bytes:
-    """A model.tar.gz as the PyTorch DLC takes it: model.pth, and code/inference.py if asked."""
+def torchscript() -> bytes:
     saved = io.BytesIO()
     torch.jit.save(model(), saved)
-    files = {"model.pth": saved.getvalue()}
-    if with_code:
-        files["code/inference.py"] = INFERENCE_PY.encode()
+    return saved.getvalue()
+
+
+def tar_gz(files: dict[str, bytes]) -> bytes:
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w:gz") as tar:
         for name, data in files.items():
@@ -63,6 +65,14 @@ def artifact(with_code: bool) -> bytes:
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
     return out.getvalue()
+
+
+def artifact(with_code: bool) -> bytes:
+    """A model.tar.gz as the PyTorch DLC takes it: model.pth, and code/inference.py if asked."""
+    files = {"model.pth": torchscript()}
+    if with_code:
+        files["code/inference.py"] = INFERENCE_PY.encode()
+    return tar_gz(files)
 
 
 @pytest.fixture
@@ -78,14 +88,16 @@ def local(tmp_path: Path, s3: tuple[str, Any]) -> Iterator[tuple[LocalSageMaker,
         server.proc.kill()
 
 
-def deploy(sm: Any, name: str, image: str, data: str) -> dict[str, Any]:
+def deploy(
+    sm: Any, name: str, image: str, data: str, environment: dict[str, str] | None = None
+) -> dict[str, Any]:
     sm.create_model(
         ModelName=name,
         ExecutionRoleArn=ROLE,
         PrimaryContainer={
             "Image": image,
             "ModelDataUrl": data,
-            "Environment": {"SAGEMAKER_PROGRAM": "inference.py"},
+            "Environment": {"SAGEMAKER_PROGRAM": "inference.py", **(environment or {})},
         },
     )
     sm.create_endpoint_config(
@@ -131,8 +143,34 @@ def test_the_pytorch_dlc_defaults_serve_a_torchscript_model(local: tuple[LocalSa
         EndpointName="plain", ContentType="application/json", Accept="application/json", Body=json.dumps(ROWS)
     )
     numpy.testing.assert_allclose(json.loads(answer["Body"].read()), expected(), rtol=1e-5)
+    warning = "is PyTorch 1.8.1; this container runs the installed PyTorch 2.13.0"
     logs = "".join(log.read_text() for log in (server.state / "plain").rglob("*.log"))
-    assert "is PyTorch 1.8.1; this container runs the installed PyTorch 2.13.0" in logs
+    assert warning in logs
+    shown = local_status(server.url) or status(server.url)  # what `mce status` shows
+    assert f"container-1: {PYTORCH.format(tag='1.8.1-cpu-py36')} {warning}" in shown
+
+
+def test_the_submit_directory_can_be_an_s3_tar_gz(local: tuple[LocalSageMaker, Any]) -> None:
+    server, bucket = local
+    bucket.put_object(
+        Bucket="models", Key="code/sourcedir.tar.gz", Body=tar_gz({"inference.py": INFERENCE_PY.encode()})
+    )
+    sm, runtime = server.sagemaker(), server.runtime()
+    image = PYTORCH.format(tag="2.13.0-cpu-py311")
+    submitted = {"SAGEMAKER_SUBMIT_DIRECTORY": "s3://models/code/sourcedir.tar.gz"}
+    described = deploy(sm, "submitted", image, "s3://models/dlc/plain/model.tar.gz", submitted)
+    assert described["EndpointStatus"] == "InService", described.get("FailureReason")
+    answer = runtime.invoke_endpoint(
+        EndpointName="submitted", ContentType="application/json", Body=json.dumps({"inputs": ROWS})
+    )
+    assert json.loads(answer["Body"].read())["by"] == "inference.py"
+    missing = {"SAGEMAKER_SUBMIT_DIRECTORY": "s3://models/code/nothing.tar.gz"}
+    described = deploy(sm, "unsubmitted", image, "s3://models/dlc/plain/model.tar.gz", missing)
+    assert described["EndpointStatus"] == "Failed"
+    assert (
+        "SAGEMAKER_SUBMIT_DIRECTORY s3://models/code/nothing.tar.gz cannot be downloaded"
+        in (described["FailureReason"])
+    )
 
 
 def test_a_gpu_image_fails_clearly(local: tuple[LocalSageMaker, Any]) -> None:
@@ -145,3 +183,95 @@ def test_a_gpu_image_fails_clearly(local: tuple[LocalSageMaker, Any]) -> None:
     )
     assert described["EndpointStatus"] == "Failed"
     assert "is a GPU image; this machine runs the CPU one" in described["FailureReason"]
+
+
+BROKEN = {
+    "no-model": ({"README.txt": b"no model here"}, "holds no model.pth or model.pt and no code/inference.py"),
+    "import-fails": (
+        {"model.pth": b"", "code/inference.py": b"import json\nraise RuntimeError('no GPU driver found')\n"},
+        "RuntimeError: no GPU driver found",
+    ),
+    "model-fn-fails": (
+        {
+            "model.pth": b"",
+            "code/inference.py": b"def model_fn(model_dir):\n    raise ValueError('bad weights')\n",
+        },
+        "ValueError: bad weights",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN))
+def test_a_broken_pytorch_artifact_fails_the_endpoint_with_its_reason(
+    local: tuple[LocalSageMaker, Any], case: str
+) -> None:
+    server, bucket = local
+    files, reason = BROKEN[case]
+    bucket.put_object(Bucket="models", Key=f"broken/{case}/model.tar.gz", Body=tar_gz(files))
+    described = deploy(
+        server.sagemaker(),
+        case,
+        PYTORCH.format(tag="2.13.0-cpu-py311"),
+        f"s3://models/broken/{case}/model.tar.gz",
+    )
+    assert described["EndpointStatus"] == "Failed"
+    assert reason in described["FailureReason"], described["FailureReason"]
+
+
+FAILS_ON_REQUEST = b"""
+def model_fn(model_dir):
+    return None
+
+def input_fn(body, content_type):
+    return body
+
+def predict_fn(data, model):
+    raise ValueError(f"cannot predict with model {model!r}")
+"""
+
+
+def test_an_inference_py_that_fails_a_request_is_a_model_error_and_its_neighbour_serves(
+    local: tuple[LocalSageMaker, Any],
+) -> None:
+    server, bucket = local
+    bucket.put_object(
+        Bucket="models",
+        Key="broken/on-request/model.tar.gz",
+        Body=tar_gz({"model.pth": b"", "code/inference.py": FAILS_ON_REQUEST}),
+    )
+    sm, runtime = server.sagemaker(), server.runtime()
+    image = PYTORCH.format(tag="2.13.0-cpu-py311")
+    sm.create_model(
+        ModelName="pair",
+        ExecutionRoleArn=ROLE,
+        Containers=[
+            {
+                "ContainerHostname": "good",
+                "Image": image,
+                "ModelDataUrl": "s3://models/dlc/with-code/model.tar.gz",
+            },
+            {
+                "ContainerHostname": "bad",
+                "Image": image,
+                "ModelDataUrl": "s3://models/broken/on-request/model.tar.gz",
+            },
+        ],
+        InferenceExecutionConfig={"Mode": "Direct"},
+    )
+    sm.create_endpoint_config(
+        EndpointConfigName="pair", ProductionVariants=[{"VariantName": "AllTraffic", "ModelName": "pair"}]
+    )
+    sm.create_endpoint(EndpointName="pair", EndpointConfigName="pair")
+    sm.get_waiter("endpoint_in_service").wait(EndpointName="pair", WaiterConfig={"Delay": 1})
+    body = json.dumps({"inputs": ROWS})
+    with pytest.raises(runtime.exceptions.ModelError) as failed:
+        runtime.invoke_endpoint(
+            EndpointName="pair", ContentType="application/json", TargetContainerHostname="bad", Body=body
+        )
+    error = failed.value.response
+    assert "cannot predict with model None" in error["Error"]["Message"], error
+    assert error["OriginalStatusCode"] >= 400
+    answer = runtime.invoke_endpoint(
+        EndpointName="pair", ContentType="application/json", TargetContainerHostname="good", Body=body
+    )
+    numpy.testing.assert_allclose(json.loads(answer["Body"].read())["predictions"], expected(), rtol=1e-5)

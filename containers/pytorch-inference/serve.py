@@ -14,7 +14,8 @@ SAGEMAKER_BASE_DIR (default /opt/ml), so `<run>/ml/model` is the unpacked model 
 folder is on PYTHONPATH. TorchServe gets the toolkit's own settings (its handler service as the default
 handler, request bodies handed over undecoded) and SageMaker's ports (SAGEMAKER_BIND_TO_PORT,
 SAGEMAKER_SAFE_PORT_RANGE), as containers/pytorch does. SAGEMAKER_SUBMIT_DIRECTORY, when it names a
-local folder, is the code folder.
+local folder, is the code folder; an `s3://` tar.gz is fetched by the launcher, which says where in
+MCE_CODE_DIR.
 
 The image's tag (MCE_IMAGE) is checked against what is installed: another PyTorch version is a warning in
 the log; a GPU or Neuron image cannot run here and stops the container with the reason.
@@ -60,8 +61,8 @@ def check_image(image: str) -> str | None:
     installed = importlib.metadata.version("torch").split("+")[0]
     wanted = found["version"]
     if not (installed + ".").startswith(wanted + "."):
-        print(
-            f"serve.py: WARNING: {image} is PyTorch {wanted}; this container runs the installed PyTorch "
+        print(  # the mark makes it a warning in `mce status` (gateway.launch.supervisor)
+            f"[mce:warning] {image} is PyTorch {wanted}; this container runs the installed PyTorch "
             f"{installed}. A model saved by {wanted} may behave differently.",
             flush=True,
         )
@@ -105,7 +106,7 @@ def main() -> int:
         link.unlink()
     link.symlink_to(model_dir, target_is_directory=True)
     code = link / "code"
-    submitted = os.environ.get("SAGEMAKER_SUBMIT_DIRECTORY", "")
+    submitted = os.environ.get("MCE_CODE_DIR") or os.environ.get("SAGEMAKER_SUBMIT_DIRECTORY", "")
     if submitted.startswith("file://"):
         submitted = submitted[len("file://") :]
     if submitted and Path(submitted).is_dir():
@@ -133,6 +134,7 @@ def main() -> int:
             f"default_service_handler={HANDLER}",
             "decode_input_request=false",  # the toolkit takes the body as bytes
         ],
+        model_log="info",  # what inference.py prints, and its tracebacks, as CloudWatch would show them
     )
     toolkit = Path(os.environ.get("MCE_PYTORCH_TOOLKIT", Path(sys.prefix) / "toolkits" / "pytorch"))
     if not (toolkit / "sagemaker_pytorch_serving_container").is_dir():
@@ -154,7 +156,12 @@ def main() -> int:
     store = run_dir / "model-store"
     store.mkdir(exist_ok=True)
     result: int = launch.run(
-        launcher_path, config, run_dir, ["--model-store", str(store), "--models", f"model={link}"], env
+        launcher_path,
+        config,
+        run_dir,
+        ["--model-store", str(store), "--models", f"model={link}"],
+        env,
+        give_up=True,
     )
     return result
 

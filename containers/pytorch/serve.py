@@ -20,6 +20,7 @@ within the grace period. Standard library only: it runs in the official TorchSer
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -41,7 +42,7 @@ LOG4J2 = """<?xml version="1.0" encoding="UTF-8"?>
     <Logger name="ACCESS_LOG" level="off"/>
     <Logger name="MODEL_METRICS" level="off"/>
     <Logger name="TS_METRICS" level="off"/>
-    <Logger name="MODEL_LOG" level="warn"/>
+    <Logger name="MODEL_LOG" level="{model_log}"/>
     <Root level="warn"><AppenderRef ref="stdout"/></Root>
   </Loggers>
 </Configuration>
@@ -88,10 +89,12 @@ def base_config(address: str) -> list[str]:
     ]
 
 
-def write_config(run_dir: Path, lines: list[str]) -> Path:
+def write_config(run_dir: Path, lines: list[str], model_log: str = "warn") -> Path:
+    """TorchServe's config and log settings; `model_log` is the level of the workers' own output (info
+    shows what a handler prints)."""
     config = run_dir / "config.properties"
     config.write_text("\n".join(lines) + "\n")
-    (run_dir / "log4j2.xml").write_text(LOG4J2)
+    (run_dir / "log4j2.xml").write_text(LOG4J2.replace("{model_log}", model_log))
     return config
 
 
@@ -142,11 +145,25 @@ def main() -> int:
     return run(launcher_path, config, run_dir, ["--model-store", str(model_dir)])
 
 
+RETRY_FAILED = "Auto recovery failed again"  # TorchServe, each time a model's worker fails to come back
+RETRIES = 2  # then (three attempts in all) the model is given up (run(give_up=True))
+EXCEPTION = re.compile(r"MODEL_LOG - ((?:\w+\.)*\w*(?:Error|Exception)\b.*)")  # a worker's Python error
+
+
 def run(
-    launcher_path: str, config: Path, run_dir: Path, extra: list[str], env: dict[str, str] | None = None
+    launcher_path: str,
+    config: Path,
+    run_dir: Path,
+    extra: list[str],
+    env: dict[str, str] | None = None,
+    give_up: bool = False,
 ) -> int:
     """TorchServe in the foreground with `config`, its own files in `run_dir`, until it exits; SIGTERM
-    and SIGINT stop java and the launcher (a shared step: containers/pytorch-inference uses it too)."""
+    and SIGINT stop java and the launcher (a shared step: containers/pytorch-inference uses it too).
+
+    With `give_up`, TorchServe's output passes through this process, and a model whose worker fails
+    RETRIES + 1 times stops it (TorchServe itself retries forever, so the container would never get
+    ready nor say why): exit status 2, the last line naming the model's own error."""
     (run_dir / ".model_server.pid").unlink(missing_ok=True)
     environment = {
         **(env or os.environ),
@@ -167,6 +184,8 @@ def run(
         ],
         env=environment,
         cwd=run_dir,
+        stdout=subprocess.PIPE if give_up else None,
+        stderr=subprocess.STDOUT if give_up else None,
     )
 
     def stop(signum: int, frame: FrameType | None) -> None:
@@ -176,6 +195,19 @@ def run(
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    failures, first_error = 0, ""
+    if launcher.stdout is not None:
+        for raw in launcher.stdout:
+            sys.stdout.buffer.write(raw)
+            sys.stdout.flush()
+            line = raw.decode("utf-8", "replace").rstrip()
+            found = EXCEPTION.search(line)
+            if found and not first_error:
+                first_error = found[1]  # the model's own error, before the worker's "500 - ..." one
+            if RETRY_FAILED in line:
+                failures += 1
+                if failures == RETRIES:
+                    stop(signal.SIGTERM, None)
     code = launcher.wait()
     java = java_pid(run_dir)
     if java is not None:
@@ -184,6 +216,10 @@ def run(
             time.sleep(0.1)
         if alive(java):
             os.kill(java, signal.SIGKILL)
+    if failures >= RETRIES:
+        why = first_error or "its log above says why"
+        print(f"serve.py: the model failed to load {RETRIES + 1} times: {why}", file=sys.stderr)
+        return 2
     return code if code >= 0 else 128 - code
 
 

@@ -105,6 +105,8 @@ class Deployment:
         self._name_logs(service, supervisor)
         metrics = service.telemetry.metrics
         for container in supervisor.containers:
+            if metrics is not None:
+                metrics.warnings[container.name] = container.warnings
             if not container.plan.measurable:  # under Docker: the engine's processes, not ours
                 continue
             if metrics is not None:

@@ -48,7 +48,7 @@ def model_directory(url: str, base: Path, run_dir: Path) -> Path:
     """The local folder for `url` (relative paths are from `base`, the endpoint document's folder)."""
     parts = urlsplit(url)
     if parts.scheme in ("s3", "https", "http"):
-        return _extract(_download(url, run_dir), run_dir / "model")
+        return _extract(_download(url, run_dir / "model.tar.gz", "ModelDataUrl"), run_dir / "model")
     if parts.scheme == "file":
         path = Path(unquote(parts.path))
     elif parts.scheme == "":
@@ -68,31 +68,43 @@ def model_directory(url: str, base: Path, run_dir: Path) -> Path:
 DOWNLOAD_TIMEOUT = 60.0  # seconds without a byte before an https:// download fails
 
 
-def _download(url: str, run_dir: Path) -> Path:
-    """The artifact at `url`, in `run_dir` (downloaded again each time: a local copy cannot know whether
-    the remote one changed)."""
+def code_directory(url: str, run_dir: Path, entry: str) -> Path:
+    """`SAGEMAKER_SUBMIT_DIRECTORY` given as an `s3://` or `https://` `.tar.gz` (the SageMaker SDK's
+    sourcedir.tar.gz, or a model.tar.gz holding `code/`), extracted into `run_dir/code`: the folder that
+    holds the entry script `entry` (the archive's root, else its `code/`)."""
+    field = "SAGEMAKER_SUBMIT_DIRECTORY"
+    target = _extract(_download(url, run_dir / "sourcedir.tar.gz", field), run_dir / "code", field)
+    if not (target / entry).is_file() and (target / "code" / entry).is_file():
+        return target / "code"
+    if not (target / entry).is_file():
+        raise ModelDataError(f"{field} {url} holds no {entry} (SAGEMAKER_PROGRAM), at its root or in code/")
+    return target
+
+
+def _download(url: str, target: Path, field: str) -> Path:
+    """The archive at `url`, as `target` (downloaded again each time: a local copy cannot know whether
+    the remote one changed); `field` names where the URL came from, in errors."""
     parts = urlsplit(url)
     if not parts.path.endswith((".tar.gz", ".tgz", ".tar")):
-        raise ModelDataError(f"ModelDataUrl {url}: a model's data is one .tar.gz archive (SageMaker's rule)")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    target = run_dir / "model.tar.gz"
+        raise ModelDataError(f"{field} {url}: it must be one .tar.gz archive (SageMaker's rule)")
+    target.parent.mkdir(parents=True, exist_ok=True)
     if parts.scheme == "s3":
         source = S3Source(f"s3://{parts.netloc}/{parts.path.lstrip('/').rpartition('/')[0]}")
         try:
-            downloaded, _ = source.fetch(parts.path.rpartition("/")[2], run_dir)
+            downloaded, _ = source.fetch(parts.path.rpartition("/")[2], target.parent)
         except ArtifactMissing as exc:  # "s3://bucket/key cannot be downloaded (why)"
-            raise ModelDataError(f"ModelDataUrl {exc}") from None
+            raise ModelDataError(f"{field} {exc}") from None
         downloaded.replace(target)
         return target
     try:
         with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT) as answer, target.open("wb") as out:
             shutil.copyfileobj(answer, out, 1024 * 1024)
     except (OSError, ValueError) as exc:
-        raise ModelDataError(f"ModelDataUrl {url}: cannot be downloaded ({exc})") from None
+        raise ModelDataError(f"{field} {url}: cannot be downloaded ({exc})") from None
     return target
 
 
-def _extract(archive: Path, target: Path) -> Path:
+def _extract(archive: Path, target: Path, field: str = "ModelDataUrl") -> Path:
     stat = archive.stat()
     stamp = json.dumps({"archive": str(archive.resolve()), "size": stat.st_size, "mtime": stat.st_mtime_ns})
     marker = target / ".mce-extracted"
@@ -101,6 +113,6 @@ def _extract(archive: Path, target: Path) -> Path:
     try:
         unpack(archive, target)
     except ArtifactBroken as exc:
-        raise ModelDataError(f"ModelDataUrl {archive}: cannot extract it: {exc}") from exc
+        raise ModelDataError(f"{field} {archive}: cannot extract it: {exc}") from exc
     marker.write_text(stamp)
     return target

@@ -2,7 +2,8 @@
 
 Per container without a `Backend.Url`: a port allocation (SAGEMAKER_BIND_TO_PORT, SAGEMAKER_SAFE_PORT_RANGE),
 its model data made local (a MultiModel container's models are the gateway's to load, gateway.multimodel),
-its `Environment`, SAGEMAKER_MULTI_MODEL when it is a MultiModel container, and how it starts: natively,
+its `Environment`, SAGEMAKER_MULTI_MODEL when it is a MultiModel container (and, natively, an `s3://`
+SAGEMAKER_SUBMIT_DIRECTORY fetched into MCE_CODE_DIR), and how it starts: natively,
 its `Launch.Command` (and `Prepare`) with paths next to the endpoint document made absolute; or under
 Docker (`Launch.Runtime: docker`), `docker run` of its `Image` (gateway.launch.docker). The endpoint comes
 back with each launched container's address filled in, for the data plane.
@@ -15,10 +16,11 @@ import secrets
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from gateway.endpoint import BackendSpec, Container, ContainerMode, Endpoint
 from gateway.launch import docker, layout
-from gateway.launch.modeldata import ModelDataError, model_directory
+from gateway.launch.modeldata import ModelDataError, code_directory, model_directory
 from gateway.launch.ports import PortAllocation, allocate
 
 
@@ -119,6 +121,13 @@ def plan(
             env["MCE_IMAGE"] = container.Image
         if model_dir is not None:
             env["MCE_MODEL_DIR"] = str(model_dir)
+        submitted = container.Environment.get("SAGEMAKER_SUBMIT_DIRECTORY", "")
+        if urlsplit(submitted).scheme in ("s3", "https", "http"):  # fetched as SageMaker's toolkits do
+            entry = container.Environment.get("SAGEMAKER_PROGRAM", "inference.py")
+            try:
+                env["MCE_CODE_DIR"] = str(code_directory(submitted, container_dir, entry))
+            except ModelDataError as exc:
+                raise LaunchError(f"{name}: {exc}") from None
         plans.append(
             ContainerPlan(
                 index=index,

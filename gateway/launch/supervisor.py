@@ -7,6 +7,10 @@ ContainerStartupHealthCheckTimeoutInSeconds, 240 s by default); a container that
 fails the start with its last log lines. Once up, a container that exits is restarted with backoff.
 Stopping is `ContainerProcess.stop`: SIGTERM, then SIGKILL after the grace period, then whatever is left of
 its process group.
+
+A line of a container's output that starts with `WARNING_MARK` is a warning about how it runs here (a
+framework container's version differs from the one installed, say): kept, for /metrics'
+`mce_container_warning` and `mce status`.
 """
 
 from __future__ import annotations
@@ -26,9 +30,11 @@ STARTUP_TIMEOUT = 240.0  # ContainerStartupHealthCheckTimeoutInSeconds' default 
 CHECK_INTERVAL = 0.5
 BACKOFF_FIRST, BACKOFF_MAX, STABLE_AFTER = 1.0, 30.0, 60.0
 LAST_LINES = 30
+WARNING_MARK = "[mce:warning] "
+MAX_WARNINGS = 10  # kept per container, the first ones
 CLEANUP_TIMEOUT = 30.0  # seconds for a cleanup command (docker rm --force)
 
-__all__ = ["STARTUP_TIMEOUT", "STOP_GRACE", "LaunchError", "ManagedContainer", "Supervisor"]
+__all__ = ["STARTUP_TIMEOUT", "STOP_GRACE", "WARNING_MARK", "LaunchError", "ManagedContainer", "Supervisor"]
 
 
 class ManagedContainer:
@@ -41,6 +47,7 @@ class ManagedContainer:
         self.console = console
         self.status = Status()
         self.last_lines: collections.deque[str] = collections.deque(maxlen=LAST_LINES)
+        self.warnings: list[str] = []  # the container's own warnings (WARNING_MARK), without the mark
         self.attached = False  # once up, output is echoed to the console, prefixed by the hostname
         self._process: ContainerProcess | None = None
         self._pump: asyncio.Task[None] | None = None
@@ -189,6 +196,10 @@ class ManagedContainer:
             self._log.flush()
             text = line.decode("utf-8", "replace").rstrip()
             self.last_lines.append(text)
+            if text.startswith(WARNING_MARK) and len(self.warnings) < MAX_WARNINGS:
+                warning = text[len(WARNING_MARK) :]
+                if warning not in self.warnings:
+                    self.warnings.append(warning)
             if self.attached:
                 self.console.log(self.name, text)
 
