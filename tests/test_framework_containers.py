@@ -5,6 +5,7 @@ The PyTorch one is TorchServe with the real SageMaker PyTorch inference toolkit
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import tarfile
@@ -15,7 +16,7 @@ from typing import Any
 import numpy.testing
 import pytest
 import torch
-from conftest import s3_environment
+from conftest import build_tensorflow_model, s3_environment
 from test_local_sagemaker import ROLE, LocalSageMaker
 
 from gateway.status import local_status, status
@@ -275,3 +276,239 @@ def test_an_inference_py_that_fails_a_request_is_a_model_error_and_its_neighbour
         EndpointName="pair", ContentType="application/json", TargetContainerHostname="good", Body=body
     )
     numpy.testing.assert_allclose(json.loads(answer["Body"].read())["predictions"], expected(), rtol=1e-5)
+
+
+# SageMaker's TensorFlow inference container (containers/tensorflow-inference), on the digits SavedModel
+TENSORFLOW = "763104351884.dkr.ecr.us-east-1.amazonaws.com/tensorflow-inference:{tag}"
+TF_TAG = "2.21.0-cpu"
+TF_HANDLERS = b"""
+import json
+
+def input_handler(data, context):
+    rows = [[float(v) for v in line.split(",")] for line in data.read().decode().splitlines() if line]
+    return json.dumps({"instances": rows})
+
+def output_handler(response, context):
+    classes = [max(range(10), key=p.__getitem__) for p in response.json()["predictions"]]
+    return json.dumps({"classes": classes, "model": context.model_name}), context.accept_header
+"""
+
+
+@functools.cache
+def saved_model_files(prefix: str) -> dict[str, bytes]:
+    """The digits SavedModel (containers/tensorflow's build) as `<prefix><version>/...` archive members."""
+    built = build_tensorflow_model() / "mnist"
+    return {
+        prefix + str(path.relative_to(built)): path.read_bytes()
+        for path in built.rglob("*")
+        if path.is_file()
+    }
+
+
+def digits(count: int) -> tuple[list[list[float]], list[int]]:
+    from sklearn.datasets import load_digits
+
+    loaded = load_digits()
+    return loaded.data[-count:].tolist(), loaded.target[-count:].tolist()
+
+
+@pytest.fixture
+def tensorflow_artifacts(local: tuple[LocalSageMaker, Any]) -> tuple[LocalSageMaker, Any]:
+    server, bucket = local
+    model = saved_model_files("")
+    put = {
+        "tf/plain": model,
+        "tf/named": {**saved_model_files("digits/"), **saved_model_files("other/")},
+        "tf/with-code": {**model, "code/inference.py": TF_HANDLERS},
+        "tf/no-model": {"digits/saved_model.pb": model["1/saved_model.pb"]},  # no version folder
+        "tf/import-fails": {**model, "code/inference.py": b"raise ImportError('needs tensorflow_text')\n"},
+    }
+    for key, files in put.items():
+        bucket.put_object(Bucket="models", Key=f"{key}/model.tar.gz", Body=tar_gz(files))
+    return server, bucket
+
+
+def test_the_tensorflow_dlc_takes_json_csv_and_json_lines(
+    tensorflow_artifacts: tuple[LocalSageMaker, Any],
+) -> None:
+    server, _ = tensorflow_artifacts
+    sm, runtime = server.sagemaker(), server.runtime()
+    described = deploy(sm, "tf", TENSORFLOW.format(tag=TF_TAG), "s3://models/tf/plain/model.tar.gz")
+    assert described["EndpointStatus"] == "InService", described.get("FailureReason")
+    rows, truth = digits(6)
+
+    def predictions(content_type: str, body: str) -> list[list[float]]:
+        answer = runtime.invoke_endpoint(EndpointName="tf", ContentType=content_type, Body=body)
+        assert answer["ContentType"] == "application/json"
+        found: list[list[float]] = json.loads(answer["Body"].read())["predictions"]
+        return found
+
+    served = predictions("application/json", json.dumps({"instances": rows}))
+    assert sum(max(range(10), key=p.__getitem__) == t for p, t in zip(served, truth, strict=True)) >= 5
+    csv = "\n".join(",".join(repr(v) for v in row) for row in rows)
+    numpy.testing.assert_allclose(predictions("text/csv", csv), served, rtol=1e-6)
+    lines = "\n".join(json.dumps(row) for row in rows)
+    numpy.testing.assert_allclose(predictions("application/jsonlines", lines), served, rtol=1e-6)
+    numpy.testing.assert_allclose(predictions("application/json", json.dumps(rows)), served, rtol=1e-6)
+    one = predictions("application/json", json.dumps(rows[0]))  # a one-dimensional list: one instance
+    numpy.testing.assert_allclose(one, served[:1], rtol=1e-6)
+    # bad input: TF Serving's own message and status, as a ModelError
+    with pytest.raises(runtime.exceptions.ModelError) as failed:
+        predictions("text/csv", "1.0,2.0,3.0")
+    assert failed.value.response["OriginalStatusCode"] == 400
+    assert "input 'pixels' has shape [1, 3]; the signature expects [?, 64]" in str(failed.value)
+    with pytest.raises(runtime.exceptions.ModelError) as failed:
+        predictions("application/x-npy", "\x93NUMPY")
+    assert failed.value.response["OriginalStatusCode"] == 415
+    assert "Unsupported Media Type: application/x-npy" in str(failed.value)
+
+
+def test_the_tensorflow_dlc_picks_a_model_by_custom_attributes(
+    tensorflow_artifacts: tuple[LocalSageMaker, Any],
+) -> None:
+    server, _ = tensorflow_artifacts
+    sm, runtime = server.sagemaker(), server.runtime()
+    described = deploy(
+        sm,
+        "tf-named",
+        TENSORFLOW.format(tag=TF_TAG),
+        "s3://models/tf/named/model.tar.gz",
+        {"SAGEMAKER_TFS_DEFAULT_MODEL_NAME": "other"},
+    )
+    assert described["EndpointStatus"] == "InService", described.get("FailureReason")
+    rows, _ = digits(2)
+    body = json.dumps({"instances": rows})
+    for attributes in ("", "tfs-model-name=digits", "tfs-model-name=other,tfs-model-version=1"):
+        extra = {"CustomAttributes": attributes} if attributes else {}
+        answer = runtime.invoke_endpoint(
+            EndpointName="tf-named", ContentType="application/json", Body=body, **extra
+        )
+        assert len(json.loads(answer["Body"].read())["predictions"]) == 2
+    with pytest.raises(runtime.exceptions.ModelError) as failed:
+        runtime.invoke_endpoint(
+            EndpointName="tf-named",
+            ContentType="application/json",
+            Body=body,
+            CustomAttributes="tfs-model-name=nosuch",
+        )
+    assert failed.value.response["OriginalStatusCode"] == 404
+    assert "Servable not found for request: Latest(nosuch)" in str(failed.value)
+    with pytest.raises(runtime.exceptions.ModelError) as failed:
+        runtime.invoke_endpoint(
+            EndpointName="tf-named",
+            ContentType="application/json",
+            Body=body,
+            CustomAttributes="tfs-method=train",
+        )
+    assert failed.value.response["OriginalStatusCode"] == 400
+    assert "invalid tfs-method" in str(failed.value)
+
+
+def test_the_tensorflow_dlc_runs_input_and_output_handlers(
+    tensorflow_artifacts: tuple[LocalSageMaker, Any],
+) -> None:
+    server, _ = tensorflow_artifacts
+    sm, runtime = server.sagemaker(), server.runtime()
+    described = deploy(
+        sm, "tf-code", TENSORFLOW.format(tag="2.3.1-cpu"), "s3://models/tf/with-code/model.tar.gz"
+    )
+    assert described["EndpointStatus"] == "InService", described.get("FailureReason")
+    rows, truth = digits(6)
+    answer = runtime.invoke_endpoint(
+        EndpointName="tf-code",
+        ContentType="text/csv",
+        Accept="application/json",
+        Body="\n".join(",".join(str(v) for v in row) for row in rows),
+    )
+    got = json.loads(answer["Body"].read())
+    assert got["model"] is None  # no tfs-model-name asked for, as the container's context has it
+    assert sum(c == t for c, t in zip(got["classes"], truth, strict=True)) >= 5
+    shown = local_status(server.url) or status(server.url)
+    assert "is TensorFlow 2.3.1; this container runs the installed TensorFlow 2.21" in shown
+    with pytest.raises(runtime.exceptions.ModelError) as failed:  # input_handler fails: 500, its message
+        runtime.invoke_endpoint(EndpointName="tf-code", ContentType="text/csv", Body="a,b")
+    assert failed.value.response["OriginalStatusCode"] == 500
+    assert "could not convert string to float: 'a'" in str(failed.value)
+
+
+@pytest.mark.parametrize(
+    ("case", "reason"),
+    [
+        ("no-model", "no SavedModel bundles found"),
+        ("import-fails", "ImportError: needs tensorflow_text"),
+    ],
+)
+def test_a_broken_tensorflow_artifact_fails_the_endpoint_with_its_reason(
+    tensorflow_artifacts: tuple[LocalSageMaker, Any], case: str, reason: str
+) -> None:
+    server, _ = tensorflow_artifacts
+    described = deploy(
+        server.sagemaker(), case, TENSORFLOW.format(tag=TF_TAG), f"s3://models/tf/{case}/model.tar.gz"
+    )
+    assert described["EndpointStatus"] == "Failed"
+    assert reason in described["FailureReason"], described["FailureReason"]
+
+
+PREPROCESS = b"""
+import json
+
+def model_fn(model_dir):
+    return None
+
+def input_fn(body, content_type):
+    text = body.decode() if isinstance(body, (bytes, bytearray)) else body
+    return [[min(16.0, max(0.0, float(v))) for v in line.split(",")] for line in text.splitlines() if line]
+
+def predict_fn(rows, model):
+    return rows
+
+def output_fn(rows, accept):
+    return json.dumps({"instances": rows})
+"""
+
+
+def test_a_serial_pipeline_of_framework_containers(tensorflow_artifacts: tuple[LocalSageMaker, Any]) -> None:
+    """PyTorch's inference.py turns CSV into TF Serving's JSON, which the TensorFlow container predicts on."""
+    server, bucket = tensorflow_artifacts
+    bucket.put_object(Bucket="models", Key="pre/model.tar.gz", Body=tar_gz({"code/inference.py": PREPROCESS}))
+    sm, runtime = server.sagemaker(), server.runtime()
+    sm.create_model(
+        ModelName="pipeline",
+        ExecutionRoleArn=ROLE,
+        Containers=[
+            {
+                "ContainerHostname": "preprocess",
+                "Image": PYTORCH.format(tag="2.13.0-cpu-py311"),
+                "ModelDataUrl": "s3://models/pre/model.tar.gz",
+            },
+            {
+                "ContainerHostname": "classify",
+                "Image": TENSORFLOW.format(tag=TF_TAG),
+                "ModelDataUrl": "s3://models/tf/plain/model.tar.gz",
+            },
+        ],
+        InferenceExecutionConfig={"Mode": "Serial"},
+    )
+    sm.create_endpoint_config(
+        EndpointConfigName="pipeline",
+        ProductionVariants=[{"VariantName": "AllTraffic", "ModelName": "pipeline"}],
+    )
+    sm.create_endpoint(EndpointName="pipeline", EndpointConfigName="pipeline")
+    sm.get_waiter("endpoint_in_service").wait(EndpointName="pipeline", WaiterConfig={"Delay": 1})
+    rows, _ = digits(6)
+    noisy = [[v * 1.5 for v in row] for row in rows]  # out of range: the first step clips it
+    answer = runtime.invoke_endpoint(
+        EndpointName="pipeline",
+        ContentType="text/csv",
+        Accept="application/json",
+        Body="\n".join(",".join(str(v) for v in row) for row in noisy),
+    )
+    predictions = json.loads(answer["Body"].read())["predictions"]
+    assert len(predictions) == 6 and all(len(p) == 10 for p in predictions)
+    clipped = [[min(16.0, v) for v in row] for row in noisy]
+    direct = runtime.invoke_endpoint(
+        EndpointName="pipeline",
+        ContentType="text/csv",
+        Body="\n".join(",".join(str(v) for v in row) for row in clipped),
+    )
+    numpy.testing.assert_allclose(json.loads(direct["Body"].read())["predictions"], predictions, rtol=1e-6)

@@ -25,16 +25,16 @@ the log; a GPU or Neuron image cannot run here and stops the container with the 
 
 from __future__ import annotations
 
-import importlib.metadata
 import importlib.util
 import os
-import re
 import shutil
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import dlc
+
 HANDLER = "sagemaker_pytorch_serving_container.handler_service:handle"
-_TAG = re.compile(r":(?P<version>\d+(?:\.\d+)*)-(?P<device>[a-z]+)")
 
 
 def launcher_module():  # type: ignore[no-untyped-def]
@@ -47,52 +47,12 @@ def launcher_module():  # type: ignore[no-untyped-def]
     return module
 
 
-def check_image(image: str) -> str | None:
-    """Why this image cannot run here (a GPU or Neuron build), or None; warns of a version mismatch."""
-    found = _TAG.search(image.rsplit("/", 1)[-1])
-    if found is None:
-        return None
-    device = found["device"]
-    if device != "cpu":
-        return (
-            f"{image} is a {device.upper()} image; this machine runs the CPU one. Use the -cpu tag of the "
-            "same version."
-        )
-    installed = importlib.metadata.version("torch").split("+")[0]
-    wanted = found["version"]
-    if not (installed + ".").startswith(wanted + "."):
-        print(  # the mark makes it a warning in `mce status` (gateway.launch.supervisor)
-            f"[mce:warning] {image} is PyTorch {wanted}; this container runs the installed PyTorch "
-            f"{installed}. A model saved by {wanted} may behave differently.",
-            flush=True,
-        )
-    return None
-
-
-def unmet_requirements(code: Path) -> list[str]:
-    """The lines of code/requirements.txt whose distribution is not installed."""
-    requirements = code / "requirements.txt"
-    if not requirements.is_file():
-        return []
-    unmet = []
-    for line in requirements.read_text().splitlines():
-        line = line.split("#", 1)[0].strip()
-        if not line or line.startswith("-"):
-            continue
-        name = re.split(r"[\s<>=!~\[;]", line, maxsplit=1)[0]
-        try:
-            importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            unmet.append(line)
-    return unmet
-
-
 def main() -> int:
     launch = launcher_module()
     model_dir = Path(os.environ.get("MCE_MODEL_DIR", "/opt/ml/model")).resolve()
     run_dir = Path(os.environ.get("MCE_RUN_DIR", "/tmp/pytorch-inference")).resolve()
     address = os.environ.get("MCE_BIND_ADDRESS", "0.0.0.0")
-    reason = check_image(os.environ.get("MCE_IMAGE", ""))
+    reason = dlc.check_image(os.environ.get("MCE_IMAGE", ""), "PyTorch", "torch")
     if reason is not None:
         print(f"serve.py: {reason}", file=sys.stderr)
         return 2
@@ -105,19 +65,10 @@ def main() -> int:
     if link.is_symlink() or link.exists():
         link.unlink()
     link.symlink_to(model_dir, target_is_directory=True)
-    code = link / "code"
-    submitted = os.environ.get("MCE_CODE_DIR") or os.environ.get("SAGEMAKER_SUBMIT_DIRECTORY", "")
-    if submitted.startswith("file://"):
-        submitted = submitted[len("file://") :]
-    if submitted and Path(submitted).is_dir():
-        code = Path(submitted).resolve()
-    unmet = unmet_requirements(code)
-    if unmet:
-        print(
-            f"serve.py: {code / 'requirements.txt'} asks for what is not installed: {', '.join(unmet)}. "
-            "Install it into mce's environment (the container does not install packages natively).",
-            file=sys.stderr,
-        )
+    code = dlc.code_folder(link)
+    refusal = dlc.requirements_refusal(code)
+    if refusal is not None:
+        print(f"serve.py: {refusal}", file=sys.stderr)
         return 2
     if not (code / os.environ.get("SAGEMAKER_PROGRAM", "inference.py")).is_file() and not any(
         model_dir.glob("*.pt*")
