@@ -3,13 +3,14 @@ blog's boto3 flow runs against the local SageMaker."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import build_pytorch_model, build_tensorflow_model
+from conftest import build_pytorch_model
 
 from gateway.endpoint import load_endpoint
 
@@ -22,17 +23,22 @@ def test_example_documents_validate(path: Path) -> None:
 
 
 def test_the_seed_blog_flow_runs_against_the_local_sagemaker() -> None:
-    """examples/seed-blog: plain boto3 (S3 upload, create_model with two containers in Direct mode, the
-    waiter, both hostnames invoked, delete) against `mce up` and a local S3 server, real TF Serving
-    stand-in and TorchServe."""
-    build_tensorflow_model()
-    build_pytorch_model()
+    """examples/seed-blog: plain boto3 (S3 upload, create_model with SageMaker's TensorFlow and PyTorch
+    inference container URIs in Direct mode, the waiter, both hostnames invoked with the blog's 28x28
+    bodies, delete) against `mce up` and a local S3 server: the framework containers natively, over TF
+    Serving's stand-in and TorchServe with SageMaker's PyTorch toolkit."""
+    subprocess.run(
+        [sys.executable, str(EXAMPLES / "seed-blog" / "build_models.py")], check=True, capture_output=True
+    )
     run = subprocess.run(
         [sys.executable, str(EXAMPLES / "seed-blog" / "run.py")], capture_output=True, text=True, timeout=600
     )
     assert run.returncode == 0, run.stdout + run.stderr
-    assert "tensorflow-mnist -> [0, 1, 2, 3, 4] truth: [0, 1, 2, 3, 4] (variant prod)" in run.stdout
-    assert "pytorch-mnist -> [0, 1, 2, 3, 4] truth: [0, 1, 2, 3, 4] (variant prod)" in run.stdout
+    for hostname in ("tensorflow-mnist", "pytorch-mnist"):
+        line = next(line for line in run.stdout.splitlines() if f"{hostname} -> " in line)
+        predicted, truth = (json.loads("[" + part.split("]")[0] + "]") for part in line.split("[")[1:3])
+        assert sum(p == t for p, t in zip(predicted, truth, strict=True)) >= 4, line
+        assert line.endswith("(variant prod)"), line
     assert "deleted" in run.stdout and "mce | mce: stopped" in run.stdout
 
 

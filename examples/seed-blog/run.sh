@@ -4,6 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 bash .ci/setup
-.venv/bin/python containers/tensorflow/build_model.py
-.venv/bin/python containers/pytorch/build_model.py
+.venv/bin/python examples/seed-blog/build_models.py
 exec .venv/bin/python examples/seed-blog/run.py
