@@ -31,6 +31,8 @@ from pathlib import Path
 
 from overhead import ROOT, free_port
 
+from gateway.launch.ports import allocate
+
 BUILT = ROOT / "build" / "seed-blog"
 CONTAINERS = {  # hostname: (serve.py, image, request body key)
     "tensorflow-mnist": (
@@ -69,11 +71,11 @@ def start(hostname: str, work: Path, body: bytes) -> tuple[subprocess.Popen[byte
     model.mkdir(parents=True)
     with tarfile.open(BUILT / hostname.split("-")[0] / "model.tar.gz") as archive:
         archive.extractall(model, filter="data")
-    port, first = free_port(), free_port() + 100  # a range SageMaker-style; probed free enough here
+    ports = allocate()  # as mce up allocates them
+    port = ports.bind
     env = {
         **os.environ,
-        "SAGEMAKER_BIND_TO_PORT": str(port),
-        "SAGEMAKER_SAFE_PORT_RANGE": f"{first}-{first + 15}",
+        **ports.environment(),
         "SAGEMAKER_PROGRAM": "inference.py",
         "MCE_MODEL_DIR": str(model),
         "MCE_RUN_DIR": str(work / hostname / "run"),
@@ -81,9 +83,8 @@ def start(hostname: str, work: Path, body: bytes) -> tuple[subprocess.Popen[byte
         "MCE_IMAGE": image,
     }
     began = time.perf_counter()
-    proc = subprocess.Popen(
-        [sys.executable, str(ROOT / script)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    log = (work / f"{hostname}.log").open("wb")
+    proc = subprocess.Popen([sys.executable, str(ROOT / script)], env=env, stdout=log, stderr=log)
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and proc.poll() is None:
         try:
@@ -93,7 +94,7 @@ def start(hostname: str, work: Path, body: bytes) -> tuple[subprocess.Popen[byte
             pass
         time.sleep(0.05)  # a server this script started: nothing to wait on but its answer
     proc.kill()
-    raise RuntimeError(f"{hostname} did not answer in time (exit status {proc.poll()})")
+    raise RuntimeError(f"{hostname} did not answer in time (exit status {proc.poll()}, log {log.name})")
 
 
 def timed(port: int, path: str, body: bytes, headers: dict[str, str], requests: int) -> list[float]:
