@@ -1,6 +1,7 @@
 """`mce status URL`: each container of a running endpoint at a glance, from its /ping and two /metrics
 scrapes; for a local SageMaker (`mce up`), every endpoint, its status, variants and containers, from the
-control plane's ListEndpoints and DescribeEndpoint and two /metrics scrapes. Under the table, what the
+control plane's ListEndpoints, DescribeEndpoint and ListInferenceComponents (a component is a row of its
+own, `<variant>/<component>`) and two /metrics scrapes. Under the table, what the
 launched containers warned of (a framework container's version that differs from the installed one)."""
 
 from __future__ import annotations
@@ -79,7 +80,9 @@ def local_status(url: str, interval: float = 1.0) -> str | None:
     if listed is None:
         return None
     endpoints = [e for e in listed.get("Endpoints", []) if isinstance(e, dict)]  # type: ignore[attr-defined]
-    if len(endpoints) <= 1:
+    found = _control(url, "ListInferenceComponents", {"MaxResults": 100}) or {}
+    components = [c for c in found.get("InferenceComponents", []) if isinstance(c, dict)]  # type: ignore[attr-defined]
+    if len(endpoints) <= 1 and not components:
         try:  # one endpoint answers /ping, and the per-container view says more about it
             health(url)
             return None
@@ -94,14 +97,28 @@ def local_status(url: str, interval: float = 1.0) -> str | None:
         described = _control(url, "DescribeEndpoint", {"EndpointName": name}) or {}
         status = str(described.get("EndpointStatus", summary.get("EndpointStatus", "")))
         variants = described.get("ProductionVariants") or []
-        if not variants:
+        served = [  # (label shown, metrics' variant label, weight, status)
+            (str(v["VariantName"]), str(v["VariantName"]), f"{v.get('CurrentWeight', 1.0):g}", status)
+            for v in variants  # type: ignore[attr-defined]
+        ]
+        served += [  # a component's metrics carry its name as the variant
+            (
+                f"{c['VariantName']}/{c['InferenceComponentName']}",
+                str(c["InferenceComponentName"]),
+                "-",
+                str(c["InferenceComponentStatus"]),
+            )
+            for c in sorted(components, key=lambda c: str(c["InferenceComponentName"]))
+            if c["EndpointName"] == name
+        ]
+        if not served:
             rows.append((name, status, "-", "-", "-", "-", "-", "-"))
-        for variant in variants:  # type: ignore[attr-defined]
+        for shown, label, weight, state in served:
             containers = sorted(
-                {key[3] for key in second if key[1] == name and key[2] == variant["VariantName"] and key[3]}
+                {key[3] for key in second if key[1] == name and key[2] == label and key[3]}
             ) or ["-"]
             for container in containers:
-                labels = (name, variant["VariantName"], container)
+                labels = (name, label, container)
 
                 def delta(metric: str, labels: tuple[str, str, str] = labels) -> float:
                     return second.get((metric, *labels), 0.0) - first.get((metric, *labels), 0.0)
@@ -114,9 +131,9 @@ def local_status(url: str, interval: float = 1.0) -> str | None:
                 rows.append(
                     (
                         name,
-                        status,
-                        variant["VariantName"],
-                        f"{variant.get('CurrentWeight', 1.0):g}",
+                        state,
+                        shown,
+                        weight,
                         container,
                         f"{delta('sagemaker_invocations_total') / interval:.1f}",
                         f"{errors / interval:.1f}",

@@ -14,6 +14,8 @@ from botocore.exceptions import ClientError
 from conftest import metric, wait_until
 from test_local_sagemaker import ROLE, LocalSageMaker
 
+from gateway.status import local_status
+
 ENDPOINT = "shared"
 
 
@@ -98,6 +100,14 @@ def test_components_are_created_invoked_listed_updated_and_deleted(local: LocalS
         metric(local.url, "sagemaker_invocations_total", endpoint=ENDPOINT, variant="english", container="")
         == 1
     )
+
+    shown = local_status(local.url)  # what `mce status` shows: a row per component
+    assert shown is not None
+    rows = {tuple(line.split()[:3]) for line in shown.splitlines()}
+    assert {
+        (ENDPOINT, "InService", "AllTraffic/english"),
+        (ENDPOINT, "InService", "AllTraffic/french"),
+    } <= rows
 
     listed = sm.list_inference_components(EndpointNameEquals=ENDPOINT, SortBy="Name", SortOrder="Ascending")
     assert [c["InferenceComponentName"] for c in listed["InferenceComponents"]] == ["english", "french"]
