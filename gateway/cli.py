@@ -119,13 +119,28 @@ def _parser() -> argparse.ArgumentParser:
     status_command.set_defaults(command=_status)
 
     render_command = commands.add_parser("render", help="write the endpoint in another tool's format")
-    render_command.add_argument("format", choices=["compose"])
+    render_command.add_argument("format", choices=["compose", "kubernetes"])
     render_command.add_argument("file", help="endpoint document")
-    render_command.add_argument("-o", "--output", type=Path, help="write here (default: standard output)")
     render_command.add_argument(
-        "--port", type=int, default=8080, help="the gateway's published port (default 8080)"
+        "-o",
+        "--output",
+        type=Path,
+        help="compose: write this file (default: standard output); kubernetes: write into this folder",
+    )
+    render_command.add_argument(
+        "--port", type=int, default=8080, help="compose: the gateway's published port (default 8080)"
+    )
+    render_command.add_argument(
+        "--registry", help="kubernetes: pull every image from this registry (e.g. registry.example.com/team)"
     )
     render_command.set_defaults(command=_render)
+
+    fetch = commands.add_parser(
+        "fetch-model", help="make a ModelDataUrl local, as SageMaker does (Kubernetes' init step)"
+    )
+    fetch.add_argument("url", help="s3://, https:// or a local .tar.gz")
+    fetch.add_argument("folder", type=Path, help="extract it here (e.g. /opt/ml/model)")
+    fetch.set_defaults(command=_fetch_model)
     return parser
 
 
@@ -325,6 +340,21 @@ def _render(args: argparse.Namespace) -> int:
     endpoint = _load(args.file)
     if endpoint is None:
         return EXIT_INVALID
+    if args.format == "kubernetes":
+        from gateway import kubernetes
+
+        if args.output is None:
+            print("mce: render kubernetes writes several files: give the folder with -o DIR", file=sys.stderr)
+            return EXIT_INVALID
+        try:
+            files = kubernetes.render(endpoint, registry=args.registry, source=args.file)
+        except RenderError as exc:
+            print(f"mce: {exc}", file=sys.stderr)
+            return EXIT_INVALID
+        args.output.mkdir(parents=True, exist_ok=True)
+        for name, text in files.items():
+            (args.output / name).write_text(text)
+        return EXIT_OK
     out_dir = args.output.parent if args.output is not None else Path.cwd()
     try:
         text = render(endpoint, Path(args.file), out_dir, port=args.port)
@@ -335,6 +365,28 @@ def _render(args: argparse.Namespace) -> int:
         sys.stdout.write(text)
     else:
         args.output.write_text(text)
+    return EXIT_OK
+
+
+def _fetch_model(args: argparse.Namespace) -> int:
+    import shutil
+    import tempfile
+
+    from gateway.launch.modeldata import ModelDataError, model_directory
+
+    with tempfile.TemporaryDirectory(dir=args.folder.parent if args.folder.parent.exists() else None) as work:
+        try:
+            extracted = model_directory(args.url, Path.cwd(), Path(work))
+        except ModelDataError as exc:
+            print(f"mce: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+        args.folder.mkdir(parents=True, exist_ok=True)
+        if not extracted.is_relative_to(work):  # a local folder: used where it is, so copied
+            shutil.copytree(extracted, args.folder, dirs_exist_ok=True)
+            return EXIT_OK
+        for item in extracted.iterdir():
+            if item.name != ".mce-extracted":
+                shutil.move(str(item), args.folder / item.name)
     return EXIT_OK
 
 

@@ -20,6 +20,7 @@ import yaml
 
 from gateway.endpoint import BackendProtocol, Container, ContainerMode, Endpoint
 from gateway.launch.layout import COMPOSE_PORTS
+from gateway.launch.ports import PortAllocation
 
 GATEWAY_PORT = 8080
 ENDPOINT_IN_CONTAINER = "/etc/mce/endpoint.yaml"
@@ -129,15 +130,19 @@ def _container_service(name: str, container: Container, base: Path, out_dir: Pat
         environment.setdefault("MCE_MODEL_NAME", backend.Model)
     service["hostname"] = name
     service["environment"] = environment
-    service["healthcheck"] = _healthcheck(_probe(backend.Protocol, backend.Model), start_period="60s")
+    service["healthcheck"] = _healthcheck(health_command(backend.Protocol, backend.Model), start_period="60s")
     service["deploy"] = {"resources": {"limits": dict(CONTAINER_LIMITS)}}
     return service
 
 
-def _probe(protocol: BackendProtocol, model: str | None) -> list[str]:
-    """A health check run inside the container, asking what the gateway asks (its images' own tools)."""
+def health_command(
+    protocol: BackendProtocol, model: str | None, ports: PortAllocation = COMPOSE_PORTS
+) -> list[str]:
+    """A health check run inside the container on its `ports`, asking what the gateway asks (with its
+    images' own tools), in compose's form: ["CMD", argv...] or ["CMD-SHELL", line] (Kubernetes' probes
+    are the same commands, gateway.kubernetes)."""
     if protocol in (BackendProtocol.TORCHSERVE_REST, BackendProtocol.TORCHSERVE_GRPC):
-        management = f"http://127.0.0.1:{COMPOSE_PORTS.extra(0)}/models/{model}"
+        management = f"http://127.0.0.1:{ports.extra(0)}/models/{model}"
         check = (
             f"import json, sys, urllib.request; d = json.load(urllib.request.urlopen('{management}', "
             "timeout=2)); "
@@ -151,11 +156,10 @@ def _probe(protocol: BackendProtocol, model: str | None) -> list[str]:
             "CMD",
             "bash",
             "-c",
-            f"exec 3<>/dev/tcp/127.0.0.1/{COMPOSE_PORTS.bind} && printf '{request}' >&3 && grep -q AVAILABLE "
-            "<&3",
+            f"exec 3<>/dev/tcp/127.0.0.1/{ports.bind} && printf '{request}' >&3 && grep -q AVAILABLE <&3",
         ]
     # any image: the first of python3, python, curl and wget it has asks /ping (the SageMaker contract)
-    url = f"http://127.0.0.1:{COMPOSE_PORTS.bind}/ping"
+    url = f"http://127.0.0.1:{ports.bind}/ping"
     python = f"import urllib.request; urllib.request.urlopen('{url}', timeout=2)"
     return [
         "CMD-SHELL",
