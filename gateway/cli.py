@@ -133,6 +133,11 @@ def _parser() -> argparse.ArgumentParser:
     render_command.add_argument(
         "--registry", help="kubernetes: pull every image from this registry (e.g. registry.example.com/team)"
     )
+    render_command.add_argument(
+        "--invocations-per-pod",
+        type=float,
+        help="kubernetes: autoscale on invocations a second per pod (Prometheus adapter) instead of CPU",
+    )
     render_command.set_defaults(command=_render)
 
     fetch = commands.add_parser(
@@ -347,7 +352,12 @@ def _render(args: argparse.Namespace) -> int:
             print("mce: render kubernetes writes several files: give the folder with -o DIR", file=sys.stderr)
             return EXIT_INVALID
         try:
-            files = kubernetes.render(endpoint, registry=args.registry, source=args.file)
+            files = kubernetes.render(
+                endpoint,
+                registry=args.registry,
+                source=args.file,
+                invocations_per_pod=args.invocations_per_pod,
+            )
         except RenderError as exc:
             print(f"mce: {exc}", file=sys.stderr)
             return EXIT_INVALID

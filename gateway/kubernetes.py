@@ -11,7 +11,8 @@ gateway's image, `mce fetch-model`) into a volume mounted at /opt/ml/model; a lo
 the container's image (its Backend.Build), as compose has it. MultiModel containers share a model cache
 volume with the gateway at /opt/ml/models.
 
-Written: configmap.yaml, deployment.yaml, service.yaml, hpa.yaml (autoscaling/v2, on CPU),
+Written: configmap.yaml, deployment.yaml, service.yaml, hpa.yaml (autoscaling/v2, on CPU, or on
+invocations per pod through the Prometheus adapter),
 pdb.yaml and kustomization.yaml over them. `problems` is what schemas cannot check; render refuses
 to write manifests it finds a problem in.
 """
@@ -49,8 +50,19 @@ def pod_ports(index: int) -> PortAllocation:
     return PortAllocation(bind=bind, first=bind + 1, last=bind + RANGE_SIZE)
 
 
-def render(endpoint: Endpoint, *, registry: str | None = None, source: str = "DOC") -> dict[str, str]:
-    """File name -> text of each manifest and the kustomization over them."""
+INVOCATIONS_METRIC = "sagemaker_invocations_per_second"  # the Prometheus adapter's name for the rate
+
+
+def render(
+    endpoint: Endpoint,
+    *,
+    registry: str | None = None,
+    source: str = "DOC",
+    invocations_per_pod: float | None = None,
+) -> dict[str, str]:
+    """File name -> text of each manifest and the kustomization over them. With `invocations_per_pod`,
+    the autoscaler keeps each pod near that many invocations a second (the Prometheus adapter's
+    INVOCATIONS_METRIC, README "Run on Kubernetes") instead of near HPA_CPU_PERCENT of its CPU."""
     name = _dns_name(endpoint.EndpointName)
     labels = {"app.kubernetes.io/name": "mce-gateway", "app.kubernetes.io/instance": name}
     served = _served(endpoint)
@@ -141,15 +153,7 @@ def render(endpoint: Endpoint, *, registry: str | None = None, source: str = "DO
                 "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
                 "minReplicas": 1,
                 "maxReplicas": HPA_MAX_REPLICAS,
-                "metrics": [
-                    {
-                        "type": "Resource",
-                        "resource": {
-                            "name": "cpu",
-                            "target": {"type": "Utilization", "averageUtilization": HPA_CPU_PERCENT},
-                        },
-                    }
-                ],
+                "metrics": [_scale_on(invocations_per_pod)],
             },
         },
         "pdb.yaml": {
@@ -171,6 +175,26 @@ def render(endpoint: Endpoint, *, registry: str | None = None, source: str = "DO
         {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization", "resources": list(FILES)}
     )
     return files
+
+
+def _scale_on(invocations_per_pod: float | None) -> dict[str, Any]:
+    if invocations_per_pod is None:
+        return {
+            "type": "Resource",
+            "resource": {
+                "name": "cpu",
+                "target": {"type": "Utilization", "averageUtilization": HPA_CPU_PERCENT},
+            },
+        }
+    if invocations_per_pod <= 0:
+        raise RenderError(f"--invocations-per-pod {invocations_per_pod:g}: give a rate above 0")
+    return {
+        "type": "Pods",
+        "pods": {
+            "metric": {"name": INVOCATIONS_METRIC},
+            "target": {"type": "AverageValue", "averageValue": f"{invocations_per_pod:g}"},
+        },
+    }
 
 
 class _Plain(yaml.SafeDumper):

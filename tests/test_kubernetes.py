@@ -177,3 +177,23 @@ def test_fetch_model_makes_a_model_archive_a_folder(tmp_path: Path) -> None:
         [*argv[:-2], str(tmp_path / "none.tar.gz"), str(target)], capture_output=True, text=True
     )
     assert missing.returncode == 2 and "does not exist" in missing.stderr
+
+
+def test_autoscaling_on_invocations_per_pod() -> None:
+    """The Prometheus adapter's rate of the gateway's own counter, per pod (README has the rule)."""
+    files = rendered(EXAMPLES / "mnist-direct.yaml", invocations_per_pod=50)
+    hpa = yaml.safe_load(files["hpa.yaml"])
+    for version in VERSIONS:
+        kubernetes_validate.validate(hpa, version, strict=True)
+    assert hpa["spec"]["metrics"] == [
+        {
+            "type": "Pods",
+            "pods": {
+                "metric": {"name": "sagemaker_invocations_per_second"},
+                "target": {"type": "AverageValue", "averageValue": "50"},
+            },
+        }
+    ]
+    assert yaml.safe_load(rendered(EXAMPLES / "mnist-direct.yaml")["hpa.yaml"])["spec"]["metrics"][0][
+        "type"
+    ] == ("Resource")
