@@ -158,8 +158,15 @@ def health_command(
             "-c",
             f"exec 3<>/dev/tcp/127.0.0.1/{ports.bind} && printf '{request}' >&3 && grep -q AVAILABLE <&3",
         ]
-    # any image: the first of python3, python, curl and wget it has asks /ping (the SageMaker contract)
-    url = f"http://127.0.0.1:{ports.bind}/ping"
+    if protocol in (BackendProtocol.KSERVE_V2_REST, BackendProtocol.KSERVE_V2_GRPC):
+        # the model's own readiness, on the HTTP port (the Triton container always serves it)
+        return _http_check(f"http://127.0.0.1:{ports.bind}/v2/models/{model}/ready")
+    # any image: /ping (the SageMaker contract)
+    return _http_check(f"http://127.0.0.1:{ports.bind}/ping")
+
+
+def _http_check(url: str) -> list[str]:
+    """A 2xx from `url`, asked with the first of python3, python, curl and wget the image has."""
     python = f"import urllib.request; urllib.request.urlopen('{url}', timeout=2)"
     return [
         "CMD-SHELL",

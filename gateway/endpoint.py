@@ -72,6 +72,8 @@ class BackendProtocol(StrEnum):
     TORCHSERVE_GRPC = "torchserve-grpc"  # InferenceAPIsService.Predictions
     TFSERVING_REST = "tfserving-rest"  # POST /v1/models/{model}[/versions/{v}|/labels/{l}]:predict
     TFSERVING_GRPC = "tfserving-grpc"  # tensorflow.serving.PredictionService/Predict
+    KSERVE_V2_REST = "kserve-v2-rest"  # POST /v2/models/{model}[/versions/{v}]/infer (Triton, KServe, ...)
+    KSERVE_V2_GRPC = "kserve-v2-grpc"  # inference.GRPCInferenceService/ModelInfer
 
     @property
     def is_grpc(self) -> bool:
@@ -141,7 +143,7 @@ class BackendSpec(_Shape):
     Url: Annotated[str, StringConstraints(pattern=r"^(http|grpc)://[^/\s]+/?$")] | None = None
     # TorchServe's management API, where a model's workers tell whether it can serve (readiness).
     ManagementUrl: HttpUrl | None = None
-    # The model's name (and version) inside a TorchServe or TF Serving container.
+    # The model's name (and version) inside a TorchServe, TF Serving or Open Inference Protocol server.
     Model: (
         Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=256)] | None
     ) = None

@@ -331,6 +331,74 @@ def start_tfserving(run_dir: Path) -> TfServing:
     return server
 
 
+TRITON_BUILD = ROOT / "build" / "triton"
+
+
+def build_triton_models() -> Path:
+    """containers/triton's build (cheap when nothing changed); returns the model repository."""
+    subprocess.run(
+        [sys.executable, str(ROOT / "containers" / "triton" / "build_model.py")], check=True, timeout=600
+    )
+    return TRITON_BUILD / "model-repository"
+
+
+@dataclass
+class Triton:
+    process: Any  # gateway.launch.process.ContainerProcess
+    ports: Any  # gateway.launch.ports.PortAllocation
+    mode: str
+
+    @property
+    def http(self) -> str:
+        """Triton's HTTP API (kserve mode), or its SageMaker service (sagemaker mode)."""
+        return f"http://127.0.0.1:{self.ports.bind}"
+
+    @property
+    def grpc(self) -> str:
+        return f"grpc://127.0.0.1:{self.ports.extra(0)}"
+
+    @property
+    def grpc_address(self) -> str:
+        return f"127.0.0.1:{self.ports.extra(0)}"
+
+    def ready(self) -> bool:
+        import urllib.request
+
+        path = "/v2/health/ready" if self.mode == "kserve" else "/ping"
+        try:
+            with urllib.request.urlopen(self.http + path, timeout=2) as response:
+                return bool(response.status == 200)
+        except OSError:
+            return False
+
+
+def start_triton(run_dir: Path, mode: str = "kserve", env: dict[str, str] | None = None) -> Triton:
+    """containers/triton/serve.py natively (the tritonserver nvidia-pytriton bundles), on SageMaker-style
+    ports on 127.0.0.1, every model loaded."""
+    from gateway.launch.ports import allocate
+    from gateway.launch.process import ContainerProcess
+
+    repository = build_triton_models()
+    ports = allocate()
+    environment = {
+        **os.environ,
+        **ports.environment(),
+        "MCE_MODEL_DIR": str(repository),
+        "MCE_RUN_DIR": str(run_dir / "runtime"),
+        "MCE_BIND_ADDRESS": "127.0.0.1",
+        **(env or {}),
+    }
+    log = run_dir / f"triton-{mode}.log"
+    process = ContainerProcess(
+        [sys.executable, str(ROOT / "containers" / "triton" / "serve.py"), mode],
+        env=environment,
+        log_path=log,
+    )
+    server = Triton(process, ports, mode)
+    _await_ready(process, server.ready, f"Triton ({mode}) ready", log)
+    return server
+
+
 def _await_ready(process: Any, ready: Callable[[], bool], what: str, log: Path) -> None:
     """Until `ready()`, or fail with the container's log if it exits first; stop it on any failure."""
     try:

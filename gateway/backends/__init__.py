@@ -21,6 +21,8 @@ _MODULES: dict[BackendProtocol, tuple[str, str]] = {
     BackendProtocol.TORCHSERVE_GRPC: ("gateway.backends.torchserve", "TorchServeGrpcBackend"),
     BackendProtocol.TFSERVING_REST: ("gateway.backends.tfserving", "TfServingRestBackend"),
     BackendProtocol.TFSERVING_GRPC: ("gateway.backends.tfserving", "TfServingGrpcBackend"),
+    BackendProtocol.KSERVE_V2_REST: ("gateway.backends.kserve", "KServeRestBackend"),
+    BackendProtocol.KSERVE_V2_GRPC: ("gateway.backends.kserve", "KServeGrpcBackend"),
 }
 
 

@@ -7,6 +7,7 @@ failure over HTTP (docs/decisions.md D4, D11).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import grpc
@@ -62,15 +63,23 @@ def metadata(call: Invocation) -> tuple[tuple[str, str], ...]:
     return (("traceparent", call.traceparent.decode("latin-1")),)
 
 
-def failure(container: str, address: str, error: grpc.aio.AioRpcError, timeout: float) -> ModelError:
-    """A failed call as the ModelError a SageMaker client would see."""
+def failure(
+    container: str,
+    address: str,
+    error: grpc.aio.AioRpcError,
+    timeout: float,
+    body: Callable[[grpc.StatusCode, str], bytes] | None = None,
+) -> ModelError:
+    """A failed call as the ModelError a SageMaker client would see. `body`: the error body a protocol's
+    HTTP API gives for the same failure (default: the status name and details)."""
     code = error.code()
     details = error.details() or ""
     if code is grpc.StatusCode.DEADLINE_EXCEEDED:
         return unreachable(container, address, f"did not answer within {timeout:g} s")
     if code is grpc.StatusCode.UNAVAILABLE and _is_connect_failure(details):
         return unreachable(container, address, f"refused the connection ({details})")
-    return error_status(container, _HTTP_STATUS.get(code, 500), f"gRPC {code.name}: {details}".encode())
+    text = body(code, details) if body is not None else f"gRPC {code.name}: {details}".encode()
+    return error_status(container, _HTTP_STATUS.get(code, 500), text)
 
 
 def health_failure(address: str, error: grpc.aio.AioRpcError) -> str:

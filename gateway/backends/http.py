@@ -97,7 +97,7 @@ class _Exchange:
 
     def _answered(self, response: upstream.Response) -> None:
         if 200 <= response.status < 300:
-            self._receiver.reply(HttpReply(response, self._backend))
+            self._receiver.reply(self._backend.reply(response))
             return
         body = b"".join(response.take())[:ERROR_BODY_LIMIT]
         response.abandon()
@@ -193,7 +193,7 @@ class HttpBackend:
                 self.request_bytes(call), timeout=timeout, stall=timeout if call.stream else 0.0
             )
         if 200 <= response.status < 300:
-            return HttpReply(response, self)
+            return self.reply(response)
         raise error_status(self.name, response.status, await self.error_body(response))
 
     async def check_health(self) -> str | None:
@@ -204,6 +204,10 @@ class HttpBackend:
         if status != 200:
             return f"{self.address} answered /ping with {status}: {body[:200].decode('utf-8', 'replace')}"
         return None
+
+    def reply(self, response: upstream.Response) -> HttpReply:
+        """A 2xx response as the client's reply (a protocol that rewrites its headers overrides this)."""
+        return HttpReply(response, self)
 
     def request_bytes(self, call: Invocation, head: bytes | None = None) -> bytes | list[bytes]:
         """The request for `call`, framed: one bytes object for small bodies, head and body otherwise.

@@ -1,11 +1,13 @@
 """Where a container serves each protocol, given the ports SageMaker handed it.
 
 These are the conventions of this repository's container entrypoints (containers/pytorch/serve.py,
-containers/tensorflow/serve.sh), which read SAGEMAKER_BIND_TO_PORT and SAGEMAKER_SAFE_PORT_RANGE:
+containers/tensorflow/serve.sh, containers/triton/serve.py), which read SAGEMAKER_BIND_TO_PORT and
+SAGEMAKER_SAFE_PORT_RANGE:
 
     sagemaker        http  bind                       (the SageMaker contract, spec §5)
     torchserve-*     REST  bind; management first; metrics first+1; gRPC first+2; gRPC management first+3
     tfserving-*      REST  bind; gRPC first
+    kserve-v2-*      HTTP  bind; gRPC first; metrics first+1
 
 Natively launched containers get a fresh allocation on 127.0.0.1; in compose each container is its own
 host, named by its ContainerHostname, with the standard allocation (`COMPOSE_PORTS`).
@@ -31,7 +33,9 @@ def addresses(protocol: BackendProtocol, ports: PortAllocation, host: str = "127
     http = f"http://{host}:{ports.bind}"
     if protocol is BackendProtocol.SAGEMAKER or protocol is BackendProtocol.TFSERVING_REST:
         return Addresses(http)
-    if protocol is BackendProtocol.TFSERVING_GRPC:
+    if protocol is BackendProtocol.KSERVE_V2_REST:
+        return Addresses(http)
+    if protocol in (BackendProtocol.TFSERVING_GRPC, BackendProtocol.KSERVE_V2_GRPC):
         return Addresses(f"grpc://{host}:{ports.extra(0)}")
     management = f"http://{host}:{ports.extra(0)}"
     if protocol is BackendProtocol.TORCHSERVE_REST:

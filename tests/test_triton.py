@@ -1,0 +1,368 @@
+"""Real Triton (the tritonserver nvidia-pytriton bundles) behind the gateway: the Open Inference Protocol
+over REST and gRPC, Triton's binary tensors, its SageMaker mode and its multi-model API.
+
+tritonclient, Triton's own client, asks the same server directly; boto3 asks through the gateway; the
+answers must agree.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import tritonclient.grpc as triton_grpc
+import tritonclient.http as triton_http
+from botocore.exceptions import ClientError
+from conftest import (
+    TRITON_BUILD,
+    Processes,
+    Triton,
+    container_doc,
+    endpoint_doc,
+    multi_model_doc,
+    runtime_client,
+    start_triton,
+)
+from sklearn.datasets import load_digits
+
+PROTOCOLS = ("rest", "grpc")
+BINARY = "application/vnd.sagemaker-triton.binary+json"
+
+
+def images(count: int = 5) -> np.ndarray:
+    rows: np.ndarray = load_digits().data[:count].astype(np.float32)
+    return rows
+
+
+def pixels(count: int = 5) -> np.ndarray:
+    """The same digits as 8-bit images (what the ensemble takes)."""
+    return np.round(images(count) * 255 / 16).astype(np.uint8)
+
+
+def kserve_doc(name: str, server: Triton, protocol: str, **backend: Any) -> dict[str, Any]:
+    url = server.grpc if protocol == "grpc" else server.http
+    model = backend.pop("Model", "digits")
+    return container_doc(name, url, Protocol=f"kserve-v2-{protocol}", Model=model, **backend)
+
+
+def request_document(rows: np.ndarray, **extra: Any) -> dict[str, Any]:
+    datatype = "UINT8" if rows.dtype == np.uint8 else "FP32"
+    name = "PIXELS" if rows.dtype == np.uint8 else "IMAGES"
+    tensor = {"name": name, "shape": list(rows.shape), "datatype": datatype, "data": rows.tolist()}
+    return {"inputs": [tensor], **extra}
+
+
+def outputs_of(answer: dict[str, Any]) -> dict[str, np.ndarray]:
+    return {
+        o["name"]: np.asarray(o["data"], dtype=np.float32 if o["datatype"] == "FP32" else np.int64).reshape(
+            o["shape"]
+        )
+        for o in answer["outputs"]
+    }
+
+
+def invoke(
+    client: Any, target: str, body: bytes | dict[str, Any], content_type: str = "application/json"
+) -> Any:
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return client.invoke_endpoint(
+        EndpointName="triton", TargetContainerHostname=target, ContentType=content_type, Body=raw
+    )
+
+
+def invoke_json(client: Any, target: str, body: dict[str, Any]) -> dict[str, Any]:
+    response = invoke(client, target, body)
+    assert response["ContentType"] == "application/json"
+    answer: dict[str, Any] = json.loads(response["Body"].read())
+    return answer
+
+
+def direct(server: Triton, model: str, rows: np.ndarray, protocol: str) -> dict[str, np.ndarray]:
+    """tritonclient's answer from the same server, no gateway."""
+    library: Any = triton_grpc if protocol == "grpc" else triton_http
+    address = server.grpc_address if protocol == "grpc" else server.http.removeprefix("http://")
+    client = library.InferenceServerClient(address)
+    try:
+        name = "PIXELS" if rows.dtype == np.uint8 else "IMAGES"
+        tensor = library.InferInput(name, list(rows.shape), "UINT8" if rows.dtype == np.uint8 else "FP32")
+        tensor.set_data_from_numpy(rows)
+        result = client.infer(model, [tensor])
+        return {n: result.as_numpy(n) for n in ("PROBABILITIES", "LABELS")}
+    finally:
+        client.close()
+
+
+def error_of(excinfo: pytest.ExceptionInfo[ClientError]) -> dict[str, Any]:
+    error: dict[str, Any] = excinfo.value.response["Error"]
+    response = excinfo.value.response
+    assert response["ResponseMetadata"]["HTTPStatusCode"] == 424
+    assert error["Code"] == "ModelError"
+    return {**error, "OriginalStatusCode": response.get("OriginalStatusCode"), **response}
+
+
+@pytest.fixture(scope="module")
+def triton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Triton]:
+    server = start_triton(tmp_path_factory.mktemp("triton"))
+    yield server
+    server.process.stop()
+
+
+@pytest.fixture(scope="module")
+def gateway(module_procs: Processes, triton: Triton) -> Any:
+    bystander = module_procs.container("bystander")
+    containers = [
+        kserve_doc("triton-rest", triton, "rest"),
+        kserve_doc("triton-grpc", triton, "grpc"),
+        kserve_doc("pipeline-rest", triton, "rest", Model="digits_pipeline"),
+        kserve_doc("pipeline-grpc", triton, "grpc", Model="digits_pipeline"),
+        kserve_doc("v1-rest", triton, "rest", ModelVersion="1"),
+        kserve_doc("v1-grpc", triton, "grpc", ModelVersion="1"),
+        kserve_doc("ghost-rest", triton, "rest", Model="nosuch"),
+        kserve_doc("ghost-grpc", triton, "grpc", Model="nosuch"),
+        container_doc("bystander", bystander.url),
+    ]
+    return module_procs.gateway(endpoint_doc("Direct", containers, name="triton"))
+
+
+@pytest.fixture(scope="module")
+def client(gateway: Any) -> Any:
+    return runtime_client(gateway.url)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("version", ["", "v1"])
+def test_answers_match_tritonclient(client: Any, triton: Triton, protocol: str, version: str) -> None:
+    """boto3 through the gateway gets what Triton's own client gets from the server, value for value."""
+    target = f"{version or 'triton'}-{protocol}"
+    got = outputs_of(invoke_json(client, target, request_document(images())))
+    for reference_protocol in PROTOCOLS:
+        reference = direct(triton, "digits", images(), reference_protocol)
+        assert np.array_equal(got["PROBABILITIES"], reference["PROBABILITIES"])
+        assert np.array_equal(got["LABELS"], reference["LABELS"])
+    assert got["LABELS"].tolist() == load_digits().target[:5].tolist()
+
+
+def test_both_protocols_give_the_same_answer(client: Any) -> None:
+    body = request_document(images(8), id="req-7", outputs=[{"name": "LABELS"}, {"name": "PROBABILITIES"}])
+    rest, grpc = invoke_json(client, "triton-rest", body), invoke_json(client, "triton-grpc", body)
+    for answer in (rest, grpc):
+        assert answer["model_name"] == "digits" and answer["model_version"] == "1"
+        assert answer["id"] == "req-7"
+    assert sorted(rest["outputs"], key=lambda o: o["name"]) == sorted(
+        grpc["outputs"], key=lambda o: o["name"]
+    )
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_ensemble_is_tritons_own_pipeline(client: Any, triton: Triton, protocol: str) -> None:
+    """digits_pipeline (scale, then classify) in one call: the classifier's labels from 8-bit pixels."""
+    got = outputs_of(invoke_json(client, f"pipeline-{protocol}", request_document(pixels())))
+    reference = direct(triton, "digits_pipeline", pixels(), protocol)
+    assert np.array_equal(got["PROBABILITIES"], reference["PROBABILITIES"])
+    assert got["LABELS"].tolist() == load_digits().target[:5].tolist()
+
+
+def binary_request(rows: np.ndarray, *, outputs_binary: bool) -> tuple[bytes, int]:
+    tensor = triton_http.InferInput("IMAGES", list(rows.shape), "FP32")
+    tensor.set_data_from_numpy(rows, binary_data=True)
+    wanted = [
+        triton_http.InferRequestedOutput("PROBABILITIES", binary_data=outputs_binary),
+        triton_http.InferRequestedOutput("LABELS", binary_data=outputs_binary),
+    ]
+    body, size = triton_http.InferenceServerClient.generate_request_body([tensor], outputs=wanted)
+    return body, size if size is not None else len(body)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_binary_tensors(client: Any, triton: Triton, protocol: str) -> None:
+    """Triton's binary tensor extension with SageMaker's content type, both ways, over either protocol."""
+    body, size = binary_request(images(), outputs_binary=True)
+    response = invoke(client, f"triton-{protocol}", body, f"{BINARY};json-header-size={size}")
+    content_type = response["ContentType"]
+    assert content_type.startswith(f"{BINARY};json-header-size=")
+    header_size = int(content_type.rsplit("=", 1)[1])
+    result = triton_http.InferenceServerClient.parse_response_body(
+        response["Body"].read(), header_length=header_size
+    )
+    reference = direct(triton, "digits", images(), "http")
+    assert np.array_equal(result.as_numpy("PROBABILITIES"), reference["PROBABILITIES"])
+    assert np.array_equal(result.as_numpy("LABELS"), reference["LABELS"])
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_binary_inputs_with_json_outputs(client: Any, protocol: str) -> None:
+    body, size = binary_request(images(), outputs_binary=False)
+    response = invoke(client, f"triton-{protocol}", body, f"{BINARY};json-header-size={size}")
+    assert response["ContentType"] == "application/json"
+    got = outputs_of(json.loads(response["Body"].read()))
+    assert got["LABELS"].tolist() == load_digits().target[:5].tolist()
+
+
+def _tensor(**changes: Any) -> dict[str, Any]:
+    document = request_document(images(1))
+    document["inputs"][0].update(changes)
+    return document
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        (_tensor(name="NOPE"), "unexpected inference input 'NOPE'"),
+        (_tensor(shape=[1, 63], data=[0.0] * 63), "unexpected shape for input 'IMAGES'"),
+        (_tensor(datatype="INT32", data=[0] * 64), "data-type is 'INT32', but model 'digits' expects 'FP32'"),
+    ],
+    ids=["unknown-input", "wrong-shape", "wrong-datatype"],
+)
+def test_the_servers_errors_reach_the_client(
+    client: Any, protocol: str, document: dict[str, Any], message: str
+) -> None:
+    """Triton's own refusal, with its status and message, as ModelError; the container keeps serving."""
+    with pytest.raises(ClientError) as excinfo:
+        invoke(client, f"triton-{protocol}", document)
+    error = error_of(excinfo)
+    assert error["OriginalStatusCode"] == 400
+    assert message in json.loads(error["OriginalMessage"])["error"]
+    assert outputs_of(invoke_json(client, f"triton-{protocol}", request_document(images(1))))[
+        "LABELS"
+    ].tolist() == [0]
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize(
+    ("body", "content_type", "message"),
+    [
+        (b'{"inputs": [', "application/json", "parse"),
+        (b"\xff\xfe", "application/json", "parse"),
+        (json.dumps(_tensor(data=[0.0] * 10)).encode(), "application/json", ""),
+        (b'{"inputs": []}', f"{BINARY};json-header-size=40", "json-header-size 40"),
+        (b"{}", BINARY, "json-header-size"),
+    ],
+    ids=["truncated-json", "not-utf8", "too-little-data", "header-past-body", "no-header-size"],
+)
+def test_unreadable_bodies_are_refused_as_the_server_would(
+    client: Any, protocol: str, body: bytes, content_type: str, message: str
+) -> None:
+    """A body neither protocol can read: a 4xx/5xx ModelError in Triton's `{"error"}` shape, never a
+    gateway failure."""
+    with pytest.raises(ClientError) as excinfo:
+        invoke(client, f"triton-{protocol}", body, content_type)
+    error = error_of(excinfo)
+    assert error["OriginalStatusCode"] in (400, 500)
+    assert message.lower() in json.loads(error["OriginalMessage"])["error"].lower()
+
+
+def test_a_container_is_ready_only_once_its_model_is(gateway: Any) -> None:
+    """The server is up for every container; only those whose model is loaded count as ready."""
+    import urllib.error
+    import urllib.request
+
+    with pytest.raises(urllib.error.HTTPError) as excinfo:
+        urllib.request.urlopen(gateway.url + "/ping", timeout=10)
+    assert excinfo.value.code == 503
+    containers = json.loads(excinfo.value.read())["containers"]
+    assert {name for name, state in containers.items() if state["status"] != "Healthy"} == {
+        "ghost-rest",
+        "ghost-grpc",
+    }
+    assert "nosuch is not ready" in containers["ghost-rest"]["reason"]
+    assert "nosuch is not ready" in containers["ghost-grpc"]["reason"]
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_model_the_server_lacks_is_a_model_error(client: Any, protocol: str) -> None:
+    with pytest.raises(ClientError) as excinfo:
+        invoke(client, f"ghost-{protocol}", request_document(images(1)))
+    error = error_of(excinfo)
+    assert error["OriginalStatusCode"] in (400, 404)
+    assert "nosuch" in error["OriginalMessage"]
+
+
+# --- SageMaker mode: Triton's own /ping and /invocations, behind the generic contract ----------------
+
+
+@pytest.fixture(scope="module")
+def sagemaker_triton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Triton]:
+    server = start_triton(
+        tmp_path_factory.mktemp("triton-sagemaker"),
+        "sagemaker",
+        {"SAGEMAKER_TRITON_DEFAULT_MODEL_NAME": "digits"},
+    )
+    yield server
+    server.process.stop()
+
+
+def listening_addresses(port: int) -> set[str]:
+    """The local addresses with a socket listening on `port` (from /proc/net/tcp and tcp6)."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            address, hex_port = fields[1].rsplit(":", 1)
+            if int(hex_port, 16) == port and fields[3] == "0A":  # 0A: LISTEN
+                found.add(address)
+    return found
+
+
+def test_sagemaker_mode_listens_on_loopback_only(sagemaker_triton: Triton) -> None:
+    """Triton's SageMaker service binds 0.0.0.0 whatever it is told; natively it must not."""
+    assert listening_addresses(sagemaker_triton.ports.bind) == {"0100007F"}  # 127.0.0.1
+
+
+def test_sagemaker_mode_behind_the_generic_contract(
+    procs: Processes, sagemaker_triton: Triton, triton: Triton
+) -> None:
+    gateway = procs.gateway(
+        endpoint_doc("Direct", [container_doc("triton", sagemaker_triton.http)], name="triton")
+    )
+    client = runtime_client(gateway.url)
+    got = outputs_of(invoke_json(client, "triton", request_document(images())))
+    reference = direct(triton, "digits", images(), "http")
+    assert np.array_equal(got["PROBABILITIES"], reference["PROBABILITIES"])
+    body, size = binary_request(images(), outputs_binary=True)
+    response = invoke(client, "triton", body, f"{BINARY};json-header-size={size}")
+    header_size = int(response["ContentType"].rsplit("=", 1)[1])
+    result = triton_http.InferenceServerClient.parse_response_body(
+        response["Body"].read(), header_length=header_size
+    )
+    assert np.array_equal(result.as_numpy("LABELS"), reference["LABELS"])
+
+
+def test_multi_model_triton(procs: Processes, tmp_path: Path, triton: Triton) -> None:
+    """Triton's SageMaker multi-model API: each TargetModel loaded on first use, keyed by its name."""
+    server = start_triton(tmp_path, "sagemaker", {"SAGEMAKER_MULTI_MODEL": "true"})
+    try:
+        document = endpoint_doc(
+            "Direct", [multi_model_doc("triton", server.http, TRITON_BUILD / "multi-model")]
+        )
+        document["EndpointName"] = "triton"
+        gateway = procs.gateway(document)
+        client = runtime_client(gateway.url)
+
+        def call(target: str, body: dict[str, Any]) -> dict[str, Any]:
+            response = client.invoke_endpoint(
+                EndpointName="triton",
+                TargetContainerHostname="triton",
+                TargetModel=target,
+                ContentType="application/json",
+                Body=json.dumps(body),
+            )
+            answer: dict[str, Any] = json.loads(response["Body"].read())
+            return answer
+
+        got = outputs_of(call("digits.tar.gz", request_document(images())))
+        assert np.array_equal(
+            got["PROBABILITIES"], direct(triton, "digits", images(), "http")["PROBABILITIES"]
+        )
+        scaled = call("digits_scale.tar.gz", request_document(pixels()))
+        assert scaled["outputs"][0]["name"] == "IMAGES"
+        assert outputs_of(call("digits.tar.gz", request_document(images(2))))["LABELS"].tolist() == [0, 1]
+        with pytest.raises(ClientError) as excinfo:
+            call("nosuch.tar.gz", request_document(images(1)))
+        assert excinfo.value.response["Error"]["Code"] in ("ModelError", "ValidationError")
+    finally:
+        server.process.stop()
