@@ -2,6 +2,7 @@
 
 .venv/bin/python examples/invoke.py [URL]                 mnist-direct: each container by its hostname
 .venv/bin/python examples/invoke.py --serial [URL]        mnist-serial: the whole pipeline, CSV in
+.venv/bin/python examples/invoke.py --serial-triton [URL] mnist-serial-triton: the same CSV, Triton inside
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from sklearn.datasets import load_digits
 
 
 def main() -> None:
-    serial = "--serial" in sys.argv
-    args = [a for a in sys.argv[1:] if a != "--serial"]
+    pipelines = {"--serial": "mnist-serial", "--serial-triton": "mnist-serial-triton"}
+    serial = next((pipelines[a] for a in sys.argv[1:] if a in pipelines), None)
+    args = [a for a in sys.argv[1:] if a not in pipelines]
     url = args[0] if args else ("http://127.0.0.1:8081" if serial else "http://127.0.0.1:8080")
     runtime = boto3.client(
         "sagemaker-runtime",
@@ -28,8 +30,8 @@ def main() -> None:
     images, truth = digits.data[:5], digits.target[:5].tolist()
     if serial:
         csv = "\n".join(",".join(str(int(v * 255 / 16)) for v in image) for image in images)
-        response = runtime.invoke_endpoint(EndpointName="mnist-serial", ContentType="text/csv", Body=csv)
-        print("mnist-serial ->", response["Body"].read().decode(), "truth:", truth)
+        response = runtime.invoke_endpoint(EndpointName=serial, ContentType="text/csv", Body=csv)
+        print(f"{serial} ->", response["Body"].read().decode(), "truth:", truth)
         return
     instances = images.tolist()
     for container, key in (("tensorflow-mnist", "instances"), ("pytorch-mnist", "inputs")):
@@ -45,6 +47,16 @@ def main() -> None:
             for p in answer["predictions"]
         ]
         print(f"{container:>16} -> {predicted} truth: {truth}")
+    # Triton: the Open Inference Protocol's JSON, one named tensor in, named tensors out
+    tensor = {"name": "IMAGES", "shape": [len(instances), 64], "datatype": "FP32", "data": instances}
+    response = runtime.invoke_endpoint(
+        EndpointName="mnist-direct",
+        TargetContainerHostname="triton-mnist",
+        ContentType="application/json",
+        Body=json.dumps({"inputs": [tensor]}),
+    )
+    outputs = {o["name"]: o["data"] for o in json.loads(response["Body"].read())["outputs"]}
+    print(f"{'triton-mnist':>16} -> {outputs['LABELS']} truth: {truth}")
 
 
 if __name__ == "__main__":

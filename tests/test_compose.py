@@ -77,7 +77,7 @@ def test_gateway_command_serves_the_document_by_hostname(procs: Processes) -> No
     except urllib.error.HTTPError as error:
         with error:
             report = json.loads(error.read())
-    assert set(report["containers"]) == {"tensorflow-mnist", "pytorch-mnist"}
+    assert set(report["containers"]) == {"tensorflow-mnist", "pytorch-mnist", "triton-mnist"}
     assert report["status"] == "Unhealthy"
 
 

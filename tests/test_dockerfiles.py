@@ -13,7 +13,7 @@ from dockerfile_parse import DockerfileParser
 ROOT = Path(__file__).parent.parent
 CONTAINERS = sorted(ROOT.glob("containers/*/Dockerfile"))
 ALL = [*CONTAINERS, ROOT / "Dockerfile", ROOT / "examples" / "containers" / "Dockerfile"]
-OFFICIAL = ("pytorch/torchserve:", "tensorflow/serving:", "python:")
+OFFICIAL = ("pytorch/torchserve:", "tensorflow/serving:", "nvcr.io/nvidia/tritonserver:", "python:")
 
 
 def parse(path: Path) -> DockerfileParser:

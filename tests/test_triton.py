@@ -7,7 +7,9 @@ answers must agree.
 
 from __future__ import annotations
 
+import io
 import json
+import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,9 +27,11 @@ from conftest import (
     endpoint_doc,
     multi_model_doc,
     runtime_client,
+    s3_environment,
     start_triton,
 )
 from sklearn.datasets import load_digits
+from test_local_sagemaker import ROLE, LocalSageMaker
 
 PROTOCOLS = ("rest", "grpc")
 BINARY = "application/vnd.sagemaker-triton.binary+json"
@@ -366,3 +370,59 @@ def test_multi_model_triton(procs: Processes, tmp_path: Path, triton: Triton) ->
         assert excinfo.value.response["Error"]["Code"] in ("ModelError", "ValidationError")
     finally:
         server.process.stop()
+
+
+# --- SageMaker's Triton image through the local SageMaker -----------------------------------------
+
+SAGEMAKER_TRITON = "785573368785.dkr.ecr.us-east-1.amazonaws.com/sagemaker-tritonserver:24.09-py3"
+
+
+def repository_tar_gz() -> bytes:
+    """build/triton/model-repository as a SageMaker model.tar.gz: the model folders at its root."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        for model in sorted((TRITON_BUILD / "model-repository").iterdir()):
+            archive.add(model, arcname=model.name)
+    return buffer.getvalue()
+
+
+def test_sagemakers_triton_image_deployed_with_boto3(
+    tmp_path: Path, s3: tuple[str, Any], triton: Triton
+) -> None:
+    """create_model with SageMaker's Triton image URI and a model repository in S3, as on AWS: Triton in
+    its SageMaker mode, SAGEMAKER_TRITON_DEFAULT_MODEL_NAME choosing what /invocations runs."""
+    url, bucket = s3
+    bucket.put_object(Bucket="models", Key="triton/model.tar.gz", Body=repository_tar_gz())
+    server = LocalSageMaker(tmp_path, env=s3_environment(url))
+    try:
+        sm, runtime = server.sagemaker(), server.runtime()
+        sm.create_model(
+            ModelName="triton",
+            ExecutionRoleArn=ROLE,
+            PrimaryContainer={
+                "Image": SAGEMAKER_TRITON,
+                "ModelDataUrl": "s3://models/triton/model.tar.gz",
+                "Environment": {"SAGEMAKER_TRITON_DEFAULT_MODEL_NAME": "digits_pipeline"},
+            },
+        )
+        sm.create_endpoint_config(
+            EndpointConfigName="triton",
+            ProductionVariants=[{"VariantName": "AllTraffic", "ModelName": "triton"}],
+        )
+        sm.create_endpoint(EndpointName="triton", EndpointConfigName="triton")
+        described = sm.describe_endpoint(EndpointName="triton")
+        while described["EndpointStatus"] == "Creating":
+            described = sm.describe_endpoint(EndpointName="triton")  # each call waits for it to settle
+        assert described["EndpointStatus"] == "InService", described.get("FailureReason")
+        response = runtime.invoke_endpoint(
+            EndpointName="triton", ContentType="application/json", Body=json.dumps(request_document(pixels()))
+        )
+        got = outputs_of(json.loads(response["Body"].read()))
+        reference = direct(triton, "digits_pipeline", pixels(), "http")
+        assert np.array_equal(got["PROBABILITIES"], reference["PROBABILITIES"])
+        assert got["LABELS"].tolist() == load_digits().target[:5].tolist()
+    finally:
+        try:
+            server.stop()
+        finally:
+            server.proc.kill()

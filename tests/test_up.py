@@ -142,7 +142,8 @@ def test_echo_endpoint_end_to_end(up: Any) -> None:
     assert (run.run_dir / "english.log").exists()
 
 
-def test_mnist_direct_with_real_torchserve_and_tensorflow(up: Any) -> None:
+def test_mnist_direct_with_real_torchserve_tensorflow_and_triton(up: Any) -> None:
+    """The README's demo: three frameworks behind one Direct endpoint, each called by its hostname."""
     run = up(EXAMPLES / "mnist-direct.yaml")
     url = run.url()
     result = subprocess.run(
@@ -153,9 +154,36 @@ def test_mnist_direct_with_real_torchserve_and_tensorflow(up: Any) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    for line in result.stdout.strip().splitlines():
+    lines = result.stdout.strip().splitlines()
+    assert [line.split("->")[0].strip() for line in lines] == [
+        "tensorflow-mnist",
+        "pytorch-mnist",
+        "triton-mnist",
+    ]
+    for line in lines:
         predicted, truth = line.split("->")[1].split("truth:")
         assert predicted.strip() == truth.strip(), line
+    assert run.stop() == 0
+    assert run.leftovers() == []
+
+
+def test_a_serial_pipeline_with_triton_in_the_middle(up: Any) -> None:
+    """examples/mnist-serial-triton.yaml: our pipeline around Triton's own (its ensemble)."""
+    run = up(EXAMPLES / "mnist-serial-triton.yaml")
+    url = run.url()
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "invoke.py"), "--serial-triton", url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout.split("->")[1].split("truth:")[0])
+    assert answer["labels"] == [0, 1, 2, 3, 4]
+    client = runtime_client(url)
+    with pytest.raises(client.exceptions.ModelError, match="preprocess"):
+        client.invoke_endpoint(EndpointName="mnist-serial-triton", ContentType="application/json", Body=b"{}")
     assert run.stop() == 0
     assert run.leftovers() == []
 

@@ -1,15 +1,18 @@
 """The Triton container's entrypoint: NVIDIA Triton Inference Server on the ports SageMaker hands out.
 Docker (NVIDIA's image) and native (the tritonserver that nvidia-pytriton's wheel bundles) alike.
 
-    python containers/triton/serve.py [kserve]     Triton's own APIs (the Open Inference Protocol):
+    python containers/triton/serve.py kserve       Triton's own APIs (the Open Inference Protocol):
                                                    HTTP on SAGEMAKER_BIND_TO_PORT, gRPC on the first port
                                                    of SAGEMAKER_SAFE_PORT_RANGE, metrics on the next
     python containers/triton/serve.py sagemaker    SageMaker mode, as SageMaker's Triton container runs
-                                  (or `serve`)     it: GET /ping, POST /invocations on
+                                                   it: GET /ping, POST /invocations on
                                                    SAGEMAKER_BIND_TO_PORT (the default model:
                                                    SAGEMAKER_TRITON_DEFAULT_MODEL_NAME); with
                                                    SAGEMAKER_MULTI_MODEL=true, the multi-model API
                                                    (/models), models loaded on request
+
+    python containers/triton/serve.py [serve]      the mode MCE_TRITON_MODE names (default kserve):
+                                                   SageMaker runs an image as `docker run IMAGE serve`
 
     MCE_MODEL_DIR       the model repository (default /opt/ml/model); ignored for a multi-model container
     MCE_RUN_DIR         scratch space for the native launch (default /tmp/triton)
@@ -131,9 +134,8 @@ def arguments(mode: str, address: str, model_dir: Path, run_dir: Path) -> list[s
 
 def main() -> int:
     args = sys.argv[1:]
-    mode = {"serve": "sagemaker", "sagemaker": "sagemaker", "kserve": "kserve"}.get(
-        args[0] if args else "kserve"
-    )
+    chosen = args[0] if args and args[0] != "serve" else os.environ.get("MCE_TRITON_MODE", "kserve")
+    mode = chosen if chosen in ("kserve", "sagemaker") else None
     if mode is None or len(args) > 1:
         print("usage: serve.py [kserve | sagemaker | serve]", file=sys.stderr)
         return 2

@@ -1,12 +1,17 @@
 """Pipeline step 1: 8-bit grayscale 8x8 images as CSV rows in, the classifier's JSON input out.
 
-Takes `text/csv`, one image per line, 64 values 0..255; answers `application/json`
-`{"instances": [[64 values 0..16], ...]}`, the scale of scikit-learn's digits (what the models take).
+Takes `text/csv`, one image per line, 64 values 0..255; answers `application/json`:
+    PREPROCESS_OUTPUT=tfserving (default)  `{"instances": [[64 values 0..16], ...]}`, TF Serving's row format
+                                           at the scale of scikit-learn's digits (what the models take)
+    PREPROCESS_OUTPUT=kserve               the Open Inference Protocol's request for Triton's ensemble,
+                                           `{"inputs": [{"name": "PIXELS", "datatype": "UINT8", ...}]}`,
+                                           the 8-bit values as they are (the ensemble scales them)
 """
 
 from __future__ import annotations
 
 import json
+import os
 
 from contract import BadRequest, serve
 
@@ -24,10 +29,18 @@ def preprocess(body: bytes, content_type: str) -> tuple[bytes, str]:
             raise BadRequest(f"line {number}: not numbers") from None
         if len(values) != 64 or not all(0 <= v <= 255 for v in values):
             raise BadRequest(f"line {number}: expected 64 values from 0 to 255")
-        rows.append([round(v * 16 / 255, 4) for v in values])
+        rows.append(values)
     if not rows:
         raise BadRequest("no image in the request")
-    return json.dumps({"instances": rows}).encode(), "application/json"
+    if OUTPUT == "kserve":
+        pixels = [[int(v) for v in row] for row in rows]
+        tensor = {"name": "PIXELS", "shape": [len(rows), 64], "datatype": "UINT8", "data": pixels}
+        return json.dumps({"inputs": [tensor]}).encode(), "application/json"
+    scaled = [[round(v * 16 / 255, 4) for v in row] for row in rows]
+    return json.dumps({"instances": scaled}).encode(), "application/json"
+
+
+OUTPUT = os.environ.get("PREPROCESS_OUTPUT", "tfserving")
 
 
 if __name__ == "__main__":
