@@ -163,6 +163,21 @@ def test_mnist_direct_with_real_torchserve_tensorflow_and_triton(up: Any) -> Non
     for line in lines:
         predicted, truth = line.split("->")[1].split("truth:")
         assert predicted.strip() == truth.strip(), line
+    readme = (EXAMPLES.parent / "README.md").read_text()
+    section = readme[readme.index("### Triton and the Open Inference Protocol") :]
+    snippet = section[section.index("```python\n") + len("```python\n") :]
+    snippet = snippet[: snippet.index("```")]
+    environment = {**os.environ, "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": url}
+    readme_run = subprocess.run(
+        [sys.executable, "-c", snippet],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert readme_run.returncode == 0, readme_run.stderr
+    assert readme_run.stdout.strip() == "[0]"
     assert run.stop() == 0
     assert run.leftovers() == []
 
