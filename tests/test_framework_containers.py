@@ -512,3 +512,62 @@ def test_a_serial_pipeline_of_framework_containers(tensorflow_artifacts: tuple[L
         Body="\n".join(",".join(str(v) for v in row) for row in clipped),
     )
     numpy.testing.assert_allclose(json.loads(direct["Body"].read())["predictions"], predictions, rtol=1e-6)
+
+
+def test_the_tensorflow_front_end_refuses_a_content_length_that_is_not_a_number(tmp_path: Path) -> None:
+    """Raw bytes: a Content-Length the HTTP server cannot parse is a 400 in the container's error shape
+    (not a traceback and a dropped connection), and the container keeps serving."""
+    import os
+    import sys
+    import urllib.request
+
+    from conftest import ROOT, raw_exchange, wait_until
+
+    from gateway.launch.ports import allocate
+    from gateway.launch.process import ContainerProcess
+
+    model = tmp_path / "model"
+    for name, data in saved_model_files("").items():
+        (model / name).parent.mkdir(parents=True, exist_ok=True)
+        (model / name).write_bytes(data)
+    ports = allocate()
+    environment = {
+        **os.environ,
+        **ports.environment(),
+        "MCE_MODEL_DIR": str(model),
+        "MCE_BIND_ADDRESS": "127.0.0.1",
+        "MCE_PYTHON": sys.executable,
+    }
+    script = ROOT / "containers" / "tensorflow-inference" / "serve.py"
+    process = ContainerProcess([sys.executable, str(script)], env=environment, log_path=tmp_path / "tf.log")
+    url = f"http://127.0.0.1:{ports.bind}"
+
+    def ready() -> bool:
+        try:
+            with urllib.request.urlopen(url + "/ping", timeout=2) as response:
+                return bool(response.status == 200)
+        except OSError:
+            return process.returncode is not None
+
+    try:
+        wait_until(ready, "the TensorFlow front end's /ping")
+        assert process.returncode is None, (tmp_path / "tf.log").read_text()[-2000:]
+        for length in (b"abc", b"-5", b"1e3", b"\xd9\xa3"):
+            answer = raw_exchange(
+                ports.bind,
+                b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Content-Length: " + length + b"\r\n\r\n{}",
+            )
+            head, _, body = answer.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 400 "), answer
+            assert "is not a number of bytes" in json.loads(body)["error"]
+        rows, _ = digits(1)
+        request = urllib.request.Request(
+            url + "/invocations",
+            data=json.dumps({"instances": rows}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            assert len(json.loads(response.read())["predictions"]) == 1
+    finally:
+        process.stop()

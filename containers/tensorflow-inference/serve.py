@@ -288,7 +288,12 @@ def front_end(serving: Serving, handlers: tuple[Any, Any, Any] | None) -> type[B
                 self.reply(502, b'{"error": "the models are loading"}')
 
         def do_POST(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
+            declared = self.headers.get("Content-Length") or "0"
+            if not declared.isascii() or not declared.isdigit():
+                self.close_connection = True  # where the body ends is unknown: the connection is done
+                self.reply(400, _error(f"Content-Length {declared!r} is not a number of bytes"))
+                return
+            length = int(declared)
             if length > MAX_BODY:
                 self.close_connection = True
                 self.reply(413, json.dumps({"error": f"the body is over {MAX_BODY} bytes"}).encode())
