@@ -33,6 +33,8 @@ from conftest import (
 from sklearn.datasets import load_digits
 from test_local_sagemaker import ROLE, LocalSageMaker
 
+from gateway.launch.process import kill_group
+
 PROTOCOLS = ("rest", "grpc")
 BINARY = "application/vnd.sagemaker-triton.binary+json"
 
@@ -426,3 +428,100 @@ def test_sagemakers_triton_image_deployed_with_boto3(
             server.stop()
         finally:
             server.proc.kill()
+
+
+# --- Text (BYTES) tensors, and a server that dies ------------------------------------------------
+
+SHOUT_CONFIG = """
+name: "shout"
+backend: "python"
+max_batch_size: 0
+input [ { name: "TEXT", data_type: TYPE_STRING, dims: [ -1 ] } ]
+output [
+  { name: "LOUD", data_type: TYPE_STRING, dims: [ -1 ] },
+  { name: "LENGTHS", data_type: TYPE_INT32, dims: [ -1 ] }
+]
+"""
+SHOUT_MODEL = """
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            text = [t.decode("utf-8") for t in pb_utils.get_input_tensor_by_name(request, "TEXT").as_numpy()]
+            loud = np.array([t.upper().encode("utf-8") for t in text], dtype=np.object_)
+            lengths = np.array([len(t) for t in text], dtype=np.int32)
+            responses.append(pb_utils.InferenceResponse(
+                output_tensors=[pb_utils.Tensor("LOUD", loud), pb_utils.Tensor("LENGTHS", lengths)]))
+        return responses
+"""
+
+
+@pytest.fixture(scope="module")
+def shouting_triton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Triton]:
+    """A Triton with a text model of the test's own: BYTES in, BYTES and INT32 out."""
+    root = tmp_path_factory.mktemp("triton-text")
+    (root / "models" / "shout" / "1").mkdir(parents=True)
+    (root / "models" / "shout" / "config.pbtxt").write_text(SHOUT_CONFIG)
+    (root / "models" / "shout" / "1" / "model.py").write_text(SHOUT_MODEL)
+    server = start_triton(root, env={"MCE_MODEL_DIR": str(root / "models")})
+    yield server
+    server.process.stop()
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_text_tensors_cross_either_protocol(procs: Processes, shouting_triton: Triton, protocol: str) -> None:
+    words = ["héllo", "", "triton ✓"]
+    document = endpoint_doc(
+        "Direct", [kserve_doc("shout", shouting_triton, protocol, Model="shout")], name="triton"
+    )
+    client = runtime_client(procs.gateway(document).url)
+    body = {"inputs": [{"name": "TEXT", "shape": [3], "datatype": "BYTES", "data": words}]}
+    answer = {o["name"]: o for o in invoke_json(client, "shout", body)["outputs"]}
+    assert answer["LOUD"]["data"] == [w.upper() for w in words]
+    assert answer["LOUD"]["datatype"] == "BYTES" and answer["LOUD"]["shape"] == [3]
+    assert answer["LENGTHS"]["data"] == [5, 0, 8]
+    tensor = triton_http.InferInput("TEXT", [3], "BYTES")
+    tensor.set_data_from_numpy(np.array([w.encode() for w in words], dtype=np.object_), binary_data=True)
+    binary, size = triton_http.InferenceServerClient.generate_request_body(
+        [tensor], outputs=[triton_http.InferRequestedOutput("LOUD", binary_data=True)]
+    )
+    response = invoke(client, "shout", binary, f"{BINARY};json-header-size={size}")
+    result = triton_http.InferenceServerClient.parse_response_body(
+        response["Body"].read(), header_length=int(response["ContentType"].rsplit("=", 1)[1])
+    )
+    assert [v.decode() for v in result.as_numpy("LOUD")] == [w.upper() for w in words]
+
+
+def test_a_triton_that_dies_is_a_model_error_and_the_others_keep_serving(
+    procs: Processes, tmp_path: Path
+) -> None:
+    server = start_triton(tmp_path)
+    bystander = procs.container("bystander")
+    containers = [
+        kserve_doc("rest", server, "rest"),
+        kserve_doc("grpc", server, "grpc"),
+        container_doc("bystander", bystander.url),
+    ]
+    client = runtime_client(procs.gateway(endpoint_doc("Direct", containers, name="triton")).url)
+    try:
+        for target in ("rest", "grpc"):
+            assert outputs_of(invoke_json(client, target, request_document(images(1))))[
+                "LABELS"
+            ].tolist() == [0]
+        kill_group(server.process.pid)  # SIGKILL: the server and its Python-backend stubs, no goodbye
+        server.process.stop()  # reaped
+        for target in ("rest", "grpc"):
+            with pytest.raises(ClientError) as excinfo:
+                invoke(client, target, request_document(images(1)))
+            assert excinfo.value.response["Error"]["Code"] == "ModelError"
+            assert target in excinfo.value.response["Error"]["Message"]
+        answer = client.invoke_endpoint(
+            EndpointName="triton", TargetContainerHostname="bystander", Body=b"{}"
+        )
+        assert answer["ResponseMetadata"]["HTTPStatusCode"] == 200
+    finally:
+        server.process.stop()
