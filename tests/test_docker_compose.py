@@ -23,6 +23,8 @@ from conftest import ROOT, docker, require_docker, runtime_client
 EXAMPLES = ROOT / "examples"
 BUILD_TIMEOUT = 1800.0  # seconds: a cold build installs TensorFlow, TorchServe and Java
 WAIT_TIMEOUT = 300  # seconds for every service to be healthy
+# A test builds its images first: on an engine with no cache that is minutes, past the suite's 120 s.
+pytestmark = pytest.mark.timeout(BUILD_TIMEOUT + WAIT_TIMEOUT + 300)
 
 
 @pytest.fixture(scope="module", autouse=True)
