@@ -7,6 +7,7 @@ import asyncio
 import gc
 import logging
 import os
+import re
 import signal
 import sys
 import time
@@ -33,6 +34,7 @@ from gateway.launch.ports import port_free
 from gateway.launch.summary import summary
 from gateway.launch.supervisor import STARTUP_TIMEOUT, STOP_GRACE
 from gateway.limits import MIB, Limits, raise_descriptor_limit
+from gateway.wire import VARIANT_NAME
 
 if TYPE_CHECKING:
     from gateway.access import Access
@@ -72,6 +74,17 @@ def _parser() -> argparse.ArgumentParser:
         help=(
             "reach containers without a Backend.Url at their ContainerHostname on the standard ports "
             "(compose)"
+        ),
+    )
+    serve.add_argument(
+        "--variant",
+        default=VARIANT_NAME,
+        type=_variant_name,
+        metavar="NAME",
+        help=(
+            f"the production variant this gateway is (default {VARIANT_NAME}): its name in answers, metrics "
+            "and log names, and what X-Amzn-SageMaker-Target-Variant may ask for (Kubernetes renders one per "
+            "variant)"
         ),
     )
     serve.set_defaults(command=_serve)
@@ -120,7 +133,9 @@ def _parser() -> argparse.ArgumentParser:
 
     render_command = commands.add_parser("render", help="write the endpoint in another tool's format")
     render_command.add_argument("format", choices=["compose", "kubernetes"])
-    render_command.add_argument("file", help="endpoint document")
+    render_command.add_argument(
+        "file", nargs="?", help="endpoint document (or, for kubernetes, --from and --endpoint)"
+    )
     render_command.add_argument(
         "-o",
         "--output",
@@ -132,6 +147,29 @@ def _parser() -> argparse.ArgumentParser:
     )
     render_command.add_argument(
         "--registry", help="kubernetes: pull every image from this registry (e.g. registry.example.com/team)"
+    )
+    render_command.add_argument(
+        "--endpoint",
+        metavar="NAME",
+        help=(
+            "kubernetes: render this deployed endpoint, every production variant, as a SageMaker API "
+            "describes it (--from; without it, AWS_ENDPOINT_URL_SAGEMAKER or AWS itself)"
+        ),
+    )
+    render_command.add_argument(
+        "--from",
+        dest="source_url",
+        metavar="URL",
+        help="kubernetes, with --endpoint: the SageMaker API to ask (a local SageMaker: http://127.0.0.1:8080)",
+    )
+    render_command.add_argument(
+        "--images", type=Path, metavar="FILE", help="kubernetes, with --endpoint: an image map (as mce up's)"
+    )
+    render_command.add_argument(
+        "--route-parent",
+        default="gateway",
+        metavar="[NAMESPACE/]NAME",
+        help="kubernetes, with several variants: the Gateway API Gateway the HTTPRoute attaches to",
     )
     render_command.add_argument(
         "--invocations-per-pod",
@@ -285,6 +323,44 @@ def _validate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _render_deployed(args: argparse.Namespace) -> int:
+    """`mce render kubernetes --endpoint NAME [--from URL] -o DIR`: every production variant."""
+    from gateway import kubernetes
+    from gateway.control.described import DescribeError, deployed_variants
+
+    if args.file is not None or args.output is None:
+        print("mce: render kubernetes --endpoint NAME takes no document, and -o DIR", file=sys.stderr)
+        return EXIT_INVALID
+    try:
+        variants = deployed_variants(args.source_url, args.endpoint, ImageMap.load(args.images))
+        source = f"--endpoint {args.endpoint}" + (f" --from {args.source_url}" if args.source_url else "")
+        files = kubernetes.render_variants(
+            args.endpoint,
+            variants,
+            registry=args.registry,
+            source=source,
+            invocations_per_pod=args.invocations_per_pod,
+            parent=args.route_parent,
+        )
+    except (DescribeError, ImageMapError, RenderError) as exc:
+        print(f"mce: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    for name, text in files.items():
+        path = args.output / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return EXIT_OK
+
+
+def _variant_name(text: str) -> str:
+    """A VariantName as SageMaker's API has it: up to 63 letters, digits and inner hyphens."""
+    if not re.fullmatch(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}", text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a variant name (letters, digits and hyphens, 63 at most, no hyphen first)"
+        )
+    return text
+
+
 def _serve(args: argparse.Namespace) -> int:
     endpoint = _load(args.file)
     if endpoint is None:
@@ -342,6 +418,11 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _render(args: argparse.Namespace) -> int:
+    if args.format == "kubernetes" and args.endpoint is not None:
+        return _render_deployed(args)
+    if args.file is None:
+        print("mce: render needs an endpoint document (or, for kubernetes, --endpoint NAME)", file=sys.stderr)
+        return EXIT_INVALID
     endpoint = _load(args.file)
     if endpoint is None:
         return EXIT_INVALID
@@ -430,7 +511,9 @@ async def _listen(gateway: Gateway) -> str | None:
 
 async def _serve_endpoint(endpoint: Endpoint, args: argparse.Namespace, access: Access | None) -> int:
     gateway = Gateway(_options(args, access))
-    service = await gateway.add(endpoint, base=Path(args.file).resolve().parent, model_cache=args.model_cache)
+    service = await gateway.add(
+        endpoint, base=Path(args.file).resolve().parent, model_cache=args.model_cache, variant=args.variant
+    )
     gateway.mount(endpoint.EndpointName, [(service, 1.0)], AsyncConfig.of(endpoint))
     stop = _stop_event()
     url = await _listen(gateway)

@@ -18,7 +18,15 @@ from pathlib import Path
 
 import yaml
 
-from gateway.endpoint import BackendProtocol, Container, ContainerMode, Endpoint
+from gateway.endpoint import (
+    BackendProtocol,
+    Container,
+    ContainerMode,
+    Endpoint,
+    ResourcesSpec,
+    cpu_cores,
+    memory_bytes,
+)
 from gateway.launch.layout import COMPOSE_PORTS
 from gateway.launch.ports import PortAllocation
 
@@ -27,6 +35,7 @@ ENDPOINT_IN_CONTAINER = "/etc/mce/endpoint.yaml"
 MODEL_CACHE = "/opt/ml/models"
 MODEL_VOLUME = "models"
 CONTAINER_LIMITS = {"cpus": "1.0", "memory": "1G"}
+CONTAINER_MEMORY = 2**30  # bytes: CONTAINER_LIMITS' memory (compose's G is binary)
 GATEWAY_LIMITS = {"cpus": "1.0", "memory": "256M"}
 
 
@@ -131,8 +140,25 @@ def _container_service(name: str, container: Container, base: Path, out_dir: Pat
     service["hostname"] = name
     service["environment"] = environment
     service["healthcheck"] = _healthcheck(health_command(backend.Protocol, backend.Model), start_period="60s")
-    service["deploy"] = {"resources": {"limits": dict(CONTAINER_LIMITS)}}
+    service["deploy"] = {"resources": {"limits": _limits(backend.Resources)}}
     return service
+
+
+def _limits(spec: ResourcesSpec | None) -> dict[str, str]:
+    """Compose's limits: the document's CpuLimit and MemoryLimit (Kubernetes quantities, converted),
+    CONTAINER_LIMITS where it gives none, and never a memory limit below the memory it asks for."""
+    limits = dict(CONTAINER_LIMITS)
+    if spec is None:
+        return limits
+    if spec.CpuLimit is not None:
+        limits["cpus"] = f"{cpu_cores(spec.CpuLimit):g}"
+    memory = spec.MemoryLimit
+    if memory is None and spec.Memory is not None and memory_bytes(spec.Memory) > CONTAINER_MEMORY:
+        memory = spec.Memory
+    if memory is not None:  # compose's units are binary, as Kubernetes' Ki, Mi, Gi: "2Gi" is "2048m"
+        size = memory_bytes(memory)
+        limits["memory"] = f"{size // 2**20}m" if size % 2**20 == 0 else f"{size // 1024}k"
+    return limits
 
 
 def health_command(

@@ -120,6 +120,32 @@ class ExampleSpec(_Shape):
     TargetModel: Annotated[str, StringConstraints(min_length=1, max_length=1024)] | None = None  # MultiModel
 
 
+CpuQuantity = Annotated[str, StringConstraints(pattern=r"^([1-9][0-9]*m|[0-9]+(\.[0-9]{1,3})?)$")]
+MemoryQuantity = Annotated[str, StringConstraints(pattern=r"^[1-9][0-9]*(Ki|Mi|Gi|Ti)$")]
+
+
+class ResourcesSpec(_Shape):
+    """What the container needs where a scheduler asks: Kubernetes' requests and limits (`mce render
+    kubernetes`) and compose's limits (`mce render compose`), in Kubernetes' quantities ("500m" or "2"
+    CPUs, "512Mi" or "2Gi"). Absent: the defaults the README gives. `mce up` enforces none of it."""
+
+    Cpu: CpuQuantity | None = None  # requested
+    Memory: MemoryQuantity | None = None  # requested
+    CpuLimit: CpuQuantity | None = None
+    MemoryLimit: MemoryQuantity | None = None
+
+
+def cpu_cores(quantity: str) -> float:
+    """ "500m" -> 0.5, "2" -> 2.0."""
+    return int(quantity[:-1]) / 1000 if quantity.endswith("m") else float(quantity)
+
+
+def memory_bytes(quantity: str) -> int:
+    """A memory quantity in bytes: 512Mi is 536870912."""
+    power = {"Ki": 1, "Mi": 2, "Gi": 3, "Ti": 4}[quantity[-2:]]
+    return int(quantity[:-2]) * (1 << (10 * power))
+
+
 class MultiModelSpec(_Shape):
     """How the gateway runs a MultiModel container's models (SageMaker's part, spec §4): our extension.
 
@@ -161,6 +187,7 @@ class BackendSpec(_Shape):
     Build: BuildSpec | None = None
     Example: ExampleSpec | None = None
     MultiModel: MultiModelSpec | None = None  # only for a container in Mode MultiModel
+    Resources: ResourcesSpec | None = None  # for Kubernetes and compose
 
 
 class ImageConfigSpec(_Shape):
@@ -454,6 +481,25 @@ def _backend_rules(path: str, backend: object) -> list[DocumentIssue]:
         )
     if backend.get("SignatureName") is not None and not protocol.value.startswith("tfserving"):
         issues.append(DocumentIssue(f"{path}.SignatureName", "only TF Serving models have signatures"))
+    issues += _resource_rules(f"{path}.Resources", backend.get("Resources"))
+    return issues
+
+
+def _resource_rules(path: str, resources: object) -> list[DocumentIssue]:
+    """A limit is at least what is requested."""
+    if not isinstance(resources, dict):
+        return []
+    try:
+        spec = ResourcesSpec.model_validate(resources)
+    except PydanticValidationError:
+        return []  # reported by the shape check
+    issues = []
+    if spec.Cpu and spec.CpuLimit and cpu_cores(spec.CpuLimit) < cpu_cores(spec.Cpu):
+        issues.append(DocumentIssue(f"{path}.CpuLimit", f"{spec.CpuLimit} is less than Cpu {spec.Cpu}"))
+    if spec.Memory and spec.MemoryLimit and memory_bytes(spec.MemoryLimit) < memory_bytes(spec.Memory):
+        issues.append(
+            DocumentIssue(f"{path}.MemoryLimit", f"{spec.MemoryLimit} is less than Memory {spec.Memory}")
+        )
     return issues
 
 

@@ -15,6 +15,10 @@ Written: configmap.yaml, deployment.yaml, service.yaml, hpa.yaml (autoscaling/v2
 invocations per pod through the Prometheus adapter),
 pdb.yaml and kustomization.yaml over them. `problems` is what schemas cannot check; render refuses
 to write manifests it finds a problem in.
+
+An endpoint of several production variants (`render_variants`, from what a SageMaker API describes:
+gateway.control.described) is a folder of those per variant, and one Gateway API HTTPRoute that splits
+traffic between their Services by weight and by X-Amzn-SageMaker-Target-Variant (`route_problems`).
 """
 
 from __future__ import annotations
@@ -22,26 +26,33 @@ from __future__ import annotations
 import posixpath
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import yaml
 
 from gateway.compose import ENDPOINT_IN_CONTAINER, MODEL_CACHE, RenderError, health_command
-from gateway.endpoint import BackendSpec, Container, ContainerMode, Endpoint
+from gateway.endpoint import BackendSpec, Container, ContainerMode, Endpoint, ResourcesSpec, memory_bytes
 from gateway.launch import layout
 from gateway.launch.ports import RANGE_SIZE, PortAllocation
 
 GATEWAY_PORT = 8080
 GATEWAY_IMAGE = "mce-gateway:latest"  # the project's Dockerfile
 MODEL_DIR = "/opt/ml/model"
-# Defaults where the document says nothing (it has no resource fields yet): what the project's own
-# containers need, measured under `mce up` (a TorchServe worker and its JVM are the largest).
+# Defaults where the document's Backend.Resources says nothing: what the project's own containers need,
+# measured under `mce up` (a TorchServe worker and its JVM are the largest).
 CONTAINER_RESOURCES = {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"memory": "2Gi"}}
 GATEWAY_RESOURCES = {"requests": {"cpu": "250m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}}
 HPA_CPU_PERCENT = 70
 HPA_MAX_REPLICAS = 4
 _LOCAL_PORT = re.compile(r"127\.0\.0\.1[:/](\d+)")
 FILES = ("configmap.yaml", "deployment.yaml", "service.yaml", "hpa.yaml", "pdb.yaml")
+# Production variants (render_variants): a Deployment each, one HTTPRoute over them.
+ROUTE_PARENT = "gateway"  # the Gateway (Gateway API) the HTTPRoute attaches to, unless told another
+VARIANT_LABEL = "sagemaker.amazonaws.com/variant"
+TARGET_VARIANT_HEADER = "X-Amzn-SageMaker-Target-Variant"
+ROUTE_WEIGHT_SCALE = 1000  # InitialVariantWeight 0.25 -> weight 250
+ROUTE_WEIGHT_MAX = 1_000_000  # the largest weight Gateway API allows
 
 
 def pod_ports(index: int) -> PortAllocation:
@@ -65,6 +76,132 @@ def render(
     INVOCATIONS_METRIC, README "Run on Kubernetes") instead of near HPA_CPU_PERCENT of its CPU."""
     name = _dns_name(endpoint.EndpointName)
     labels = {"app.kubernetes.io/name": "mce-gateway", "app.kubernetes.io/instance": name}
+    manifests = _manifests(endpoint, name, labels, None, registry, invocations_per_pod)
+    found = problems(manifests.values())
+    if found:
+        raise RenderError("the manifests would be broken: " + "; ".join(found))
+    header = _header(source)
+    files = {file: header + _dump(manifest) for file, manifest in manifests.items()}
+    files["kustomization.yaml"] = header + _dump(_kustomization(list(FILES)))
+    return files
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A production variant: its name, InitialVariantWeight, InitialInstanceCount and endpoint document."""
+
+    name: str
+    weight: float
+    endpoint: Endpoint
+    instances: int = 1
+
+
+def render_variants(
+    name: str,
+    variants: list[Variant],
+    *,
+    registry: str | None = None,
+    source: str = "DOC",
+    invocations_per_pod: float | None = None,
+    parent: str = ROUTE_PARENT,
+) -> dict[str, str]:
+    """An endpoint of several production variants: each a Deployment of its own (InitialInstanceCount
+    pods at least) (with its Service, ConfigMap, autoscaler and disruption budget) in a folder
+    named after it, and one Gateway API HTTPRoute over their Services (`parent`: the Gateway it attaches
+    to, NAME or NAMESPACE/NAME) that splits traffic by weight and sends a request naming a variant in
+    X-Amzn-SageMaker-Target-Variant to that variant alone. `render` is the one-variant case."""
+    if not variants:
+        raise RenderError(f"endpoint {name} has no production variant with a model to render")
+    base = _dns_name(name)
+    files: dict[str, str] = {}
+    header = _header(source)
+    services: list[dict[str, Any]] = []
+    folders = []
+    for spec in variants:
+        variant = spec.name
+        instance = f"{base}-{_dns_name(variant)}"
+        labels = {
+            "app.kubernetes.io/name": "mce-gateway",
+            "app.kubernetes.io/instance": instance,
+            "app.kubernetes.io/part-of": base,
+            VARIANT_LABEL: variant,
+        }
+        manifests = _manifests(
+            spec.endpoint, instance, labels, variant, registry, invocations_per_pod, spec.instances
+        )
+        found = problems(manifests.values())
+        if found:
+            raise RenderError(f"variant {variant}: the manifests would be broken: " + "; ".join(found))
+        folder = _dns_name(variant)
+        folders.append(folder)
+        services.append(manifests["service.yaml"])
+        files.update({f"{folder}/{file}": header + _dump(m) for file, m in manifests.items()})
+        files[f"{folder}/kustomization.yaml"] = header + _dump(_kustomization(list(FILES)))
+    route = _route(base, variants, parent)
+    found = route_problems(route, services)
+    if found:
+        raise RenderError("the HTTPRoute would be broken: " + "; ".join(found))
+    files["httproute.yaml"] = header + _dump(route)
+    files["kustomization.yaml"] = header + _dump(_kustomization([*folders, "httproute.yaml"]))
+    return files
+
+
+def _route(base: str, variants: list[Variant], parent: str) -> dict[str, Any]:
+    """Weights as SageMaker's, in whole thousandths (an HTTPRoute's are integers), and a rule per
+    variant for the requests that name it."""
+    namespace, _, gateway = parent.rpartition("/")
+    parent_ref: dict[str, Any] = {"name": gateway}
+    if namespace:
+        parent_ref["namespace"] = namespace
+
+    def backend(variant: str) -> dict[str, Any]:
+        return {"name": f"{base}-{_dns_name(variant)}", "port": GATEWAY_PORT}
+
+    named = [
+        {
+            "matches": [{"headers": [{"name": TARGET_VARIANT_HEADER, "value": v.name}]}],
+            "backendRefs": [backend(v.name)],
+        }
+        for v in variants
+    ]
+    weighted = [
+        {**backend(v.name), "weight": min(ROUTE_WEIGHT_MAX, round(max(v.weight, 0.0) * ROUTE_WEIGHT_SCALE))}
+        for v in variants
+    ]
+    return {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {
+            "name": base,
+            "labels": {"app.kubernetes.io/name": "mce-gateway", "app.kubernetes.io/instance": base},
+        },
+        "spec": {"parentRefs": [parent_ref], "rules": [*named, {"backendRefs": weighted}]},
+    }
+
+
+def _kustomization(resources: list[str]) -> dict[str, Any]:
+    return {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization", "resources": resources}
+
+
+def _header(source: str) -> str:
+    return (
+        f"# Generated by `mce render kubernetes {source}`. Do not edit: edit the endpoint document and "
+        "render again.\n"
+    )
+
+
+def _manifests(
+    endpoint: Endpoint,
+    name: str,
+    labels: dict[str, str],
+    variant: str | None,
+    registry: str | None,
+    invocations_per_pod: float | None,
+    replicas: int = 1,
+) -> dict[str, dict[str, Any]]:
+    """The manifests of one pod template and what serves it, named `name`; `variant`: the production
+    variant its gateway is (None: SageMaker's default, AllTraffic); `replicas`: the pods it starts with
+    and keeps at least (SageMaker's InitialInstanceCount)."""
     served = _served(endpoint)
     containers, init, volumes = (
         [],
@@ -75,6 +212,8 @@ def render(
     )
     gateway_mounts = [{"name": "endpoint", "mountPath": posixpath.dirname(ENDPOINT_IN_CONTAINER)}]
     gateway_args = ["serve", ENDPOINT_IN_CONTAINER, "--host", "0.0.0.0", "--port", str(GATEWAY_PORT)]
+    if variant is not None:
+        gateway_args += ["--variant", variant]
     multi_model = False
     for index, container in enumerate(endpoint.containers):
         hostname = endpoint.hostname(index)
@@ -104,7 +243,7 @@ def render(
             "resources": GATEWAY_RESOURCES,
         }
     )
-    manifests: dict[str, dict[str, Any]] = {
+    return {
         "configmap.yaml": {
             "apiVersion": "v1",
             "kind": "ConfigMap",
@@ -116,7 +255,7 @@ def render(
             "kind": "Deployment",
             "metadata": {"name": name, "labels": labels},
             "spec": {
-                "replicas": 1,
+                "replicas": replicas,
                 "selector": {"matchLabels": labels},
                 "template": {
                     "metadata": {
@@ -151,8 +290,8 @@ def render(
             "metadata": {"name": name, "labels": labels},
             "spec": {
                 "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
-                "minReplicas": 1,
-                "maxReplicas": HPA_MAX_REPLICAS,
+                "minReplicas": replicas,
+                "maxReplicas": max(HPA_MAX_REPLICAS, replicas),
                 "metrics": [_scale_on(invocations_per_pod)],
             },
         },
@@ -163,18 +302,6 @@ def render(
             "spec": {"maxUnavailable": 1, "selector": {"matchLabels": labels}},
         },
     }
-    found = problems(manifests.values())
-    if found:
-        raise RenderError("the manifests would be broken: " + "; ".join(found))
-    header = (
-        f"# Generated by `mce render kubernetes {source}`. Do not edit: edit the endpoint document and "
-        "render again.\n"
-    )
-    files = {file: header + _dump(manifest) for file, manifest in manifests.items()}
-    files["kustomization.yaml"] = header + _dump(
-        {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization", "resources": list(FILES)}
-    )
-    return files
 
 
 def _scale_on(invocations_per_pod: float | None) -> dict[str, Any]:
@@ -292,11 +419,27 @@ def _container(
             "failureThreshold": 3,
         },
         "readinessProbe": {"exec": probe_exec, "periodSeconds": 5, "timeoutSeconds": 3},
-        "resources": CONTAINER_RESOURCES,
+        "resources": resources(container.Backend.Resources),
     }
     if mounts:
         spec["volumeMounts"] = mounts
     return spec, fetch
+
+
+def resources(spec: ResourcesSpec | None) -> dict[str, dict[str, str]]:
+    """A container's requests and limits: the document's Backend.Resources, CONTAINER_RESOURCES where it
+    says nothing (no CPU limit unless it asks for one: a throttled model server answers late)."""
+    requests = dict(CONTAINER_RESOURCES["requests"])
+    limits = dict(CONTAINER_RESOURCES["limits"])
+    if spec is not None:
+        requests.update({k: v for k, v in (("cpu", spec.Cpu), ("memory", spec.Memory)) if v is not None})
+        limits.update(
+            {k: v for k, v in (("cpu", spec.CpuLimit), ("memory", spec.MemoryLimit)) if v is not None}
+        )
+        if spec.Memory is not None and spec.MemoryLimit is None:
+            if memory_bytes(spec.Memory) > memory_bytes(limits["memory"]):
+                limits["memory"] = spec.Memory  # a limit is never below the request
+    return {"requests": requests, "limits": limits}
 
 
 def _image(image: str, registry: str | None) -> str:
@@ -359,6 +502,35 @@ def problems(manifests: Iterable[dict[str, Any]]) -> list[str]:
                 backend_port = int(url.rsplit(":", 1)[1].strip("/")) if url.count(":") == 2 else None
                 if backend_port is None or backend_port not in listening:
                     found.append(f"the gateway's Backend {url} is not a port of the pod")
+    return found
+
+
+def route_problems(route: dict[str, Any], services: list[dict[str, Any]]) -> list[str]:
+    """What a schema cannot see of the HTTPRoute: every backend is a rendered Service, on a port it
+    serves; every variant has the rule for requests that name it; some variant has weight."""
+    found: list[str] = []
+    ports = {s["metadata"]["name"]: {p["port"] for p in s["spec"]["ports"]} for s in services}
+    rules = route["spec"]["rules"]
+    for rule in rules:
+        for ref in rule.get("backendRefs", []):
+            if ref["name"] not in ports:
+                found.append(f"the HTTPRoute sends traffic to {ref['name']}, which is not a rendered Service")
+            elif ref.get("port") not in ports[ref["name"]]:
+                found.append(f"the HTTPRoute sends traffic to port {ref.get('port')} of {ref['name']}")
+    named = {
+        header["value"]: rule["backendRefs"][0]["name"]
+        for rule in rules
+        for match in rule.get("matches", [])
+        for header in match.get("headers", [])
+        if header["name"] == TARGET_VARIANT_HEADER
+    }
+    for service in services:
+        variant = service["metadata"]["labels"].get(VARIANT_LABEL)
+        if named.get(variant) != service["metadata"]["name"]:
+            found.append(f"a request naming variant {variant} does not reach {service['metadata']['name']}")
+    weighted = [rule for rule in rules if not rule.get("matches")]
+    if not weighted or not any(ref.get("weight", 1) > 0 for ref in weighted[-1]["backendRefs"]):
+        found.append("no variant has weight: a request that names none would reach nothing")
     return found
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -426,9 +426,7 @@ class Endpoints:
     async def _document(self, name: str, variant: dict[str, Any], model: dict[str, Any]) -> Endpoint:
         """The endpoint document of one variant: its model, each container's Backend from the image map,
         or, for an image the map does not know, Docker's (when the engine has it or can pull it)."""
-        document: dict[str, Any] = {key: model[key] for key in MODEL_KEYS if key in model}
-        document["EndpointName"] = name
-        containers = []
+        backends = {}
         for container in _containers(model):
             image = container.get("Image", "")
             backend = self.images.backend(image)
@@ -440,11 +438,8 @@ class Endpoints:
                         f"variant {variant['VariantName']}: {self.images.unknown(image, str(exc))}"
                     ) from None
                 backend = DOCKER_BACKEND
-            containers.append({**container, "Backend": backend})
-        if "Containers" in model:
-            document["Containers"] = containers
-        else:
-            document["PrimaryContainer"] = containers[0]
+            backends[image] = backend
+        document = model_document(name, model, lambda container: backends[container.get("Image", "")])
         try:
             return parse_endpoint(document, source=f"endpoint {name}", default_name=name)
         except DocumentError as exc:
@@ -479,6 +474,21 @@ class Endpoints:
 def _key(kind: str, name: str) -> str:
     """Endpoints by their name, other kinds by kind/name (an endpoint's name has no `/`)."""
     return name.lower() if kind == ENDPOINT else f"{kind}/{name.lower()}"
+
+
+def model_document(
+    name: str, model: dict[str, Any], backend: Callable[[dict[str, Any]], dict[str, Any]]
+) -> dict[str, Any]:
+    """The endpoint document `name` for a CreateModel request (as DescribeModel gives it back), each
+    container's Backend from `backend`."""
+    document: dict[str, Any] = {key: model[key] for key in MODEL_KEYS if key in model}
+    document["EndpointName"] = name
+    containers = [{**container, "Backend": backend(container)} for container in _containers(model)]
+    if "Containers" in model:
+        document["Containers"] = containers
+    else:
+        document["PrimaryContainer"] = containers[0]
+    return document
 
 
 def _containers(model: dict[str, Any]) -> list[dict[str, Any]]:

@@ -3,11 +3,16 @@
     Images:
       - Image: "mce/pytorch-*"          # fnmatch pattern; the first entry that matches wins
         Backend: {Protocol: ..., Model: ..., Launch: {Command: [...]}}   # the endpoint document's, no Url
+        Emulated: false                 # true: Backend runs a stand-in for the image, not the image
 
 A user's map (`--images FILE`) comes first, then the built-in one (images.yaml: the project's own
 containers). Command arguments that name files next to the map become absolute, as in an endpoint
 document. An image no entry matches runs under Docker if it can (gateway.launch.docker); else the
 endpoint fails with a reason that says how to make it run.
+
+Where the image itself runs (Kubernetes, `mce render kubernetes --from`), an `Emulated` entry does not
+apply: its Backend describes how mce stands in for the image natively (SageMaker's framework containers),
+and the image itself honours the SageMaker contract.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ class ImageEntry:
     pattern: str
     backend: dict[str, Any]  # a BackendSpec without Url, paths made absolute
     source: str  # the map it came from, for messages
+    emulated: bool = False  # the Backend stands in for the image natively (Kubernetes runs the image)
 
 
 class ImageMap:
@@ -49,11 +55,12 @@ class ImageMap:
             entries += _read(BUILT_IN, REPOSITORY)
         return cls(entries)
 
-    def backend(self, image: str) -> dict[str, Any] | None:
-        """The Backend section that runs `image`, or None."""
+    def backend(self, image: str, *, the_image_runs: bool = False) -> dict[str, Any] | None:
+        """The Backend section that runs `image`, or None. `the_image_runs`: the image itself will run
+        (not a stand-in), so an emulated entry says nothing about it."""
         for entry in self.entries:
             if fnmatch.fnmatchcase(image, entry.pattern):
-                return entry.backend
+                return None if entry.emulated and the_image_runs else entry.backend
         return None
 
     def unknown(self, image: str, docker: str) -> str:
@@ -93,5 +100,8 @@ def _read(path: Path, base: Path) -> list[ImageEntry]:
         if isinstance(launch, dict):
             commands = {key: command(launch[key], base) for key in ("Command", "Prepare") if key in launch}
             backend = {**backend, "Launch": {**launch, **commands}}
-        entries.append(ImageEntry(item["Image"], backend, str(path)))
+        emulated = item.get("Emulated", False)
+        if not isinstance(emulated, bool):
+            raise ImageMapError(f"{where}: Emulated is true or false")
+        entries.append(ImageEntry(item["Image"], backend, str(path), emulated))
     return entries
