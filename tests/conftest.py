@@ -331,6 +331,27 @@ def start_tfserving(run_dir: Path) -> TfServing:
     return server
 
 
+def assert_is_what_render_makes(checked_in: Path, tmp: Path, *render: str) -> None:
+    """The checked-in file or folder `checked_in` is, byte for byte, what `mce render RENDER...` makes
+    from the repository's root: a file as it prints it (its paths relative to the root), a folder as it
+    writes it with -o (a generated file kept in the repository must not go stale)."""
+    argv = [sys.executable, "-m", "gateway", "render", *render]
+    again = f"mce render {' '.join(render)} -o {checked_in.relative_to(ROOT)}"
+    if checked_in.is_file():
+        printed = subprocess.run(
+            argv, capture_output=True, text=True, check=True, cwd=ROOT, timeout=60
+        ).stdout
+        assert checked_in.read_text() == printed, f"{checked_in.name} is stale: {again}"
+        return
+    out = tmp / "rendered" / checked_in.name
+    subprocess.run([*argv, "-o", str(out)], check=True, cwd=ROOT, timeout=60)
+    made = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    kept = sorted(p.relative_to(checked_in).as_posix() for p in checked_in.rglob("*") if p.is_file())
+    assert kept == made, f"{checked_in.name} is stale: {again}"
+    for name in made:
+        assert (checked_in / name).read_text() == (out / name).read_text(), f"{name} is stale: {again}"
+
+
 TRITON_BUILD = ROOT / "build" / "triton"
 
 

@@ -10,7 +10,7 @@ import urllib.request
 from pathlib import Path
 
 import yaml
-from conftest import ROOT, Processes
+from conftest import ROOT, Processes, assert_is_what_render_makes
 
 from gateway.endpoint import load_endpoint
 from gateway.launch.layout import at_hostnames
@@ -19,17 +19,8 @@ DOCUMENT = ROOT / "examples" / "mnist-direct.yaml"
 COMPOSE = ROOT / "compose.yaml"
 
 
-def test_compose_file_is_what_render_makes() -> None:
-    rendered = subprocess.run(
-        [sys.executable, "-m", "gateway", "render", "compose", "examples/mnist-direct.yaml"],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=ROOT,
-    ).stdout
-    assert COMPOSE.read_text() == rendered, (
-        "compose.yaml is stale: mce render compose examples/mnist-direct.yaml -o compose.yaml"
-    )
+def test_compose_file_is_what_render_makes(tmp_path: Path) -> None:
+    assert_is_what_render_makes(COMPOSE, tmp_path, "compose", "examples/mnist-direct.yaml")
 
 
 def test_compose_file_is_valid_compose() -> None:

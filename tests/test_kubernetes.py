@@ -139,25 +139,9 @@ def test_a_local_multi_model_prefix_is_refused() -> None:
 
 
 def test_the_checked_in_example_is_what_render_makes(tmp_path: Path) -> None:
-    out = tmp_path / "kubernetes"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "gateway",
-            "render",
-            "kubernetes",
-            "examples/mnist-direct.yaml",
-            "-o",
-            str(out),
-        ],
-        check=True,
-        cwd=ROOT,
-    )
-    checked_in = EXAMPLES / "kubernetes"
-    assert sorted(p.name for p in checked_in.iterdir()) == sorted(p.name for p in out.iterdir())
-    for made in out.iterdir():
-        assert (checked_in / made.name).read_text() == made.read_text(), made.name
+    from conftest import assert_is_what_render_makes
+
+    assert_is_what_render_makes(EXAMPLES / "kubernetes", tmp_path, "kubernetes", "examples/mnist-direct.yaml")
 
 
 def test_fetch_model_makes_a_model_archive_a_folder(tmp_path: Path) -> None:
