@@ -525,3 +525,56 @@ def test_a_triton_that_dies_is_a_model_error_and_the_others_keep_serving(
         assert answer["ResponseMetadata"]["HTTPStatusCode"] == 200
     finally:
         server.process.stop()
+
+
+def test_sagemakers_triton_image_as_a_multi_model_endpoint(
+    tmp_path: Path, s3: tuple[str, Any], triton: Triton
+) -> None:
+    """create_model Mode MultiModel with SageMaker's Triton image and a prefix of model.tar.gz files: each
+    TargetModel loaded through Triton's multi-model API on first use."""
+    url, bucket = s3
+    for name in ("digits", "digits_scale"):
+        body = (TRITON_BUILD / "multi-model" / f"{name}.tar.gz").read_bytes()
+        bucket.put_object(Bucket="models", Key=f"triton-mme/{name}.tar.gz", Body=body)
+    server = LocalSageMaker(tmp_path, env=s3_environment(url))
+    try:
+        sm, runtime = server.sagemaker(), server.runtime()
+        sm.create_model(
+            ModelName="triton-mme",
+            ExecutionRoleArn=ROLE,
+            PrimaryContainer={
+                "Image": SAGEMAKER_TRITON,
+                "Mode": "MultiModel",
+                "ModelDataUrl": "s3://models/triton-mme/",
+            },
+        )
+        sm.create_endpoint_config(
+            EndpointConfigName="triton-mme",
+            ProductionVariants=[{"VariantName": "AllTraffic", "ModelName": "triton-mme"}],
+        )
+        sm.create_endpoint(EndpointName="triton-mme", EndpointConfigName="triton-mme")
+        described = sm.describe_endpoint(EndpointName="triton-mme")
+        while described["EndpointStatus"] == "Creating":
+            described = sm.describe_endpoint(EndpointName="triton-mme")  # each call waits for it to settle
+        assert described["EndpointStatus"] == "InService", described.get("FailureReason")
+
+        def call(target: str, body: dict[str, Any]) -> dict[str, Any]:
+            response = runtime.invoke_endpoint(
+                EndpointName="triton-mme",
+                TargetModel=target,
+                ContentType="application/json",
+                Body=json.dumps(body),
+            )
+            answer: dict[str, Any] = json.loads(response["Body"].read())
+            return answer
+
+        got = outputs_of(call("digits.tar.gz", request_document(images())))
+        assert np.array_equal(
+            got["PROBABILITIES"], direct(triton, "digits", images(), "http")["PROBABILITIES"]
+        )
+        assert call("digits_scale.tar.gz", request_document(pixels()))["outputs"][0]["name"] == "IMAGES"
+    finally:
+        try:
+            server.stop()
+        finally:
+            server.proc.kill()
