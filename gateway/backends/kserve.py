@@ -76,23 +76,23 @@ class KServeRestBackend(SingleExchangeBackend):
 
     async def invoke(self, call: Invocation) -> HttpReply:
         try:
-            size = kserve_json.json_header_size(call.content_type)
-        except kserve_json.TensorError as exc:
-            raise _error(self.name, str(exc)) from None
-        if size is None:
             return await super().invoke(call)
+        except kserve_json.TensorError as exc:  # the binary framing, checked by request_bytes
+            raise _error(self.name, str(exc)) from None
+
+    def request_bytes(self, call: Invocation, head: bytes | None = None) -> bytes | list[bytes]:
+        """SageMaker's binary framing (its JSON's length in the content type) as Triton's own: the
+        length in Inference-Header-Content-Length, the body as octets. Raises `TensorError`."""
+        size = kserve_json.json_header_size(call.content_type)
+        if size is None:
+            return super().request_bytes(call, head)
         if size > len(call.body):
-            raise _error(
-                self.name, f"json-header-size {size} is larger than the body ({len(call.body)} bytes)"
+            raise kserve_json.TensorError(
+                f"json-header-size {size} is larger than the body ({len(call.body)} bytes)"
             )
-        head = self._invoke_head + b"Inference-Header-Content-Length: " + str(size).encode() + b"\r\n"
         framed = dataclasses.replace(call, content_type=_OCTETS)
-        timeout = call.timeout or self._timeout
-        with self.translated:
-            response = await self.server.pool.request(self.request_bytes(framed, head), timeout=timeout)
-        if 200 <= response.status < 300:
-            return self.reply(response)
-        raise error_status(self.name, response.status, await self.error_body(response))
+        length = b"Inference-Header-Content-Length: " + str(size).encode() + b"\r\n"
+        return super().request_bytes(framed, (head or self._invoke_head) + length)
 
     def reply(self, response: upstream.Response) -> HttpReply:
         return KServeReply(response, self)
