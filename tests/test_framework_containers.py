@@ -17,7 +17,7 @@ import numpy.testing
 import pytest
 import torch
 from conftest import build_tensorflow_model, s3_environment
-from test_local_sagemaker import ROLE, LocalSageMaker
+from test_local_sagemaker import LocalSageMaker, deploy_model
 
 from gateway.status import local_status, status
 
@@ -92,23 +92,12 @@ def local(tmp_path: Path, s3: tuple[str, Any]) -> Iterator[tuple[LocalSageMaker,
 def deploy(
     sm: Any, name: str, image: str, data: str, environment: dict[str, str] | None = None
 ) -> dict[str, Any]:
-    sm.create_model(
-        ModelName=name,
-        ExecutionRoleArn=ROLE,
-        PrimaryContainer={
-            "Image": image,
-            "ModelDataUrl": data,
-            "Environment": {"SAGEMAKER_PROGRAM": "inference.py", **(environment or {})},
-        },
-    )
-    sm.create_endpoint_config(
-        EndpointConfigName=name, ProductionVariants=[{"VariantName": "AllTraffic", "ModelName": name}]
-    )
-    sm.create_endpoint(EndpointName=name, EndpointConfigName=name)
-    described: dict[str, Any] = sm.describe_endpoint(EndpointName=name)
-    while described["EndpointStatus"] == "Creating":
-        described = sm.describe_endpoint(EndpointName=name)  # each call waits for the endpoint to settle
-    return described
+    container = {
+        "Image": image,
+        "ModelDataUrl": data,
+        "Environment": {"SAGEMAKER_PROGRAM": "inference.py", **(environment or {})},
+    }
+    return deploy_model(sm, name, primary=container)
 
 
 def expected() -> list[list[float]]:
@@ -242,10 +231,10 @@ def test_an_inference_py_that_fails_a_request_is_a_model_error_and_its_neighbour
     )
     sm, runtime = server.sagemaker(), server.runtime()
     image = PYTORCH.format(tag="2.13.0-cpu-py311")
-    sm.create_model(
-        ModelName="pair",
-        ExecutionRoleArn=ROLE,
-        Containers=[
+    described = deploy_model(
+        sm,
+        "pair",
+        containers=[
             {
                 "ContainerHostname": "good",
                 "Image": image,
@@ -257,13 +246,8 @@ def test_an_inference_py_that_fails_a_request_is_a_model_error_and_its_neighbour
                 "ModelDataUrl": "s3://models/broken/on-request/model.tar.gz",
             },
         ],
-        InferenceExecutionConfig={"Mode": "Direct"},
     )
-    sm.create_endpoint_config(
-        EndpointConfigName="pair", ProductionVariants=[{"VariantName": "AllTraffic", "ModelName": "pair"}]
-    )
-    sm.create_endpoint(EndpointName="pair", EndpointConfigName="pair")
-    sm.get_waiter("endpoint_in_service").wait(EndpointName="pair", WaiterConfig={"Delay": 1})
+    assert described["EndpointStatus"] == "InService", described.get("FailureReason")
     body = json.dumps({"inputs": ROWS})
     with pytest.raises(runtime.exceptions.ModelError) as failed:
         runtime.invoke_endpoint(
@@ -472,10 +456,10 @@ def test_a_serial_pipeline_of_framework_containers(tensorflow_artifacts: tuple[L
     server, bucket = tensorflow_artifacts
     bucket.put_object(Bucket="models", Key="pre/model.tar.gz", Body=tar_gz({"code/inference.py": PREPROCESS}))
     sm, runtime = server.sagemaker(), server.runtime()
-    sm.create_model(
-        ModelName="pipeline",
-        ExecutionRoleArn=ROLE,
-        Containers=[
+    described = deploy_model(
+        sm,
+        "pipeline",
+        containers=[
             {
                 "ContainerHostname": "preprocess",
                 "Image": PYTORCH.format(tag="2.13.0-cpu-py311"),
@@ -487,14 +471,9 @@ def test_a_serial_pipeline_of_framework_containers(tensorflow_artifacts: tuple[L
                 "ModelDataUrl": "s3://models/tf/plain/model.tar.gz",
             },
         ],
-        InferenceExecutionConfig={"Mode": "Serial"},
+        mode="Serial",
     )
-    sm.create_endpoint_config(
-        EndpointConfigName="pipeline",
-        ProductionVariants=[{"VariantName": "AllTraffic", "ModelName": "pipeline"}],
-    )
-    sm.create_endpoint(EndpointName="pipeline", EndpointConfigName="pipeline")
-    sm.get_waiter("endpoint_in_service").wait(EndpointName="pipeline", WaiterConfig={"Delay": 1})
+    assert described["EndpointStatus"] == "InService", described.get("FailureReason")
     rows, _ = digits(6)
     noisy = [[v * 1.5 for v in row] for row in rows]  # out of range: the first step clips it
     answer = runtime.invoke_endpoint(

@@ -152,6 +152,35 @@ def local(tmp_path: Path) -> Iterator[LocalSageMaker]:
         server.proc.kill()
 
 
+def deploy_model(
+    sm: Any,
+    name: str,
+    *,
+    primary: dict[str, Any] | None = None,
+    containers: list[dict[str, Any]] | None = None,
+    mode: str = "Direct",
+) -> dict[str, Any]:
+    """Model, configuration (one variant, AllTraffic) and endpoint, all named `name`: one container
+    (`primary`) or several in `mode`. Returns DescribeEndpoint once the endpoint has settled."""
+    if primary is not None:
+        sm.create_model(ModelName=name, ExecutionRoleArn=ROLE, PrimaryContainer=primary)
+    else:
+        sm.create_model(
+            ModelName=name,
+            ExecutionRoleArn=ROLE,
+            Containers=containers,
+            InferenceExecutionConfig={"Mode": mode},
+        )
+    sm.create_endpoint_config(
+        EndpointConfigName=name, ProductionVariants=[{"VariantName": "AllTraffic", "ModelName": name}]
+    )
+    sm.create_endpoint(EndpointName=name, EndpointConfigName=name)
+    described: dict[str, Any] = sm.describe_endpoint(EndpointName=name)
+    while described["EndpointStatus"] == "Creating":
+        described = sm.describe_endpoint(EndpointName=name)  # each call waits for the endpoint to settle
+    return described
+
+
 def deploy(
     sm: Any, name: str, *variants: tuple[str, str, float], containers: list[dict[str, Any]] | None = None
 ) -> None:

@@ -31,7 +31,7 @@ from conftest import (
     start_triton,
 )
 from sklearn.datasets import load_digits
-from test_local_sagemaker import ROLE, LocalSageMaker
+from test_local_sagemaker import LocalSageMaker, deploy_model
 
 from gateway.launch.process import kill_group
 
@@ -398,23 +398,15 @@ def test_sagemakers_triton_image_deployed_with_boto3(
     server = LocalSageMaker(tmp_path, env=s3_environment(url))
     try:
         sm, runtime = server.sagemaker(), server.runtime()
-        sm.create_model(
-            ModelName="triton",
-            ExecutionRoleArn=ROLE,
-            PrimaryContainer={
+        described = deploy_model(
+            sm,
+            "triton",
+            primary={
                 "Image": SAGEMAKER_TRITON,
                 "ModelDataUrl": "s3://models/triton/model.tar.gz",
                 "Environment": {"SAGEMAKER_TRITON_DEFAULT_MODEL_NAME": "digits_pipeline"},
             },
         )
-        sm.create_endpoint_config(
-            EndpointConfigName="triton",
-            ProductionVariants=[{"VariantName": "AllTraffic", "ModelName": "triton"}],
-        )
-        sm.create_endpoint(EndpointName="triton", EndpointConfigName="triton")
-        described = sm.describe_endpoint(EndpointName="triton")
-        while described["EndpointStatus"] == "Creating":
-            described = sm.describe_endpoint(EndpointName="triton")  # each call waits for it to settle
         assert described["EndpointStatus"] == "InService", described.get("FailureReason")
         response = runtime.invoke_endpoint(
             EndpointName="triton", ContentType="application/json", Body=json.dumps(request_document(pixels()))
@@ -539,23 +531,15 @@ def test_sagemakers_triton_image_as_a_multi_model_endpoint(
     server = LocalSageMaker(tmp_path, env=s3_environment(url))
     try:
         sm, runtime = server.sagemaker(), server.runtime()
-        sm.create_model(
-            ModelName="triton-mme",
-            ExecutionRoleArn=ROLE,
-            PrimaryContainer={
+        described = deploy_model(
+            sm,
+            "triton-mme",
+            primary={
                 "Image": SAGEMAKER_TRITON,
                 "Mode": "MultiModel",
                 "ModelDataUrl": "s3://models/triton-mme/",
             },
         )
-        sm.create_endpoint_config(
-            EndpointConfigName="triton-mme",
-            ProductionVariants=[{"VariantName": "AllTraffic", "ModelName": "triton-mme"}],
-        )
-        sm.create_endpoint(EndpointName="triton-mme", EndpointConfigName="triton-mme")
-        described = sm.describe_endpoint(EndpointName="triton-mme")
-        while described["EndpointStatus"] == "Creating":
-            described = sm.describe_endpoint(EndpointName="triton-mme")  # each call waits for it to settle
         assert described["EndpointStatus"] == "InService", described.get("FailureReason")
 
         def call(target: str, body: dict[str, Any]) -> dict[str, Any]:
