@@ -418,7 +418,10 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _render(args: argparse.Namespace) -> int:
-    if args.format == "kubernetes" and args.endpoint is not None:
+    if args.endpoint is not None:
+        if args.format != "kubernetes":
+            print("mce: --endpoint renders for kubernetes only; compose takes a document", file=sys.stderr)
+            return EXIT_INVALID
         return _render_deployed(args)
     if args.file is None:
         print("mce: render needs an endpoint document (or, for kubernetes, --endpoint NAME)", file=sys.stderr)

@@ -101,7 +101,7 @@ def loopback_library(run_dir: Path) -> Path:
     return library
 
 
-def arguments(mode: str, address: str, model_dir: Path, run_dir: Path) -> list[str]:
+def arguments(mode: str, multi: bool, address: str, model_dir: Path, run_dir: Path) -> list[str]:
     bind, low = ports()
     common = [f"--exit-timeout-secs={EXIT_TIMEOUT}", "--log-verbose=0"]
     if mode == "kserve":
@@ -125,7 +125,7 @@ def arguments(mode: str, address: str, model_dir: Path, run_dir: Path) -> list[s
         "--allow-metrics=false",
         *common,
     ]
-    if os.environ.get("SAGEMAKER_MULTI_MODEL", "").lower() == "true":
+    if multi:
         empty = run_dir / "models"  # every model comes through POST /models
         empty.mkdir(parents=True, exist_ok=True)
         return [f"--model-repository={empty}", "--model-control-mode=explicit", *sagemaker]
@@ -139,12 +139,12 @@ def main() -> int:
     if mode is None or len(args) > 1:
         print("usage: serve.py [kserve | sagemaker | serve]", file=sys.stderr)
         return 2
-    if os.environ.get("SAGEMAKER_MULTI_MODEL", "").lower() == "true":
+    multi = os.environ.get("SAGEMAKER_MULTI_MODEL", "").lower() == "true"
+    if multi:
         mode = "sagemaker"  # the multi-model API exists only in SageMaker mode
     model_dir = Path(os.environ.get("MCE_MODEL_DIR", "/opt/ml/model")).resolve()
     run_dir = Path(os.environ.get("MCE_RUN_DIR", "/tmp/triton")).resolve()
     address = os.environ.get("MCE_BIND_ADDRESS", "0.0.0.0")
-    multi = os.environ.get("SAGEMAKER_MULTI_MODEL", "").lower() == "true"
     if not multi and not model_dir.is_dir():
         print(f"serve.py: no model repository at {model_dir} (MCE_MODEL_DIR)", file=sys.stderr)
         return 2
@@ -160,7 +160,7 @@ def main() -> int:
         env["LD_PRELOAD"] = os.pathsep.join(
             p for p in (str(loopback_library(run_dir)), env.get("LD_PRELOAD")) if p
         )
-    command += arguments(mode, address, model_dir, run_dir)
+    command += arguments(mode, multi, address, model_dir, run_dir)
     print("serve.py:", " ".join(command), flush=True)
     os.execve(command[0], command, env)
 

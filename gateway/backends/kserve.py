@@ -70,7 +70,7 @@ class KServeRestBackend(SingleExchangeBackend):
         self._ready_request = self.server.get_request(f"{path}/ready".encode())
 
     def begin(self, call: Invocation, receiver: Receiver, limit: int) -> _Exchange | None:
-        if kserve_json.BINARY_CONTENT_TYPE in (call.content_type or b"").lower():
+        if kserve_json.is_binary(call.content_type):
             return None  # the framing is checked on the coroutine path, where it can fail
         return super().begin(call, receiver, limit)
 
@@ -83,13 +83,9 @@ class KServeRestBackend(SingleExchangeBackend):
     def request_bytes(self, call: Invocation, head: bytes | None = None) -> bytes | list[bytes]:
         """SageMaker's binary framing (its JSON's length in the content type) as Triton's own: the
         length in Inference-Header-Content-Length, the body as octets. Raises `TensorError`."""
-        size = kserve_json.json_header_size(call.content_type)
+        size = kserve_json.json_header_size(call.content_type, call.body)
         if size is None:
             return super().request_bytes(call, head)
-        if size > len(call.body):
-            raise kserve_json.TensorError(
-                f"json-header-size {size} is larger than the body ({len(call.body)} bytes)"
-            )
         framed = dataclasses.replace(call, content_type=_OCTETS)
         length = b"Inference-Header-Content-Length: " + str(size).encode() + b"\r\n"
         return super().request_bytes(framed, (head or self._invoke_head) + length)
@@ -142,7 +138,7 @@ class KServeGrpcBackend:
     async def invoke(self, call: Invocation) -> BufferedReply:
         assert self._infer is not None, "start() first"
         try:
-            size = kserve_json.json_header_size(call.content_type)
+            size = kserve_json.json_header_size(call.content_type, call.body)
             request, outputs = kserve_json.infer_request(call.body, size, self.model, self._version)
         except kserve_json.TensorError as exc:
             raise _error(self.name, str(exc)) from None

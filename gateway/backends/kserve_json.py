@@ -75,10 +75,16 @@ class Outputs:
         return name in self.binary or (self.default_binary and name not in self.as_json)
 
 
-def json_header_size(content_type: bytes | None) -> int | None:
-    """N of `application/vnd.sagemaker-triton.binary+json;json-header-size=N`; None for another type.
-    Raises `TensorError` for the binary type without a usable size."""
-    if content_type is None or not content_type.lower().startswith(BINARY_CONTENT_TYPE):
+def is_binary(content_type: bytes | None) -> bool:
+    """Is this SageMaker's binary tensor content type (whatever its parameters)?"""
+    return content_type is not None and content_type.lower().startswith(BINARY_CONTENT_TYPE)
+
+
+def json_header_size(content_type: bytes | None, body: bytes) -> int | None:
+    """N of `application/vnd.sagemaker-triton.binary+json;json-header-size=N`, checked against the
+    body it frames; None for another type. Raises `TensorError` for the binary type without a size the
+    body can have."""
+    if content_type is None or not is_binary(content_type):
         return None
     found = _HEADER_SIZE.search(content_type)
     if found is None:
@@ -86,7 +92,10 @@ def json_header_size(content_type: bytes | None) -> int | None:
             "content type application/vnd.sagemaker-triton.binary+json needs json-header-size=N: the "
             "length of the JSON part"
         )
-    return int(found.group(1))
+    size = int(found.group(1))
+    if size > len(body):
+        raise TensorError(f"json-header-size {size} is larger than the body ({len(body)} bytes)")
+    return size
 
 
 def binary_content_type(header_size: int) -> bytes:
@@ -96,9 +105,8 @@ def binary_content_type(header_size: int) -> bytes:
 def infer_request(
     body: bytes, header_size: int | None, model: str, version: str
 ) -> tuple[pb.ModelInferRequest, Outputs]:
-    """The gRPC request for an HTTP inference body; also which outputs the answer gives as binary."""
-    if header_size is not None and header_size > len(body):
-        raise TensorError(f"json-header-size {header_size} is larger than the body ({len(body)} bytes)")
+    """The gRPC request for an HTTP inference body (`header_size`: json_header_size's); also which
+    outputs the answer gives as binary."""
     header, tail = (body, b"") if header_size is None else (body[:header_size], body[header_size:])
     document = _document(header)
     inputs = document.get("inputs")
