@@ -29,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from overhead import ROOT, free_port
+from overhead import ROOT, free_port, p99
 
 from gateway.launch.ports import allocate
 
@@ -109,10 +109,6 @@ def timed(port: int, path: str, body: bytes, headers: dict[str, str], requests: 
         latencies.append(time.perf_counter() - began)
     connection.close()
     return latencies
-
-
-def p99(values: list[float]) -> float:
-    return sorted(values)[min(len(values) - 1, int(len(values) * 0.99))]
 
 
 def main() -> None:

@@ -63,6 +63,11 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def p99(values: list[float]) -> float:
+    """The 99th percentile of latencies (nearest rank)."""
+    return sorted(values)[min(len(values) - 1, int(len(values) * 0.99))]
+
+
 def cpu_seconds(pids: list[int]) -> float:
     total = 0
     for pid in pids:

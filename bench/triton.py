@@ -36,7 +36,7 @@ import grpc
 import numpy as np
 import tritonclient.grpc as triton_grpc
 import tritonclient.http as triton_http
-from overhead import ROOT, free_port
+from overhead import ROOT, free_port, p99
 from sklearn.datasets import load_digits
 
 from gateway._proto.kserve import inference_pb2 as pb
@@ -128,10 +128,6 @@ def timed(call: Callable[[], None], requests: int) -> list[float]:
         call()
         latencies.append(time.perf_counter() - began)
     return latencies
-
-
-def p99(values: list[float]) -> float:
-    return sorted(values)[min(len(values) - 1, int(len(values) * 0.99))]
 
 
 def main() -> None:
