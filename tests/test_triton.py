@@ -102,6 +102,21 @@ def direct(server: Triton, model: str, rows: np.ndarray, protocol: str) -> dict[
         client.close()
 
 
+def invoke_model(
+    client: Any, endpoint: str, target: str, body: dict[str, Any], **extra: str
+) -> dict[str, Any]:
+    """A multi-model invocation: TargetModel `target`, the protocol's JSON in and out."""
+    response = client.invoke_endpoint(
+        EndpointName=endpoint,
+        TargetModel=target,
+        ContentType="application/json",
+        Body=json.dumps(body),
+        **extra,
+    )
+    answer: dict[str, Any] = json.loads(response["Body"].read())
+    return answer
+
+
 def error_of(excinfo: pytest.ExceptionInfo[ClientError]) -> dict[str, Any]:
     error: dict[str, Any] = excinfo.value.response["Error"]
     response = excinfo.value.response
@@ -244,7 +259,7 @@ def test_the_servers_errors_reach_the_client(
     [
         (b'{"inputs": [', "application/json", "parse"),
         (b"\xff\xfe", "application/json", "parse"),
-        (json.dumps(_tensor(data=[0.0] * 10)).encode(), "application/json", ""),
+        (json.dumps(_tensor(data=[0.0] * 10)).encode(), "application/json", "'data'"),
         (b'{"inputs": []}', f"{BINARY};json-header-size=40", "json-header-size 40"),
         (b"{}", BINARY, "json-header-size"),
     ],
@@ -350,15 +365,7 @@ def test_multi_model_triton(procs: Processes, tmp_path: Path, triton: Triton) ->
         client = runtime_client(gateway.url)
 
         def call(target: str, body: dict[str, Any]) -> dict[str, Any]:
-            response = client.invoke_endpoint(
-                EndpointName="triton",
-                TargetContainerHostname="triton",
-                TargetModel=target,
-                ContentType="application/json",
-                Body=json.dumps(body),
-            )
-            answer: dict[str, Any] = json.loads(response["Body"].read())
-            return answer
+            return invoke_model(client, "triton", target, body, TargetContainerHostname="triton")
 
         got = outputs_of(call("digits.tar.gz", request_document(images())))
         assert np.array_equal(
@@ -543,14 +550,7 @@ def test_sagemakers_triton_image_as_a_multi_model_endpoint(
         assert described["EndpointStatus"] == "InService", described.get("FailureReason")
 
         def call(target: str, body: dict[str, Any]) -> dict[str, Any]:
-            response = runtime.invoke_endpoint(
-                EndpointName="triton-mme",
-                TargetModel=target,
-                ContentType="application/json",
-                Body=json.dumps(body),
-            )
-            answer: dict[str, Any] = json.loads(response["Body"].read())
-            return answer
+            return invoke_model(runtime, "triton-mme", target, body)
 
         got = outputs_of(call("digits.tar.gz", request_document(images())))
         assert np.array_equal(

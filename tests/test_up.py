@@ -182,12 +182,19 @@ def test_mnist_direct_with_real_torchserve_tensorflow_and_triton(up: Any) -> Non
     assert run.leftovers() == []
 
 
-def test_a_serial_pipeline_with_triton_in_the_middle(up: Any) -> None:
-    """examples/mnist-serial-triton.yaml: our pipeline around Triton's own (its ensemble)."""
-    run = up(EXAMPLES / "mnist-serial-triton.yaml")
+@pytest.mark.parametrize(
+    ("example", "flag"),
+    [
+        ("mnist-serial", "--serial"),
+        # our pipeline around Triton's own (its ensemble, digits_pipeline) in the middle
+        ("mnist-serial-triton", "--serial-triton"),
+    ],
+)
+def test_mnist_serial_pipeline(up: Any, example: str, flag: str) -> None:
+    run = up(EXAMPLES / f"{example}.yaml")
     url = run.url()
     result = subprocess.run(
-        [sys.executable, str(EXAMPLES / "invoke.py"), "--serial-triton", url],
+        [sys.executable, str(EXAMPLES / "invoke.py"), flag, url],
         capture_output=True,
         text=True,
         timeout=120,
@@ -198,27 +205,7 @@ def test_a_serial_pipeline_with_triton_in_the_middle(up: Any) -> None:
     assert answer["labels"] == [0, 1, 2, 3, 4]
     client = runtime_client(url)
     with pytest.raises(client.exceptions.ModelError, match="preprocess"):
-        client.invoke_endpoint(EndpointName="mnist-serial-triton", ContentType="application/json", Body=b"{}")
-    assert run.stop() == 0
-    assert run.leftovers() == []
-
-
-def test_mnist_serial_pipeline(up: Any) -> None:
-    run = up(EXAMPLES / "mnist-serial.yaml")
-    url = run.url()
-    result = subprocess.run(
-        [sys.executable, str(EXAMPLES / "invoke.py"), "--serial", url],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    answer = json.loads(result.stdout.split("->")[1].split("truth:")[0])
-    assert answer["labels"] == [0, 1, 2, 3, 4]
-    client = runtime_client(url)
-    with pytest.raises(client.exceptions.ModelError, match="preprocess"):
-        client.invoke_endpoint(EndpointName="mnist-serial", ContentType="application/json", Body=b"{}")
+        client.invoke_endpoint(EndpointName=example, ContentType="application/json", Body=b"{}")
     assert run.stop() == 0
     assert run.leftovers() == []
 
