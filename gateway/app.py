@@ -29,6 +29,7 @@ from gateway.endpoint import Endpoint, ExecutionMode
 from gateway.limits import Limits
 from gateway.metrics import Metrics
 from gateway.multimodel.backend import MultiModelBackend
+from gateway.origins import Origins
 from gateway.server import Server
 from gateway.service import Logs, Service
 from gateway.telemetry import Telemetry
@@ -49,6 +50,7 @@ class Options:
     account: str = LOCAL_ACCOUNT
     host: str = "127.0.0.1"
     port: int = 8080  # 0: the OS chooses
+    allow_hosts: tuple[str, ...] = ()  # Host names answered besides loopback's and `host` (gateway.origins)
     metrics: bool = True  # /metrics and Server-Timing
     access_log: bool = False  # one JSON line per invocation
     access: Access | None = None  # SigV4 and policies (gateway.access); None: off
@@ -131,6 +133,7 @@ class Gateway:
             host=options.host,
             port=options.port,
             access=options.access,
+            origins=Origins(options.host, options.allow_hosts),
             limits=options.limits,
             control=self.control,
             metrics=options.metrics,

@@ -34,6 +34,7 @@ from gateway.launch.ports import port_free
 from gateway.launch.summary import summary
 from gateway.launch.supervisor import STARTUP_TIMEOUT, STOP_GRACE
 from gateway.limits import MIB, Limits, raise_descriptor_limit
+from gateway.origins import host_name, is_loopback
 from gateway.wire import VARIANT_NAME
 
 if TYPE_CHECKING:
@@ -195,6 +196,26 @@ def _listen_options(command: argparse.ArgumentParser, documents: str | None = No
             "files", nargs=documents, metavar="FILE", help="endpoint documents (YAML or JSON)"
         )
     command.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    command.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        dest="allow_hosts",
+        metavar="NAME",
+        help=(
+            "also answer requests whose Host is NAME (any port); repeatable; '*.example' names under "
+            "example, '*' any Host (a private network that is itself the boundary). Loopback addresses, "
+            "localhost and --host are always answered (gateway/origins.py)"
+        ),
+    )
+    command.add_argument(
+        "--trust-network",
+        action="store_true",
+        help=(
+            "listen beyond loopback without --access: everyone who can reach the port may deploy and run "
+            "containers as this user (a compose or cluster network that is itself the boundary)"
+        ),
+    )
     command.add_argument(
         "--region",
         default=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
@@ -373,6 +394,8 @@ def _serve(args: argparse.Namespace) -> int:
         print(exc, file=sys.stderr)
         return EXIT_INVALID
     access = _access(args)
+    if not _may_listen(args, access):
+        return EXIT_FAILED
     _logging(args.log_level)
     return _run(_serve_endpoint(endpoint, args, access))
 
@@ -397,10 +420,27 @@ def _up(args: argparse.Namespace) -> int:
         print(f"mce: {exc}", file=sys.stderr)
         return EXIT_INVALID
     access = _access(args)
+    if not _may_listen(args, access):
+        return EXIT_FAILED
     # mce up forks container processes while gRPC channels are open: gRPC's fork handlers only log noise
     os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
     _logging(args.log_level)
     return _run(_up_local(documents, images, args, access))
+
+
+def _may_listen(args: argparse.Namespace, access: Access | None) -> bool:
+    """Listening beyond loopback without --access hands the port to everyone who can reach it: only when
+    told so (--trust-network); says why otherwise."""
+    if access is not None or args.trust_network or is_loopback(host_name(args.host)):
+        return True
+    print(
+        f"mce: --host {args.host} listens beyond this machine, and without --access everyone who can reach "
+        "the port may create models and endpoints, which runs their containers as this user. Give --access "
+        "FILE (SigV4 keys and policies), or --trust-network when the network is the boundary (compose, a "
+        "cluster).",
+        file=sys.stderr,
+    )
+    return False
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -492,6 +532,7 @@ def _options(args: argparse.Namespace, access: Access | None) -> Options:
         account=account,
         host=args.host,
         port=args.port,
+        allow_hosts=tuple(args.allow_hosts),
         metrics=not args.no_metrics,
         access_log=args.access_log,
         access=access,

@@ -55,6 +55,11 @@ def render(endpoint: Endpoint, document: Path, out_dir: Path, *, port: int = GAT
         "--port",
         str(GATEWAY_PORT),
         "--by-hostname",
+        # the compose network is the boundary (the port is published on loopback only), and its services
+        # call the gateway by its service name (gateway.origins)
+        "--trust-network",
+        "--allow-host",
+        "gateway",
     ]
     volumes = [f"{_relative(document, out_dir)}:{ENDPOINT_IN_CONTAINER}:ro"]
     multi_model = False

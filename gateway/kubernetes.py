@@ -211,7 +211,11 @@ def _manifests(
         ],
     )
     gateway_mounts = [{"name": "endpoint", "mountPath": posixpath.dirname(ENDPOINT_IN_CONTAINER)}]
+    # The cluster's network is the boundary (a NetworkPolicy, or --access for SigV4), and the Host its
+    # clients send is not known here: the Service's name in any of its DNS forms, the route's hostnames,
+    # a pod address. So any Host is answered (gateway.origins; README, "Kubernetes").
     gateway_args = ["serve", ENDPOINT_IN_CONTAINER, "--host", "0.0.0.0", "--port", str(GATEWAY_PORT)]
+    gateway_args += ["--trust-network", "--allow-host", "*"]
     if variant is not None:
         gateway_args += ["--variant", variant]
     multi_model = False

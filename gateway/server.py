@@ -36,6 +36,7 @@ from gateway.errors import GatewayError, RequestRefused, ServiceUnavailable, Unk
 from gateway.invocation import Invocation, check_component, invocation_from
 from gateway.limits import BodyBudget, Limits
 from gateway.metrics import Metrics
+from gateway.origins import Origins
 from gateway.routing import Operation, Route, Router, unknown_endpoint
 from gateway.service import Service, Variants
 from gateway.timeline import Timeline
@@ -120,6 +121,22 @@ ACTIONS = {  # the IAM action --access authorizes for each (gateway.access)
 }
 
 
+CONTROL_TYPE = b"application/x-amz-json-1.1"  # what every AWS SDK sends to a JSON 1.1 service
+
+
+def check_control_type(content_type: bytes | None) -> None:
+    """A control-plane request is AWS JSON 1.1, refused before its body is read otherwise: a cross-site
+    form or `fetch` can send text/plain without asking first, but not this type (gateway.origins)."""
+    if content_type is None or content_type.partition(b";")[0].strip().lower() != CONTROL_TYPE:
+        shown = "none" if content_type is None else wire.shown(content_type)
+        raise RequestRefused(
+            415,
+            "UnsupportedMediaTypeException",
+            f"A control-plane request has Content-Type {CONTROL_TYPE.decode()}, as AWS SDKs send it; "
+            f"this one has {shown}.",
+        )
+
+
 def body_too_large(size: int | None) -> ValidationError:
     measured = f"{size} bytes" if size is not None else f"over {wire.MAX_BODY} bytes"
     return ValidationError(
@@ -136,6 +153,7 @@ class HttpProtocol(asyncio.Protocol):
         self._server = server
         self._service: Service | None = None  # the endpoint the request being parsed names
         self._access = server.access
+        self._origins = server.origins
         self._limits = server.limits
         self._bodies = server.bodies
         self._loop = server.loop
@@ -430,9 +448,17 @@ class HttpProtocol(asyncio.Protocol):
         try:
             self._check_head(parser, headers)
             path = self._url.partition(b"?")[0]
+            foreign = self._origins.refusal(headers.get(b"host"), headers.get(b"origin"))
+            if foreign is not None:  # before anything else: nothing done for a page that is no client
+                if path == b"/" and parser.get_method() == b"POST" and self._server.control is not None:
+                    self._operation = Operation.CONTROL  # refused in the control plane's shape
+                self._refuse(foreign)
+                return
             if self._server.control is not None and path in (b"/", b"/metrics"):
                 self._operation = self._server.local_operation(parser.get_method(), path)
                 self._target = headers.get(b"x-amz-target")
+                if self._operation is Operation.CONTROL:
+                    check_control_type(headers.get(b"content-type"))
                 if length is not None and length > wire.MAX_BODY:
                     self._refuse(body_too_large(length))
                     return
@@ -685,11 +711,13 @@ class Server:
         host: str,
         port: int,
         access: Access | None = None,
+        origins: Origins | None = None,
         limits: Limits | None = None,
         control: Control | None = None,
         metrics: bool = True,
     ) -> None:
         self.control = control
+        self.origins = origins or Origins(host)
         self.metrics = metrics  # the local SageMaker's GET /metrics (each endpoint's are its service's)
         self.access = access
         self._by_name: dict[bytes, Variants] = {}  # endpoint name -> its variants

@@ -112,13 +112,14 @@ def test_sigterm_lets_an_answer_in_progress_finish(procs: Processes, tmp_path: P
     with socket.create_connection(("127.0.0.1", gateway.port), timeout=20) as sock:
         body = json.dumps({"faults": {"a": {"hang": True}}}).encode()
         sock.sendall(
-            b"POST /invocations HTTP/1.1\r\nHost: x\r\nX-Amzn-SageMaker-Target-Container-Hostname: a\r\n"
+            b"POST /invocations HTTP/1.1\r\nHost: localhost\r\n"
+            b"X-Amzn-SageMaker-Target-Container-Hostname: a\r\n"
             b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
         )
         # The request is in flight once the gateway has read it; a ping on another connection, answered
         # after it, orders the two without sleeping.
         with socket.create_connection(("127.0.0.1", gateway.port), timeout=20) as probe:
-            probe.sendall(b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n")
+            probe.sendall(b"GET /ping HTTP/1.1\r\nHost: localhost\r\n\r\n")
             assert probe.recv(65536).startswith(b"HTTP/1.1 200")
         gateway.popen.terminate()
         answer = sock.recv(65536)

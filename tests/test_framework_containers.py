@@ -534,7 +534,7 @@ def test_the_tensorflow_front_end_refuses_a_content_length_that_is_not_a_number(
         for length in (b"abc", b"-5", b"1e3", b"\xd9\xa3"):
             answer = raw_exchange(
                 ports.bind,
-                b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"POST /invocations HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
                 b"Content-Length: " + length + b"\r\n\r\n{}",
             )
             head, _, body = answer.partition(b"\r\n\r\n")

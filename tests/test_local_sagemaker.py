@@ -383,7 +383,7 @@ def test_every_refusal_has_the_class_botocore_maps(local: LocalSageMaker) -> Non
         assert (status, answer["__type"]) == (400, code), answer
     with socket.create_connection(("127.0.0.1", local.proc.port), timeout=30) as sock:
         sock.sendall(
-            b"POST / HTTP/1.1\r\nHost: x\r\nX-Amz-Target: SageMaker.CreateModel\r\n"
+            b"POST / HTTP/1.1\r\nHost: localhost\r\nX-Amz-Target: SageMaker.CreateModel\r\n"
             b"Content-Type: application/x-amz-json-1.1\r\nContent-Length: 7000000\r\n\r\n"
         )
         head, _, refused = sock.recv(65536).partition(b"\r\n\r\n")
@@ -805,7 +805,7 @@ def test_an_update_waits_for_a_request_whose_body_is_still_coming(local: LocalSa
     )
     body = b'{"late": true}'
     head = (
-        b"POST /endpoints/slow/invocations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"POST /endpoints/slow/invocations HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
         b"Content-Length: %d\r\n\r\n" % len(body)
     )
     with socket.create_connection(("127.0.0.1", local.proc.port), timeout=60) as sock:

@@ -51,7 +51,7 @@ def read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
 
 def request(target: bytes = b"echo", body: bytes = b"{}", extra: bytes = b"") -> bytes:
     return (
-        b"POST " + PATH + b" HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"POST " + PATH + b" HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
         b"X-Amzn-SageMaker-Target-Container-Hostname: "
         + target
         + b"\r\n"
@@ -66,7 +66,8 @@ def request(target: bytes = b"echo", body: bytes = b"{}", extra: bytes = b"") ->
 def test_oversized_content_length_is_refused_before_the_body_is_sent(gateway: Proc) -> None:
     with connect(gateway) as sock:
         sock.sendall(
-            b"POST " + PATH + b" HTTP/1.1\r\nHost: x\r\nX-Amzn-SageMaker-Target-Container-Hostname: echo\r\n"
+            b"POST " + PATH + b" HTTP/1.1\r\nHost: localhost\r\n"
+            b"X-Amzn-SageMaker-Target-Container-Hostname: echo\r\n"
             b"Content-Length: 7340032\r\n\r\n"
         )
         status, headers, body = read_response(sock)  # answered with no body sent at all
@@ -80,7 +81,8 @@ def test_chunked_body_over_the_limit_is_refused(gateway: Proc) -> None:
     piece = b"x" * 1024 * 1024
     with connect(gateway) as sock:
         sock.sendall(
-            b"POST " + PATH + b" HTTP/1.1\r\nHost: x\r\nX-Amzn-SageMaker-Target-Container-Hostname: echo\r\n"
+            b"POST " + PATH + b" HTTP/1.1\r\nHost: localhost\r\n"
+            b"X-Amzn-SageMaker-Target-Container-Hostname: echo\r\n"
             b"Transfer-Encoding: chunked\r\n\r\n"
         )
         try:
@@ -96,7 +98,8 @@ def test_chunked_body_over_the_limit_is_refused(gateway: Proc) -> None:
 def test_chunked_body_within_the_limit_is_served(gateway: Proc) -> None:
     with connect(gateway) as sock:
         sock.sendall(
-            b"POST " + PATH + b" HTTP/1.1\r\nHost: x\r\nX-Amzn-SageMaker-Target-Container-Hostname: echo\r\n"
+            b"POST " + PATH + b" HTTP/1.1\r\nHost: localhost\r\n"
+            b"X-Amzn-SageMaker-Target-Container-Hostname: echo\r\n"
             b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
             b'5\r\n{"a":\r\n2\r\n1}\r\n0\r\n\r\n'
         )
@@ -118,7 +121,7 @@ def test_malformed_request_gets_a_validation_error_not_a_hang(gateway: Proc) -> 
 )
 def test_unknown_routes_are_unknown_operations(gateway: Proc, line: bytes, status: int) -> None:
     with connect(gateway) as sock:
-        sock.sendall(line + b" HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+        sock.sendall(line + b" HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n")
         got, headers, body = read_response(sock)
     assert got == status
     assert headers["x-amzn-errortype"] == "UnknownOperationException"
@@ -140,7 +143,8 @@ def test_keep_alive_and_pipelined_requests_are_answered_in_order(gateway: Proc) 
 def test_expect_100_continue(gateway: Proc) -> None:
     with connect(gateway) as sock:
         sock.sendall(
-            b"POST " + PATH + b" HTTP/1.1\r\nHost: x\r\nX-Amzn-SageMaker-Target-Container-Hostname: echo\r\n"
+            b"POST " + PATH + b" HTTP/1.1\r\nHost: localhost\r\n"
+            b"X-Amzn-SageMaker-Target-Container-Hostname: echo\r\n"
             b"Content-Type: application/json\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n"
         )
         assert sock.recv(1024) == b"HTTP/1.1 100 Continue\r\n\r\n"  # nothing else can come before the body
