@@ -156,6 +156,11 @@ class Access:
             f"on resource: {resource} {why}"
         )
 
+    def allows(self, key: Key, action: str, resource: str) -> bool:
+        """Whether `key`'s policy allows `action` on `resource`, without a denial counted or logged (what a
+        key is shown, rather than what it asked for: /metrics)."""
+        return key.policy.decide(action, resource, {}).allowed
+
     def arn(self, kind: str, name: str) -> str:
         """A control-plane resource's ARN as policies name it (`kind`: model, endpoint-config, endpoint)."""
         return f"arn:aws:sagemaker:{self.region}:{self.account}:{kind}/{name.lower()}"

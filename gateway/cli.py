@@ -112,6 +112,18 @@ def _parser() -> argparse.ArgumentParser:
         help="an image map: how to run the Image of each CreateModel container (README, 'A local SageMaker')",
     )
     up.add_argument(
+        "--data-root",
+        type=Path,
+        action="append",
+        default=[],
+        dest="data_roots",
+        metavar="DIR",
+        help=(
+            "a folder whose files a local ModelDataUrl of CreateModel (a path or file://) may name, besides "
+            "the folder mce up runs in; repeatable"
+        ),
+    )
+    up.add_argument(
         "--run-dir", type=Path, help="one document's logs and runtime files (default <state>/<EndpointName>)"
     )
     up.add_argument(
@@ -590,7 +602,9 @@ async def _up_local(
     gateway = Gateway(_options(args, access))
     endpoints = Endpoints(gateway, state, images, state_dir, console, startup_timeout=args.startup_timeout)
     region, account = gateway.options.region, gateway.options.account
-    control = gateway.control = ControlPlane(state, endpoints, region=region, account=account)
+    control = gateway.control = ControlPlane(
+        state, endpoints, region=region, account=account, data_roots=args.data_roots
+    )
     stop = _stop_event()
     stopping = asyncio.create_task(stop.wait())
     deployments: list[Deployment] = []

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bisect
 import random
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -81,7 +82,10 @@ class Variants:
         self._services = [service for service, _ in variants]
         self._by_name = {service.variant.encode(): service for service in self._services}
         self.names = [service.variant for service in self._services]
-        weights = [max(weight, 0.0) for _, weight in variants]
+        weights = [min(weight, sys.float_info.max) if weight > 0 else 0.0 for _, weight in variants]
+        top = max(weights, default=0.0)
+        if top > 0:  # relative to the largest: weights near the float maximum add up without overflowing
+            weights = [weight / top for weight in weights]
         total, running = sum(weights), 0.0
         self._cumulative = []
         for weight in weights:

@@ -13,16 +13,18 @@ from __future__ import annotations
 import base64
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import botocore.session
-from botocore.validate import ParamValidator
 
 from gateway.async_inference import AsyncConfig
+from gateway.control import constraints
 from gateway.control.endpoints import Endpoints
 from gateway.control.state import COMPONENT, CONFIG, ENDPOINT, MODEL, Resource, State
-from gateway.endpoint import MAX_CONTAINERS, Endpoint, parse_endpoint
+from gateway.endpoint import Endpoint, parse_endpoint
 from gateway.errors import AccessDenied, DocumentError, GatewayError, ValidationError
 from gateway.wire import VARIANT_NAME
 
@@ -51,6 +53,11 @@ class ControlError(Exception):
         return json.dumps({"__type": self.code, "message": self.message}).encode()
 
 
+def _not_a_number(constant: str) -> float:
+    """JSON has no NaN or Infinity (Python's reader takes them): a number must be one."""
+    raise ValueError(f"{constant} is not a JSON number")
+
+
 def invalid(message: str) -> ControlError:
     return ControlError("ValidationException", message)
 
@@ -61,14 +68,23 @@ Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 class ControlPlane:
     """One region and account's SageMaker, locally. `call` is what the front door hands a control request."""
 
-    def __init__(self, state: State, endpoints: Endpoints, *, region: str, account: str) -> None:
+    def __init__(
+        self,
+        state: State,
+        endpoints: Endpoints,
+        *,
+        region: str,
+        account: str,
+        data_roots: Sequence[Path] = (),
+    ) -> None:
+        """`data_roots`: the folders a local ModelDataUrl may name (the current folder is always one)."""
         self.state = state
+        self.data_roots = [Path.cwd().resolve(), *(root.resolve() for root in data_roots)]
         self.endpoints = endpoints
         self.documents: dict[str, Resource] = {}  # endpoints of `mce up DOC`, by lower-cased name
         self.region = region
         self.account = account
         self._service = botocore.session.get_session().get_service_model("sagemaker")
-        self._validator = ParamValidator()
         self._operations: dict[str, Handler] = {
             "CreateModel": self.create_model,
             "DescribeModel": self.describe_model,
@@ -118,20 +134,27 @@ class ControlPlane:
                 "UnknownOperationException", f"Operation {name} is not served locally; these are: {known}."
             )
         try:
-            params = json.loads(body) if body.strip() else {}
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            params = json.loads(body, parse_constant=_not_a_number) if body.strip() else {}
+        except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
             raise ControlError("SerializationException", f"The request body is not JSON: {exc}.") from None
         if not isinstance(params, dict):
             raise ControlError("SerializationException", "The request body must be a JSON object.")
-        report = self._validator.validate(params, self._service.operation_model(name).input_shape)
-        if report.has_errors():
-            raise invalid(" ".join(report.generate_report().splitlines()))
+        try:  # every constraint of botocore's model, before any side effect
+            constraints.check(self._service.operation_model(name).input_shape, params)
+        except constraints.SerializationError as exc:
+            raise ControlError("SerializationException", str(exc)) from None
+        except constraints.ConstraintError as exc:
+            raise invalid(str(exc)) from None
         if authorize is not None:
-            authorize(f"sagemaker:{name}", self._resource(params))
+            for resource in self._resources(name, params):  # each of them, before anything is looked up
+                authorize(f"sagemaker:{name}", resource)
         return await handler(params)
 
-    def _resource(self, params: dict[str, Any]) -> str:
-        """The ARN an operation acts on, as IAM sees it; `*` for the List operations."""
+    def _resources(self, operation: str, params: dict[str, Any]) -> list[str]:
+        """The ARNs an operation is authorized on, as IAM does (the Service Authorization Reference's
+        resource types for the action): the resource it names, and what it is made from, which
+        CreateEndpoint and UpdateEndpoint (the endpoint configuration) and CreateInferenceComponent (its
+        model) use; `*` for the List operations."""
         for member, kind in (
             ("InferenceComponentName", COMPONENT),
             ("EndpointName", ENDPOINT),
@@ -139,8 +162,16 @@ class ControlPlane:
             ("ModelName", MODEL),
         ):
             if member in params:
-                return self.arn(kind, params[member])
-        return "*"
+                named = [self.arn(kind, params[member])]
+                break
+        else:
+            return ["*"]
+        if operation in ("CreateEndpoint", "UpdateEndpoint"):
+            named.append(self.arn(CONFIG, params["EndpointConfigName"]))
+        model = (params.get("Specification") or {}).get("ModelName")
+        if operation == "CreateInferenceComponent" and model is not None:
+            named.append(self.arn(MODEL, model))
+        return named
 
     def absent(self, name: str) -> GatewayError | None:
         """gateway.server.Control: an endpoint that exists but is not serving (yet, or any more)."""
@@ -198,22 +229,40 @@ class ControlPlane:
     # models
     async def create_model(self, params: dict[str, Any]) -> dict[str, Any]:
         name = params["ModelName"]
-        containers = params.get("Containers")
-        if containers is not None and len(containers) > MAX_CONTAINERS:
-            raise ControlError(
-                "ResourceLimitExceeded",
-                f"A model has at most {MAX_CONTAINERS} containers; this one has {len(containers)}.",
-            )
+        containers = params.get("Containers")  # at most MAX_CONTAINERS: the model's list constraint
         if (containers is None) == (params.get("PrimaryContainer") is None):
             raise invalid("A model has either PrimaryContainer or Containers (one of the two).")
         try:  # the rules an endpoint document already enforces: a model is most of one
-            parse_endpoint(params, source="CreateModel", default_name=name)
+            endpoint = parse_endpoint(params, source="CreateModel", default_name=name)
         except DocumentError as exc:
             issues = (f"{i.path}: {i.message}" if i.path else i.message for i in exc.issues)
             raise invalid("; ".join(issues)) from None
+        for container in endpoint.containers:
+            self._check_local(container.ModelDataUrl, "ModelDataUrl")
+            self._check_local(
+                container.Environment.get("SAGEMAKER_SUBMIT_DIRECTORY"), "SAGEMAKER_SUBMIT_DIRECTORY"
+            )
         resource = self._new(MODEL, name, params)
         self.state.add(resource)
         return {"ModelArn": resource.arn}
+
+    def _check_local(self, url: str | None, field: str) -> None:
+        """A local path (or file:// URL) names model data only inside the folder mce up was started in or a
+        --data-root: a caller of the API must not choose what of this machine a container reads."""
+        if url is None:
+            return
+        parts = urlsplit(url)
+        if parts.scheme not in ("", "file"):
+            return  # s3:// and https:// are read over the network, as SageMaker reads them
+        path = Path(unquote(parts.path) if parts.scheme == "file" else url)
+        resolved = (path if path.is_absolute() else Path.cwd() / path).resolve()
+        if not any(resolved.is_relative_to(root) for root in self.data_roots):
+            roots = ", ".join(str(root) for root in self.data_roots)
+            raise invalid(
+                f"{field} {url} is a local path outside the folders this local SageMaker reads model data "
+                f"from ({roots}; mce up --data-root DIR adds one). Use an s3:// or https:// URL, or a path "
+                "inside one of them."
+            )
 
     async def describe_model(self, params: dict[str, Any]) -> dict[str, Any]:
         model = self._existing(MODEL, params["ModelName"])
