@@ -250,6 +250,7 @@ class Endpoint(_Shape):
     AsyncInferenceConfig: AsyncInferenceSpec | None = None  # from CreateEndpointConfig: InvokeEndpointAsync
     # Accepted so that `create_model` arguments can be reused as they are; meaningless locally.
     ExecutionRoleArn: str | None = None
+    # Under Docker: an internal network with no route out (gateway.launch.docker, D35); natively, nothing.
     EnableNetworkIsolation: bool | None = None
     VpcConfig: dict[str, list[str]] | None = None
     Tags: list[dict[str, str]] | None = None

@@ -279,3 +279,36 @@ def test_the_seed_notebooks_multi_model_container_under_docker(tmp_path: Path, s
     finally:
         assert local.stop() == 0
     docker("rmi", NOTEBOOK, check=False)
+
+
+def test_a_docker_container_gets_a_copy_of_local_model_data_and_isolation_cuts_its_network(
+    local: LocalSageMaker, tmp_path: Path
+) -> None:
+    """Issue 27: a local ModelDataUrl folder is copied, not mounted (the host folder changing later is not
+    seen), and EnableNetworkIsolation runs the container on an internal network, as SageMaker isolates it."""
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "answer.txt").write_text("as deployed")
+    sm, runtime = local.sagemaker(), local.runtime()
+    create(sm, "open", PrimaryContainer={"Image": PROBE, "ModelDataUrl": str(folder)})
+    sm.create_model(
+        ModelName="closed",
+        ExecutionRoleArn=ROLE,
+        PrimaryContainer={"Image": PROBE, "ModelDataUrl": str(folder)},
+        EnableNetworkIsolation=True,
+    )
+    sm.create_endpoint_config(
+        EndpointConfigName="closed", ProductionVariants=[{"VariantName": "AllTraffic", "ModelName": "closed"}]
+    )
+    sm.create_endpoint(EndpointName="closed", EndpointConfigName="closed")
+    in_service(sm, "open")
+    in_service(sm, "closed")
+    (folder / "answer.txt").write_text("changed on the host afterwards")
+    opened, closed = seen(runtime, "open"), seen(runtime, "closed")
+    assert opened["answer"] == closed["answer"] == "as deployed"
+    networks = sorted(name for c in ours(local.state) for name in c["NetworkSettings"]["Networks"])
+    assert networks == ["bridge", "mce-isolated"], networks
+    # an internal network: Docker routes nothing beyond it (its firewall rules do, where the engine
+    # manages them: not on machines started with --iptables=false, like this project's CI)
+    internal = docker("network", "inspect", "--format", "{{.Internal}}", "mce-isolated").stdout.strip()
+    assert internal == "true"

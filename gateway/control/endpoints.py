@@ -26,14 +26,20 @@ from gateway.errors import DocumentError
 from gateway.launch import docker
 from gateway.launch.console import Console
 from gateway.launch.deployment import Deployment
-from gateway.launch.plan import LaunchError
+from gateway.launch.plan import LaunchError, inside
 from gateway.service import Service
 
 logger = logging.getLogger(__name__)
 
 SETTLE_WAIT = 45.0  # below botocore's 60 s read timeout
 CHANGING = ("Creating", "Updating", "Deleting")
-MODEL_KEYS = ("ModelName", "PrimaryContainer", "Containers", "InferenceExecutionConfig")
+MODEL_KEYS = (
+    "ModelName",
+    "PrimaryContainer",
+    "Containers",
+    "InferenceExecutionConfig",
+    "EnableNetworkIsolation",
+)
 DOCKER_BACKEND = {"Protocol": "sagemaker", "Launch": {"Runtime": "docker"}}  # the SageMaker contract
 
 
@@ -415,12 +421,11 @@ class Endpoints:
     def _run_dir(self, name: str, config: str, variant: str) -> Path:
         """<state>/<endpoint>/<configuration>/<variant>: logs and files; during an update the old and the
         new variant run side by side, each in its own folder."""
-        base = self.run_dir / name / config / variant
         used = {v.deployment.run_dir for variants in self.live.values() for v in variants}
-        folder, n = base, 1
+        folder, n = inside(self.run_dir, name, config, variant), 1
         while folder in used:
             n += 1
-            folder = base.with_name(f"{variant}-{n}")
+            folder = inside(self.run_dir, name, config, f"{variant}-{n}")
         return folder
 
     async def _document(self, name: str, variant: dict[str, Any], model: dict[str, Any]) -> Endpoint:

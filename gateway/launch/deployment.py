@@ -20,7 +20,7 @@ from pathlib import Path
 from gateway.app import Gateway
 from gateway.endpoint import Endpoint
 from gateway.launch.console import Console
-from gateway.launch.plan import plan
+from gateway.launch.plan import inside, plan
 from gateway.launch.process import STOP_GRACE, group_usage
 from gateway.launch.supervisor import Supervisor
 from gateway.multimodel.backend import MultiModelBackend
@@ -99,10 +99,10 @@ class Deployment:
         supervisor = self._supervisor = Supervisor(plans, backends, self.console)
         try:
             await supervisor.start(startup_timeout)
+            self._name_logs(service, supervisor)
         except BaseException:
             await self.stop()
             raise
-        self._name_logs(service, supervisor)
         metrics = service.telemetry.metrics
         for container in supervisor.containers:
             if metrics is not None:
@@ -125,11 +125,8 @@ class Deployment:
             service.logs.files[container.name] = log
             if self._logs is None:
                 continue
-            link = (
-                self._logs
-                / LOG_NAMES
-                / service.logs.stream_path(service.logs.endpoint, service.logs.variant, container.name)
-            )
+            stream = service.logs.stream_path(service.logs.endpoint, service.logs.variant, container.name)
+            link = inside(self._logs, LOG_NAMES, *stream.parts)
             link.parent.mkdir(parents=True, exist_ok=True)
             link.unlink(missing_ok=True)
             link.symlink_to(log)

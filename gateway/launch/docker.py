@@ -14,6 +14,7 @@ Every call here blocks (it runs the CLI): call from a thread.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import shutil
 import subprocess
@@ -27,6 +28,11 @@ MODEL_DIR = "/opt/ml/model"
 CONTAINER_PORT = 8080  # where a single container serves (spec §5)
 INSPECT_TIMEOUT = 30.0  # seconds for `docker version` and `docker image inspect`
 PULL_TIMEOUT = 1800.0  # seconds: SageMaker's framework images are several GB
+
+
+ISOLATED_NETWORK = "mce-isolated"  # EnableNetworkIsolation: an internal network, no route beyond this host
+NETWORK_LABEL = "io.mce-gateway.network"
+_handed_out: set[str] = set()  # isolated addresses given to containers by this process
 
 
 class DockerError(Exception):
@@ -85,18 +91,85 @@ def run_argv(
     publish: tuple[int, int],
     mounts: list[tuple[Path, str, bool]],
     run_dir: Path,
+    isolated: str | None = None,
 ) -> list[str]:
     """`docker run` in the foreground: removed when it exits, its port on loopback only.
 
-    `publish`: (host port, container port); `mounts`: (host path, container path, read-only)."""
+    `publish`: (host port, container port); `mounts`: (host path, container path, read-only);
+    `isolated`: its address on ISOLATED_NETWORK instead (nothing published: the host calls that address)."""
     argv = [DOCKER, "run", "--rm", "--name", name, "--hostname", hostname]
     argv += ["--label", f"{RUN_DIR_LABEL}={run_dir}"]
-    argv += ["--publish", f"127.0.0.1:{publish[0]}:{publish[1]}"]
+    if isolated is not None:
+        argv += ["--network", ISOLATED_NETWORK, "--ip", isolated]
+    else:
+        argv += ["--publish", f"127.0.0.1:{publish[0]}:{publish[1]}"]
     for source, target, read_only in mounts:
         argv += ["--mount", f"type=bind,source={source},target={target}" + (",readonly" if read_only else "")]
     for key, value in env.items():
         argv += ["--env", f"{key}={value}"]
     return [*argv, image, *args]
+
+
+def isolated_address() -> str:
+    """A free address on ISOLATED_NETWORK (created on first use), for `docker run --ip`: SageMaker's network
+    isolation, where the container can reach nothing beyond this host, which reaches it at that address
+    (an internal network publishes no ports).
+
+    `--ip` needs a network whose subnet was given when it was made: the first time, Docker is let choose a
+    free subnet, which the network is then made again with."""
+    found = _network()
+    if found is None:
+        created = _docker(["network", "create", "--internal", ISOLATED_NETWORK], INSPECT_TIMEOUT)
+        chosen = _network()
+        _docker(["network", "rm", ISOLATED_NETWORK], INSPECT_TIMEOUT)
+        if created.returncode != 0 or chosen is None:
+            raise DockerError(f"cannot create the network {ISOLATED_NETWORK} ({_last_line(created.stderr)})")
+        label = f"{NETWORK_LABEL}=isolated"
+        made = _docker(
+            [
+                "network",
+                "create",
+                "--internal",
+                "--subnet",
+                str(chosen[0]),
+                "--label",
+                label,
+                ISOLATED_NETWORK,
+            ],
+            INSPECT_TIMEOUT,
+        )
+        found = _network()
+        if found is None:
+            raise DockerError(f"cannot create the network {ISOLATED_NETWORK} ({_last_line(made.stderr)})")
+    subnet, used = found
+    for host in list(subnet.hosts())[1:]:  # the first is the bridge: this host's own address on it
+        address = str(host)
+        if address not in used and address not in _handed_out:
+            _handed_out.add(address)
+            return address
+    raise DockerError(f"the network {ISOLATED_NETWORK} ({subnet}) has no free address left")
+
+
+def _network() -> tuple[ipaddress.IPv4Network, set[str]] | None:
+    """ISOLATED_NETWORK's subnet and the addresses its containers hold; None if it does not exist."""
+    found = _docker(
+        [
+            "network",
+            "inspect",
+            "--format",
+            "{{range .IPAM.Config}}{{.Subnet}} {{end}}|{{range .Containers}}{{.IPv4Address}} {{end}}",
+            ISOLATED_NETWORK,
+        ],
+        INSPECT_TIMEOUT,
+    )
+    if found.returncode != 0:
+        return None
+    subnets, _, held = found.stdout.strip().partition("|")
+    networks = [ipaddress.ip_network(text) for text in subnets.split()]
+    v4 = [network for network in networks if isinstance(network, ipaddress.IPv4Network)]
+    if not v4:
+        return None
+    return v4[0], {text.partition("/")[0] for text in held.split()}
 
 
 def remove_argv(name: str) -> list[str]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,23 @@ from gateway.launch.ports import PortAllocation, allocate
 
 class LaunchError(Exception):
     """A container cannot be planned or started; the message names it and says what to do."""
+
+
+def inside(root: Path, *names: str) -> Path:
+    """`root/names...`, proven to stay inside `root`: each name one plain path component (no `/`, `..`,
+    NUL, nothing empty), and the result under `root` once resolved. Names from requests (endpoint,
+    configuration, variant, component, container) become folders only through here (LaunchError
+    otherwise)."""
+    for name in names:
+        if name in ("", ".", "..") or "/" in name or "\0" in name or len(name.encode()) > 255:
+            raise LaunchError(f"{name!r} cannot name a folder: it must be one plain path component")
+    folder = root.joinpath(*names)
+    # where the entry itself is (a log's link may point elsewhere), and never a link to a folder outside
+    if not folder.parent.resolve().is_relative_to(root.resolve()) or (
+        folder.is_symlink() and folder.is_dir() and not folder.resolve().is_relative_to(root.resolve())
+    ):
+        raise LaunchError(f"{folder} is not inside {root}")
+    return folder
 
 
 @dataclass
@@ -72,7 +90,7 @@ def plan(
             )
         ports = allocate(taken=taken)
         taken.update(range(ports.bind, ports.last + 1))
-        container_dir = run_dir / name
+        container_dir = inside(run_dir, name)
         sagemaker_env = dict(container.Environment)
         if container.Mode is ContainerMode.MULTI_MODEL:
             sagemaker_env["SAGEMAKER_MULTI_MODEL"] = "true"
@@ -85,26 +103,29 @@ def plan(
                     raise LaunchError(f"{name}: {exc}") from None
                 model_dir = (document_dir / container.ModelDataUrl).resolve()
         prepare = command(launch.Prepare, document_dir) if launch.Prepare else None
-        log_path = run_dir / f"{name}.log"
+        log_path = inside(run_dir, f"{name}.log")
         found = layout.addresses(backend.Protocol, ports)
         served[index] = backend.model_copy(update={"Url": found.url, "ManagementUrl": found.management_url})
         if launch.Runtime == "docker":
+            if model_dir is not None:
+                model_dir = _own_copy(model_dir, container_dir)
             mounts = [] if model_dir is None else [(model_dir.resolve(), docker.MODEL_DIR, True)]
             if container.Mode is ContainerMode.MULTI_MODEL:  # loaded from the gateway's cache, same path
-                cache = ((model_cache or run_dir / "models") / name).resolve()
+                cache = inside(model_cache or run_dir / "models", name).resolve()
                 cache.mkdir(parents=True, exist_ok=True)
                 mounts.append((cache, str(cache), True))
-            plans.append(
-                _docker_plan(
-                    ContainerPlan(index, name, [], prepare, dict(os.environ), ports, log_path),
-                    endpoint,
-                    container,
-                    sagemaker_env,
-                    mounts,
-                    run_dir,
-                    shared_network=shared_network,
-                )
+            planned, isolated = _docker_plan(
+                ContainerPlan(index, name, [], prepare, dict(os.environ), ports, log_path),
+                endpoint,
+                container,
+                sagemaker_env,
+                mounts,
+                run_dir,
+                shared_network=shared_network,
             )
+            plans.append(planned)
+            if isolated is not None:  # reached at its address on the isolated network
+                served[index] = backend.model_copy(update={"Url": isolated, "ManagementUrl": None})
             continue
         assert launch.Command is not None, "the endpoint document requires it for a native launch"
         env = {
@@ -142,6 +163,19 @@ def plan(
     return endpoint.with_backends(served), plans
 
 
+def _own_copy(model_dir: Path, container_dir: Path) -> Path:
+    """The model folder a Docker container mounts: mce's own copy of a local folder, in the container's run
+    folder, so what it sees is what was copied (symbolic links stay links, which resolve inside the
+    container), never the host folder itself. An archive's unpacked folder is already mce's own."""
+    if model_dir.resolve().is_relative_to(container_dir.resolve()) or not model_dir.is_dir():
+        return model_dir
+    copy = inside(container_dir, "model")
+    if copy.exists():
+        shutil.rmtree(copy)
+    shutil.copytree(model_dir, copy, symlinks=True)
+    return copy
+
+
 def _docker_plan(
     planned: ContainerPlan,
     endpoint: Endpoint,
@@ -151,10 +185,11 @@ def _docker_plan(
     run_dir: Path,
     *,
     shared_network: bool,
-) -> ContainerPlan:
-    """`docker run` of the container's image, as SageMaker runs it. One container serves on 8080; in a
-    multi-container endpoint each gets SAGEMAKER_BIND_TO_PORT and its image must say it honours it, with
-    the label SageMaker requires (spec §2.2)."""
+) -> tuple[ContainerPlan, str | None]:
+    """`docker run` of the container's image, as SageMaker runs it, and the URL it is reached at when it
+    runs isolated. One container serves on 8080; in a multi-container endpoint each gets
+    SAGEMAKER_BIND_TO_PORT and its image must say it honours it, with the label SageMaker requires (spec
+    §2.2). With EnableNetworkIsolation, it runs on an internal network with no route out (D35)."""
     assert container.Image is not None and container.Backend.Launch is not None, "the document requires it"
     try:
         image = docker.image(container.Image)
@@ -170,6 +205,10 @@ def _docker_plan(
         env = {**env, **planned.ports.environment()}
         port = planned.ports.bind
     instance = f"mce-{endpoint.EndpointName}-{planned.name}-{secrets.token_hex(3)}"
+    try:
+        isolated = docker.isolated_address() if endpoint.EnableNetworkIsolation else None
+    except docker.DockerError as exc:
+        raise LaunchError(f"{planned.name}: {exc}") from None
     planned.argv = docker.run_argv(
         name=instance,
         image=image.name,
@@ -179,10 +218,11 @@ def _docker_plan(
         publish=(planned.ports.bind, port),
         mounts=mounts,
         run_dir=run_dir.resolve(),
+        isolated=isolated,
     )
     planned.cleanup = docker.remove_argv(instance)
     planned.measurable = False
-    return planned
+    return planned, None if isolated is None else f"http://{isolated}:{port}"
 
 
 def command(argv: list[str], base: Path) -> list[str]:
