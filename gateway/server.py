@@ -119,6 +119,7 @@ ACTIONS = {  # the IAM action --access authorizes for each (gateway.access)
     Operation.STREAM: "sagemaker:InvokeEndpoint",  # InvokeEndpointWithResponseStream's, as documented
     Operation.ASYNC: "sagemaker:InvokeEndpointAsync",
 }
+DESCRIBE = "sagemaker:DescribeEndpoint"  # what a key needs to see an endpoint's metrics
 
 
 CONTROL_TYPE = b"application/x-amz-json-1.1"  # what every AWS SDK sends to a JSON 1.1 service
@@ -495,6 +496,26 @@ class HttpProtocol(asyncio.Protocol):
         if headers.get(wire.EXPECT, b"").lower() == b"100-continue" and self._current is None:
             self.write(wire.CONTINUE)
 
+    def _authorized(self) -> tuple[str, str | None]:
+        """The endpoint and the IAM action --access authorizes this request for (None: a signature by any
+        key will do). A path naming an endpoint that does not serve (Creating, Failed, or no such
+        endpoint) is authorized as its invocation all the same, before it is refused: a key learns
+        nothing of an endpoint it may not invoke (gateway.access)."""
+        if self._service is not None:
+            endpoint = self._service.dataplane.router.endpoint_name
+            if self._operation is Operation.METRICS:  # one endpoint's metrics: what describing it shows
+                return endpoint, DESCRIBE
+        else:
+            path = self._url.partition(b"?")[0]
+            named = wire.endpoint_name(path)
+            if named is None:
+                return "", None
+            endpoint = named.decode("latin-1")
+            if self._operation is None:
+                asynchronous = path.endswith(b"/async-invocations")
+                return endpoint, ACTIONS[Operation.ASYNC if asynchronous else Operation.INVOKE]
+        return endpoint, ACTIONS.get(self._operation) if self._operation is not None else None
+
     def _check_async(self, router: Router, length: int | None) -> None:
         """InvokeEndpointAsync needs an endpoint configured for it, reached with no hostname or model,
         and an inline Body of at most 128,000 bytes."""
@@ -566,13 +587,9 @@ class HttpProtocol(asyncio.Protocol):
         if self._access is not None and not self._shed and self._operation is not Operation.PING:
             # who is asking comes before what is wrong with the request: no container names to strangers
             try:
+                endpoint, action = self._authorized()
                 key = self._access.check(
-                    self._parser.get_method(),
-                    self._url,
-                    self._headers,
-                    body,
-                    self._service.dataplane.router.endpoint_name if self._service is not None else "",
-                    action=ACTIONS.get(self._operation) if self._operation is not None else None,
+                    self._parser.get_method(), self._url, self._headers, body, endpoint, action=action
                 )
             except GatewayError as error:
                 self._rejected = error
@@ -838,13 +855,19 @@ class Server:
 
             return control_answer
         if operation is Operation.METRICS:
+            access = self.access
+
+            def shown(name: str) -> bool:
+                return access is None or key is None or access.allows(key, DESCRIBE, access.resource(name))
 
             async def metrics_answer(rid: bytes, close: bool) -> bytes:
-                # mounted variants only: while an update drains the old ones, both have the same labels
+                # mounted variants only: while an update drains the old ones, both have the same labels;
+                # under --access, the endpoints the key may describe
                 exposition = Metrics.merged(
                     [
                         service.telemetry.metrics
-                        for variants in list(self._by_name.values())
+                        for name, variants in list(self._by_name.items())
+                        if shown(name.decode("latin-1"))
                         for service in variants.every
                         if service.telemetry.metrics is not None
                     ]
@@ -860,7 +883,8 @@ class Server:
         """The variant of the endpoint a request path names (the only endpoint, for the paths that name
         none) that answers it."""
         name = wire.endpoint_name(path)
-        variants = (self._by_name.get(name) if name is not None else None) or self._only
+        # a path that names an endpoint gets that one or none: never another (access authorizes the name)
+        variants = self._by_name.get(name) if name is not None else self._only
         if variants is None:
             if name is not None:
                 absent = self.control.absent(name.decode("latin-1")) if self.control is not None else None

@@ -65,6 +65,8 @@ KEYS: dict[str, dict[str, Any]] = {
     "grace": policy(allow(), deny({"StringNotLike": {"sagemaker:TargetContainerHostname": ["common*"]}})),
     "heidi": policy(allow({"StringEquals": {"sagemaker:TargetContainerHostname": ["other"]}})),
     "ivan": policy(allow(resource="arn:aws:sagemaker:us-east-1:*:endpoint/elsewhere")),
+    # monitoring: may describe the endpoint (what /metrics needs), not invoke it
+    "monitor": policy({"Effect": "Allow", "Action": "sagemaker:DescribeEndpoint", "Resource": ENDPOINT_ARN}),
     "judy": policy(
         allow(
             {
@@ -405,6 +407,7 @@ def test_cost_of_checking_a_signature(tmp_path: Path, capsys: pytest.CaptureFixt
 
 
 def test_denials_are_counted_in_metrics(gateway: Proc) -> None:
+    import urllib.error
     import urllib.request
 
     from prometheus_client.parser import text_string_to_metric_families
@@ -412,8 +415,15 @@ def test_denials_are_counted_in_metrics(gateway: Proc) -> None:
     outcome(gateway, "bob", "special-x")  # an explicit deny
     outcome(gateway, "alice", "other")  # no allow
     url = gateway.url + "/metrics"  # under --access, metrics need a signature too (hardening #9)
-    scrape = urllib.request.Request(
+    refused = urllib.request.Request(
         url, headers=sign(url, key_id("alice"), secret("alice"), body=b"", headers={}, method="GET")
+    )
+    with pytest.raises(urllib.error.HTTPError) as denied:  # alice may invoke, not describe (issue 27)
+        urllib.request.urlopen(refused, timeout=10)
+    with denied.value:
+        assert denied.value.code == 403
+    scrape = urllib.request.Request(
+        url, headers=sign(url, key_id("monitor"), secret("monitor"), body=b"", headers={}, method="GET")
     )
     with urllib.request.urlopen(scrape, timeout=10) as response:
         samples = [s for f in text_string_to_metric_families(response.read().decode()) for s in f.samples]

@@ -4,12 +4,19 @@ paths; listening beyond loopback. Each test fails on the code before the boundar
 
 from __future__ import annotations
 
+import contextlib
 import json
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import boto3
 import pytest
-from conftest import Processes, container_doc, endpoint_doc, metric, raw_exchange
+from botocore.config import Config
+from botocore.exceptions import ClientError, WaiterError
+from conftest import Processes, container_doc, endpoint_doc, metric, raw_exchange, sign
+from prometheus_client.parser import text_string_to_metric_families
 from test_cli import mce
 from test_local_sagemaker import ROLE, LocalSageMaker, deploy
 
@@ -130,3 +137,142 @@ def test_trust_network_listens_beyond_loopback_and_still_checks_host(procs: Proc
         http(gateway.port, "POST", "/invocations", {"Host": "mnist-direct:8080", **headers}, b"{}")[0] == 200
     )
     assert http(gateway.port, "POST", "/invocations", {"Host": REBOUND, **headers}, b"{}")[0] == 403
+
+
+ARN = "arn:aws:sagemaker:us-east-1:000000000000"
+ADMIN, SHOPPER = ("AKIDADMIN", "admin-secret"), ("AKIDSHOP", "shop-secret")
+
+
+@pytest.fixture
+def guarded(tmp_path: Path) -> Iterator[LocalSageMaker]:
+    """mce up --access: an admin may do anything; the shopper may invoke and describe endpoint `shop`,
+    create endpoints from configurations named team-*, and create inference components."""
+    shopper = [
+        {
+            "Effect": "Allow",
+            "Action": ["sagemaker:InvokeEndpoint", "sagemaker:DescribeEndpoint"],
+            "Resource": f"{ARN}:endpoint/shop",
+        },
+        {
+            "Effect": "Allow",
+            "Action": ["sagemaker:CreateEndpoint", "sagemaker:UpdateEndpoint"],
+            "Resource": [f"{ARN}:endpoint/*", f"{ARN}:endpoint-config/team-*"],
+        },
+        {
+            "Effect": "Allow",
+            "Action": "sagemaker:CreateInferenceComponent",
+            "Resource": [f"{ARN}:inference-component/*", f"{ARN}:model/team-*"],
+        },
+    ]
+    keys = [
+        {"AccessKeyId": ADMIN[0], "SecretAccessKey": ADMIN[1], "Name": "admin", "Policy": _allow("*")},
+        {
+            "AccessKeyId": SHOPPER[0],
+            "SecretAccessKey": SHOPPER[1],
+            "Name": "shopper",
+            "Policy": {"Version": "2012-10-17", "Statement": shopper},
+        },
+    ]
+    access = tmp_path / "access.yaml"
+    access.write_text(json.dumps({"Keys": keys}))
+    server = LocalSageMaker(tmp_path, None, None, "--access", str(access))
+    yield server
+    try:
+        server.stop()
+    finally:
+        server.proc.kill()
+
+
+def _allow(resource: str) -> dict[str, object]:
+    return {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": resource}]}
+
+
+def signed_runtime(url: str, key: tuple[str, str]) -> Any:
+    return boto3.client(
+        "sagemaker-runtime",
+        endpoint_url=url,
+        region_name="us-east-1",
+        aws_access_key_id=key[0],
+        aws_secret_access_key=key[1],
+        config=Config(retries={"max_attempts": 1}),
+    )
+
+
+def test_a_key_learns_nothing_of_endpoints_it_may_not_invoke(guarded: LocalSageMaker) -> None:
+    """A Failed endpoint's status and FailureReason (its log lines, host paths) go only to keys that may
+    invoke it; to others it is denied exactly as a name that does not exist."""
+    admin = guarded.sagemaker(ADMIN)
+    deploy(admin, "shop", ("AllTraffic", "test/echo:1", 1.0))
+    deploy(admin, "doomed", ("AllTraffic", "test/broken:1", 1.0))
+    for name in ("shop", "doomed"):
+        with contextlib.suppress(WaiterError):
+            admin.get_waiter("endpoint_in_service").wait(EndpointName=name, WaiterConfig={"Delay": 1})
+    shopper = signed_runtime(guarded.url, SHOPPER)
+    assert (
+        shopper.invoke_endpoint(EndpointName="shop", Body=b"{}")["ResponseMetadata"]["HTTPStatusCode"] == 200
+    )
+    answers = {}
+    for name in ("doomed", "nowhere"):
+        with pytest.raises(ClientError) as denied:
+            shopper.invoke_endpoint(EndpointName=name, Body=b"{}")
+        error = denied.value.response["Error"]
+        assert error["Code"] == "AccessDeniedException", error
+        answers[name] = error["Message"].replace(name, "NAME")
+    assert answers["doomed"] == answers["nowhere"]
+    assert "weights.bin" not in answers["doomed"]
+    with pytest.raises(ClientError) as told:  # the admin may: it is told why
+        signed_runtime(guarded.url, ADMIN).invoke_endpoint(EndpointName="doomed", Body=b"{}")
+    assert "Failed" in told.value.response["Error"]["Message"]
+
+
+def test_create_endpoint_and_components_authorize_what_they_are_made_from(guarded: LocalSageMaker) -> None:
+    admin, shopper = guarded.sagemaker(ADMIN), guarded.sagemaker(SHOPPER)
+    for model in ("team-m", "secret-m"):
+        admin.create_model(ModelName=model, ExecutionRoleArn=ROLE, PrimaryContainer={"Image": "test/echo:1"})
+    for config in ("team-c", "secret-c"):
+        admin.create_endpoint_config(
+            EndpointConfigName=config, ProductionVariants=[{"VariantName": "v", "ModelName": "team-m"}]
+        )
+    with pytest.raises(ClientError) as denied:
+        shopper.create_endpoint(EndpointName="mine", EndpointConfigName="secret-c")
+    assert denied.value.response["Error"]["Code"] == "AccessDeniedException"
+    assert denied.value.response["Error"]["Message"].endswith(
+        f"on resource: {ARN}:endpoint-config/secret-c because no identity-based policy allows the "
+        "sagemaker:CreateEndpoint action"
+    )
+    assert admin.list_endpoints()["Endpoints"] == []
+    assert shopper.create_endpoint(EndpointName="mine", EndpointConfigName="team-c")["EndpointArn"]
+    with pytest.raises(ClientError) as no_model:
+        shopper.create_inference_component(
+            InferenceComponentName="ic",
+            EndpointName="mine",
+            Specification={"ModelName": "secret-m"},
+            RuntimeConfig={"CopyCount": 1},
+        )
+    assert no_model.value.response["Error"]["Message"].endswith(
+        f"on resource: {ARN}:model/secret-m because no identity-based policy allows the "
+        "sagemaker:CreateInferenceComponent action"
+    )
+
+
+def test_metrics_show_a_key_only_the_endpoints_it_may_describe(guarded: LocalSageMaker) -> None:
+    admin = guarded.sagemaker(ADMIN)
+    deploy(admin, "shop", ("AllTraffic", "test/echo:1", 1.0))
+    deploy(admin, "private", ("AllTraffic", "test/echo:1", 1.0))
+    for name in ("shop", "private"):
+        admin.get_waiter("endpoint_in_service").wait(EndpointName=name, WaiterConfig={"Delay": 1})
+
+    def endpoints(key: tuple[str, str]) -> set[str]:
+        headers = sign(guarded.url + "/metrics", *key, body=b"", headers={}, method="GET")
+        request = urllib.request.Request(guarded.url + "/metrics", headers=headers)
+        with urllib.request.urlopen(request, timeout=10) as response:
+            text = response.read().decode()
+        return {
+            sample.labels["endpoint"]
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if "endpoint" in sample.labels
+        }
+
+    assert endpoints(ADMIN) == {"shop", "private"}
+    assert endpoints(SHOPPER) == {"shop"}

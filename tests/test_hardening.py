@@ -69,6 +69,8 @@ def shop(module_procs: Processes) -> Iterator[dict[str, Proc]]:
                             **allow,
                             "Condition": {"StringEquals": {"sagemaker:TargetContainerHostname": "alpha"}},
                         },
+                        # /metrics shows what describing the endpoint would (issue 27)
+                        {"Effect": "Allow", "Action": "sagemaker:DescribeEndpoint", "Resource": resource},
                     ],
                 },
             },
