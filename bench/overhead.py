@@ -168,6 +168,17 @@ class Gateway:
         self.proc.wait(timeout=30)
 
 
+def checkout(work: Path, revision: str) -> Path:
+    """The `gateway` package as commit `revision` has it, in a folder of its own (git archive)."""
+    folder = work / "earlier"
+    folder.mkdir()
+    archive = subprocess.run(
+        ["git", "archive", revision, "gateway"], cwd=ROOT, capture_output=True, check=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
+    return folder
+
+
 def compile_gateway(work: Path) -> Path | None:
     """A copy of gateway/ with the request path compiled by mypyc, as `MCE_COMPILE=1` builds it (setup.py,
     D24); None, with the reason printed, where mypyc or a C compiler is missing."""
@@ -295,6 +306,12 @@ def main() -> int:
     )
     parser.add_argument("--models-only", action="store_true", help="only the real model containers")
     parser.add_argument("--out", type=Path, default=HERE / "results", help="where the table and chart go")
+    parser.add_argument(
+        "--against",
+        metavar="REV",
+        help="also run the gateway of this commit (e.g. HEAD~1) in the same rounds: a regression shows the "
+        "day it lands",
+    )
     args = parser.parse_args()
     if args.smoke:
         args.seconds, args.rounds = 1.0, 1
@@ -403,6 +420,11 @@ def proxies(work: Path, args: argparse.Namespace, results: Results, stoppers: li
         compiled = Gateway(work, "compiled", every, source=source)
         stoppers.append(compiled)
         gateways.append(compiled)
+    earlier = None
+    if args.against:
+        earlier = Gateway(work, "earlier", every, source=checkout(work, args.against))
+        stoppers.append(earlier)
+        gateways.append(earlier)
     for port in (*small, *big, proxy_port, *(gateway.port for gateway in gateways)):
         wait_http(f"http://127.0.0.1:{port}/ping")
     backend = f"http://127.0.0.1:{small[0]}"
@@ -414,6 +436,8 @@ def proxies(work: Path, args: argparse.Namespace, results: Results, stoppers: li
     }
     if source is not None:
         paths["gateway, compiled"] = (compiled.url, [compiled.proc.pid])
+    if earlier is not None:
+        paths[f"gateway at {args.against}"] = (earlier.url, [earlier.proc.pid])
     for url, _ in paths.values():
         run_wrk(url, INVOKE, 8, 1, 1024, ("alpha", "beta"))  # warm pools and caches
     for round_ in range(args.rounds):
@@ -459,6 +483,7 @@ def report(results: Results, args: argparse.Namespace) -> str:
         )
     )
     options += " --models" if args.models else ""
+    options += f" --against {args.against}" if args.against else ""
     options += " --models-only" if args.models_only else ""
     lines = [
         "# Gateway overhead",
@@ -473,6 +498,8 @@ def report(results: Results, args: argparse.Namespace) -> str:
     ]
     if any(key[0] == "proxy c=1" for key in results.samples):
         lines += _proxy_sections(results)
+        if args.against:
+            lines += _against_section(results, args.against)
     lines += _model_section(results)
     return "\n".join(lines) + "\n"
 
@@ -488,7 +515,10 @@ def _proxy_sections(results: Results) -> list[str]:
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     base = med("proxy c=1", "direct", "p50_us")
-    for name in ("direct", "nginx", "gateway", "gateway, no metrics", "gateway, compiled"):
+    for name in dict.fromkeys(
+        ["direct", "nginx", "gateway", "gateway, no metrics", "gateway, compiled"]
+        + [key[1] for key in results.samples if key[0] == "proxy c=1"]
+    ):
         if ("proxy c=1", name) not in results.samples:
             continue
         added = "-" if name == "direct" else f"{med('proxy c=1', name, 'p50_us') - base:.0f}"
@@ -577,6 +607,33 @@ def _proxy_sections(results: Results) -> list[str]:
         ),
     ]
     return lines
+
+
+def _against_section(results: Results, revision: str) -> list[str]:
+    """This commit's gateway against `revision`'s, measured in the same rounds."""
+    med, earlier = results.med, f"gateway at {revision}"
+    base = med("proxy c=1", "direct", "p50_us")
+    rows = [
+        ("c=32 throughput (req/s)", med("proxy c=32", "gateway", "rps"), med("proxy c=32", earlier, "rps")),
+        (
+            "c=32 CPU per request (us)",
+            med("proxy c=32", "gateway", "cpu_us"),
+            med("proxy c=32", earlier, "cpu_us"),
+        ),
+        (
+            "c=1 added p50 (us)",
+            med("proxy c=1", "gateway", "p50_us") - base,
+            med("proxy c=1", earlier, "p50_us") - base,
+        ),
+    ]
+    return [
+        "",
+        f"## Against {revision} (the same rounds)",
+        "",
+        f"| measure | this commit | {revision} | ratio |",
+        "| --- | ---: | ---: | ---: |",
+        *(f"| {what} | {now:.1f} | {then:.1f} | {now / then:.2f}x |" for what, now, then in rows),
+    ]
 
 
 def _headline(results: Results, name: str, base: float) -> str:
