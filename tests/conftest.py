@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -147,16 +148,44 @@ def module_procs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Processes
     processes.stop_all()
 
 
+_OPEN_CLIENTS: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def aws_client(
+    service: str,
+    url: str,
+    *,
+    key: tuple[str, str] = ("AKIDTEST", "secret"),
+    region: str = "us-east-1",
+    config: Config | None = None,
+) -> Any:
+    """An unmodified boto3 client for `service` at `url`, retries off (spec §1.3) unless `config` says
+    otherwise. Every client made here is closed when the test ends (`_close_clients`): a client the garbage
+    collector finds later, with a pooled socket still open, is a ResourceWarning in whichever test is running
+    then, and warnings are errors here."""
+    client = boto3.client(
+        service,
+        endpoint_url=url,
+        region_name=region,
+        aws_access_key_id=key[0],
+        aws_secret_access_key=key[1],
+        config=config or Config(retries={"max_attempts": 1}),
+    )
+    _OPEN_CLIENTS.add(client)
+    return client
+
+
+@pytest.fixture(autouse=True)
+def _close_clients() -> Iterator[None]:
+    yield
+    for client in list(_OPEN_CLIENTS):
+        client.close()  # a module-scoped client still works afterwards: botocore opens a new pool
+
+
 def runtime_client(url: str, *, read_timeout: float = 30.0) -> Any:
     """An unmodified boto3 sagemaker-runtime client pointed at `url`, retries off (spec §1.3)."""
-    return boto3.client(
-        "sagemaker-runtime",
-        endpoint_url=url,
-        region_name="us-east-1",
-        aws_access_key_id="AKIDTEST",
-        aws_secret_access_key="secret",
-        config=Config(retries={"max_attempts": 1}, read_timeout=read_timeout, connect_timeout=5),
-    )
+    config = Config(retries={"max_attempts": 1}, read_timeout=read_timeout, connect_timeout=5)
+    return aws_client("sagemaker-runtime", url, config=config)
 
 
 def container_doc(name: str | None, url: str, **backend: Any) -> dict[str, Any]:
@@ -432,17 +461,9 @@ def _await_ready(process: Any, ready: Callable[[], bool], what: str, log: Path) 
 
 
 @pytest.fixture
-def clients() -> Iterator[Callable[..., Any]]:
-    """runtime_client, closed when the test ends (so no pooled socket is left for the garbage collector)."""
-    made: list[Any] = []
-
-    def make(url: str, **kwargs: Any) -> Any:
-        made.append(runtime_client(url, **kwargs))
-        return made[-1]
-
-    yield make
-    for client in made:
-        client.close()
+def clients() -> Callable[..., Any]:
+    """runtime_client (closed when the test ends, as every client aws_client makes)."""
+    return runtime_client
 
 
 def sign(
@@ -576,16 +597,9 @@ def s3() -> Iterator[tuple[str, Any]]:
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     url = "http://{}:{}".format(*server.get_host_and_port())
-    client = boto3.client(
-        "s3",
-        endpoint_url=url,
-        region_name="us-east-1",
-        aws_access_key_id="AKIDS3",
-        aws_secret_access_key="s3",
-    )
+    client = aws_client("s3", url, key=("AKIDS3", "s3"), config=Config())
     client.create_bucket(Bucket="models")
     yield url, client
-    client.close()
     server.stop()
 
 

@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 import yaml
 from botocore import UNSIGNED
@@ -21,7 +20,16 @@ from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
-from conftest import Proc, Processes, container_doc, endpoint_doc, multi_model_doc, sign, write_artifact
+from conftest import (
+    Proc,
+    Processes,
+    aws_client,
+    container_doc,
+    endpoint_doc,
+    multi_model_doc,
+    sign,
+    write_artifact,
+)
 
 ACCOUNT = "111122223333"
 ENDPOINT_ARN = f"arn:aws:sagemaker:us-east-1:{ACCOUNT}:endpoint/shop"
@@ -119,14 +127,8 @@ def client(
         if unsigned
         else Config(retries={"max_attempts": 1})
     )
-    return boto3.client(
-        "sagemaker-runtime",
-        endpoint_url=gateway.url,
-        region_name=region,
-        config=config,
-        aws_access_key_id=key_id(name),
-        aws_secret_access_key=secret(secret_of or name),
-    )
+    key = (key_id(name), secret(secret_of or name))
+    return aws_client("sagemaker-runtime", gateway.url, key=key, region=region, config=config)
 
 
 def outcome(gateway: Proc, name: str, host: str, model: str | None = None) -> str:

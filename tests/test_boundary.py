@@ -11,11 +11,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
-from botocore.config import Config
 from botocore.exceptions import ClientError, WaiterError
-from conftest import Processes, container_doc, endpoint_doc, metric, raw_exchange, sign
+from conftest import Processes, aws_client, container_doc, endpoint_doc, metric, raw_exchange, sign
 from prometheus_client.parser import text_string_to_metric_families
 from test_cli import mce
 from test_local_sagemaker import ROLE, LocalSageMaker, deploy
@@ -188,14 +186,7 @@ def _allow(resource: str) -> dict[str, object]:
 
 
 def signed_runtime(url: str, key: tuple[str, str]) -> Any:
-    return boto3.client(
-        "sagemaker-runtime",
-        endpoint_url=url,
-        region_name="us-east-1",
-        aws_access_key_id=key[0],
-        aws_secret_access_key=key[1],
-        config=Config(retries={"max_attempts": 1}),
-    )
+    return aws_client("sagemaker-runtime", url, key=key)
 
 
 def test_a_key_learns_nothing_of_endpoints_it_may_not_invoke(guarded: LocalSageMaker) -> None:

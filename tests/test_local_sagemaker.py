@@ -16,7 +16,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 import yaml
 from botocore.config import Config
@@ -24,6 +23,7 @@ from botocore.exceptions import ClientError
 from conftest import (
     ROOT,
     Proc,
+    aws_client,
     metric,
     runtime_client,
     s3_environment,
@@ -115,31 +115,15 @@ class LocalSageMaker:
         argv += ["--data-root", str(tmp)]  # the test's own files may be model data
         self.proc: Proc = start_process([*argv, "--images", str(images), *extra], stderr=self.log, env=env)
         self.url = self.proc.url
-        self._clients: list[Any] = []  # closed on stop: a collected client's open socket is a ResourceWarning
 
     def sagemaker(self, key: tuple[str, str] = ("AKIDTEST", "secret")) -> Any:
-        return self._keep(
-            boto3.client(
-                "sagemaker",
-                endpoint_url=self.url,
-                region_name="us-east-1",
-                aws_access_key_id=key[0],
-                aws_secret_access_key=key[1],
-                config=Config(retries={"max_attempts": 1}, read_timeout=70, connect_timeout=5),
-            )
-        )
+        config = Config(retries={"max_attempts": 1}, read_timeout=70, connect_timeout=5)
+        return aws_client("sagemaker", self.url, key=key, config=config)
 
     def runtime(self) -> Any:
-        return self._keep(runtime_client(self.url))
-
-    def _keep(self, client: Any) -> Any:
-        self._clients.append(client)
-        return client
+        return runtime_client(self.url)
 
     def stop(self) -> int:
-        for client in self._clients:
-            client.close()
-        self._clients.clear()
         return self.proc.terminate(timeout=60)
 
 
