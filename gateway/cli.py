@@ -20,7 +20,7 @@ from gateway.app import Gateway, Options
 from gateway.async_inference import AsyncConfig
 from gateway.compose import RenderError, render
 from gateway.control.api import LOCAL_ACCOUNT, ControlPlane
-from gateway.control.endpoints import Endpoints
+from gateway.control.endpoints import DESCRIBE_HOLD, Endpoints
 from gateway.control.images import ImageMap, ImageMapError
 from gateway.control.state import State
 from gateway.endpoint import Endpoint, check_servable, load_endpoint
@@ -134,6 +134,17 @@ def _parser() -> argparse.ArgumentParser:
         help=(
             f"how long containers may take to pass their health checks (default {STARTUP_TIMEOUT:.0f}, as "
             "SageMaker)"
+        ),
+    )
+    up.add_argument(
+        "--describe-hold",
+        type=float,
+        default=DESCRIBE_HOLD,
+        metavar="SECONDS",
+        help=(
+            f"how long DescribeEndpoint (and DescribeInferenceComponent) may hold its answer while the "
+            f"resource is Creating, Updating or Deleting, so a waiter sees the outcome at once (default "
+            f"{DESCRIBE_HOLD:.0f}, below botocore's 60 s read timeout); 0 answers at once, as SageMaker does"
         ),
     )
     up.set_defaults(command=_up)
@@ -600,7 +611,15 @@ async def _up_local(
     state_dir = args.state.resolve()
     state = State(state_dir / "mce.db")
     gateway = Gateway(_options(args, access))
-    endpoints = Endpoints(gateway, state, images, state_dir, console, startup_timeout=args.startup_timeout)
+    endpoints = Endpoints(
+        gateway,
+        state,
+        images,
+        state_dir,
+        console,
+        startup_timeout=args.startup_timeout,
+        describe_hold=args.describe_hold,
+    )
     region, account = gateway.options.region, gateway.options.account
     control = gateway.control = ControlPlane(
         state, endpoints, region=region, account=account, data_roots=args.data_roots

@@ -11,11 +11,18 @@
     ├── ModelError                    424  a container answered non-2xx, or could not be talked to
     ├── ModelNotReady                 429  ModelNotReadyException
     ├── InternalFailure               500  a fault of the gateway itself
-    └── ServiceUnavailable            503  the gateway holds all it may (connections, buffered bodies)
+    ├── ServiceUnavailable            503  the gateway holds all it may (connections, buffered bodies)
+    └── ControlError                  400  a refused control-plane call (gateway.control), AWS JSON 1.1's
+        │                                  shape: `__type` = code
+        ├── InvalidRequest                 ValidationException: a constraint, a missing resource, a state
+        ├── SerializationFailure           SerializationException: the body is not the operation's JSON
+        ├── PolicyDenied                   AccessDeniedException: a policy does not allow the operation
+        └── UnknownControlOperation        UnknownOperationException: an X-Amz-Target not served here
 
 Each class knows its HTTP status and the SageMaker error code (the botocore shape name, spec §1.3);
 library code raises these and each front door turns them into its wire form in one place
-(`gateway.wire.error_response` for HTTP).
+(`gateway.wire.error_response` for HTTP; `gateway.wire.control_error` for a control-plane request, whatever
+refused it).
 
 `DocumentError` is separate: it is raised at start-up (a bad endpoint or access document), never on the wire.
 """
@@ -145,6 +152,30 @@ class InternalFailure(GatewayError):
 class ServiceUnavailable(GatewayError):
     status = 503
     code = "ServiceUnavailable"
+
+
+class ControlError(GatewayError):
+    """A refused control-plane call: HTTP 400 with `__type` = `code` (the botocore shape name)."""
+
+    status = 400
+
+
+class InvalidRequest(ControlError):
+    code = "ValidationException"
+
+
+class SerializationFailure(ControlError):
+    code = "SerializationException"
+
+
+class PolicyDenied(ControlError):
+    """AccessDenied of a control-plane operation: AWS JSON services answer it 400, not 403."""
+
+    code = "AccessDeniedException"
+
+
+class UnknownControlOperation(ControlError):
+    code = "UnknownOperationException"
 
 
 @dataclass(frozen=True, slots=True)

@@ -50,9 +50,10 @@ class Control(Protocol):
 
     async def call(
         self, target: bytes | None, body: bytes, authorize: Callable[[str, str], None] | None
-    ) -> tuple[int, bytes]:
-        """(status, AWS JSON 1.1 body) for one request with this X-Amz-Target; `authorize(action,
-        resource ARN)` raises AccessDenied unless the caller may (None: access is off)."""
+    ) -> bytes:
+        """The AWS JSON 1.1 answer to one request with this X-Amz-Target, or a GatewayError (a ControlError,
+        framed by the front door); `authorize(action, resource ARN)` raises unless the caller may (None:
+        access is off)."""
 
     def absent(self, name: str) -> GatewayError | None:
         """Why endpoint `name`, not mounted, cannot be invoked (Creating, Failed), if it exists."""
@@ -850,8 +851,7 @@ class Server:
             authorize = partial(access.authorize, key) if access is not None and key is not None else None
 
             async def control_answer(rid: bytes, close: bool) -> bytes:
-                status, payload = await control.call(target, body, authorize)
-                return wire.control_response(status, payload, rid, close=close)
+                return wire.control_response(await control.call(target, body, authorize), rid, close=close)
 
             return control_answer
         if operation is Operation.METRICS:

@@ -110,13 +110,14 @@ AWS_JSON = b"Content-Type: application/x-amz-json-1.1\r\n"
 PROMETHEUS = b"text/plain; version=0.0.4; charset=utf-8"
 
 
-def control_response(status: int, body: bytes, rid: bytes, *, close: bool = False) -> bytes:
-    """A control-plane answer (AWS JSON 1.1): a result, or an error whose body carries `__type`."""
-    return _json(status, b"", body, rid, close, content_type=AWS_JSON)
+def control_response(body: bytes, rid: bytes, *, close: bool = False) -> bytes:
+    """A control-plane answer (AWS JSON 1.1)."""
+    return _json(200, b"", body, rid, close, content_type=AWS_JSON)
 
 
 def control_error(error: GatewayError, rid: bytes, *, close: bool = False) -> bytes:
-    """A front-door refusal (a signature, a limit) of a control-plane request, in AWS JSON 1.1's shape."""
+    """A refused control-plane request, in AWS JSON 1.1's shape (`__type`), whatever refused it: the
+    control plane (a ControlError), or the front door (a signature, a limit)."""
     body = json.dumps({"__type": error.code, "message": error.message}, ensure_ascii=True).encode()
     return _json(error.status, b"", body, rid, close, content_type=AWS_JSON)
 

@@ -752,26 +752,28 @@ def test_the_endpoints_of_documents_are_listed_and_described(tmp_path: Path) -> 
         assert local.stop() == 0
 
 
-def test_what_an_endpoint_is_being_deployed_from_cannot_be_deleted(
+def test_deletes_while_an_endpoint_is_being_created_as_aws_treats_them(
     local: LocalSageMaker, tmp_path: Path
 ) -> None:
+    """DeleteEndpoint is refused until the endpoint leaves Creating; its configuration and model may go at
+    once (the deployment already holds what it needs), and the endpoint still comes up from them."""
     sm, runtime = local.sagemaker(), local.runtime()
     deploy(sm, "gated", ("AllTraffic", "test/gated:1", 1.0))
-    with pytest.raises(sm.exceptions.ResourceInUse):
-        sm.delete_endpoint_config(EndpointConfigName="gated-config")
-    with pytest.raises(sm.exceptions.ResourceInUse):
-        sm.delete_model(ModelName="gated-alltraffic")
+    with pytest.raises(ClientError) as creating:
+        sm.delete_endpoint(EndpointName="gated")
+    error = creating.value.response["Error"]
+    assert error["Code"] == "ValidationException" and "while it is Creating" in error["Message"], error
+    sm.delete_endpoint_config(EndpointConfigName="gated-config")
+    sm.delete_model(ModelName="gated-alltraffic")
     (tmp_path / "gate").touch()
     sm.get_waiter("endpoint_in_service").wait(
         EndpointName="gated", WaiterConfig={"Delay": 1, "MaxAttempts": 60}
     )
-    # once deployed, an endpoint keeps what it was deployed with (SageMaker allows these deletes)
-    sm.delete_endpoint_config(EndpointConfigName="gated-config")
-    sm.delete_model(ModelName="gated-alltraffic")
     assert (
         json.loads(runtime.invoke_endpoint(EndpointName="gated", Body=b"{}")["Body"].read())["container"]
         == "gated"
     )
+    sm.delete_endpoint(EndpointName="gated")
 
 
 def test_an_update_waits_for_a_request_whose_body_is_still_coming(local: LocalSageMaker) -> None:

@@ -1,11 +1,12 @@
 """The control plane's API: the operations boto3's `sagemaker` client calls, in AWS JSON 1.1.
 
 `POST /` with `X-Amz-Target: SageMaker.<Operation>` and a JSON body. The request is checked against
-botocore's own model of the operation's input (types, required members, unknown members), then by the
-rules SageMaker applies (the endpoint document's, for CreateModel). Answers are JSON with timestamps as
-epoch seconds; refusals are 400 with `__type` set to the code botocore maps to its exception class
-(`ValidationException`, `ResourceLimitExceeded`, `ResourceInUse`, `ResourceNotFound`). What an endpoint
-does once created (start its containers, serve, update, stop) is gateway.control.endpoints'.
+botocore's own model of the operation's input (gateway.control.constraints), then by the rules SageMaker
+applies (the endpoint document's, for CreateModel). Answers are JSON with timestamps as epoch seconds;
+refusals are gateway.errors' ControlError family, which the front door frames (`__type` = the code botocore
+maps to its exception class). Resources are gateway.control.resources' types, kept by
+gateway.control.state; what a hosted resource does once created (start its containers, serve, update, stop)
+is gateway.control.endpoints'.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import json
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import botocore.session
@@ -23,43 +24,46 @@ import botocore.session
 from gateway.async_inference import AsyncConfig
 from gateway.control import constraints
 from gateway.control.endpoints import Endpoints
-from gateway.control.state import COMPONENT, CONFIG, ENDPOINT, MODEL, Resource, State
+from gateway.control.resources import (
+    ComponentResource,
+    ComponentSpec,
+    ConfigResource,
+    Deployed,
+    EndpointResource,
+    Hosted,
+    Kind,
+    ModelResource,
+    PlannedVariant,
+    Resource,
+    Status,
+    containers_of,
+)
+from gateway.control.state import State
 from gateway.endpoint import Endpoint, parse_endpoint
-from gateway.errors import AccessDenied, DocumentError, GatewayError, ValidationError
+from gateway.errors import (
+    AccessDenied,
+    DocumentError,
+    GatewayError,
+    InvalidRequest,
+    PolicyDenied,
+    SerializationFailure,
+    UnknownControlOperation,
+    ValidationError,
+)
 from gateway.wire import VARIANT_NAME
 
 TARGET_PREFIX = b"SageMaker."
 LOCAL_ACCOUNT = "000000000000"  # the account in ARNs unless told (mce up --account): plainly not a real one
 DEFAULT_PAGE, MAX_PAGE = 10, 100  # ListX's MaxResults: SageMaker's default and maximum
+TAGS_PAGE = 50  # ListTags' MaxResults: its model's minimum, and SageMaker's default
+MAX_TAGS = 50  # tags on one resource (the model's TagList maximum)
 
-WHAT = {
-    MODEL: "model",
-    CONFIG: "endpoint configuration",
-    ENDPOINT: "endpoint",
-    COMPONENT: "inference component",
-}
-
-
-class ControlError(Exception):
-    """A refused control-plane call: HTTP 400 with `__type` = `code`."""
-
-    def __init__(self, code: str, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.status = status
-
-    def body(self) -> bytes:
-        return json.dumps({"__type": self.code, "message": self.message}).encode()
+R = TypeVar("R", bound=Resource)
 
 
 def _not_a_number(constant: str) -> float:
     """JSON has no NaN or Infinity (Python's reader takes them): a number must be one."""
     raise ValueError(f"{constant} is not a JSON number")
-
-
-def invalid(message: str) -> ControlError:
-    return ControlError("ValidationException", message)
 
 
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
@@ -81,7 +85,6 @@ class ControlPlane:
         self.state = state
         self.data_roots = [Path.cwd().resolve(), *(root.resolve() for root in data_roots)]
         self.endpoints = endpoints
-        self.documents: dict[str, Resource] = {}  # endpoints of `mce up DOC`, by lower-cased name
         self.region = region
         self.account = account
         self._service = botocore.session.get_session().get_service_model("sagemaker")
@@ -98,53 +101,52 @@ class ControlPlane:
             "DescribeEndpoint": self.describe_endpoint,
             "ListEndpoints": self.list_endpoints,
             "UpdateEndpoint": self.update_endpoint,
+            "UpdateEndpointWeightsAndCapacities": self.update_endpoint_weights_and_capacities,
             "DeleteEndpoint": self.delete_endpoint,
             "CreateInferenceComponent": self.create_inference_component,
             "DescribeInferenceComponent": self.describe_inference_component,
             "ListInferenceComponents": self.list_inference_components,
             "UpdateInferenceComponent": self.update_inference_component,
             "DeleteInferenceComponent": self.delete_inference_component,
+            "AddTags": self.add_tags,
+            "ListTags": self.list_tags,
+            "DeleteTags": self.delete_tags,
         }
 
     async def call(
         self, target: bytes | None, body: bytes, authorize: Callable[[str, str], None] | None = None
-    ) -> tuple[int, bytes]:
-        """(HTTP status, JSON body) for one control request; `authorize(action, resource)` raises unless
-        the caller may (gateway.access; None: access is off)."""
+    ) -> bytes:
+        """The JSON answer to one control request, or a ControlError; `authorize(action, resource)`
+        raises unless the caller may (gateway.access; None: access is off)."""
         try:
-            return 200, json.dumps(await self._call(target, body, authorize)).encode()
-        except ControlError as error:
-            return error.status, error.body()
+            return json.dumps(await self._call(target, body, authorize)).encode()
         except AccessDenied as denied:
-            return 400, ControlError("AccessDeniedException", denied.message).body()
+            raise PolicyDenied(denied.message) from None
 
     async def _call(
         self, target: bytes | None, body: bytes, authorize: Callable[[str, str], None] | None
     ) -> dict[str, Any]:
         if target is None or not target.startswith(TARGET_PREFIX):
-            raise ControlError(
-                "UnknownOperationException",
-                "A control-plane request names its operation in X-Amz-Target: SageMaker.<Operation>.",
+            raise UnknownControlOperation(
+                "A control-plane request names its operation in X-Amz-Target: SageMaker.<Operation>."
             )
         name = target[len(TARGET_PREFIX) :].decode("latin-1")
         handler = self._operations.get(name)
         if handler is None:
             known = ", ".join(sorted(self._operations))
-            raise ControlError(
-                "UnknownOperationException", f"Operation {name} is not served locally; these are: {known}."
-            )
+            raise UnknownControlOperation(f"Operation {name} is not served locally; these are: {known}.")
         try:
             params = json.loads(body, parse_constant=_not_a_number) if body.strip() else {}
         except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
-            raise ControlError("SerializationException", f"The request body is not JSON: {exc}.") from None
+            raise SerializationFailure(f"The request body is not JSON: {exc}.") from None
         if not isinstance(params, dict):
-            raise ControlError("SerializationException", "The request body must be a JSON object.")
+            raise SerializationFailure("The request body must be a JSON object.")
         try:  # every constraint of botocore's model, before any side effect
             constraints.check(self._service.operation_model(name).input_shape, params)
         except constraints.SerializationError as exc:
-            raise ControlError("SerializationException", str(exc)) from None
+            raise SerializationFailure(str(exc)) from None
         except constraints.ConstraintError as exc:
-            raise invalid(str(exc)) from None
+            raise InvalidRequest(str(exc)) from None
         if authorize is not None:
             for resource in self._resources(name, params):  # each of them, before anything is looked up
                 authorize(f"sagemaker:{name}", resource)
@@ -155,11 +157,13 @@ class ControlPlane:
         resource types for the action): the resource it names, and what it is made from, which
         CreateEndpoint and UpdateEndpoint (the endpoint configuration) and CreateInferenceComponent (its
         model) use; `*` for the List operations."""
+        if "ResourceArn" in params:  # the tagging operations
+            return [params["ResourceArn"]]
         for member, kind in (
-            ("InferenceComponentName", COMPONENT),
-            ("EndpointName", ENDPOINT),
-            ("EndpointConfigName", CONFIG),
-            ("ModelName", MODEL),
+            ("InferenceComponentName", Kind.COMPONENT),
+            ("EndpointName", Kind.ENDPOINT),
+            ("EndpointConfigName", Kind.CONFIG),
+            ("ModelName", Kind.MODEL),
         ):
             if member in params:
                 named = [self.arn(kind, params[member])]
@@ -167,24 +171,25 @@ class ControlPlane:
         else:
             return ["*"]
         if operation in ("CreateEndpoint", "UpdateEndpoint"):
-            named.append(self.arn(CONFIG, params["EndpointConfigName"]))
+            named.append(self.arn(Kind.CONFIG, params["EndpointConfigName"]))
         model = (params.get("Specification") or {}).get("ModelName")
         if operation == "CreateInferenceComponent" and model is not None:
-            named.append(self.arn(MODEL, model))
+            named.append(self.arn(Kind.MODEL, model))
         return named
 
     def absent(self, name: str) -> GatewayError | None:
-        """gateway.server.Control: an endpoint that exists but is not serving (yet, or any more)."""
-        endpoint = self.state.get(ENDPOINT, name)
-        if endpoint is None:
+        """gateway.server.Control: an endpoint that exists but is not serving (yet, or any more). Names
+        are matched exactly, as the runtime matches them: `b-case` is not endpoint `b-Case`."""
+        endpoint = self.state.get(EndpointResource, name)
+        if endpoint is None or endpoint.name != name:
             return None
-        reason = f" ({endpoint.failure})" if endpoint.status == "Failed" and endpoint.failure else ""
+        reason = f" ({endpoint.failure})" if endpoint.status is Status.FAILED and endpoint.failure else ""
         return ValidationError(
             f"Endpoint {endpoint.name} of account {self.account} is {endpoint.status}{reason}; it can be "
             "invoked once it is InService."
         )
 
-    def arn(self, kind: str, name: str) -> str:
+    def arn(self, kind: Kind, name: str) -> str:
         return f"arn:aws:sagemaker:{self.region}:{self.account}:{kind}/{name.lower()}"
 
     def adopt(self, endpoint: Endpoint) -> None:
@@ -194,57 +199,68 @@ class ControlPlane:
         name = endpoint.EndpointName
         key = "Containers" if endpoint.Containers is not None else "PrimaryContainer"
         images = [{"Image": container.Image or ""} for container in endpoint.containers]
-        model = {key: images if key == "Containers" else images[0]}
-        deployed = {
-            "config": {"ProductionVariants": [{"VariantName": VARIANT_NAME, "ModelName": name}]},
-            "models": {VARIANT_NAME: model},
-        }
-        self.documents[name.lower()] = Resource(
-            ENDPOINT, name, self.arn(ENDPOINT, name), now, now, {}, "InService", deployed=deployed
-        )
+        model = {"ModelName": name, key: images if key == "Containers" else images[0]}
+        config = {"ProductionVariants": [{"VariantName": VARIANT_NAME, "ModelName": name}]}
+        resource = EndpointResource(name, self.arn(Kind.ENDPOINT, name), now, now, {}, Status.IN_SERVICE)
+        resource.deployed = Deployed(name, config, {VARIANT_NAME: model})
+        resource.document = True
+        self.state.add(resource)
 
-    def _existing(self, kind: str, name: str) -> Resource:
-        resource = self.state.get(kind, name)
-        if resource is None and kind == ENDPOINT:
-            resource = self.documents.get(name.lower())
+    def _existing(self, cls: type[R], name: str) -> R:
+        resource = self.state.get(cls, name)
         if resource is None:
-            raise invalid(f'Could not find {WHAT[kind]} "{self.arn(kind, name)}".')
+            raise InvalidRequest(f'Could not find {cls.kind.what} "{self.arn(cls.kind, name)}".')
         return resource
 
-    def _changeable(self, name: str) -> Resource:
-        endpoint = self._existing(ENDPOINT, name)
-        if endpoint.name.lower() in self.documents:
-            raise invalid(
+    def _changeable(self, name: str) -> EndpointResource:
+        endpoint = self._existing(EndpointResource, name)
+        if endpoint.document:
+            raise InvalidRequest(
                 f"Endpoint {endpoint.name} was started from an endpoint document (mce up DOC): it runs while "
                 "mce up runs, and is not updated or deleted through the API."
             )
         return endpoint
 
-    def _new(self, kind: str, name: str, request: dict[str, Any]) -> Resource:
-        if self.state.get(kind, name) is not None or (kind == ENDPOINT and name.lower() in self.documents):
-            raise invalid(f'Cannot create already existing {WHAT[kind]} "{self.arn(kind, name)}".')
+    def _new(self, cls: type[R], name: str, params: dict[str, Any]) -> R:
+        """A resource of this kind named `name`, not yet stored; its tags are stored with `_store`."""
+        if self.state.get(cls, name) is not None:
+            raise InvalidRequest(
+                f'Cannot create already existing {cls.kind.what} "{self.arn(cls.kind, name)}".'
+            )
         now = time.time()
-        return Resource(kind, name, self.arn(kind, name), now, now, request)
+        request = {key: value for key, value in params.items() if key != "Tags"}
+        return cls(name, self.arn(cls.kind, name), now, now, request)
+
+    def _tagged(self, resource: Resource, params: dict[str, Any]) -> None:
+        tags = params.get("Tags")
+        if tags:
+            self.state.tag(resource.arn, tags)
 
     # models
     async def create_model(self, params: dict[str, Any]) -> dict[str, Any]:
         name = params["ModelName"]
-        containers = params.get("Containers")  # at most MAX_CONTAINERS: the model's list constraint
-        if (containers is None) == (params.get("PrimaryContainer") is None):
-            raise invalid("A model has either PrimaryContainer or Containers (one of the two).")
+        if (params.get("Containers") is None) == (params.get("PrimaryContainer") is None):
+            raise InvalidRequest("A model has either PrimaryContainer or Containers (one of the two).")
         try:  # the rules an endpoint document already enforces: a model is most of one
-            endpoint = parse_endpoint(params, source="CreateModel", default_name=name)
-        except DocumentError as exc:
-            issues = (f"{i.path}: {i.message}" if i.path else i.message for i in exc.issues)
-            raise invalid("; ".join(issues)) from None
+            endpoint = parse_endpoint(
+                {**params, "EndpointName": name}, source="CreateModel", default_name=name
+            )
+        except DocumentError as exc:  # in the API's words: the document's EndpointName is the ModelName
+            paths = (("ModelName" if i.path == "EndpointName" else i.path) for i in exc.issues)
+            issues = (
+                f"{path}: {i.message}" if path else i.message
+                for path, i in zip(paths, exc.issues, strict=True)
+            )
+            raise InvalidRequest("; ".join(issues)) from None
         for container in endpoint.containers:
             self._check_local(container.ModelDataUrl, "ModelDataUrl")
             self._check_local(
                 container.Environment.get("SAGEMAKER_SUBMIT_DIRECTORY"), "SAGEMAKER_SUBMIT_DIRECTORY"
             )
-        resource = self._new(MODEL, name, params)
-        self.state.add(resource)
-        return {"ModelArn": resource.arn}
+        model = self._new(ModelResource, name, params)
+        self.state.add(model)
+        self._tagged(model, params)
+        return {"ModelArn": model.arn}
 
     def _check_local(self, url: str | None, field: str) -> None:
         """A local path (or file:// URL) names model data only inside the folder mce up was started in or a
@@ -258,82 +274,70 @@ class ControlPlane:
         resolved = (path if path.is_absolute() else Path.cwd() / path).resolve()
         if not any(resolved.is_relative_to(root) for root in self.data_roots):
             roots = ", ".join(str(root) for root in self.data_roots)
-            raise invalid(
+            raise InvalidRequest(
                 f"{field} {url} is a local path outside the folders this local SageMaker reads model data "
                 f"from ({roots}; mce up --data-root DIR adds one). Use an s3:// or https:// URL, or a path "
                 "inside one of them."
             )
 
     async def describe_model(self, params: dict[str, Any]) -> dict[str, Any]:
-        model = self._existing(MODEL, params["ModelName"])
-        request = model.request
-        answer = {
-            key: request[key]
-            for key in (
-                "PrimaryContainer",
-                "Containers",
-                "InferenceExecutionConfig",
-                "ExecutionRoleArn",
-                "VpcConfig",
-                "EnableNetworkIsolation",
-            )
-            if key in request
+        model = self._existing(ModelResource, params["ModelName"])
+        return {
+            **self._echo("DescribeModelOutput", model.request),
+            "ModelName": model.name,
+            "ModelArn": model.arn,
+            "CreationTime": model.created,
         }
-        return {"ModelName": model.name, "ModelArn": model.arn, "CreationTime": model.created, **answer}
 
     async def list_models(self, params: dict[str, Any]) -> dict[str, Any]:
-        page, token = self._page(self.state.all(MODEL), params)
+        page, token = self._page(self.state.all(ModelResource), params)
         models = [{"ModelName": m.name, "ModelArn": m.arn, "CreationTime": m.created} for m in page]
         return {"Models": models, **token}
 
     async def delete_model(self, params: dict[str, Any]) -> dict[str, Any]:
-        model = self._existing(MODEL, params["ModelName"])
-        busy = self.endpoints.deploying(model=model.name)
-        if busy:
-            raise ControlError(
-                "ResourceInUse", f"Model {model.name} is being deployed to endpoint {busy}; delete it after."
-            )
-        self.state.remove(MODEL, model.name)  # running endpoints keep what they were deployed with
+        # endpoints created or updated from it keep what they were deployed with, as on SageMaker
+        self.state.remove(self._existing(ModelResource, params["ModelName"]))
         return {}
 
     # endpoint configurations
     async def create_endpoint_config(self, params: dict[str, Any]) -> dict[str, Any]:
         name = params["EndpointConfigName"]
         variants = params["ProductionVariants"]
-        if not variants:
-            raise invalid("ProductionVariants must name at least one variant.")
         names = [variant["VariantName"] for variant in variants]
         if len({n.lower() for n in names}) != len(names):
-            raise invalid(f"VariantName must be unique within an endpoint configuration: {', '.join(names)}.")
+            raise InvalidRequest(
+                f"VariantName must be unique within an endpoint configuration: {', '.join(names)}."
+            )
         with_models = [variant for variant in variants if variant.get("ModelName") is not None]
         if with_models and len(with_models) != len(variants):
-            raise invalid(
+            raise InvalidRequest(
                 "Either every production variant names a ModelName, or none does (an endpoint for "
                 "inference components)."
             )
         for variant in with_models:
-            self._existing(MODEL, variant["ModelName"])
-        for variant in variants:
-            weight = variant.get("InitialVariantWeight", 1.0)
-            if weight < 0:
-                raise invalid(f"Variant {variant['VariantName']}: InitialVariantWeight must be 0 or more.")
+            self._existing(ModelResource, variant["ModelName"])
         asynchronous = params.get("AsyncInferenceConfig")
         if asynchronous is not None:
             try:
                 AsyncConfig.from_api(asynchronous)
             except ValidationError as exc:
-                raise invalid(exc.message) from None
-        resource = self._new(CONFIG, name, params)
-        self.state.add(resource)
-        return {"EndpointConfigArn": resource.arn}
+                raise InvalidRequest(exc.message) from None
+        config = self._new(ConfigResource, name, params)
+        self.state.add(config)
+        self._tagged(config, params)
+        return {"EndpointConfigArn": config.arn}
 
     async def describe_endpoint_config(self, params: dict[str, Any]) -> dict[str, Any]:
-        config = self._existing(CONFIG, params["EndpointConfigName"])
-        request = {key: value for key, value in config.request.items() if key != "Tags"}
-        return {**request, "EndpointConfigArn": config.arn, "CreationTime": config.created}
+        config = self._existing(ConfigResource, params["EndpointConfigName"])
+        return {
+            **self._echo("DescribeEndpointConfigOutput", config.request),
+            "EndpointConfigName": config.name,
+            "EndpointConfigArn": config.arn,
+            "CreationTime": config.created,
+        }
 
     async def list_endpoint_configs(self, params: dict[str, Any]) -> dict[str, Any]:
-        page, token = self._page(self.state.all(CONFIG), params)
+        page, token = self._page(self.state.all(ConfigResource), params)
         configs = [
             {"EndpointConfigName": c.name, "EndpointConfigArn": c.arn, "CreationTime": c.created}
             for c in page
@@ -341,68 +345,120 @@ class ControlPlane:
         return {"EndpointConfigs": configs, **token}
 
     async def delete_endpoint_config(self, params: dict[str, Any]) -> dict[str, Any]:
-        config = self._existing(CONFIG, params["EndpointConfigName"])
-        busy = self.endpoints.deploying(config=config.name)
-        if busy:
-            raise ControlError(
-                "ResourceInUse",
-                f"Endpoint configuration {config.name} is being deployed to endpoint {busy}; "
-                "delete it after.",
-            )
-        self.state.remove(CONFIG, config.name)
+        # endpoints created or updated from it keep what they were deployed with, as on SageMaker
+        self.state.remove(self._existing(ConfigResource, params["EndpointConfigName"]))
         return {}
 
     # endpoints
-    def _snapshot(self, config_name: str) -> dict[str, Any]:
+    def _deployed(self, config_name: str) -> Deployed:
         """What an endpoint is deployed from: its configuration and each variant's model, as they are now."""
-        config = self._existing(CONFIG, config_name)
-        models: dict[str, Any] = {}
-        for variant in config.request["ProductionVariants"]:
+        config = self._existing(ConfigResource, config_name)
+        models: dict[str, dict[str, Any] | None] = {}
+        for variant in config.variants:
             if variant.get("ModelName") is None:  # an endpoint for inference components
                 models[variant["VariantName"]] = None
                 continue
-            model = self.state.get(MODEL, variant["ModelName"])
+            model = self.state.get(ModelResource, variant["ModelName"])
             if model is None:
-                raise invalid(
-                    f'Could not find model "{self.arn(MODEL, variant["ModelName"])}" '
+                raise InvalidRequest(
+                    f'Could not find model "{self.arn(Kind.MODEL, variant["ModelName"])}" '
                     f"(variant {variant['VariantName']} of {config.name})."
                 )
-            models[variant["VariantName"]] = model.request
-        return {"config": {**config.request, "EndpointConfigName": config.name}, "models": models}
+            models[variant["VariantName"]] = {**model.request, "ModelName": model.name}
+        return Deployed(config.name, config.request, models, asked=time.time())
 
     async def create_endpoint(self, params: dict[str, Any]) -> dict[str, Any]:
-        name = params["EndpointName"]
-        snapshot = self._snapshot(params["EndpointConfigName"])
-        resource = self._new(ENDPOINT, name, params)
-        resource.status = "Creating"
-        resource.config = snapshot["config"]["EndpointConfigName"]
-        resource.deployed = snapshot
-        self.state.add(resource)
-        self.endpoints.create(name)
-        return {"EndpointArn": resource.arn}
+        endpoint = self._new(EndpointResource, params["EndpointName"], params)
+        endpoint.deployed = self._deployed(params["EndpointConfigName"])
+        endpoint.last_deployment = params.get("DeploymentConfig")
+        self.endpoints.create(endpoint)
+        self._tagged(endpoint, params)
+        return {"EndpointArn": endpoint.arn}
 
     async def describe_endpoint(self, params: dict[str, Any]) -> dict[str, Any]:
-        name = params["EndpointName"]
-        self._existing(ENDPOINT, name)
-        await self.endpoints.settled(name)
-        endpoint = self._existing(ENDPOINT, name)  # it may have gone meanwhile
+        found = await self.endpoints.settled(self._existing(EndpointResource, params["EndpointName"]))
+        if found is None:  # deleted meanwhile
+            found = self._existing(EndpointResource, params["EndpointName"])
+        assert isinstance(found, EndpointResource)
+        return self._endpoint_answer(found)
+
+    def _endpoint_answer(self, endpoint: EndpointResource) -> dict[str, Any]:
+        """DescribeEndpointOutput: every member the endpoint's configuration and state determine."""
+        deployed = endpoint.deployed
         answer: dict[str, Any] = {
             "EndpointName": endpoint.name,
             "EndpointArn": endpoint.arn,
-            **({"EndpointConfigName": endpoint.config} if endpoint.config else {}),
-            "EndpointStatus": endpoint.status,
+            "EndpointStatus": endpoint.status.value,
             "CreationTime": endpoint.created,
             "LastModifiedTime": endpoint.modified,
         }
-        variants = self.endpoints.variants(endpoint)
-        if variants:
-            answer["ProductionVariants"] = variants
+        if deployed is None:
+            return answer
+        if not endpoint.document:
+            answer["EndpointConfigName"] = deployed.config
+        answer.update(self._echo("DescribeEndpointOutput", deployed.request))  # AsyncInferenceConfig, ...
+        if endpoint.status not in (Status.CREATING, Status.FAILED):
+            weights = {r.variant: r.weight for r in self.endpoints.running.get(endpoint.name.lower(), [])}
+            answer["ProductionVariants"] = [
+                self._variant_summary(v, endpoint.created, weights.get(v.name, v.weight))
+                for v in deployed.variants
+            ]
+        capture = deployed.request.get("DataCaptureConfig")
+        if capture is not None:
+            enabled = capture.get("EnableCapture", True)
+            answer["DataCaptureConfig"] = {
+                "EnableCapture": enabled,
+                "CaptureStatus": "Started" if enabled else "Stopped",
+                "CurrentSamplingPercentage": capture["InitialSamplingPercentage"],
+                "DestinationS3Uri": capture["DestinationS3Uri"],
+                **({"KmsKeyId": capture["KmsKeyId"]} if "KmsKeyId" in capture else {}),
+            }
+        if endpoint.last_deployment is not None:
+            answer["LastDeploymentConfig"] = endpoint.last_deployment
+        pending = endpoint.pending
+        if pending is not None and endpoint.status is Status.UPDATING:
+            answer["PendingDeploymentSummary"] = {
+                "EndpointConfigName": pending.config,
+                "ProductionVariants": [
+                    {
+                        key: value
+                        for key, value in self._variant_summary(v, pending.asked, None).items()
+                        if key not in ("CurrentWeight", "CurrentInstanceCount", "CurrentServerlessConfig")
+                    }
+                    | ({"InstanceType": v.request["InstanceType"]} if "InstanceType" in v.request else {})
+                    for v in pending.variants
+                ],
+                "StartTime": pending.asked,
+            }
         if endpoint.failure:
             answer["FailureReason"] = endpoint.failure
         return answer
 
+    @staticmethod
+    def _variant_summary(variant: PlannedVariant, resolved: float, current: float | None) -> dict[str, Any]:
+        """ProductionVariantSummary: its images, weights, and its instance count (one local replica,
+        whatever InitialInstanceCount asks: README) or, for a serverless variant, its ServerlessConfig."""
+        images = (
+            [c.get("Image", "") for c in containers_of(variant.model)] if variant.model is not None else []
+        )
+        summary: dict[str, Any] = {
+            "VariantName": variant.name,
+            "DeployedImages": [
+                {"SpecifiedImage": image, "ResolvedImage": image, "ResolutionTime": resolved}
+                for image in images
+            ],
+            "CurrentWeight": current if current is not None else variant.weight,
+            "DesiredWeight": variant.weight,
+        }
+        serverless = variant.serverless
+        if serverless is not None:
+            summary["CurrentServerlessConfig"] = summary["DesiredServerlessConfig"] = serverless
+        else:
+            summary["CurrentInstanceCount"] = summary["DesiredInstanceCount"] = 1
+        return summary
+
     async def list_endpoints(self, params: dict[str, Any]) -> dict[str, Any]:
-        endpoints = [*self.state.all(ENDPOINT), *self.documents.values()]
+        endpoints = self.state.all(EndpointResource)
         status = params.get("StatusEquals")
         if status is not None:
             endpoints = [e for e in endpoints if e.status == status]
@@ -413,86 +469,118 @@ class ControlPlane:
                 "EndpointArn": e.arn,
                 "CreationTime": e.created,
                 "LastModifiedTime": e.modified,
-                "EndpointStatus": e.status,
+                "EndpointStatus": e.status.value,
             }
             for e in page
         ]
         return {"Endpoints": summaries, **token}
 
-    async def update_endpoint(self, params: dict[str, Any]) -> dict[str, Any]:
-        endpoint = self._changeable(params["EndpointName"])
-        if endpoint.status != "InService":
-            raise invalid(
+    def _in_service(self, endpoint: EndpointResource) -> None:
+        if endpoint.status is not Status.IN_SERVICE:
+            raise InvalidRequest(
                 f'Cannot update in-progress endpoint "{endpoint.arn}".'
-                if endpoint.status in ("Creating", "Updating", "Deleting")
+                if endpoint.status.changing
                 else f'Cannot update endpoint "{endpoint.arn}": it is {endpoint.status}.'
             )
-        snapshot = self._snapshot(params["EndpointConfigName"])
-        self.endpoints.update(endpoint.name, snapshot)
+
+    async def update_endpoint(self, params: dict[str, Any]) -> dict[str, Any]:
+        endpoint = self._changeable(params["EndpointName"])
+        self._in_service(endpoint)
+        assert endpoint.deployed is not None
+        to = self._deployed(params["EndpointConfigName"])
+        excluded = {p["VariantPropertyType"] for p in params.get("ExcludeRetainedVariantProperties", [])}
+        if params.get("RetainAllVariantProperties") and "DesiredWeight" not in excluded:
+            kept = {v.name: v.weight for v in endpoint.deployed.variants}
+            to = to.weighted({v.name: kept[v.name] for v in to.variants if v.name in kept})
+        if not params.get("RetainDeploymentConfig"):
+            endpoint.last_deployment = params.get("DeploymentConfig")
+        self.endpoints.update(endpoint, to)
+        return {"EndpointArn": endpoint.arn}
+
+    async def update_endpoint_weights_and_capacities(self, params: dict[str, Any]) -> dict[str, Any]:
+        endpoint = self._changeable(params["EndpointName"])
+        self._in_service(endpoint)
+        assert endpoint.deployed is not None
+        names = {v.name for v in endpoint.deployed.variants}
+        weights = {}
+        for desired in params["DesiredWeightsAndCapacities"]:
+            if desired["VariantName"] not in names:
+                raise InvalidRequest(
+                    f"Endpoint {endpoint.name} has no production variant {desired['VariantName']} (it has: "
+                    f"{', '.join(sorted(names))})."
+                )
+            if "DesiredWeight" in desired:
+                weights[desired["VariantName"]] = float(desired["DesiredWeight"])
+        self.endpoints.reweigh(endpoint, weights)
         return {"EndpointArn": endpoint.arn}
 
     async def delete_endpoint(self, params: dict[str, Any]) -> dict[str, Any]:
         endpoint = self._changeable(params["EndpointName"])
+        if endpoint.status is Status.CREATING:
+            raise InvalidRequest(
+                f'Cannot delete endpoint "{endpoint.arn}" while it is Creating: delete it once it is '
+                "InService or Failed."
+            )
         components = self._components_of(endpoint.name)
         if components:
-            raise invalid(
+            raise InvalidRequest(
                 f"Endpoint {endpoint.name} has inference components "
                 f"({', '.join(c.name for c in components)}): delete them first."
             )
-        self.endpoints.delete(endpoint.name)
+        self.endpoints.delete(endpoint)
         return {}
 
     # inference components
-    def _components_of(self, endpoint: str) -> list[Resource]:
-        return [c for c in self.state.all(COMPONENT) if c.request["EndpointName"].lower() == endpoint.lower()]
+    def _components_of(self, endpoint: str) -> list[ComponentResource]:
+        return [c for c in self.state.all(ComponentResource) if c.endpoint.lower() == endpoint.lower()]
 
-    def _component_snapshot(self, endpoint: Resource, params: dict[str, Any]) -> dict[str, Any]:
+    def _component_spec(self, endpoint: EndpointResource, params: dict[str, Any]) -> ComponentSpec:
         """What a component runs: its specification, its model's containers as they are now (for a
         ModelName) or its Container, on which variant."""
         spec = params.get("Specification")
         if spec is None or (spec.get("ModelName") is None) == (spec.get("Container") is None):
-            raise invalid("Specification names either a ModelName or a Container (one of the two).")
-        deployed = endpoint.deployed or {}
-        variants = [v["VariantName"] for v in deployed.get("config", {}).get("ProductionVariants", [])]
-        if any(deployed.get("models", {}).get(v) is not None for v in variants):
-            raise invalid(
+            raise InvalidRequest("Specification names either a ModelName or a Container (one of the two).")
+        deployed = endpoint.deployed
+        variants = [v.name for v in deployed.variants] if deployed is not None else []
+        if deployed is not None and not deployed.for_components:
+            raise InvalidRequest(
                 f"Endpoint {endpoint.name} serves models; inference components go on an endpoint whose "
                 "production variants name no ModelName."
             )
         variant = params.get("VariantName") or (variants[0] if variants else None)
-        if variant not in variants:
-            raise invalid(
+        if variant is None or variant not in variants:
+            raise InvalidRequest(
                 f"Endpoint {endpoint.name} has no production variant {variant} "
                 f"(it has: {', '.join(variants)})."
             )
         model = None
         if spec.get("ModelName") is not None:
-            model = self._existing(MODEL, spec["ModelName"]).request
-        return {"specification": spec, "model": model, "variant": variant}
+            found = self._existing(ModelResource, spec["ModelName"])
+            model = {**found.request, "ModelName": found.name}
+        return ComponentSpec(spec, model, variant)
 
     async def create_inference_component(self, params: dict[str, Any]) -> dict[str, Any]:
-        name = params["InferenceComponentName"]
-        endpoint = self._existing(ENDPOINT, params["EndpointName"])
-        if endpoint.status not in ("InService", "Creating", "Updating"):
-            raise invalid(
+        endpoint = self._existing(EndpointResource, params["EndpointName"])
+        if endpoint.status not in (Status.IN_SERVICE, Status.CREATING, Status.UPDATING):
+            raise InvalidRequest(
                 f'Cannot add an inference component to endpoint "{endpoint.arn}": it is {endpoint.status}.'
             )
-        snapshot = self._component_snapshot(endpoint, params)
-        resource = self._new(COMPONENT, name, {**params, "EndpointName": endpoint.name})
-        resource.status = "Creating"
-        resource.deployed = snapshot
-        self.state.add(resource)
-        self.endpoints.create_component(name)
-        return {"InferenceComponentArn": resource.arn}
+        spec = self._component_spec(endpoint, params)
+        component = self._new(ComponentResource, params["InferenceComponentName"], params)
+        component.endpoint = endpoint.name
+        component.deployed = spec
+        self.endpoints.create(component)
+        self._tagged(component, params)
+        return {"InferenceComponentArn": component.arn}
 
     async def describe_inference_component(self, params: dict[str, Any]) -> dict[str, Any]:
-        name = params["InferenceComponentName"]
-        self._existing(COMPONENT, name)
-        await self.endpoints.settled(name, COMPONENT)
-        component = self._existing(COMPONENT, name)
-        request = component.request
-        deployed = component.deployed or {}
-        spec = dict(deployed.get("specification", request.get("Specification", {})))
+        found = await self.endpoints.settled(
+            self._existing(ComponentResource, params["InferenceComponentName"])
+        )
+        if found is None:
+            found = self._existing(ComponentResource, params["InferenceComponentName"])
+        assert isinstance(found, ComponentResource) and found.deployed is not None
+        spec = dict(found.deployed.specification)
         container = spec.pop("Container", None)
         if container is not None:
             image = container.get("Image", "")
@@ -501,31 +589,36 @@ class ControlPlane:
                 "DeployedImage": {
                     "SpecifiedImage": image,
                     "ResolvedImage": image,
-                    "ResolutionTime": component.created,
+                    "ResolutionTime": found.created,
                 },
             }
         answer: dict[str, Any] = {
-            "InferenceComponentName": component.name,
-            "InferenceComponentArn": component.arn,
-            "EndpointName": request["EndpointName"],
-            "EndpointArn": self.arn(ENDPOINT, request["EndpointName"]),
-            "VariantName": deployed.get("variant", request.get("VariantName", VARIANT_NAME)),
+            **self._component_summary(found),
             "Specification": spec,
             # one local copy, whatever CopyCount asks (README)
             "RuntimeConfig": {
                 "DesiredCopyCount": 1,
-                "CurrentCopyCount": 1 if component.status == "InService" else 0,
+                "CurrentCopyCount": 1 if found.status is Status.IN_SERVICE else 0,
             },
-            "CreationTime": component.created,
-            "LastModifiedTime": component.modified,
-            "InferenceComponentStatus": component.status,
         }
-        if component.failure:
-            answer["FailureReason"] = component.failure
+        if found.failure:
+            answer["FailureReason"] = found.failure
         return answer
 
+    def _component_summary(self, component: ComponentResource) -> dict[str, Any]:
+        return {
+            "InferenceComponentName": component.name,
+            "InferenceComponentArn": component.arn,
+            "EndpointName": component.endpoint,
+            "EndpointArn": self.arn(Kind.ENDPOINT, component.endpoint),
+            "VariantName": component.deployed.variant if component.deployed is not None else VARIANT_NAME,
+            "InferenceComponentStatus": component.status.value,
+            "CreationTime": component.created,
+            "LastModifiedTime": component.modified,
+        }
+
     async def list_inference_components(self, params: dict[str, Any]) -> dict[str, Any]:
-        components = self.state.all(COMPONENT)
+        components = self.state.all(ComponentResource)
         status, endpoint, variant = (
             params.get("StatusEquals"),
             params.get("EndpointNameEquals"),
@@ -534,45 +627,66 @@ class ControlPlane:
         if status is not None:
             components = [c for c in components if c.status == status]
         if endpoint is not None:
-            components = [c for c in components if c.request["EndpointName"].lower() == endpoint.lower()]
+            components = [c for c in components if c.endpoint.lower() == endpoint.lower()]
         if variant is not None:
-            components = [c for c in components if (c.deployed or {}).get("variant") == variant]
+            components = [c for c in components if c.deployed is not None and c.deployed.variant == variant]
         page, token = self._page(components, params)
-        summaries = [
-            {
-                "InferenceComponentName": c.name,
-                "InferenceComponentArn": c.arn,
-                "EndpointName": c.request["EndpointName"],
-                "EndpointArn": self.arn(ENDPOINT, c.request["EndpointName"]),
-                "VariantName": (c.deployed or {}).get("variant", VARIANT_NAME),
-                "InferenceComponentStatus": c.status,
-                "CreationTime": c.created,
-                "LastModifiedTime": c.modified,
-            }
-            for c in page
-        ]
-        return {"InferenceComponents": summaries, **token}
+        return {"InferenceComponents": [self._component_summary(c) for c in page], **token}
 
     async def update_inference_component(self, params: dict[str, Any]) -> dict[str, Any]:
-        component = self._existing(COMPONENT, params["InferenceComponentName"])
-        if component.status != "InService":
-            raise invalid(f'Cannot update inference component "{component.arn}": it is {component.status}.')
+        component = self._existing(ComponentResource, params["InferenceComponentName"])
+        if component.status is not Status.IN_SERVICE:
+            raise InvalidRequest(
+                f'Cannot update inference component "{component.arn}": it is {component.status}.'
+            )
         if params.get("Specification") is None:  # only the copy count changes: one local copy either way
             return {"InferenceComponentArn": component.arn}
-        endpoint = self._existing(ENDPOINT, component.request["EndpointName"])
-        snapshot = self._component_snapshot(endpoint, {**component.request, **params})
-        self.endpoints.update_component(component.name, snapshot)
+        endpoint = self._existing(EndpointResource, component.endpoint)
+        self.endpoints.update(component, self._component_spec(endpoint, {**component.request, **params}))
         return {"InferenceComponentArn": component.arn}
 
     async def delete_inference_component(self, params: dict[str, Any]) -> dict[str, Any]:
-        component = self._existing(COMPONENT, params["InferenceComponentName"])
-        self.endpoints.delete_component(component.name)
+        component = self._existing(ComponentResource, params["InferenceComponentName"])
+        self.endpoints.delete(component)
         return {}
 
+    # tags, on every kind above
+    def _by_arn(self, arn: str) -> Resource:
+        resource = self.state.by_arn(arn.lower())
+        if resource is None:
+            raise InvalidRequest(f'Could not find resource "{arn}" in this region and account.')
+        return resource
+
+    async def add_tags(self, params: dict[str, Any]) -> dict[str, Any]:
+        resource = self._by_arn(params["ResourceArn"])
+        keys = {tag["Key"] for tag in self.state.tags(resource.arn)} | {tag["Key"] for tag in params["Tags"]}
+        if len(keys) > MAX_TAGS:
+            raise InvalidRequest(
+                f"{resource.kind.what.capitalize()} {resource.name} would have {len(keys)} tags; a resource "
+                f"has at most {MAX_TAGS}."
+            )
+        self.state.tag(resource.arn, params["Tags"])
+        return {"Tags": params["Tags"]}
+
+    async def list_tags(self, params: dict[str, Any]) -> dict[str, Any]:
+        resource = self._by_arn(params["ResourceArn"])
+        page, token = _cut(self.state.tags(resource.arn), params, TAGS_PAGE, MAX_PAGE)
+        return {"Tags": page, **token}
+
+    async def delete_tags(self, params: dict[str, Any]) -> dict[str, Any]:
+        resource = self._by_arn(params["ResourceArn"])
+        self.state.untag(resource.arn, params["TagKeys"])
+        return {}
+
+    # answers
+    def _echo(self, output: str, request: dict[str, Any]) -> dict[str, Any]:
+        """The members of output shape `output` that a Create request holds as they are (Describe gives
+        back what was configured); the rest each Describe computes."""
+        members = self._service.shape_for(output).members
+        return {key: value for key, value in request.items() if key in members}
+
     # lists
-    def _page(
-        self, resources: list[Resource], params: dict[str, Any]
-    ) -> tuple[list[Resource], dict[str, str]]:
+    def _page(self, resources: list[R], params: dict[str, Any]) -> tuple[list[R], dict[str, str]]:
         """Filter, sort and cut a list as SageMaker's ListX do (NameContains, CreationTime and
         LastModifiedTime bounds, SortBy Name|CreationTime|Status, newest first by default, MaxResults, an
         opaque NextToken)."""
@@ -596,22 +710,30 @@ class ControlPlane:
         order = params.get("SortBy", "CreationTime")
         sort_key: Callable[[Resource], Any] = {
             "Name": lambda r: r.name.lower(),
-            "Status": lambda r: r.status or "",
+            "Status": lambda r: r.status.value if isinstance(r, Hosted) else "",
         }.get(order, lambda r: r.created)
         resources = sorted(
             resources, key=sort_key, reverse=params.get("SortOrder", "Descending") == "Descending"
         )
-        size = params.get("MaxResults", DEFAULT_PAGE)
-        if not 1 <= size <= MAX_PAGE:
-            raise invalid(f"MaxResults must be between 1 and {MAX_PAGE}; it is {size}.")
-        start = 0
-        token = params.get("NextToken")
-        if token is not None:
-            try:
-                start = int(base64.urlsafe_b64decode(token.encode()).decode())
-            except (ValueError, UnicodeDecodeError):
-                raise invalid("NextToken is not one this service issued.") from None
-        page = resources[start : start + size]
-        if start + size >= len(resources):
-            return page, {}
-        return page, {"NextToken": base64.urlsafe_b64encode(str(start + size).encode()).decode()}
+        return _cut(resources, params, DEFAULT_PAGE, MAX_PAGE)
+
+
+T = TypeVar("T")
+
+
+def _cut(items: list[T], params: dict[str, Any], default: int, most: int) -> tuple[list[T], dict[str, str]]:
+    """One page of `items` by MaxResults (`default` when absent) and an opaque NextToken."""
+    size = params.get("MaxResults", default)
+    if not 1 <= size <= most:
+        raise InvalidRequest(f"MaxResults must be between 1 and {most}; it is {size}.")
+    start = 0
+    token = params.get("NextToken")
+    if token is not None:
+        try:
+            start = int(base64.urlsafe_b64decode(token.encode()).decode())
+        except (ValueError, UnicodeDecodeError):
+            raise InvalidRequest("NextToken is not one this service issued.") from None
+    page = items[start : start + size]
+    if start + size >= len(items):
+        return page, {}
+    return page, {"NextToken": base64.urlsafe_b64encode(str(start + size).encode()).decode()}

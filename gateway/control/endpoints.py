@@ -1,26 +1,46 @@
-"""Endpoints' life cycle in the local SageMaker: Creating -> InService | Failed, Updating, Deleting.
+"""The life cycle of what the local SageMaker hosts: endpoints and inference components, one design for both.
 
-CreateEndpoint answers at once; a task then turns each production variant's model into an endpoint
-document (its containers' `Backend` from the image map, gateway.control.images, or else Docker's,
-gateway.launch.docker), launches the containers
-as `mce up` does (gateway.launch.deployment) and, when all are healthy, mounts the endpoint on the front
-door: `InService`. Anything that goes wrong is the endpoint's `FailureReason`, naming the container and
-what it printed last. DescribeEndpoint waits (up to `settle_wait`) for a changing endpoint to settle, so
-boto3's waiter, which polls every 30 s, usually sees InService on its first call.
+    Creating --start--> InService --update--> Updating --swap, drain--> InService
+        \\--fails--> Failed        \\--delete--> Deleting --drain, stop--> (gone)
+                                   Updating --the new never healthy--> InService, the old still serving
+
+CreateEndpoint (or CreateInferenceComponent) answers at once; a task then turns what the resource runs into
+endpoint documents (each container's `Backend` from the image map, gateway.control.images, or else
+Docker's, gateway.launch.docker), launches their containers as `mce up` does (gateway.launch.deployment)
+and, when all are healthy, the resource is InService. Anything that goes wrong is its `FailureReason`,
+naming the container and what it printed last.
+
+Every change of a hosted resource goes through `Endpoints.transition`: it sets the fields, persists them,
+mounts or unmounts the endpoint on the front door from `running` (the one record of what runs) and wakes
+whoever waits for the resource to settle. DescribeEndpoint holds its answer up to `describe_hold` seconds
+while a resource changes (`mce up --describe-hold`), so boto3's waiter, which polls every 30 s, usually sees
+InService on its first call.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine, Iterable
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from gateway.app import Gateway
 from gateway.async_inference import AsyncConfig
 from gateway.control.images import ImageMap
-from gateway.control.state import COMPONENT, ENDPOINT, Resource, State
+from gateway.control.resources import (
+    ComponentResource,
+    ComponentSpec,
+    Deployed,
+    EndpointResource,
+    Hosted,
+    Kind,
+    Status,
+    containers_of,
+)
+from gateway.control.state import State
 from gateway.endpoint import Endpoint, parse_endpoint
 from gateway.errors import DocumentError
 from gateway.launch import docker
@@ -31,8 +51,7 @@ from gateway.service import Service
 
 logger = logging.getLogger(__name__)
 
-SETTLE_WAIT = 45.0  # below botocore's 60 s read timeout
-CHANGING = ("Creating", "Updating", "Deleting")
+DESCRIBE_HOLD = 45.0  # seconds; below botocore's 60 s read timeout
 MODEL_KEYS = (
     "ModelName",
     "PrimaryContainer",
@@ -43,12 +62,13 @@ MODEL_KEYS = (
 DOCKER_BACKEND = {"Protocol": "sagemaker", "Launch": {"Runtime": "docker"}}  # the SageMaker contract
 
 
-class Variant:
-    """One production variant, running."""
+@dataclass
+class Running:
+    """One production variant (or inference component), its containers started."""
 
-    def __init__(self, weight: float, deployment: Deployment) -> None:
-        self.weight = weight
-        self.deployment = deployment
+    variant: str
+    weight: float
+    deployment: Deployment
 
     @property
     def service(self) -> Service:
@@ -65,7 +85,7 @@ class Endpoints:
         console: Console,
         *,
         startup_timeout: float,
-        settle_wait: float = SETTLE_WAIT,
+        describe_hold: float = DESCRIBE_HOLD,
     ) -> None:
         self.gateway = gateway
         self.state = state
@@ -73,241 +93,126 @@ class Endpoints:
         self.run_dir = run_dir
         self.console = console
         self.startup_timeout = startup_timeout
-        self.settle_wait = settle_wait
-        self.live: dict[str, list[Variant]] = {}  # endpoint name (lower case) -> its running variants
+        self.describe_hold = describe_hold
+        self.running: dict[str, list[Running]] = {}  # _key(resource) -> what runs for it now
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._changed: dict[str, asyncio.Event] = {}
         self._ports: set[int] = set()
         self._planning = asyncio.Lock()
-        self._pending: dict[str, dict[str, Any]] = {}  # endpoint (lower case) -> what an update moves to
-        # endpoint (lower case) -> its inference components, running
-        self.components: dict[str, dict[str, Deployment]] = {}
+
+    # the one place a hosted resource changes
+    def transition(self, resource: Hosted, status: Status, **changes: Any) -> None:
+        """Set `resource`'s status and fields (`changes`), persist them, mount or unmount its endpoint as
+        `running` and the statuses now say, and wake whoever waits for it to settle. Status.DELETED
+        removes it, with its tags."""
+        for name, value in changes.items():
+            if not hasattr(resource, name):
+                raise AttributeError(f"{type(resource).__name__} has no field {name}")
+            setattr(resource, name, value)
+        resource.status = status
+        resource.modified = time.time()
+        if status is Status.DELETED:
+            self.state.remove(resource)
+        else:
+            self.state.save(resource)
+        self._route(resource.endpoint if isinstance(resource, ComponentResource) else resource.name)
+        event = self._changed.pop(_key(resource), None)
+        if event is not None:
+            event.set()
+
+    def _route(self, name: str) -> None:
+        """Mount endpoint `name` on the front door with what runs for it, or unmount it when it does not
+        serve. An endpoint made for inference components is answered by those of them that serve."""
+        endpoint = self.state.get(EndpointResource, name)
+        if endpoint is None or endpoint.document:
+            return  # gone (unmounted when it began Deleting), or mounted by mce up DOC itself
+        running = self.running.get(_key(endpoint))
+        if not endpoint.status.serving or running is None or endpoint.deployed is None:
+            self.gateway.unmount(endpoint.name)
+            return
+        components = None
+        if endpoint.deployed.for_components:
+            components = {
+                c.name: self.running[_key(c)][0].service
+                for c in self.state.all(ComponentResource)
+                if c.endpoint.lower() == endpoint.name.lower()
+                and c.status.serving
+                and _key(c) in self.running
+            }
+        config = endpoint.deployed.async_config
+        asynchronous = AsyncConfig.from_api(config) if config is not None else None
+        self.gateway.mount(endpoint.name, [(r.service, r.weight) for r in running], asynchronous, components)
 
     # what the API asks
-    def create(self, name: str) -> None:
-        self._run(name, self._create(name))
+    def create(self, resource: EndpointResource | ComponentResource) -> None:
+        self.state.add(resource)
+        self._run(resource, self._create(resource))
 
-    def update(self, name: str, snapshot: dict[str, Any]) -> None:
-        self.state.update(ENDPOINT, name, status="Updating", pending=snapshot["config"]["EndpointConfigName"])
-        self._pending[name.lower()] = snapshot
-        self._run(name, self._update(name, snapshot))
+    def update(self, resource: EndpointResource | ComponentResource, to: Deployed | ComponentSpec) -> None:
+        self.transition(resource, Status.UPDATING, pending=to)
+        self._run(resource, self._update(resource, to))
 
-    def delete(self, name: str) -> None:
-        previous = self._tasks.get(name.lower())
-        self.state.update(ENDPOINT, name, status="Deleting")
-        self._run(name, self._delete(name, previous))
+    def reweigh(self, endpoint: EndpointResource, weights: dict[str, float]) -> None:
+        """UpdateEndpointWeightsAndCapacities: requests follow the new weights at once; the endpoint is
+        Updating until the next turn of the event loop, then InService, as SageMaker reports it."""
+        assert endpoint.deployed is not None
+        for running in self.running.get(_key(endpoint), []):
+            running.weight = weights.get(running.variant, running.weight)
+        self.transition(endpoint, Status.UPDATING, deployed=endpoint.deployed.weighted(weights))
 
-    async def settled(self, name: str, kind: str = ENDPOINT) -> None:
-        """Until the endpoint (or inference component) is no longer changing, or `settle_wait` seconds."""
+        async def settle() -> None:
+            self.transition(endpoint, Status.IN_SERVICE)
+
+        self._run(endpoint, settle())
+
+    def delete(self, resource: EndpointResource | ComponentResource) -> None:
+        previous = self._tasks.get(_key(resource))
+        self.transition(resource, Status.DELETING)  # unmounted (or left out of its endpoint) from now on
+        self._run(resource, self._delete(resource, previous))
+
+    async def settled(self, resource: Hosted) -> Hosted | None:
+        """The resource once it no longer changes, or after `describe_hold` seconds, as it is then; None
+        if it has gone meanwhile."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.settle_wait
+        deadline = loop.time() + self.describe_hold
+        cls = type(resource)
         while True:
-            resource = self.state.get(kind, name)
-            if resource is None or resource.status not in CHANGING:
-                return
-            event = self._changed.setdefault(_key(kind, name), asyncio.Event())
+            current = self.state.get(cls, resource.name)
             left = deadline - loop.time()
-            if left <= 0:
-                return
+            if current is None or not current.status.changing or left <= 0:
+                return current
+            event = self._changed.setdefault(_key(current), asyncio.Event())
             try:
                 async with asyncio.timeout(left):
                     await event.wait()
             except TimeoutError:
-                return
-
-    def deploying(self, *, model: str | None = None, config: str | None = None) -> str | None:
-        """An endpoint being created or updated from this model or configuration, if any."""
-        for endpoint in self.state.all(ENDPOINT):
-            if endpoint.status not in ("Creating", "Updating") or endpoint.deployed is None:
-                continue
-            snapshots = [endpoint.deployed]  # an update also deploys from what it moves to
-            pending = self._pending.get(endpoint.name.lower())
-            if pending is not None:
-                snapshots.append(pending)
-            for snapshot in snapshots:
-                if config is not None and snapshot["config"]["EndpointConfigName"].lower() == config.lower():
-                    return endpoint.name
-                if model is not None and any(
-                    m is not None and m["ModelName"].lower() == model.lower()
-                    for m in snapshot["models"].values()
-                ):
-                    return endpoint.name
-        return None
-
-    def variants(self, endpoint: Resource) -> list[dict[str, Any]]:
-        """DescribeEndpoint's ProductionVariants: each variant's image, weight and instance count."""
-        if endpoint.deployed is None or endpoint.status in ("Creating", "Failed"):
-            return []
-        summaries = []
-        for variant in endpoint.deployed["config"]["ProductionVariants"]:
-            model = endpoint.deployed["models"][variant["VariantName"]]
-            images = [c.get("Image", "") for c in _containers(model)] if model is not None else []
-            weight = float(variant.get("InitialVariantWeight", 1.0))
-            count = 1  # one local replica per variant, whatever InitialInstanceCount asks (README)
-            summaries.append(
-                {
-                    "VariantName": variant["VariantName"],
-                    "DeployedImages": [
-                        {"SpecifiedImage": image, "ResolvedImage": image, "ResolutionTime": endpoint.created}
-                        for image in images
-                    ],
-                    "CurrentWeight": weight,
-                    "DesiredWeight": weight,
-                    "CurrentInstanceCount": count,
-                    "DesiredInstanceCount": count,
-                }
-            )
-        return summaries
-
-    # inference components: each its own containers on an endpoint made for them
-    def create_component(self, name: str) -> None:
-        self._run(name, self._create_component(name), COMPONENT)
-
-    def update_component(self, name: str, snapshot: dict[str, Any]) -> None:
-        self.state.update(COMPONENT, name, status="Updating")
-        self._run(name, self._update_component(name, snapshot), COMPONENT)
-
-    def delete_component(self, name: str) -> None:
-        previous = self._tasks.get(_key(COMPONENT, name))
-        self.state.update(COMPONENT, name, status="Deleting")
-        self._run(name, self._delete_component(name, previous), COMPONENT)
-
-    async def _create_component(self, name: str) -> None:
-        resource = self.state.get(COMPONENT, name)
-        assert resource is not None and resource.deployed is not None
-        endpoint = resource.request["EndpointName"]
-        await self.settled(endpoint)  # an endpoint still being created gets its components after
-        try:
-            deployment = await self._deploy_component(resource.name, endpoint, resource.deployed)
-        except LaunchError as exc:
-            self.state.update(COMPONENT, name, status="Failed", failure=str(exc))
-            self.console.message(f"inference component {name} failed: {exc}")
-        else:
-            self.components.setdefault(endpoint.lower(), {})[resource.name] = deployment
-            deployment.serve()
-            self._remount(endpoint)
-            self.state.update(COMPONENT, name, status="InService", failure=None)
-            self.console.message(f"inference component {name} is InService on endpoint {endpoint}")
-        self._settle(name, COMPONENT)
-
-    async def _update_component(self, name: str, snapshot: dict[str, Any]) -> None:
-        """Blue/green, as an endpoint's update: the new containers start beside the old ones, requests
-        move once they are healthy, the old drain and stop. A failed update leaves the old serving."""
-        resource = self.state.get(COMPONENT, name)
-        assert resource is not None
-        endpoint = resource.request["EndpointName"]
-        try:
-            deployment = await self._deploy_component(resource.name, endpoint, snapshot)
-        except LaunchError as exc:
-            self.state.update(
-                COMPONENT, name, status="InService", failure=f"The update failed and was rolled back: {exc}"
-            )
-            self._settle(name, COMPONENT)
-            return
-        serving = self.components.setdefault(endpoint.lower(), {})
-        old = serving.get(resource.name)
-        serving[resource.name] = deployment
-        deployment.serve()
-        self._remount(endpoint)
-        if old is not None:
-            await self._drain(name, [old])
-            await old.stop()
-        self.state.update(COMPONENT, name, status="InService", failure=None, deployed=snapshot)
-        self._settle(name, COMPONENT)
-
-    async def _delete_component(self, name: str, previous: asyncio.Task[None] | None) -> None:
-        if previous is not None and not previous.done():
-            previous.cancel()
-            await asyncio.gather(previous, return_exceptions=True)
-        resource = self.state.get(COMPONENT, name)
-        assert resource is not None
-        endpoint = resource.request["EndpointName"]
-        old = self.components.get(endpoint.lower(), {}).pop(resource.name, None)
-        self._remount(endpoint)
-        if old is not None:
-            await self._drain(name, [old])
-            await old.stop()
-        self.state.remove(COMPONENT, name)
-        self.console.message(f"inference component {name} deleted")
-        self._settle(name, COMPONENT)
-
-    async def _deploy_component(self, name: str, endpoint: str, snapshot: dict[str, Any]) -> Deployment:
-        """A component's containers, started: its model's, or its Container (Image, ArtifactUrl,
-        Environment), as one endpoint document on its endpoint's variant."""
-        spec = snapshot["specification"]
-        model = snapshot["model"]
-        if model is None:
-            container = spec["Container"]
-            model = {
-                "PrimaryContainer": {
-                    "Image": container.get("Image", ""),
-                    **({"ModelDataUrl": container["ArtifactUrl"]} if "ArtifactUrl" in container else {}),
-                    **({"Environment": container["Environment"]} if "Environment" in container else {}),
-                }
-            }
-        if "PrimaryContainer" in model:  # its one container is named after the component (logs, metrics)
-            model = {**model, "PrimaryContainer": {**model["PrimaryContainer"], "ContainerHostname": name}}
-        document = await self._document(endpoint, {"VariantName": f"inference component {name}"}, model)
-        startup = spec.get("StartupParameters", {}).get(
-            "ContainerStartupHealthCheckTimeoutInSeconds", self.startup_timeout
-        )
-        deployment = Deployment(
-            self.gateway,
-            document,
-            base=Path.cwd(),
-            run_dir=self._run_dir(endpoint, "components", name),
-            console=self.console,
-            variant=snapshot["variant"],
-            component=name,
-            taken_ports=self._ports,
-            planning=self._planning,
-            logs=self.run_dir,
-        )
-        await deployment.start(float(startup))
-        return deployment
-
-    def _remount(self, endpoint: str) -> None:
-        """Mount an endpoint made for components with the components it has now (once it serves)."""
-        resource = self.state.get(ENDPOINT, endpoint)
-        if resource is None or resource.name.lower() not in self.live or resource.deployed is None:
-            return
-        self._mount(resource.name, self.live[resource.name.lower()], resource.deployed)
-
-    async def restore_components(self) -> None:
-        """Components that were serving come back once their endpoint has (each waits for it)."""
-        for component in self.state.all(COMPONENT):
-            if component.status == "Deleting":
-                self.state.remove(COMPONENT, component.name)
-            elif component.status in ("InService", "Creating", "Updating"):
-                self.state.update(COMPONENT, component.name, status="Creating", failure=None)
-                self.create_component(component.name)
+                pass
 
     # start-up and shut-down of the whole local SageMaker
     async def restore(self) -> None:
-        """Bring back what was running when the last `mce up` stopped: every endpoint that was InService
-        (or on its way there) is created again from what it was deployed with."""
-        for endpoint in self.state.all(ENDPOINT):
-            if endpoint.status == "Deleting":
-                self.state.remove(ENDPOINT, endpoint.name)
-            elif endpoint.status in ("InService", "Creating", "Updating"):
-                self.state.update(ENDPOINT, endpoint.name, status="Creating", failure=None, pending=None)
-                self.create(endpoint.name)
-        await self.restore_components()
+        """Bring back what was running when the last `mce up` stopped: every endpoint and inference
+        component that was InService (or on its way there) is created again from what it ran."""
+        for cls in (EndpointResource, ComponentResource):
+            for resource in self.state.all(cls):
+                assert isinstance(resource, (EndpointResource, ComponentResource))
+                if isinstance(resource, EndpointResource) and resource.document:
+                    continue  # mce up DOC runs it itself
+                if resource.status is Status.DELETING:
+                    self.transition(resource, Status.DELETED)
+                elif resource.status in (Status.IN_SERVICE, Status.CREATING, Status.UPDATING):
+                    self.transition(resource, Status.CREATING, failure=None, pending=None)
+                    self._run(resource, self._create(resource))
 
     async def close(self) -> None:
         for task in list(self._tasks.values()):
             task.cancel()
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)
-        for key in list(self.live):
-            await self._stop(key, self.live.pop(key))
-        for components in self.components.values():
-            for deployment in components.values():
-                await deployment.stop()
-        self.components.clear()
+        for key in list(self.running):
+            await _stop(self.running.pop(key))
 
-    # the work
-    def _run(self, name: str, work: Coroutine[Any, Any, None], kind: str = ENDPOINT) -> None:
-        key = _key(kind, name)
+    # the work, the same for both kinds
+    def _run(self, resource: Hosted, work: Coroutine[Any, Any, None]) -> None:
+        key = _key(resource)
         task = asyncio.get_running_loop().create_task(work)
         self._tasks[key] = task
 
@@ -315,170 +220,191 @@ class Endpoints:
             if self._tasks.get(key) is finished:
                 del self._tasks[key]
             if not finished.cancelled() and finished.exception() is not None:
-                logger.error("%s %s: %s", kind, name, finished.exception())
+                logger.error("%s %s: %s", resource.kind.what, resource.name, finished.exception())
 
         task.add_done_callback(done)
 
-    def _settle(self, name: str, kind: str = ENDPOINT) -> None:
-        event = self._changed.pop(_key(kind, name), None)
-        if event is not None:
-            event.set()
-
-    async def _create(self, name: str) -> None:
-        resource = self.state.get(ENDPOINT, name)
-        assert resource is not None and resource.deployed is not None
+    async def _create(self, resource: EndpointResource | ComponentResource) -> None:
+        what = f"{resource.kind.what} {resource.name}"
+        if isinstance(resource, ComponentResource):
+            endpoint = self.state.get(EndpointResource, resource.endpoint)
+            if endpoint is not None:
+                await self._settle(endpoint)  # an endpoint still being created gets its components after
         try:
-            variants = await self._deploy(resource.name, resource.deployed)
+            running = await self._start(resource, resource.deployed)
         except LaunchError as exc:
-            self.state.update(ENDPOINT, name, status="Failed", failure=str(exc))
-            self.console.message(f"endpoint {name} failed: {exc}")
-        else:
-            self.live[name.lower()] = variants
-            self._mount(resource.name, variants, resource.deployed)
-            self.state.update(ENDPOINT, name, status="InService", failure=None)
-            self.console.message(f"endpoint {name} is InService")
-        self._settle(name)
-
-    async def _update(self, name: str, snapshot: dict[str, Any]) -> None:
-        """Blue/green: the new variants start beside the old; traffic moves once they are healthy; the old
-        drain and stop; only then is the endpoint InService again. A new configuration that never gets
-        healthy leaves the old one serving, and the endpoint InService with the failure stated."""
-        try:
-            variants = await self._deploy(name, snapshot)
-        except LaunchError as exc:
-            self._pending.pop(name.lower(), None)
-            self.state.update(
-                ENDPOINT,
-                name,
-                status="InService",
-                pending=None,
-                failure=f"The update to {snapshot['config']['EndpointConfigName']} failed and was rolled "
-                f"back: {exc}",
-            )
-            self._settle(name)
+            self.transition(resource, Status.FAILED, failure=str(exc))
+            self.console.message(f"{what} failed: {exc}")
             return
-        old = self.live.get(name.lower(), [])
-        self.live[name.lower()] = variants
-        self._mount(name, variants, snapshot)
-        await self._drain(name, [variant.deployment for variant in old])
-        await self._stop(name, old)
-        self._pending.pop(name.lower(), None)
-        self.state.update(
-            ENDPOINT,
-            name,
-            status="InService",
-            failure=None,
-            pending=None,
-            config=snapshot["config"]["EndpointConfigName"],
-            deployed=snapshot,
-        )
-        self._settle(name)
+        self.running[_key(resource)] = running
+        self.transition(resource, Status.IN_SERVICE, failure=None)
+        self.console.message(f"{what} is InService")
 
-    async def _delete(self, name: str, previous: asyncio.Task[None] | None) -> None:
+    async def _update(
+        self, resource: EndpointResource | ComponentResource, to: Deployed | ComponentSpec
+    ) -> None:
+        """Blue/green: the new containers start beside the old; requests move once they are healthy; the
+        old drain and stop; only then is the resource InService again. What never gets healthy leaves the
+        old serving, and the resource InService with the failure stated."""
+        try:
+            running = await self._start(resource, to)
+        except LaunchError as exc:
+            named = f" to {to.config}" if isinstance(to, Deployed) else ""
+            failure = f"The update{named} failed and was rolled back: {exc}"
+            self.transition(resource, Status.IN_SERVICE, pending=None, failure=failure)
+            return
+        old = self.running.get(_key(resource), [])
+        self.running[_key(resource)] = running
+        self.transition(resource, Status.UPDATING)  # requests go to the new from now on
+        await self._retire(resource, old)
+        self.transition(resource, Status.IN_SERVICE, deployed=to, pending=None, failure=None)
+
+    async def _delete(
+        self, resource: EndpointResource | ComponentResource, previous: asyncio.Task[None] | None
+    ) -> None:
         if previous is not None and not previous.done():
             previous.cancel()
             await asyncio.gather(previous, return_exceptions=True)
-        self.gateway.unmount(name)
-        old = self.live.pop(name.lower(), [])
-        await self._drain(name, [variant.deployment for variant in old])
-        await self._stop(name, old)
-        self.state.remove(ENDPOINT, name)
-        self.console.message(f"endpoint {name} deleted")
-        self._settle(name)
+        await self._retire(resource, self.running.pop(_key(resource), []))
+        self.transition(resource, Status.DELETED)
+        self.console.message(f"{resource.kind.what} {resource.name} deleted")
 
-    async def _deploy(self, name: str, snapshot: dict[str, Any]) -> list[Variant]:
-        """Start every variant of `snapshot`; all of them, or none (LaunchError)."""
-        variants: list[Variant] = []
+    async def _settle(self, endpoint: EndpointResource) -> None:
+        """Until the endpoint no longer changes (however long that takes)."""
+        while True:
+            current = self.state.get(EndpointResource, endpoint.name)
+            if current is None or not current.status.changing:
+                return
+            await self._changed.setdefault(_key(current), asyncio.Event()).wait()
+
+    async def _start(
+        self, resource: EndpointResource | ComponentResource, what: Deployed | ComponentSpec | None
+    ) -> list[Running]:
+        """Start every container of `what`; all of them, or none (LaunchError)."""
+        assert what is not None
+        started: list[Running] = []
         try:
-            for variant in snapshot["config"]["ProductionVariants"]:
-                model = snapshot["models"][variant["VariantName"]]
-                if model is None:  # an endpoint for inference components: they bring the containers
-                    continue
-                endpoint = await self._document(name, variant, model)
-                timeout = float(
-                    variant.get("ContainerStartupHealthCheckTimeoutInSeconds", self.startup_timeout)
+            if isinstance(what, Deployed):
+                for variant in what.variants:
+                    if variant.model is None:  # an endpoint for inference components: they bring containers
+                        continue
+                    document = await self._document(resource.name, variant.name, variant.model)
+                    folder = self._run_dir(resource.name, what.config, variant.name)
+                    deployment = self._deployment(document, folder, variant.name, None)
+                    started.append(Running(variant.name, variant.weight, deployment))
+                    await deployment.start(variant.startup_timeout or self.startup_timeout)
+            else:
+                assert isinstance(resource, ComponentResource)
+                document = await self._document(
+                    resource.endpoint,
+                    f"inference component {resource.name}",
+                    _component_model(resource, what),
                 )
-                deployment = Deployment(
-                    self.gateway,
-                    endpoint,
-                    base=Path.cwd(),
-                    run_dir=self._run_dir(
-                        name, snapshot["config"]["EndpointConfigName"], variant["VariantName"]
-                    ),
-                    console=self.console,
-                    variant=variant["VariantName"],
-                    taken_ports=self._ports,
-                    planning=self._planning,
-                    logs=self.run_dir,
-                )
-                await deployment.start(timeout)
-                variants.append(Variant(float(variant.get("InitialVariantWeight", 1.0)), deployment))
+                folder = self._run_dir(resource.endpoint, "components", resource.name)
+                deployment = self._deployment(document, folder, what.variant, resource.name)
+                started.append(Running(resource.name, 1.0, deployment))
+                await deployment.start(what.startup_timeout or self.startup_timeout)
         except BaseException:
-            await self._stop(name, variants)
+            await _stop(started)
             raise
-        return variants
+        for running in started:
+            running.deployment.serve()  # restart containers that exit, from now on
+        return started
+
+    def _deployment(
+        self, document: Endpoint, folder: Path, variant: str, component: str | None
+    ) -> Deployment:
+        return Deployment(
+            self.gateway,
+            document,
+            base=Path.cwd(),
+            run_dir=folder,
+            console=self.console,
+            variant=variant,
+            component=component,
+            taken_ports=self._ports,
+            planning=self._planning,
+            logs=self.run_dir,
+        )
+
+    async def _retire(self, resource: Hosted, old: list[Running]) -> None:
+        """Let the requests that reached these (no longer mounted) containers finish, within the longest
+        invocation timeout among them, then stop them."""
+        deployments = [r.deployment for r in old]
+        timeout = max(
+            (c.Backend.InvocationTimeoutInSeconds for d in deployments for c in d.endpoint.containers),
+            default=0.0,
+        )
+        if not await self.gateway.drained([d.service for d in deployments], timeout):
+            logger.warning(
+                "%s: requests still unanswered after %g s; stopping anyway", resource.name, timeout
+            )
+        await _stop(old)
 
     def _run_dir(self, name: str, config: str, variant: str) -> Path:
         """<state>/<endpoint>/<configuration>/<variant>: logs and files; during an update the old and the
         new variant run side by side, each in its own folder."""
-        used = {v.deployment.run_dir for variants in self.live.values() for v in variants}
+        used = {r.deployment.run_dir for running in self.running.values() for r in running}
         folder, n = inside(self.run_dir, name, config, variant), 1
         while folder in used:
             n += 1
             folder = inside(self.run_dir, name, config, f"{variant}-{n}")
         return folder
 
-    async def _document(self, name: str, variant: dict[str, Any], model: dict[str, Any]) -> Endpoint:
+    async def _document(self, name: str, variant: str, model: dict[str, Any]) -> Endpoint:
         """The endpoint document of one variant: its model, each container's Backend from the image map,
         or, for an image the map does not know, Docker's (when the engine has it or can pull it)."""
         backends = {}
-        for container in _containers(model):
+        for container in containers_of(model):
             image = container.get("Image", "")
             backend = self.images.backend(image)
             if backend is None:
                 try:
                     await asyncio.to_thread(docker.image, image)  # a pull may take minutes
                 except docker.DockerError as exc:
-                    raise LaunchError(
-                        f"variant {variant['VariantName']}: {self.images.unknown(image, str(exc))}"
-                    ) from None
+                    raise LaunchError(f"variant {variant}: {self.images.unknown(image, str(exc))}") from None
                 backend = DOCKER_BACKEND
             backends[image] = backend
         document = model_document(name, model, lambda container: backends[container.get("Image", "")])
         try:
             return parse_endpoint(document, source=f"endpoint {name}", default_name=name)
         except DocumentError as exc:
-            raise LaunchError(f"variant {variant['VariantName']}: {exc}") from None
-
-    def _mount(self, name: str, variants: list[Variant], snapshot: dict[str, Any]) -> None:
-        for variant in variants:
-            variant.deployment.serve()
-        config = snapshot["config"].get("AsyncInferenceConfig")
-        asynchronous = AsyncConfig.from_api(config) if config is not None else None
-        components = None
-        if all(model is None for model in snapshot["models"].values()):  # made for inference components
-            serving = self.components.get(name.lower(), {})
-            components = {component: deployment.service for component, deployment in serving.items()}
-        self.gateway.mount(name, [(v.service, v.weight) for v in variants], asynchronous, components)
-
-    async def _drain(self, name: str, deployments: list[Deployment]) -> None:
-        """Let the requests that reached these (unmounted) deployments finish, within the longest
-        invocation timeout of their containers."""
-        timeout = max(
-            (c.Backend.InvocationTimeoutInSeconds for d in deployments for c in d.endpoint.containers),
-            default=0.0,
-        )
-        if not await self.gateway.drained([d.service for d in deployments], timeout):
-            logger.warning("%s: requests still unanswered after %g s; stopping anyway", name, timeout)
-
-    async def _stop(self, name: str, variants: Iterable[Variant]) -> None:
-        for variant in variants:
-            await variant.deployment.stop()
+            raise LaunchError(f"variant {variant}: {exc}") from None
 
 
-def _key(kind: str, name: str) -> str:
-    """Endpoints by their name, other kinds by kind/name (an endpoint's name has no `/`)."""
-    return name.lower() if kind == ENDPOINT else f"{kind}/{name.lower()}"
+def _key(resource: Hosted) -> str:
+    """Endpoints by their name, components by inference-component/name (an endpoint's name has no `/`)."""
+    return (
+        resource.name.lower()
+        if resource.kind is Kind.ENDPOINT
+        else f"{resource.kind}/{resource.name.lower()}"
+    )
+
+
+async def _stop(running: list[Running]) -> None:
+    for r in running:
+        await r.deployment.stop()
+
+
+def _component_model(component: ComponentResource, spec: ComponentSpec) -> dict[str, Any]:
+    """A component's containers, as a CreateModel request: its model's, or its Container (Image,
+    ArtifactUrl, Environment); a single container is named after the component (logs, metrics)."""
+    model = spec.model
+    if model is None:
+        container = spec.specification["Container"]
+        model = {
+            "PrimaryContainer": {
+                "Image": container.get("Image", ""),
+                **({"ModelDataUrl": container["ArtifactUrl"]} if "ArtifactUrl" in container else {}),
+                **({"Environment": container["Environment"]} if "Environment" in container else {}),
+            }
+        }
+    if "PrimaryContainer" in model:
+        model = {
+            **model,
+            "PrimaryContainer": {**model["PrimaryContainer"], "ContainerHostname": component.name},
+        }
+    return model
 
 
 def model_document(
@@ -488,14 +414,9 @@ def model_document(
     container's Backend from `backend`."""
     document: dict[str, Any] = {key: model[key] for key in MODEL_KEYS if key in model}
     document["EndpointName"] = name
-    containers = [{**container, "Backend": backend(container)} for container in _containers(model)]
+    containers = [{**container, "Backend": backend(container)} for container in containers_of(model)]
     if "Containers" in model:
         document["Containers"] = containers
     else:
         document["PrimaryContainer"] = containers[0]
     return document
-
-
-def _containers(model: dict[str, Any]) -> list[dict[str, Any]]:
-    containers = model.get("Containers")
-    return list(containers) if containers is not None else [model["PrimaryContainer"]]

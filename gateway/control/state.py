@@ -1,22 +1,34 @@
-"""The local SageMaker's state: models, endpoint configurations and endpoints, in one SQLite file.
+"""The local SageMaker's state: its resources and their tags, in one SQLite file.
 
-Each resource is kept as the request that created it (JSON, as the client sent it) plus what SageMaker
-adds: its ARN, its times, and for an endpoint its status. Names are unique regardless of case, as
-SageMaker's are (its ARNs are lower-cased). One connection, used from the event loop only: every
-control-plane call runs to its end without awaiting in between, so calls never interleave (D25).
+Each resource is a row: the request that created it (JSON, as the client sent it) plus what SageMaker adds
+(its ARN, its times, and for a hosted resource its status and what it runs); gateway.control.resources
+gives each kind its type. Names are unique regardless of case, as SageMaker's are (its ARNs are
+lower-cased). Tags are kept by ARN and go with their resource. One connection, used from the event loop
+only: every control-plane call runs to its end without awaiting in between, so calls never interleave (D25).
+
+Endpoints that `mce up DOC` started from an endpoint document are resources too, kept in memory only: they
+run while that mce up runs.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
-import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-MODEL, CONFIG, ENDPOINT = "model", "endpoint-config", "endpoint"  # the kinds, as in their ARNs
-COMPONENT = "inference-component"
+from gateway.control.resources import (
+    ComponentResource,
+    ComponentSpec,
+    ConfigResource,
+    Deployed,
+    EndpointResource,
+    Hosted,
+    Kind,
+    ModelResource,
+    Resource,
+    Status,
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS resources (
@@ -25,30 +37,31 @@ CREATE TABLE IF NOT EXISTS resources (
     arn TEXT NOT NULL,
     created REAL NOT NULL,
     modified REAL NOT NULL,
-    request TEXT NOT NULL,          -- the Create request, JSON
-    status TEXT,                    -- endpoints, components: Creating, InService, Updating, Failed, Deleting
-    failure TEXT,                   -- endpoints, components: FailureReason
-    config TEXT,                    -- endpoints: the endpoint configuration it serves
-    pending TEXT,                   -- endpoints: the configuration an update is moving to
-    deployed TEXT,                  -- endpoints, components: what it runs (configuration and models, JSON)
+    request TEXT NOT NULL,          -- the Create request, JSON, less its Tags
+    status TEXT,                    -- hosted: Creating, InService, Updating, Failed, Deleting
+    failure TEXT,                   -- hosted: FailureReason
+    config TEXT,                    -- endpoints: the last DeploymentConfig (JSON); components: the endpoint
+    pending TEXT,                   -- hosted: what an update moves to (JSON)
+    deployed TEXT,                  -- hosted: what it runs (JSON)
     PRIMARY KEY (kind, name)
 );
+CREATE TABLE IF NOT EXISTS tags (
+    arn TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    position INTEGER NOT NULL,      -- the order tags were first added in (ListTags answers in it)
+    PRIMARY KEY (arn, key)
+);
 """
+VERSION = 2  # PRAGMA user_version: 1 kept `pending` as a configuration name, and no tags
 
-
-@dataclass
-class Resource:
-    kind: str
-    name: str
-    arn: str
-    created: float
-    modified: float
-    request: dict[str, Any]
-    status: str | None = None
-    failure: str | None = None
-    config: str | None = None
-    pending: str | None = None
-    deployed: dict[str, Any] | None = None
+R = TypeVar("R", bound=Resource)
+TYPES: dict[Kind, type[Resource]] = {
+    Kind.MODEL: ModelResource,
+    Kind.CONFIG: ConfigResource,
+    Kind.ENDPOINT: EndpointResource,
+    Kind.COMPONENT: ComponentResource,
+}
 
 
 class State:
@@ -59,61 +72,148 @@ class State:
         self._db = sqlite3.connect(":memory:" if path is None else str(path), isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(SCHEMA)
+        if self._db.execute("PRAGMA user_version").fetchone()[0] < VERSION:
+            self._migrate()
+        self._documents: dict[str, EndpointResource] = {}  # mce up DOC's endpoints, by lower-cased name
 
     def close(self) -> None:
         self._db.close()
 
+    def _migrate(self) -> None:
+        """A state file of an earlier mce: what endpoints run, in today's form; an update that was in
+        flight is not resumed (restore starts the endpoint from what it ran)."""
+        rows = self._db.execute("SELECT kind, name, request, deployed FROM resources").fetchall()
+        for kind, name, request, deployed in rows:
+            if kind == Kind.ENDPOINT.value and deployed is not None:
+                old = json.loads(deployed)
+                if isinstance(old.get("config"), dict):
+                    config = dict(old["config"])
+                    new = {
+                        "config": config.pop("EndpointConfigName"),
+                        "request": config,
+                        "models": old["models"],
+                    }
+                    deployed = json.dumps(new)
+                self._db.execute(
+                    "UPDATE resources SET deployed = ?, config = NULL WHERE kind = ? AND name = ?",
+                    (deployed, kind, name),
+                )
+            elif kind == Kind.COMPONENT.value:
+                endpoint = json.loads(request)["EndpointName"]
+                self._db.execute(
+                    "UPDATE resources SET config = ? WHERE kind = ? AND name = ?", (endpoint, kind, name)
+                )
+        self._db.execute("UPDATE resources SET pending = NULL")
+        self._db.execute(f"PRAGMA user_version = {VERSION}")
+
+    # resources
     def add(self, resource: Resource) -> None:
+        if isinstance(resource, EndpointResource) and resource.document:
+            self._documents[resource.name.lower()] = resource
+            return
         self._db.execute(
             "INSERT INTO resources VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
-                resource.kind,
+                resource.kind.value,
                 resource.name,
                 resource.arn,
                 resource.created,
                 resource.modified,
-                json.dumps(resource.request),
-                resource.status,
-                resource.failure,
-                resource.config,
-                resource.pending,
-                json.dumps(resource.deployed) if resource.deployed is not None else None,
+                *self._columns(resource),
             ),
         )
 
-    def get(self, kind: str, name: str) -> Resource | None:
-        row = self._db.execute("SELECT * FROM resources WHERE kind = ? AND name = ?", (kind, name)).fetchone()
-        return _resource(row) if row is not None else None
-
-    def all(self, kind: str) -> list[Resource]:
-        rows = self._db.execute("SELECT * FROM resources WHERE kind = ? ORDER BY created, name", (kind,))
-        return [_resource(row) for row in rows]
-
-    def update(self, kind: str, name: str, **fields: str | dict[str, Any] | None) -> None:
-        """Set endpoint fields (status, failure, config, pending, deployed); the modification time is now."""
-        assignments = ", ".join(f"{key} = ?" for key in fields)
-        values = [json.dumps(v) if isinstance(v, dict) else v for v in fields.values()]
+    def save(self, resource: Resource) -> None:
+        """Write back a resource's changed fields (gateway.control.endpoints.Endpoints.transition)."""
+        if isinstance(resource, EndpointResource) and resource.document:
+            return
         self._db.execute(
-            f"UPDATE resources SET {assignments}, modified = ? WHERE kind = ? AND name = ?",
-            (*values, time.time(), kind, name),
+            "UPDATE resources SET modified = ?, request = ?, status = ?, failure = ?, config = ?, "
+            "pending = ?, deployed = ? WHERE kind = ? AND name = ?",
+            (resource.modified, *self._columns(resource), resource.kind.value, resource.name),
         )
 
-    def remove(self, kind: str, name: str) -> None:
-        self._db.execute("DELETE FROM resources WHERE kind = ? AND name = ?", (kind, name))
+    def get(self, cls: type[R], name: str) -> R | None:
+        if cls is EndpointResource and name.lower() in self._documents:
+            return self._documents[name.lower()]  # type: ignore[return-value]
+        row = self._db.execute(
+            "SELECT * FROM resources WHERE kind = ? AND name = ?", (cls.kind.value, name)
+        ).fetchone()
+        return _resource(cls, row) if row is not None else None
+
+    def all(self, cls: type[R]) -> list[R]:
+        rows = self._db.execute(
+            "SELECT * FROM resources WHERE kind = ? ORDER BY created, name", (cls.kind.value,)
+        )
+        found = [_resource(cls, row) for row in rows]
+        if cls is EndpointResource:
+            found += self._documents.values()  # type: ignore[arg-type]
+        return found
+
+    def by_arn(self, arn: str) -> Resource | None:
+        """The resource an ARN of this region and account names (AddTags, ListTags, DeleteTags)."""
+        row = self._db.execute("SELECT * FROM resources WHERE arn = ?", (arn,)).fetchone()
+        if row is not None:
+            return _resource(TYPES[Kind(row[0])], row)
+        return next((d for d in self._documents.values() if d.arn == arn), None)
+
+    def remove(self, resource: Resource) -> None:
+        self._documents.pop(resource.name.lower(), None)
+        self._db.execute(
+            "DELETE FROM resources WHERE kind = ? AND name = ?", (resource.kind.value, resource.name)
+        )
+        self._db.execute("DELETE FROM tags WHERE arn = ?", (resource.arn,))
+
+    # tags
+    def tags(self, arn: str) -> list[dict[str, str]]:
+        rows = self._db.execute("SELECT key, value FROM tags WHERE arn = ? ORDER BY position", (arn,))
+        return [{"Key": key, "Value": value} for key, value in rows]
+
+    def tag(self, arn: str, tags: list[dict[str, str]]) -> None:
+        """Add tags, or overwrite the value of a key the resource has."""
+        position = self._db.execute("SELECT COALESCE(MAX(position), 0) FROM tags WHERE arn = ?", (arn,))
+        last = position.fetchone()[0]
+        for n, tag in enumerate(tags, start=last + 1):
+            self._db.execute(
+                "INSERT INTO tags VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (arn, key) DO UPDATE SET value = excluded.value",
+                (arn, tag["Key"], tag.get("Value", ""), n),
+            )
+
+    def untag(self, arn: str, keys: list[str]) -> None:
+        self._db.executemany("DELETE FROM tags WHERE arn = ? AND key = ?", [(arn, key) for key in keys])
+
+    @staticmethod
+    def _columns(resource: Resource) -> tuple[Any, ...]:
+        """request, status, failure, config, pending, deployed."""
+        request = json.dumps(resource.request)
+        if isinstance(resource, EndpointResource):
+            config = json.dumps(resource.last_deployment) if resource.last_deployment is not None else None
+            return request, resource.status.value, resource.failure, config, *_specs(resource)
+        if isinstance(resource, ComponentResource):
+            return request, resource.status.value, resource.failure, resource.endpoint, *_specs(resource)
+        return request, None, None, None, None, None
 
 
-def _resource(row: tuple[Any, ...]) -> Resource:
-    kind, name, arn, created, modified, request, status, failure, config, pending, deployed = row
-    return Resource(
-        kind,
-        name,
-        arn,
-        created,
-        modified,
-        json.loads(request),
-        status,
-        failure,
-        config,
-        pending,
-        json.loads(deployed) if deployed is not None else None,
+def _specs(resource: EndpointResource | ComponentResource) -> tuple[str | None, str | None]:
+    pending, deployed = resource.pending, resource.deployed
+    return (
+        json.dumps(pending.to_json()) if pending is not None else None,
+        json.dumps(deployed.to_json()) if deployed is not None else None,
     )
+
+
+def _resource(cls: type[R], row: tuple[Any, ...]) -> R:
+    _, name, arn, created, modified, request, status, failure, config, pending, deployed = row
+    resource = cls(name, arn, created, modified, json.loads(request))
+    if isinstance(resource, Hosted):
+        resource.status, resource.failure = Status(status), failure
+    if isinstance(resource, EndpointResource):
+        resource.last_deployment = json.loads(config) if config is not None else None
+        resource.deployed = Deployed.from_json(json.loads(deployed)) if deployed is not None else None
+        resource.pending = Deployed.from_json(json.loads(pending)) if pending is not None else None
+    elif isinstance(resource, ComponentResource):
+        resource.endpoint = config
+        resource.deployed = ComponentSpec.from_json(json.loads(deployed)) if deployed is not None else None
+        resource.pending = ComponentSpec.from_json(json.loads(pending)) if pending is not None else None
+    return resource
