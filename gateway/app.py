@@ -60,13 +60,28 @@ class Options:
 
 class Gateway:
     def __init__(self, options: Options, control: Control | None = None) -> None:
+        """Made inside the event loop. The front door (`server`) exists from the start and holds the one
+        record of what is mounted; `listen` opens it."""
         self.options = options
-        self.control = control  # the control plane's request handler, answered at POST /
         self.services: list[Service] = []
-        self.mounted: dict[
-            str, tuple[list[tuple[Service, float]], AsyncConfig | None, dict[str, Service] | None]
-        ] = {}
-        self.server: Server | None = None
+        self.server = Server(
+            host=options.host,
+            port=options.port,
+            access=options.access,
+            origins=Origins(options.host, options.allow_hosts),
+            limits=options.limits,
+            control=control,
+            metrics=options.metrics,
+        )
+
+    @property
+    def control(self) -> Control | None:
+        """The control plane's request handler, answered at POST / (gateway.control)."""
+        return self.server.control
+
+    @control.setter
+    def control(self, control: Control | None) -> None:
+        self.server.control = control
 
     async def add(
         self,
@@ -98,20 +113,15 @@ class Gateway:
         """Requests to endpoint `name` go to these services from now on, each variant by its weight;
         `asynchronous`: it also takes InvokeEndpointAsync (gateway.async_inference); `components`: it is
         made for inference components, and these answer it, by name."""
-        self.mounted[name] = (variants, asynchronous, components)
-        if self.server is not None:
-            self.server.mount(name, variants, asynchronous, components)
+        self.server.mount(name, variants, asynchronous, components)
 
     def unmount(self, name: str) -> None:
-        if self.mounted.pop(name, None) is not None and self.server is not None:
-            self.server.unmount(name)
+        self.server.unmount(name)
 
     async def drained(self, services: list[Service], timeout: float) -> bool:
         """Until no request that reached `services` (no longer mounted) is being answered; False if some
         still are after `timeout` seconds. Polled every DRAIN_POLL: nothing on the request path counts."""
         server = self.server
-        if server is None:
-            return True
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while server.answering(services):
@@ -128,27 +138,12 @@ class Gateway:
 
     async def listen(self) -> tuple[str, int]:
         """Open the front door; the bound address. OSError if it cannot listen."""
-        options = self.options
-        server = Server(
-            host=options.host,
-            port=options.port,
-            access=options.access,
-            origins=Origins(options.host, options.allow_hosts),
-            limits=options.limits,
-            control=self.control,
-            metrics=options.metrics,
-        )
-        for name, (variants, asynchronous, components) in self.mounted.items():
-            server.mount(name, variants, asynchronous, components)
-        address = await server.start()
-        self.server = server
-        return address
+        return await self.server.start()
 
     async def close(self) -> None:
-        if self.server is not None:
-            logger.info("stopping: finishing answers in progress (up to %.0f s)", self.options.shutdown_grace)
-            await self.server.shutdown(self.options.shutdown_grace)
-        for name in list(self.mounted):
+        logger.info("stopping: finishing answers in progress (up to %.0f s)", self.options.shutdown_grace)
+        await self.server.shutdown(self.options.shutdown_grace)
+        for name in self.server.names():
             self.unmount(name)
         for service in list(self.services):
             await self.drop(service)

@@ -795,6 +795,10 @@ class Server:
             if metrics is not None:
                 metrics.queue = self._queues.get(name) if variant is variants[0] else None
 
+    def names(self) -> list[str]:
+        """The endpoints mounted now."""
+        return [name.decode() for name in self._by_name]
+
     def unmount(self, name: str) -> None:
         self._by_name.pop(name.encode(), None)
         self._only = next(iter(self._by_name.values())) if len(self._by_name) == 1 else None
