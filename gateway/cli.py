@@ -542,8 +542,7 @@ def _fetch_model(args: argparse.Namespace) -> int:
             shutil.copytree(extracted, args.folder, dirs_exist_ok=True)
             return EXIT_OK
         for item in extracted.iterdir():
-            if item.name != ".mce-extracted":
-                shutil.move(str(item), args.folder / item.name)
+            shutil.move(str(item), args.folder / item.name)
     return EXIT_OK
 
 

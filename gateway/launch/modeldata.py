@@ -107,7 +107,8 @@ def _download(url: str, target: Path, field: str) -> Path:
 def _extract(archive: Path, target: Path, field: str = "ModelDataUrl") -> Path:
     stat = archive.stat()
     stamp = json.dumps({"archive": str(archive.resolve()), "size": stat.st_size, "mtime": stat.st_mtime_ns})
-    marker = target / ".mce-extracted"
+    # beside the folder, not in it: a container that loads every file of /opt/ml/model must not see it
+    marker = target.with_name(f"{target.name}.mce-extracted")
     if marker.exists() and marker.read_text() == stamp:
         return target
     try:
