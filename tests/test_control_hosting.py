@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import subprocess
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ import botocore.session
 import pytest
 import test_local_sagemaker
 from botocore.exceptions import ClientError
+from conftest import ROOT
 from test_local_sagemaker import ROLE, LocalSageMaker, deploy, second_config
 
 from gateway.launch.modeldata import model_directory
@@ -291,3 +293,50 @@ def test_the_model_folder_holds_only_the_archives_files(tmp_path: Path) -> None:
     (folder / "weights.json").write_text("changed by the container")
     assert model_directory(str(archive), tmp_path, tmp_path / "run") == folder
     assert (folder / "weights.json").read_text() == "changed by the container"  # not extracted again
+
+
+SDK_PYTHON = ROOT / ".venv" / "sdk" / "bin" / "python"  # the SageMaker Python SDK v2's own venv (.ci/setup)
+SDK_UPDATE = """
+import sys
+import boto3
+import sagemaker
+from sagemaker.predictor import Predictor
+
+url = sys.argv[1]
+boto = boto3.Session(region_name="us-east-1", aws_access_key_id="AKIDTEST", aws_secret_access_key="secret")
+session = sagemaker.Session(
+    boto_session=boto,
+    sagemaker_client=boto.client("sagemaker", endpoint_url=url),
+    sagemaker_runtime_client=boto.client("sagemaker-runtime", endpoint_url=url),
+)
+predictor = Predictor("sdk", sagemaker_session=session)
+predictor.update_endpoint(model_name="sdk-next", initial_instance_count=1, instance_type="ml.m5.large")
+print("\\nanswer:", predictor.predict(b"{}", initial_args={"ContentType": "application/json"}).decode())
+"""
+
+
+def test_the_sdks_update_endpoint_copies_the_configurations_tags(local: LocalSageMaker) -> None:
+    """The SageMaker Python SDK v2's Predictor.update_endpoint(), without tags=: it copies the old
+    configuration's tags with ListTags into the new one, updates, waits, and predicts from the new model."""
+    sm = local.sagemaker()
+    sm.create_model(ModelName="sdk", ExecutionRoleArn=ROLE, PrimaryContainer={"Image": "test/echo:1"})
+    sm.create_model(ModelName="sdk-next", ExecutionRoleArn=ROLE, PrimaryContainer={"Image": "test/french:1"})
+    sm.create_endpoint_config(
+        EndpointConfigName="sdk",
+        ProductionVariants=[{"VariantName": "AllTraffic", "ModelName": "sdk", "InitialInstanceCount": 1}],
+        Tags=[{"Key": "owner", "Value": "ml-platform"}],
+    )
+    sm.create_endpoint(EndpointName="sdk", EndpointConfigName="sdk")
+    in_service(sm, "sdk")
+    run = subprocess.run(
+        [str(SDK_PYTHON), "-c", SDK_UPDATE, local.url], capture_output=True, text=True, timeout=300
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    answer = run.stdout.rpartition("answer: ")[2]  # after the SDK's waiter's progress marks
+    assert json.loads(answer)["container"] == "french", run.stdout
+    described = sm.describe_endpoint(EndpointName="sdk")
+    assert described["EndpointConfigName"] != "sdk"
+    config_arn = sm.describe_endpoint_config(EndpointConfigName=described["EndpointConfigName"])[
+        "EndpointConfigArn"
+    ]
+    assert sm.list_tags(ResourceArn=config_arn)["Tags"] == [{"Key": "owner", "Value": "ml-platform"}]
