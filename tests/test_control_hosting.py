@@ -185,6 +185,41 @@ def test_describe_endpoint_returns_every_member_its_configuration_determines(
     assert "CurrentInstanceCount" not in variant and "DesiredInstanceCount" not in variant
 
 
+def test_describe_model_and_configuration_give_back_what_was_configured(local: LocalSageMaker) -> None:
+    """DescribeModel and DescribeEndpointConfig: every member of their output shapes that the Create
+    request set, as it was set (Tags excepted: ListTags reads them)."""
+    sm = local.sagemaker()
+    model = {
+        "PrimaryContainer": {"Image": "test/echo:1", "Environment": {"A": "1"}},
+        "ExecutionRoleArn": ROLE,
+        "VpcConfig": {"SecurityGroupIds": ["sg-0123"], "Subnets": ["subnet-0123"]},
+        "EnableNetworkIsolation": False,
+    }
+    sm.create_model(ModelName="echoed", Tags=[{"Key": "a", "Value": "b"}], **model)
+    described = sm.describe_model(ModelName="echoed")
+    assert set(described) - {"ResponseMetadata"} == {*model, "ModelName", "ModelArn", "CreationTime"}
+    assert {key: described[key] for key in model} == model
+    config = {
+        "ProductionVariants": [
+            {
+                "VariantName": "AllTraffic",
+                "ModelName": "echoed",
+                "InstanceType": "ml.m5.large",
+                "InitialInstanceCount": 1,
+                "InitialVariantWeight": 1.0,
+            }
+        ],
+        "KmsKeyId": "alias/local",
+        "AsyncInferenceConfig": {"OutputConfig": {"S3OutputPath": "s3://async/out"}},
+        "EnableNetworkIsolation": False,
+    }
+    sm.create_endpoint_config(EndpointConfigName="echoed", **config)
+    described = sm.describe_endpoint_config(EndpointConfigName="echoed")
+    expected = {*config, "EndpointConfigName", "EndpointConfigArn", "CreationTime"}
+    assert set(described) - {"ResponseMetadata"} == expected
+    assert {key: described[key] for key in config} == config
+
+
 def test_an_update_reports_what_it_moves_to(tmp_path: Path) -> None:
     """With --describe-hold 0 DescribeEndpoint answers at once, as SageMaker does: Creating, then during an
     update Updating with a PendingDeploymentSummary of the configuration it moves to; the waiter still

@@ -132,6 +132,21 @@ def test_the_seed_endpoints_compose_file(project: Any) -> None:
     with pytest.raises(client.exceptions.ValidationError, match="nobody"):
         client.invoke_endpoint(EndpointName="mnist-direct", TargetContainerHostname="nobody", Body=b"{}")
     client.close()
+    # from inside the compose network, by its service name (Host: gateway:8080, which the render allows),
+    # and with a name the render does not allow
+    asked = running.compose("exec", "-T", "tensorflow-mnist", "python", "-c", BY_SERVICE_NAME).stdout
+    assert asked.split() == ["200", "403"], asked
+
+
+BY_SERVICE_NAME = """
+import urllib.error, urllib.request
+for host in ("gateway:8080", "rebind.attacker.example:8080"):
+    request = urllib.request.Request("http://gateway:8080/ping", headers={"Host": host})
+    try:
+        print(urllib.request.urlopen(request, timeout=10).status)
+    except urllib.error.HTTPError as refused:
+        print(refused.code)
+"""
 
 
 def test_a_serial_pipeline_in_compose(project: Any, tmp_path: Path) -> None:

@@ -29,6 +29,14 @@ def local(tmp_path: Path) -> Iterator[LocalSageMaker]:
         server.proc.kill()
 
 
+ROLLING = {
+    "RollingUpdatePolicy": {
+        "MaximumBatchSize": {"Type": "COPY_COUNT", "Value": 1},
+        "WaitIntervalInSeconds": 0,
+    }
+}
+
+
 def endpoint_for_components(sm: Any) -> None:
     sm.create_endpoint_config(
         EndpointConfigName=ENDPOINT,
@@ -119,9 +127,13 @@ def test_components_are_created_invoked_listed_updated_and_deleted(local: LocalS
             "ComputeResourceRequirements": {"MinMemoryRequiredInMb": 128},
         },
         RuntimeConfig={"CopyCount": 1},
+        DeploymentConfig=ROLLING,
     )
-    in_service(sm, "french")
+    described = in_service(sm, "french")
     assert answer(runtime, "french")["container"] == "echo"
+    assert described["LastDeploymentConfig"] == ROLLING
+    members = set(sm.meta.service_model.operation_model("DescribeInferenceComponent").output_shape.members)
+    assert set(described) - {"ResponseMetadata"} <= members
 
     with pytest.raises(ClientError) as busy:
         sm.delete_endpoint(EndpointName=ENDPOINT)

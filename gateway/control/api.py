@@ -66,7 +66,11 @@ def _not_a_number(constant: str) -> float:
     raise ValueError(f"{constant} is not a JSON number")
 
 
-Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+# A request, as the JSON body has it once botocore's input shape has checked it (gateway.control.constraints),
+# and an answer, as the output shape has it: the wire's JSON objects, read by member name.
+Params = dict[str, Any]
+Answer = dict[str, Any]
+Handler = Callable[[Params], Awaitable[Answer]]
 
 
 class ControlPlane:
@@ -152,7 +156,7 @@ class ControlPlane:
                 authorize(f"sagemaker:{name}", resource)
         return await handler(params)
 
-    def _resources(self, operation: str, params: dict[str, Any]) -> list[str]:
+    def _resources(self, operation: str, params: Params) -> list[str]:
         """The ARNs an operation is authorized on, as IAM does (the Service Authorization Reference's
         resource types for the action): the resource it names, and what it is made from, which
         CreateEndpoint and UpdateEndpoint (the endpoint configuration) and CreateInferenceComponent (its
@@ -221,7 +225,7 @@ class ControlPlane:
             )
         return endpoint
 
-    def _new(self, cls: type[R], name: str, params: dict[str, Any]) -> R:
+    def _new(self, cls: type[R], name: str, params: Params) -> R:
         """A resource of this kind named `name`, not yet stored; its tags are stored with `_store`."""
         if self.state.get(cls, name) is not None:
             raise InvalidRequest(
@@ -231,13 +235,13 @@ class ControlPlane:
         request = {key: value for key, value in params.items() if key != "Tags"}
         return cls(name, self.arn(cls.kind, name), now, now, request)
 
-    def _tagged(self, resource: Resource, params: dict[str, Any]) -> None:
+    def _tagged(self, resource: Resource, params: Params) -> None:
         tags = params.get("Tags")
         if tags:
             self.state.tag(resource.arn, tags)
 
     # models
-    async def create_model(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def create_model(self, params: Params) -> Answer:
         name = params["ModelName"]
         if (params.get("Containers") is None) == (params.get("PrimaryContainer") is None):
             raise InvalidRequest("A model has either PrimaryContainer or Containers (one of the two).")
@@ -280,7 +284,7 @@ class ControlPlane:
                 "inside one of them."
             )
 
-    async def describe_model(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def describe_model(self, params: Params) -> Answer:
         model = self._existing(ModelResource, params["ModelName"])
         return {
             **self._echo("DescribeModelOutput", model.request),
@@ -289,18 +293,18 @@ class ControlPlane:
             "CreationTime": model.created,
         }
 
-    async def list_models(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def list_models(self, params: Params) -> Answer:
         page, token = self._page(self.state.all(ModelResource), params)
         models = [{"ModelName": m.name, "ModelArn": m.arn, "CreationTime": m.created} for m in page]
         return {"Models": models, **token}
 
-    async def delete_model(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def delete_model(self, params: Params) -> Answer:
         # endpoints created or updated from it keep what they were deployed with, as on SageMaker
         self.state.remove(self._existing(ModelResource, params["ModelName"]))
         return {}
 
     # endpoint configurations
-    async def create_endpoint_config(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def create_endpoint_config(self, params: Params) -> Answer:
         name = params["EndpointConfigName"]
         variants = params["ProductionVariants"]
         names = [variant["VariantName"] for variant in variants]
@@ -327,7 +331,7 @@ class ControlPlane:
         self._tagged(config, params)
         return {"EndpointConfigArn": config.arn}
 
-    async def describe_endpoint_config(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def describe_endpoint_config(self, params: Params) -> Answer:
         config = self._existing(ConfigResource, params["EndpointConfigName"])
         return {
             **self._echo("DescribeEndpointConfigOutput", config.request),
@@ -336,7 +340,7 @@ class ControlPlane:
             "CreationTime": config.created,
         }
 
-    async def list_endpoint_configs(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def list_endpoint_configs(self, params: Params) -> Answer:
         page, token = self._page(self.state.all(ConfigResource), params)
         configs = [
             {"EndpointConfigName": c.name, "EndpointConfigArn": c.arn, "CreationTime": c.created}
@@ -344,7 +348,7 @@ class ControlPlane:
         ]
         return {"EndpointConfigs": configs, **token}
 
-    async def delete_endpoint_config(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def delete_endpoint_config(self, params: Params) -> Answer:
         # endpoints created or updated from it keep what they were deployed with, as on SageMaker
         self.state.remove(self._existing(ConfigResource, params["EndpointConfigName"]))
         return {}
@@ -367,7 +371,7 @@ class ControlPlane:
             models[variant["VariantName"]] = {**model.request, "ModelName": model.name}
         return Deployed(config.name, config.request, models, asked=time.time())
 
-    async def create_endpoint(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def create_endpoint(self, params: Params) -> Answer:
         endpoint = self._new(EndpointResource, params["EndpointName"], params)
         endpoint.deployed = self._deployed(params["EndpointConfigName"])
         endpoint.last_deployment = params.get("DeploymentConfig")
@@ -375,7 +379,7 @@ class ControlPlane:
         self._tagged(endpoint, params)
         return {"EndpointArn": endpoint.arn}
 
-    async def describe_endpoint(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def describe_endpoint(self, params: Params) -> Answer:
         found = await self.endpoints.settled(self._existing(EndpointResource, params["EndpointName"]))
         if found is None:  # deleted meanwhile
             found = self._existing(EndpointResource, params["EndpointName"])
@@ -457,7 +461,7 @@ class ControlPlane:
             summary["CurrentInstanceCount"] = summary["DesiredInstanceCount"] = 1
         return summary
 
-    async def list_endpoints(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def list_endpoints(self, params: Params) -> Answer:
         endpoints = self.state.all(EndpointResource)
         status = params.get("StatusEquals")
         if status is not None:
@@ -483,7 +487,7 @@ class ControlPlane:
                 else f'Cannot update endpoint "{endpoint.arn}": it is {endpoint.status}.'
             )
 
-    async def update_endpoint(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def update_endpoint(self, params: Params) -> Answer:
         endpoint = self._changeable(params["EndpointName"])
         self._in_service(endpoint)
         assert endpoint.deployed is not None
@@ -497,7 +501,7 @@ class ControlPlane:
         self.endpoints.update(endpoint, to)
         return {"EndpointArn": endpoint.arn}
 
-    async def update_endpoint_weights_and_capacities(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def update_endpoint_weights_and_capacities(self, params: Params) -> Answer:
         endpoint = self._changeable(params["EndpointName"])
         self._in_service(endpoint)
         assert endpoint.deployed is not None
@@ -514,7 +518,7 @@ class ControlPlane:
         self.endpoints.reweigh(endpoint, weights)
         return {"EndpointArn": endpoint.arn}
 
-    async def delete_endpoint(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def delete_endpoint(self, params: Params) -> Answer:
         endpoint = self._changeable(params["EndpointName"])
         if endpoint.status is Status.CREATING:
             raise InvalidRequest(
@@ -534,7 +538,7 @@ class ControlPlane:
     def _components_of(self, endpoint: str) -> list[ComponentResource]:
         return [c for c in self.state.all(ComponentResource) if c.endpoint.lower() == endpoint.lower()]
 
-    def _component_spec(self, endpoint: EndpointResource, params: dict[str, Any]) -> ComponentSpec:
+    def _component_spec(self, endpoint: EndpointResource, params: Params) -> ComponentSpec:
         """What a component runs: its specification, its model's containers as they are now (for a
         ModelName) or its Container, on which variant."""
         spec = params.get("Specification")
@@ -559,7 +563,7 @@ class ControlPlane:
             model = {**found.request, "ModelName": found.name}
         return ComponentSpec(spec, model, variant)
 
-    async def create_inference_component(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def create_inference_component(self, params: Params) -> Answer:
         endpoint = self._existing(EndpointResource, params["EndpointName"])
         if endpoint.status not in (Status.IN_SERVICE, Status.CREATING, Status.UPDATING):
             raise InvalidRequest(
@@ -573,7 +577,7 @@ class ControlPlane:
         self._tagged(component, params)
         return {"InferenceComponentArn": component.arn}
 
-    async def describe_inference_component(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def describe_inference_component(self, params: Params) -> Answer:
         found = await self.endpoints.settled(
             self._existing(ComponentResource, params["InferenceComponentName"])
         )
@@ -601,6 +605,8 @@ class ControlPlane:
                 "CurrentCopyCount": 1 if found.status is Status.IN_SERVICE else 0,
             },
         }
+        if found.last_deployment is not None:
+            answer["LastDeploymentConfig"] = found.last_deployment
         if found.failure:
             answer["FailureReason"] = found.failure
         return answer
@@ -617,7 +623,7 @@ class ControlPlane:
             "LastModifiedTime": component.modified,
         }
 
-    async def list_inference_components(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def list_inference_components(self, params: Params) -> Answer:
         components = self.state.all(ComponentResource)
         status, endpoint, variant = (
             params.get("StatusEquals"),
@@ -633,7 +639,7 @@ class ControlPlane:
         page, token = self._page(components, params)
         return {"InferenceComponents": [self._component_summary(c) for c in page], **token}
 
-    async def update_inference_component(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def update_inference_component(self, params: Params) -> Answer:
         component = self._existing(ComponentResource, params["InferenceComponentName"])
         if component.status is not Status.IN_SERVICE:
             raise InvalidRequest(
@@ -642,10 +648,12 @@ class ControlPlane:
         if params.get("Specification") is None:  # only the copy count changes: one local copy either way
             return {"InferenceComponentArn": component.arn}
         endpoint = self._existing(EndpointResource, component.endpoint)
-        self.endpoints.update(component, self._component_spec(endpoint, {**component.request, **params}))
+        spec = self._component_spec(endpoint, {**component.request, **params})
+        component.last_deployment = params.get("DeploymentConfig")
+        self.endpoints.update(component, spec)
         return {"InferenceComponentArn": component.arn}
 
-    async def delete_inference_component(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def delete_inference_component(self, params: Params) -> Answer:
         component = self._existing(ComponentResource, params["InferenceComponentName"])
         self.endpoints.delete(component)
         return {}
@@ -657,7 +665,7 @@ class ControlPlane:
             raise InvalidRequest(f'Could not find resource "{arn}" in this region and account.')
         return resource
 
-    async def add_tags(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def add_tags(self, params: Params) -> Answer:
         resource = self._by_arn(params["ResourceArn"])
         keys = {tag["Key"] for tag in self.state.tags(resource.arn)} | {tag["Key"] for tag in params["Tags"]}
         if len(keys) > MAX_TAGS:
@@ -668,12 +676,12 @@ class ControlPlane:
         self.state.tag(resource.arn, params["Tags"])
         return {"Tags": params["Tags"]}
 
-    async def list_tags(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def list_tags(self, params: Params) -> Answer:
         resource = self._by_arn(params["ResourceArn"])
         page, token = _cut(self.state.tags(resource.arn), params, TAGS_PAGE, MAX_PAGE)
         return {"Tags": page, **token}
 
-    async def delete_tags(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def delete_tags(self, params: Params) -> Answer:
         resource = self._by_arn(params["ResourceArn"])
         self.state.untag(resource.arn, params["TagKeys"])
         return {}
@@ -686,7 +694,7 @@ class ControlPlane:
         return {key: value for key, value in request.items() if key in members}
 
     # lists
-    def _page(self, resources: list[R], params: dict[str, Any]) -> tuple[list[R], dict[str, str]]:
+    def _page(self, resources: list[R], params: Params) -> tuple[list[R], dict[str, str]]:
         """Filter, sort and cut a list as SageMaker's ListX do (NameContains, CreationTime and
         LastModifiedTime bounds, SortBy Name|CreationTime|Status, newest first by default, MaxResults, an
         opaque NextToken)."""
@@ -721,7 +729,7 @@ class ControlPlane:
 T = TypeVar("T")
 
 
-def _cut(items: list[T], params: dict[str, Any], default: int, most: int) -> tuple[list[T], dict[str, str]]:
+def _cut(items: list[T], params: Params, default: int, most: int) -> tuple[list[T], dict[str, str]]:
     """One page of `items` by MaxResults (`default` when absent) and an opaque NextToken."""
     size = params.get("MaxResults", default)
     if not 1 <= size <= most:

@@ -196,6 +196,7 @@ class Hosted(Resource):
 
     status: Status = Status.CREATING
     failure: str | None = None
+    last_deployment: dict[str, Any] | None = None  # the DeploymentConfig of the last create or update
 
 
 @dataclass(eq=False)
@@ -203,7 +204,6 @@ class EndpointResource(Hosted):
     kind = Kind.ENDPOINT
     deployed: Deployed | None = None
     pending: Deployed | None = None  # during an update: what it moves to
-    last_deployment: dict[str, Any] | None = None  # the DeploymentConfig of the last UpdateEndpoint
     document: bool = False  # started by `mce up DOC` from an endpoint document: not changed through the API
 
 

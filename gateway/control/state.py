@@ -40,7 +40,7 @@ CREATE TABLE IF NOT EXISTS resources (
     request TEXT NOT NULL,          -- the Create request, JSON, less its Tags
     status TEXT,                    -- hosted: Creating, InService, Updating, Failed, Deleting
     failure TEXT,                   -- hosted: FailureReason
-    config TEXT,                    -- endpoints: the last DeploymentConfig (JSON); components: the endpoint
+    config TEXT,                    -- hosted, JSON: the last DeploymentConfig; components: their endpoint
     pending TEXT,                   -- hosted: what an update moves to (JSON)
     deployed TEXT,                  -- hosted: what it runs (JSON)
     PRIMARY KEY (kind, name)
@@ -99,9 +99,9 @@ class State:
                     (deployed, kind, name),
                 )
             elif kind == Kind.COMPONENT.value:
-                endpoint = json.loads(request)["EndpointName"]
+                extras = json.dumps({"endpoint": json.loads(request)["EndpointName"]})
                 self._db.execute(
-                    "UPDATE resources SET config = ? WHERE kind = ? AND name = ?", (endpoint, kind, name)
+                    "UPDATE resources SET config = ? WHERE kind = ? AND name = ?", (extras, kind, name)
                 )
         self._db.execute("UPDATE resources SET pending = NULL")
         self._db.execute(f"PRAGMA user_version = {VERSION}")
@@ -187,12 +187,12 @@ class State:
     def _columns(resource: Resource) -> tuple[Any, ...]:
         """request, status, failure, config, pending, deployed."""
         request = json.dumps(resource.request)
-        if isinstance(resource, EndpointResource):
-            config = json.dumps(resource.last_deployment) if resource.last_deployment is not None else None
-            return request, resource.status.value, resource.failure, config, *_specs(resource)
+        if not isinstance(resource, (EndpointResource, ComponentResource)):
+            return request, None, None, None, None, None
+        extras: dict[str, Any] = {"last_deployment": resource.last_deployment}
         if isinstance(resource, ComponentResource):
-            return request, resource.status.value, resource.failure, resource.endpoint, *_specs(resource)
-        return request, None, None, None, None, None
+            extras["endpoint"] = resource.endpoint
+        return request, resource.status.value, resource.failure, json.dumps(extras), *_specs(resource)
 
 
 def _specs(resource: EndpointResource | ComponentResource) -> tuple[str | None, str | None]:
@@ -208,12 +208,13 @@ def _resource(cls: type[R], row: tuple[Any, ...]) -> R:
     resource = cls(name, arn, created, modified, json.loads(request))
     if isinstance(resource, Hosted):
         resource.status, resource.failure = Status(status), failure
+        extras = json.loads(config) if config is not None else {}
+        resource.last_deployment = extras.get("last_deployment")
     if isinstance(resource, EndpointResource):
-        resource.last_deployment = json.loads(config) if config is not None else None
         resource.deployed = Deployed.from_json(json.loads(deployed)) if deployed is not None else None
         resource.pending = Deployed.from_json(json.loads(pending)) if pending is not None else None
     elif isinstance(resource, ComponentResource):
-        resource.endpoint = config
+        resource.endpoint = extras["endpoint"]
         resource.deployed = ComponentSpec.from_json(json.loads(deployed)) if deployed is not None else None
         resource.pending = ComponentSpec.from_json(json.loads(pending)) if pending is not None else None
     return resource
