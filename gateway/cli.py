@@ -26,11 +26,12 @@ from gateway.control.state import State
 from gateway.endpoint import Endpoint, check_servable, load_endpoint
 from gateway.errors import DocumentError
 from gateway.launch.console import Console
-from gateway.launch.deployment import Deployment
+from gateway.launch.deployment import PROCESSES, Deployment
 from gateway.launch.layout import at_hostnames
 from gateway.launch.modeldata import missing_model_data
 from gateway.launch.plan import LaunchError
 from gateway.launch.ports import port_free
+from gateway.launch.process import Registry
 from gateway.launch.summary import summary
 from gateway.launch.supervisor import STARTUP_TIMEOUT, STOP_GRACE
 from gateway.limits import MIB, Limits, raise_descriptor_limit
@@ -608,6 +609,8 @@ async def _up_local(
         )
         return EXIT_FAILED
     state_dir = args.state.resolve()
+    for left in Registry(state_dir / PROCESSES).stop_left():  # an earlier mce, killed, left them running
+        console.message(f"stopped a container an earlier mce left running on this state: {left}")
     state = State(state_dir / "mce.db")
     gateway = Gateway(_options(args, access))
     endpoints = Endpoints(

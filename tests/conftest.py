@@ -39,6 +39,7 @@ class Proc:
     popen: subprocess.Popen[str]
     port: int
     lines: queue.Queue[str] = field(default_factory=queue.Queue)
+    early: list[str] = field(default_factory=list)  # what it printed before it was listening
 
     @property
     def url(self) -> str:
@@ -73,6 +74,7 @@ def start_process(argv: list[str], *, stderr: Path | None = None, env: dict[str,
         lines.put("")
 
     threading.Thread(target=pump, daemon=True).start()
+    early: list[str] = []
     try:
         while True:
             line = lines.get(timeout=READY_TIMEOUT)
@@ -81,7 +83,8 @@ def start_process(argv: list[str], *, stderr: Path | None = None, env: dict[str,
                 raise RuntimeError(f"{argv} exited with {popen.wait()} before it was ready\n{detail}")
             match = _PORT_LINE.search(line)
             if match:
-                return Proc(popen, int(match.group(1)), lines)
+                return Proc(popen, int(match.group(1)), lines, early)
+            early.append(line)
     except BaseException:
         popen.kill()
         popen.wait()

@@ -287,7 +287,7 @@ class ControlPlane:
     async def describe_model(self, params: Params) -> Answer:
         model = self._existing(ModelResource, params["ModelName"])
         return {
-            **self._echo("DescribeModelOutput", model.request),
+            **self._echo("DescribeModel", "CreateModel", model.request),
             "ModelName": model.name,
             "ModelArn": model.arn,
             "CreationTime": model.created,
@@ -334,7 +334,7 @@ class ControlPlane:
     async def describe_endpoint_config(self, params: Params) -> Answer:
         config = self._existing(ConfigResource, params["EndpointConfigName"])
         return {
-            **self._echo("DescribeEndpointConfigOutput", config.request),
+            **self._echo("DescribeEndpointConfig", "CreateEndpointConfig", config.request),
             "EndpointConfigName": config.name,
             "EndpointConfigArn": config.arn,
             "CreationTime": config.created,
@@ -400,7 +400,8 @@ class ControlPlane:
             return answer
         if not endpoint.document:
             answer["EndpointConfigName"] = deployed.config
-        answer.update(self._echo("DescribeEndpointOutput", deployed.request))  # AsyncInferenceConfig, ...
+        # AsyncInferenceConfig, ExplainerConfig, ...: what the configuration set, in the same shape
+        answer.update(self._echo("DescribeEndpoint", "CreateEndpointConfig", deployed.request))
         if endpoint.status not in (Status.CREATING, Status.FAILED):
             weights = {r.variant: r.weight for r in self.endpoints.running.get(endpoint.name.lower(), [])}
             answer["ProductionVariants"] = [
@@ -520,6 +521,8 @@ class ControlPlane:
 
     async def delete_endpoint(self, params: Params) -> Answer:
         endpoint = self._changeable(params["EndpointName"])
+        if endpoint.status is Status.DELETING:
+            return {}  # already on its way: one deletion, however often it is asked for
         if endpoint.status is Status.CREATING:
             raise InvalidRequest(
                 f'Cannot delete endpoint "{endpoint.arn}" while it is Creating: delete it once it is '
@@ -655,7 +658,8 @@ class ControlPlane:
 
     async def delete_inference_component(self, params: Params) -> Answer:
         component = self._existing(ComponentResource, params["InferenceComponentName"])
-        self.endpoints.delete(component)
+        if component.status is not Status.DELETING:  # one deletion, however often it is asked for
+            self.endpoints.delete(component)
         return {}
 
     # tags, on every kind above
@@ -687,11 +691,17 @@ class ControlPlane:
         return {}
 
     # answers
-    def _echo(self, output: str, request: dict[str, Any]) -> dict[str, Any]:
-        """The members of output shape `output` that a Create request holds as they are (Describe gives
-        back what was configured); the rest each Describe computes."""
-        members = self._service.shape_for(output).members
-        return {key: value for key, value in request.items() if key in members}
+    def _echo(self, describe: str, create: str, request: Params) -> Answer:
+        """The members of `describe`'s output shape that `create`'s request set, in the same shape: what
+        Describe gives back as configured. A member of the same name in another shape (DescribeEndpoint's
+        DataCaptureConfig is a summary) is the Describe's own to compute."""
+        given = self._service.operation_model(create).input_shape.members
+        answered = self._service.operation_model(describe).output_shape.members
+        return {
+            key: value
+            for key, value in request.items()
+            if key in answered and key in given and answered[key].name == given[key].name
+        }
 
     # lists
     def _page(self, resources: list[R], params: Params) -> tuple[list[R], dict[str, str]]:

@@ -45,7 +45,8 @@ from gateway.endpoint import Endpoint, parse_endpoint
 from gateway.errors import DocumentError
 from gateway.launch import docker
 from gateway.launch.console import Console
-from gateway.launch.deployment import Deployment
+from gateway.launch.deployment import Deployment, reclaim
+from gateway.launch.modeldata import Limits
 from gateway.launch.plan import LaunchError, inside
 from gateway.service import Service
 
@@ -290,7 +291,7 @@ class Endpoints:
                         continue
                     document = await self._document(resource.name, variant.name, variant.model)
                     folder = self._run_dir(resource.name, what.config, variant.name)
-                    deployment = self._deployment(document, folder, variant.name, None)
+                    deployment = self._deployment(document, folder, variant.name, None, variant.limits)
                     started.append(Running(variant.name, variant.weight, deployment))
                     await deployment.start(variant.startup_timeout or self.startup_timeout)
             else:
@@ -301,7 +302,7 @@ class Endpoints:
                     _component_model(resource, what),
                 )
                 folder = self._run_dir(resource.endpoint, "components", resource.name)
-                deployment = self._deployment(document, folder, what.variant, resource.name)
+                deployment = self._deployment(document, folder, what.variant, resource.name, what.limits)
                 started.append(Running(resource.name, 1.0, deployment))
                 await deployment.start(what.startup_timeout or self.startup_timeout)
         except BaseException:
@@ -312,7 +313,7 @@ class Endpoints:
         return started
 
     def _deployment(
-        self, document: Endpoint, folder: Path, variant: str, component: str | None
+        self, document: Endpoint, folder: Path, variant: str, component: str | None, limits: Limits
     ) -> Deployment:
         return Deployment(
             self.gateway,
@@ -322,6 +323,7 @@ class Endpoints:
             console=self.console,
             variant=variant,
             component=component,
+            limits=limits,
             taken_ports=self._ports,
             planning=self._planning,
             logs=self.run_dir,
@@ -329,7 +331,7 @@ class Endpoints:
 
     async def _retire(self, resource: Hosted, old: list[Running]) -> None:
         """Let the requests that reached these (no longer mounted) containers finish, within the longest
-        invocation timeout among them, then stop them."""
+        invocation timeout among them, then stop them and give back the disk they took."""
         deployments = [r.deployment for r in old]
         timeout = max(
             (c.Backend.InvocationTimeoutInSeconds for d in deployments for c in d.endpoint.containers),
@@ -340,6 +342,8 @@ class Endpoints:
                 "%s: requests still unanswered after %g s; stopping anyway", resource.name, timeout
             )
         await _stop(old)
+        for deployment in deployments:  # its model data and copies; the logs stay
+            await asyncio.to_thread(reclaim, deployment.run_dir)
 
     def _run_dir(self, name: str, config: str, variant: str) -> Path:
         """<state>/<endpoint>/<configuration>/<variant>: logs and files; during an update the old and the

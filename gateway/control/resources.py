@@ -21,6 +21,8 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, ClassVar
 
+from gateway.launch.modeldata import Limits
+
 
 class Kind(StrEnum):
     """The kinds of resource, as their ARNs spell them."""
@@ -107,6 +109,11 @@ class PlannedVariant:
         timeout = self.request.get("ContainerStartupHealthCheckTimeoutInSeconds")
         return float(timeout) if timeout is not None else None
 
+    @property
+    def limits(self) -> Limits:
+        """What its model data may take: ModelDataDownloadTimeoutInSeconds and VolumeSizeInGB."""
+        return model_data_limits(self.request)
+
 
 @dataclass(frozen=True)
 class Deployed:
@@ -182,6 +189,10 @@ class ComponentSpec:
         )
         return float(timeout) if timeout is not None else None
 
+    @property
+    def limits(self) -> Limits:
+        return model_data_limits(self.specification.get("StartupParameters", {}))
+
     def to_json(self) -> dict[str, Any]:
         return {"specification": self.specification, "model": self.model, "variant": self.variant}
 
@@ -213,6 +224,15 @@ class ComponentResource(Hosted):
     endpoint: str = ""  # the EndpointName, as the endpoint spells it
     deployed: ComponentSpec | None = None
     pending: ComponentSpec | None = None  # during an update: what it moves to
+
+
+def model_data_limits(settings: dict[str, Any]) -> Limits:
+    """The limits a ProductionVariant (or an inference component's StartupParameters) sets."""
+    defaults = Limits()
+    return Limits(
+        float(settings.get("ModelDataDownloadTimeoutInSeconds", defaults.timeout)),
+        int(settings.get("VolumeSizeInGB", defaults.volume_gb)),
+    )
 
 
 def containers_of(model: dict[str, Any]) -> list[dict[str, Any]]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -20,14 +21,16 @@ from pathlib import Path
 from gateway.app import Gateway
 from gateway.endpoint import Endpoint
 from gateway.launch.console import Console
-from gateway.launch.plan import inside, plan
-from gateway.launch.process import STOP_GRACE, group_usage
+from gateway.launch.modeldata import Limits
+from gateway.launch.plan import fetch, inside, plan
+from gateway.launch.process import STOP_GRACE, Registry, group_usage
 from gateway.launch.supervisor import Supervisor
 from gateway.multimodel.backend import MultiModelBackend
 from gateway.service import Service
 from gateway.wire import VARIANT_NAME
 
 LOG_NAMES = "_logs"  # under the state folder: the containers' logs by SageMaker's names for them
+PROCESSES = "_processes"  # under the state folder: the running containers' process groups (Registry)
 
 
 class Deployment:
@@ -45,11 +48,13 @@ class Deployment:
         planning: asyncio.Lock | None = None,
         logs: Path | None = None,
         component: str | None = None,
+        limits: Limits | None = None,
     ) -> None:
         """`base`: where relative paths of the endpoint are from; `taken_ports`: ports other deployments
         hold (this one's are added to it, and given back on stop); `planning`: held while this deployment
         plans, when others may plan at the same time (they would choose the same free ports); `logs`:
-        where each container's log is also found under SageMaker's name for it (LOG_NAMES, below)."""
+        where each container's log is also found under SageMaker's name for it (LOG_NAMES, below); `limits`:
+        what its model data may take (a production variant's download timeout and volume size)."""
         self.gateway = gateway
         self.endpoint = endpoint
         self.base = base
@@ -61,6 +66,7 @@ class Deployment:
         self._planning = planning
         self._logs = logs
         self.component = component  # an inference component's deployment: its name
+        self.limits = limits or Limits()
         self._ports: set[int] = set()
         self._service: Service | None = None
         self._supervisor: Supervisor | None = None
@@ -74,8 +80,10 @@ class Deployment:
         """Plan, start and wait for every container. LaunchError (naming the container, with its last
         lines) if one cannot start or never gets healthy; nothing is left running then."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        # model data is downloaded and unpacked first: in a thread, so other endpoints keep serving, and
+        # before the planning lock, so no other endpoint's start waits on this one's download
+        fetched = await asyncio.to_thread(fetch, self.endpoint, self.base, self.run_dir, self.limits)
         async with self._planning or contextlib.nullcontext():
-            # model data is downloaded and unpacked here: in a thread, so other endpoints keep serving
             served, plans = await asyncio.to_thread(
                 plan,
                 self.endpoint,
@@ -83,6 +91,7 @@ class Deployment:
                 self.run_dir,
                 taken_ports=self.taken_ports,
                 model_cache=self.model_cache,
+                fetched=fetched,
             )
             for planned in plans:
                 self._ports.update(range(planned.ports.bind, planned.ports.last + 1))
@@ -96,7 +105,8 @@ class Deployment:
             component=self.component,
         )
         backends = {backend.name: backend for backend in service.dataplane.backends}
-        supervisor = self._supervisor = Supervisor(plans, backends, self.console)
+        registry = Registry(self._logs / PROCESSES) if self._logs is not None else None
+        supervisor = self._supervisor = Supervisor(plans, backends, self.console, registry)
         try:
             await supervisor.start(startup_timeout)
             self._name_logs(service, supervisor)
@@ -145,6 +155,18 @@ class Deployment:
             self._service = None
         self.taken_ports -= self._ports
         self._ports = set()
+
+
+def reclaim(run_dir: Path) -> None:
+    """Give back the disk a stopped deployment took (downloaded archives, unpacked models, copies, caches,
+    runtime files); its containers' logs stay."""
+    if not run_dir.is_dir():
+        return
+    for entry in run_dir.iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        elif entry.suffix != ".log":
+            entry.unlink(missing_ok=True)
 
 
 def _memory(process_group: Callable[[], int | None]) -> int | None:

@@ -6,23 +6,68 @@ extracted into the container's run folder, once per change of the archive. An `s
 downloaded with botocore (its usual credential chain, region and `AWS_ENDPOINT_URL_S3`, so a local S3
 server serves it) and an `https://` one with the standard library, then extracted the same way. This
 blocks: callers off the event loop run it in a thread.
+
+Bounds (`Limits`), as a production variant sets them: the download and the extraction together must end
+within `ModelDataDownloadTimeoutInSeconds` (AWS documents no default: mce takes its maximum, 3600 s, so
+what AWS accepts never times out here first), and an archive must not unpack to more than the variant's
+`VolumeSizeInGB` (default 30: mce's choice, documented in the README); past either, the endpoint fails
+with a reason naming the limit.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
+import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from gateway.endpoint import Endpoint
 from gateway.errors import DocumentIssue
-from gateway.multimodel.sources import ArtifactBroken, ArtifactMissing, S3Source, unpack
+from gateway.multimodel.sources import ArtifactBroken, ArtifactMissing, ArtifactTooLarge, S3Source, unpack
 
 
 class ModelDataError(Exception):
     """The model data cannot be made local; the message says what to do."""
+
+
+DEFAULT_DOWNLOAD_TIMEOUT = 3600.0  # ModelDataDownloadTimeoutInSeconds' maximum (60 to 3600)
+DEFAULT_VOLUME_GB = 30  # VolumeSizeInGB when the variant does not say (1 to 512)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one variant's model data may take: `timeout` seconds to download and extract, `volume_gb` GB
+    unpacked (a production variant's ModelDataDownloadTimeoutInSeconds and VolumeSizeInGB)."""
+
+    timeout: float = DEFAULT_DOWNLOAD_TIMEOUT
+    volume_gb: int = DEFAULT_VOLUME_GB
+
+    def start(self) -> Clock:
+        return Clock(self, time.monotonic() + self.timeout)
+
+
+@dataclass(frozen=True)
+class Clock:
+    """The limits of one download and extraction under way."""
+
+    limits: Limits
+    deadline: float  # time.monotonic()
+
+    def left(self, field: str, url: str) -> float:
+        """Seconds left; ModelDataError once there are none."""
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise ModelDataError(
+                f"{field} {url}: not downloaded and extracted within {self.limits.timeout:g} s "
+                "(the variant's ModelDataDownloadTimeoutInSeconds)"
+            )
+        return left
+
+    @property
+    def max_bytes(self) -> int:
+        return self.limits.volume_gb * 1000**3
 
 
 def missing_model_data(endpoint: Endpoint, base: Path) -> list[DocumentIssue]:
@@ -44,11 +89,13 @@ def missing_model_data(endpoint: Endpoint, base: Path) -> list[DocumentIssue]:
     return issues
 
 
-def model_directory(url: str, base: Path, run_dir: Path) -> Path:
+def model_directory(url: str, base: Path, run_dir: Path, limits: Limits | None = None) -> Path:
     """The local folder for `url` (relative paths are from `base`, the endpoint document's folder)."""
+    clock = (limits or Limits()).start()
     parts = urlsplit(url)
     if parts.scheme in ("s3", "https", "http"):
-        return _extract(_download(url, run_dir / "model.tar.gz", "ModelDataUrl"), run_dir / "model")
+        archive = _download(url, run_dir / "model.tar.gz", "ModelDataUrl", clock)
+        return _extract(archive, run_dir / "model", clock)
     if parts.scheme == "file":
         path = Path(unquote(parts.path))
     elif parts.scheme == "":
@@ -62,18 +109,21 @@ def model_directory(url: str, base: Path, run_dir: Path) -> Path:
         raise ModelDataError(f"ModelDataUrl {url}: {path} does not exist (is the model built?)")
     if not path.name.endswith((".tar.gz", ".tgz", ".tar")):
         raise ModelDataError(f"ModelDataUrl {url}: a file must be a .tar.gz archive")
-    return _extract(path, run_dir / "model")
+    return _extract(path, run_dir / "model", clock)
 
 
 DOWNLOAD_TIMEOUT = 60.0  # seconds without a byte before an https:// download fails
+_CHUNK = 1024 * 1024
 
 
-def code_directory(url: str, run_dir: Path, entry: str) -> Path:
+def code_directory(url: str, run_dir: Path, entry: str, limits: Limits | None = None) -> Path:
     """`SAGEMAKER_SUBMIT_DIRECTORY` given as an `s3://` or `https://` `.tar.gz` (the SageMaker SDK's
     sourcedir.tar.gz, or a model.tar.gz holding `code/`), extracted into `run_dir/code`: the folder that
     holds the entry script `entry` (the archive's root, else its `code/`)."""
     field = "SAGEMAKER_SUBMIT_DIRECTORY"
-    target = _extract(_download(url, run_dir / "sourcedir.tar.gz", field), run_dir / "code", field)
+    clock = (limits or Limits()).start()
+    archive = _download(url, run_dir / "sourcedir.tar.gz", field, clock)
+    target = _extract(archive, run_dir / "code", clock, field)
     if not (target / entry).is_file() and (target / "code" / entry).is_file():
         return target / "code"
     if not (target / entry).is_file():
@@ -81,9 +131,10 @@ def code_directory(url: str, run_dir: Path, entry: str) -> Path:
     return target
 
 
-def _download(url: str, target: Path, field: str) -> Path:
+def _download(url: str, target: Path, field: str, clock: Clock) -> Path:
     """The archive at `url`, as `target` (downloaded again each time: a local copy cannot know whether
-    the remote one changed); `field` names where the URL came from, in errors."""
+    the remote one changed); `field` names where the URL came from, in errors. The whole download ends
+    by the clock's deadline (a read waits at most DOWNLOAD_TIMEOUT, or what is left, for a byte)."""
     parts = urlsplit(url)
     if not parts.path.endswith((".tar.gz", ".tgz", ".tar")):
         raise ModelDataError(f"{field} {url}: it must be one .tar.gz archive (SageMaker's rule)")
@@ -91,20 +142,27 @@ def _download(url: str, target: Path, field: str) -> Path:
     if parts.scheme == "s3":
         source = S3Source(f"s3://{parts.netloc}/{parts.path.lstrip('/').rpartition('/')[0]}")
         try:
-            downloaded, _ = source.fetch(parts.path.rpartition("/")[2], target.parent)
+            downloaded, _ = source.fetch(
+                parts.path.rpartition("/")[2], target.parent, lambda: clock.left(field, url)
+            )
         except ArtifactMissing as exc:  # "s3://bucket/key cannot be downloaded (why)"
             raise ModelDataError(f"{field} {exc}") from None
         downloaded.replace(target)
         return target
     try:
-        with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT) as answer, target.open("wb") as out:
-            shutil.copyfileobj(answer, out, 1024 * 1024)
+        timeout = min(DOWNLOAD_TIMEOUT, clock.left(field, url))
+        with urllib.request.urlopen(url, timeout=timeout) as answer, target.open("wb") as out:
+            while chunk := answer.read1(_CHUNK):  # what has come, not a full chunk: the clock is read
+                out.write(chunk)
+                clock.left(field, url)
     except (OSError, ValueError) as exc:
+        if time.monotonic() >= clock.deadline:
+            clock.left(field, url)  # the deadline passed during the read: say that
         raise ModelDataError(f"{field} {url}: cannot be downloaded ({exc})") from None
     return target
 
 
-def _extract(archive: Path, target: Path, field: str = "ModelDataUrl") -> Path:
+def _extract(archive: Path, target: Path, clock: Clock, field: str = "ModelDataUrl") -> Path:
     stat = archive.stat()
     stamp = json.dumps({"archive": str(archive.resolve()), "size": stat.st_size, "mtime": stat.st_mtime_ns})
     # beside the folder, not in it: a container that loads every file of /opt/ml/model must not see it
@@ -112,8 +170,14 @@ def _extract(archive: Path, target: Path, field: str = "ModelDataUrl") -> Path:
     if marker.exists() and marker.read_text() == stamp:
         return target
     try:
-        unpack(archive, target)
+        unpack(archive, target, max_bytes=clock.max_bytes)
+    except ArtifactTooLarge as exc:
+        raise ModelDataError(
+            f"{field} {archive.name}: {exc}; more than the variant's VolumeSizeInGB "
+            f"({clock.limits.volume_gb} GB) allows"
+        ) from None
     except ArtifactBroken as exc:
         raise ModelDataError(f"{field} {archive}: cannot extract it: {exc}") from exc
+    clock.left(field, str(archive))
     marker.write_text(stamp)
     return target

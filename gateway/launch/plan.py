@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 from gateway.endpoint import BackendSpec, Container, ContainerMode, Endpoint
 from gateway.launch import docker, layout
-from gateway.launch.modeldata import ModelDataError, code_directory, model_directory
+from gateway.launch.modeldata import Limits, ModelDataError, code_directory, model_directory
 from gateway.launch.ports import PortAllocation, allocate
 
 
@@ -61,6 +61,45 @@ class ContainerPlan:
     measurable: bool = True  # its process group is the container's processes (not so under Docker)
 
 
+@dataclass(frozen=True)
+class Fetched:
+    """A container's model data and code, made local before it is planned."""
+
+    model_dir: Path | None = None
+    code_dir: Path | None = None
+
+
+def fetch(endpoint: Endpoint, document_dir: Path, run_dir: Path, limits: Limits) -> dict[int, Fetched]:
+    """Each launched container's model data (and an s3:// or https:// SAGEMAKER_SUBMIT_DIRECTORY), made
+    local within `limits`. Blocks, for as long as downloads take: run it in a thread, and without holding
+    anything another endpoint waits for."""
+    fetched: dict[int, Fetched] = {}
+    for index, container in enumerate(endpoint.containers):
+        launch = container.Backend.Launch
+        if container.Backend.Url is not None or launch is None:
+            continue
+        name = endpoint.hostname(index)
+        container_dir = inside(run_dir, name)
+        model_dir: Path | None = None
+        if container.ModelDataUrl is not None and container.Mode is not ContainerMode.MULTI_MODEL:
+            try:
+                model_dir = model_directory(container.ModelDataUrl, document_dir, container_dir, limits)
+            except ModelDataError as exc:
+                if launch.Prepare is None:  # a Prepare step may be what builds it
+                    raise LaunchError(f"{name}: {exc}") from None
+                model_dir = (document_dir / container.ModelDataUrl).resolve()
+        code_dir: Path | None = None
+        submitted = container.Environment.get("SAGEMAKER_SUBMIT_DIRECTORY", "")
+        if launch.Runtime != "docker" and urlsplit(submitted).scheme in ("s3", "https", "http"):
+            entry = container.Environment.get("SAGEMAKER_PROGRAM", "inference.py")
+            try:  # fetched as SageMaker's toolkits do
+                code_dir = code_directory(submitted, container_dir, entry, limits)
+            except ModelDataError as exc:
+                raise LaunchError(f"{name}: {exc}") from None
+        fetched[index] = Fetched(model_dir, code_dir)
+    return fetched
+
+
 def plan(
     endpoint: Endpoint,
     document_dir: Path,
@@ -68,10 +107,14 @@ def plan(
     *,
     taken_ports: set[int],
     model_cache: Path | None = None,
+    fetched: dict[int, Fetched] | None = None,
 ) -> tuple[Endpoint, list[ContainerPlan]]:
-    """The endpoint as it will be served (launched containers' addresses filled in) and how to launch them.
+    """The endpoint as it will be served (launched containers' addresses filled in) and how to launch them;
+    `fetched`: what `fetch` made local (fetched here, with the default limits, when not given).
 
-    Blocks (model data is downloaded, Docker asked): run it in a thread."""
+    Blocks (Docker is asked): run it in a thread."""
+    if fetched is None:
+        fetched = fetch(endpoint, document_dir, run_dir, Limits())
     plans: list[ContainerPlan] = []
     served: dict[int, BackendSpec] = {}
     taken = set(taken_ports)
@@ -94,14 +137,7 @@ def plan(
         sagemaker_env = dict(container.Environment)
         if container.Mode is ContainerMode.MULTI_MODEL:
             sagemaker_env["SAGEMAKER_MULTI_MODEL"] = "true"
-        model_dir: Path | None = None
-        if container.ModelDataUrl is not None and container.Mode is not ContainerMode.MULTI_MODEL:
-            try:
-                model_dir = model_directory(container.ModelDataUrl, document_dir, container_dir)
-            except ModelDataError as exc:
-                if launch.Prepare is None:  # a Prepare step may be what builds it
-                    raise LaunchError(f"{name}: {exc}") from None
-                model_dir = (document_dir / container.ModelDataUrl).resolve()
+        model_dir = fetched[index].model_dir
         prepare = command(launch.Prepare, document_dir) if launch.Prepare else None
         log_path = inside(run_dir, f"{name}.log")
         found = layout.addresses(backend.Protocol, ports)
@@ -142,13 +178,8 @@ def plan(
             env["MCE_IMAGE"] = container.Image
         if model_dir is not None:
             env["MCE_MODEL_DIR"] = str(model_dir)
-        submitted = container.Environment.get("SAGEMAKER_SUBMIT_DIRECTORY", "")
-        if urlsplit(submitted).scheme in ("s3", "https", "http"):  # fetched as SageMaker's toolkits do
-            entry = container.Environment.get("SAGEMAKER_PROGRAM", "inference.py")
-            try:
-                env["MCE_CODE_DIR"] = str(code_directory(submitted, container_dir, entry))
-            except ModelDataError as exc:
-                raise LaunchError(f"{name}: {exc}") from None
+        if fetched[index].code_dir is not None:
+            env["MCE_CODE_DIR"] = str(fetched[index].code_dir)
         plans.append(
             ContainerPlan(
                 index=index,

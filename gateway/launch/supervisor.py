@@ -24,7 +24,7 @@ from pathlib import Path
 from gateway.backends import Backend
 from gateway.launch.console import Console, Status
 from gateway.launch.plan import ContainerPlan, LaunchError
-from gateway.launch.process import STOP_GRACE, ContainerProcess, kill_group
+from gateway.launch.process import STOP_GRACE, ContainerProcess, Registry
 
 STARTUP_TIMEOUT = 240.0  # ContainerStartupHealthCheckTimeoutInSeconds' default (spec §2.1, §5)
 CHECK_INTERVAL = 0.5
@@ -40,8 +40,11 @@ __all__ = ["STARTUP_TIMEOUT", "STOP_GRACE", "WARNING_MARK", "LaunchError", "Mana
 class ManagedContainer:
     """One launched container: its process, its log, its restarts."""
 
-    def __init__(self, plan: ContainerPlan, backend: Backend, console: Console) -> None:
+    def __init__(
+        self, plan: ContainerPlan, backend: Backend, console: Console, registry: Registry | None = None
+    ) -> None:
         self.plan = plan
+        self.registry = registry
         self.name = plan.name
         self.backend = backend
         self.console = console
@@ -119,7 +122,7 @@ class ManagedContainer:
             code = await self._process.exited()
             if self._stopping:
                 return
-            kill_group(self._process.pid)  # whatever it left behind goes with it
+            self._process.kill_group()  # whatever it left behind goes with it
             await self.clean_up()
             backoff = BACKOFF_FIRST if time.monotonic() - started > STABLE_AFTER else backoff
             self.status.restarts += 1
@@ -176,7 +179,7 @@ class ManagedContainer:
         self.console.refresh()
 
     async def _spawn(self, argv: list[str]) -> ContainerProcess:
-        process = ContainerProcess(argv, env=self.plan.env)
+        process = ContainerProcess(argv, env=self.plan.env, registry=self.registry)
         assert process.output is not None
         reader = asyncio.StreamReader()
         loop = asyncio.get_running_loop()
@@ -207,9 +210,16 @@ class ManagedContainer:
 class Supervisor:
     """All launched containers of an endpoint."""
 
-    def __init__(self, plans: list[ContainerPlan], backends: dict[str, Backend], console: Console) -> None:
+    def __init__(
+        self,
+        plans: list[ContainerPlan],
+        backends: dict[str, Backend],
+        console: Console,
+        registry: Registry | None = None,
+    ) -> None:
+        """`registry`: where each container's process group is written down while it runs."""
         self.console = console
-        self.containers = [ManagedContainer(p, backends[p.name], console) for p in plans]
+        self.containers = [ManagedContainer(p, backends[p.name], console, registry) for p in plans]
         console.track(self.containers)
         self._watchers: set[asyncio.Task[None]] = set()
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
@@ -25,6 +26,10 @@ class ArtifactMissing(Exception):
 
 class ArtifactBroken(Exception):
     """The artifact is there but is not a model archive that unpacks."""
+
+
+class ArtifactTooLarge(ArtifactBroken):
+    """The archive would unpack to more bytes than allowed."""
 
 
 class Source(Protocol):
@@ -63,7 +68,10 @@ class S3Source:
             self.prefix += "/"
         self._client: Any = None
 
-    def fetch(self, relative: str, into: Path) -> tuple[Path, bool]:
+    def fetch(
+        self, relative: str, into: Path, still: Callable[[], object] = lambda: None
+    ) -> tuple[Path, bool]:
+        """`still()` is called between chunks and raises to give up (a deadline)."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         key = self.prefix + relative
@@ -73,6 +81,7 @@ class S3Source:
             with target.open("wb") as out:
                 for chunk in answer["Body"].iter_chunks(_CHUNK):
                     out.write(chunk)
+                    still()
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
             known = code in ("NoSuchKey", "404", "NoSuchBucket", "AccessDenied", "403")
@@ -100,17 +109,25 @@ def source_for(url: str, base: Path) -> Source:
     return LocalSource(url, path if path.is_absolute() else base / path)
 
 
-def unpack(artifact: Path, target: Path) -> None:
-    """Extract a model archive into the folder `target` (made anew)."""
+def unpack(artifact: Path, target: Path, *, max_bytes: int | None = None) -> None:
+    """Extract a model archive into the folder `target` (made anew); ArtifactTooLarge, with nothing
+    written, if its files add up to more than `max_bytes`."""
     if target.exists():
         shutil.rmtree(target)
     target.mkdir(parents=True)
     try:
         with tarfile.open(artifact) as tar:
+            if max_bytes is not None:  # the sizes the archive declares, read before anything is written
+                total = sum(member.size for member in tar.getmembers() if member.isfile())
+                if total > max_bytes:
+                    raise ArtifactTooLarge(f"it unpacks to {total} bytes")
             if hasattr(tarfile, "data_filter"):  # Python 3.11.4 and later
                 tar.extractall(target, filter="data")  # refuses absolute paths, `..`, devices
             else:
                 extract_by_hand(tar, target)
+    except ArtifactTooLarge:
+        shutil.rmtree(target, ignore_errors=True)
+        raise
     except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
         shutil.rmtree(target, ignore_errors=True)
         raise ArtifactBroken(f"{artifact.name} does not unpack as a model archive (.tar.gz): {exc}") from exc
