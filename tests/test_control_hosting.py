@@ -224,8 +224,7 @@ def test_an_update_reports_what_it_moves_to(tmp_path: Path) -> None:
     """With --describe-hold 0 DescribeEndpoint answers at once, as SageMaker does: Creating, then during an
     update Updating with a PendingDeploymentSummary of the configuration it moves to; the waiter still
     ends InService."""
-    local = LocalSageMaker(tmp_path, None, None, "--describe-hold", "0")
-    try:
+    with LocalSageMaker(tmp_path, None, None, "--describe-hold", "0") as local:
         sm = local.sagemaker()
         deploy(sm, "held", ("AllTraffic", "test/gated:1", 1.0))
         assert sm.describe_endpoint(EndpointName="held")["EndpointStatus"] == "Creating"
@@ -257,11 +256,6 @@ def test_an_update_reports_what_it_moves_to(tmp_path: Path) -> None:
         (tmp_path / "gate").touch()
         described = in_service(sm, "held")
         assert described["EndpointConfigName"] == "held-next" and "PendingDeploymentSummary" not in described
-    finally:
-        try:
-            assert local.stop() == 0
-        finally:
-            local.proc.kill()
 
 
 def test_names_are_matched_as_the_runtime_matches_them(local: LocalSageMaker) -> None:

@@ -51,26 +51,19 @@ def test_containers_a_killed_mce_left_are_stopped_by_the_next(tmp_path: Path) ->
     finally:
         first.proc.kill()  # kill -9: nothing of mce runs to stop it
     assert alive(container), "the container should outlive a killed mce (its own process group)"
-    second = LocalSageMaker(tmp_path, state)
-    try:
+    with LocalSageMaker(tmp_path, state) as second:
         wait_until(lambda: not alive(container), "the left container to be stopped", 30)
         assert any("stopped a container an earlier mce left running" in line for line in second.proc.early)
         sm = second.sagemaker()
         in_service(sm, "kept")  # and the endpoint is back, on a container of its own
         answer = second.runtime().invoke_endpoint(EndpointName="kept", Body=b"{}")
         assert answer["Body"].read()
-    finally:
-        try:
-            assert second.stop() == 0
-        finally:
-            second.proc.kill()
 
 
 def test_deleting_twice_quickly_leaves_no_zombie(tmp_path: Path) -> None:
     """DeleteEndpoint asked again while the endpoint is Deleting is the same one deletion: answered, and
     every process mce started for the endpoint is reaped."""
-    local = LocalSageMaker(tmp_path)
-    try:
+    with LocalSageMaker(tmp_path) as local:
         sm = local.sagemaker()
         for name in ("first", "second"):
             deploy(sm, name, ("AllTraffic", "test/echo:1", 1.0))
@@ -85,8 +78,3 @@ def test_deleting_twice_quickly_leaves_no_zombie(tmp_path: Path) -> None:
         left = children(local.proc.popen.pid)
         assert left == {}, left
         assert os.listdir(local.state / "_processes") == []  # nothing recorded as running
-    finally:
-        try:
-            assert local.stop() == 0
-        finally:
-            local.proc.kill()

@@ -126,6 +126,18 @@ class LocalSageMaker:
     def stop(self) -> int:
         return self.proc.terminate(timeout=60)
 
+    def __enter__(self) -> LocalSageMaker:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        """SIGTERM (mce stops every container it started), SIGKILL if that fails; a clean exit is asserted
+        unless the test already failed."""
+        try:
+            code = self.stop()
+        finally:
+            self.proc.kill()
+        assert kind is not None or code == 0, f"mce up exited with {code}"
+
 
 @pytest.fixture
 def local(tmp_path: Path) -> Iterator[LocalSageMaker]:

@@ -94,8 +94,7 @@ def test_a_dripping_download_fails_at_its_timeout_and_blocks_no_other_endpoint(
     tmp_path: Path, dripping: tuple[str, Path]
 ) -> None:
     url, cert = dripping
-    local = LocalSageMaker(tmp_path, None, {"SSL_CERT_FILE": str(cert)})
-    try:
+    with LocalSageMaker(tmp_path, None, {"SSL_CERT_FILE": str(cert)}) as local:
         sm = local.sagemaker()
         began = time.monotonic()
         endpoint(
@@ -119,11 +118,6 @@ def test_a_dripping_download_fails_at_its_timeout_and_blocks_no_other_endpoint(
             f"[limits] the other endpoint InService after {up_after:.1f} s; "
             f"the dripping one Failed after {failed_after:.1f} s"
         )
-    finally:
-        try:
-            assert local.stop() == 0
-        finally:
-            local.proc.kill()
 
 
 class Zeros(io.RawIOBase):
@@ -148,8 +142,7 @@ def test_an_archive_past_the_volume_size_fails_its_endpoint_with_nothing_unpacke
         member = tarfile.TarInfo("weights.bin")
         member.size = GIB + GIB // 8  # 1.125 GiB of zeros: more than VolumeSizeInGB 1 (10^9 bytes)
         tar.addfile(member, Zeros(member.size))
-    local = LocalSageMaker(tmp_path)
-    try:
+    with LocalSageMaker(tmp_path) as local:
         sm = local.sagemaker()
         endpoint(sm, "bomb", {"Image": "test/echo:1", "ModelDataUrl": str(archive)}, VolumeSizeInGB=1)
         failed = settled(sm, "bomb")
@@ -158,11 +151,6 @@ def test_an_archive_past_the_volume_size_fails_its_endpoint_with_nothing_unpacke
         assert "VolumeSizeInGB (1 GB)" in reason and str(member.size) in reason, reason
         unpacked = [p for p in local.state.rglob("weights.bin")]
         assert unpacked == [], unpacked
-    finally:
-        try:
-            assert local.stop() == 0
-        finally:
-            local.proc.kill()
 
 
 def test_a_deleted_endpoints_model_data_is_removed_and_its_logs_stay(tmp_path: Path) -> None:
@@ -172,8 +160,7 @@ def test_a_deleted_endpoints_model_data_is_removed_and_its_logs_stay(tmp_path: P
     archive = tmp_path / "model.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(source / "weights.json", arcname="weights.json")
-    local = LocalSageMaker(tmp_path)
-    try:
+    with LocalSageMaker(tmp_path) as local:
         sm = local.sagemaker()
         endpoint(sm, "kept", {"Image": "test/echo:1", "ModelDataUrl": str(archive)})
         assert settled(sm, "kept")["EndpointStatus"] == "InService"
@@ -185,8 +172,3 @@ def test_a_deleted_endpoints_model_data_is_removed_and_its_logs_stay(tmp_path: P
         )
         left = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
         assert left == ["kept/AllTraffic/container-1.log"], left
-    finally:
-        try:
-            assert local.stop() == 0
-        finally:
-            local.proc.kill()
