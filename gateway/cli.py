@@ -22,7 +22,7 @@ from gateway.compose import RenderError, render
 from gateway.control.api import LOCAL_ACCOUNT, ControlPlane
 from gateway.control.endpoints import DESCRIBE_HOLD, Endpoints
 from gateway.control.images import ImageMap, ImageMapError
-from gateway.control.state import State
+from gateway.control.state import State, StateError
 from gateway.endpoint import Endpoint, check_servable, load_endpoint
 from gateway.errors import DocumentError
 from gateway.launch.console import Console
@@ -611,7 +611,11 @@ async def _up_local(
     state_dir = args.state.resolve()
     for left in Registry(state_dir / PROCESSES).stop_left():  # an earlier mce, killed, left them running
         console.message(f"stopped a container an earlier mce left running on this state: {left}")
-    state = State(state_dir / "mce.db")
+    try:
+        state = State(state_dir / "mce.db")
+    except StateError as exc:
+        print(f"mce: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     gateway = Gateway(_options(args, access))
     endpoints = Endpoints(
         gateway,

@@ -17,6 +17,8 @@
         ├── InvalidRequest                 ValidationException: a constraint, a missing resource, a state
         ├── SerializationFailure           SerializationException: the body is not the operation's JSON
         ├── PolicyDenied                   AccessDeniedException: a policy does not allow the operation
+        ├── StateBusy                 503  ServiceUnavailable: another process holds the state database
+        ├── StateFull                 500  InternalFailure: the disk under the state database is full
         └── UnknownControlOperation        UnknownOperationException: an X-Amz-Target not served here
 
 Each class knows its HTTP status and the SageMaker error code (the botocore shape name, spec §1.3);
@@ -172,6 +174,18 @@ class PolicyDenied(ControlError):
     """AccessDenied of a control-plane operation: AWS JSON services answer it 400, not 403."""
 
     code = "AccessDeniedException"
+
+
+class StateBusy(ControlError):
+    """Retryable: botocore retries a 503 by itself."""
+
+    status = 503
+    code = "ServiceUnavailable"
+
+
+class StateFull(ControlError):
+    status = 500
+    code = "InternalFailure"
 
 
 class UnknownControlOperation(ControlError):

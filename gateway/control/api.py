@@ -57,6 +57,7 @@ LOCAL_ACCOUNT = "000000000000"  # the account in ARNs unless told (mce up --acco
 DEFAULT_PAGE, MAX_PAGE = 10, 100  # ListX's MaxResults: SageMaker's default and maximum
 TAGS_PAGE = 50  # ListTags' MaxResults: its model's minimum, and SageMaker's default
 MAX_TAGS = 50  # tags on one resource (the model's TagList maximum)
+READS = ("Describe", "List")  # operations that write nothing
 
 R = TypeVar("R", bound=Resource)
 
@@ -154,7 +155,10 @@ class ControlPlane:
         if authorize is not None:
             for resource in self._resources(name, params):  # each of them, before anything is looked up
                 authorize(f"sagemaker:{name}", resource)
-        return await handler(params)
+        if name.startswith(READS):
+            return await handler(params)
+        with self.state.transaction():  # all of a call's writes, or none (no await inside: D25)
+            return await handler(params)
 
     def _resources(self, operation: str, params: Params) -> list[str]:
         """The ARNs an operation is authorized on, as IAM does (the Service Authorization Reference's

@@ -12,8 +12,12 @@ run while that mce up runs.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import logging
 import sqlite3
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -29,6 +33,7 @@ from gateway.control.resources import (
     Resource,
     Status,
 )
+from gateway.errors import ControlError, StateBusy, StateFull
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS resources (
@@ -53,6 +58,9 @@ CREATE TABLE IF NOT EXISTS tags (
     PRIMARY KEY (arn, key)
 );
 """
+logger = logging.getLogger(__name__)
+
+RETRY = 0.5  # seconds between attempts to write what a held database refused
 VERSION = 2  # PRAGMA user_version: 1 kept `pending` as a configuration name, and no tags
 
 R = TypeVar("R", bound=Resource)
@@ -64,17 +72,113 @@ TYPES: dict[Kind, type[Resource]] = {
 }
 
 
+class StateError(Exception):
+    """The state database cannot be used (corrupt, not a database, a folder); the message names the file
+    and says what to do."""
+
+
 class State:
     def __init__(self, path: Path | None) -> None:
-        """`path`: the database file (its folder is made); None keeps the state in memory only."""
+        """`path`: the database file (its folder is made); None keeps the state in memory only. StateError
+        if the file is there but is not a sound mce state: it is never reset silently."""
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(":memory:" if path is None else str(path), isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(SCHEMA)
-        if self._db.execute("PRAGMA user_version").fetchone()[0] < VERSION:
-            self._migrate()
+            _check_file(path)
+        self.path = path
+        # timeout 0: a database another process holds is answered at once (a control call is refused as
+        # retryable, a transition is written later), never waited on with the event loop stopped
+        self._db = sqlite3.connect(":memory:" if path is None else str(path), isolation_level=None, timeout=0)
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.executescript(SCHEMA)
+            problems = [row[0] for row in self._db.execute("PRAGMA quick_check")]
+            if problems != ["ok"]:
+                raise sqlite3.DatabaseError("; ".join(problems[:3]))
+            if self._db.execute("PRAGMA user_version").fetchone()[0] < VERSION:
+                self._migrate()
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            raise StateError(_unusable(path, str(exc))) from None
         self._documents: dict[str, EndpointResource] = {}  # mce up DOC's endpoints, by lower-cased name
+        # writes of transitions that found the database held by another process: kept (and read back)
+        # here, and written once it is free, in order
+        self._unsaved: dict[tuple[str, str], Resource | None] = {}
+        self._retry: asyncio.TimerHandle | None = None
+
+    # writing
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One control call's writes, all or none. StateBusy (retryable) if another process holds the
+        database, StateFull if the disk is full: nothing is written then."""
+        try:
+            self._flush()
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise self._failure(exc) from None
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        try:
+            self._db.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            self._db.execute("ROLLBACK")
+            raise self._failure(exc) from None
+
+    def _failure(self, exc: sqlite3.OperationalError) -> ControlError:
+        where = self.path or "memory"
+        if "full" in str(exc):
+            return StateFull(
+                f"The disk under the state database {where} is full: free space there, then retry."
+            )
+        return StateBusy(
+            f"The state database {where} is held by another process ({exc}); retry (botocore's retries "
+            "do), or stop the process that holds it."
+        )
+
+    def _write(self, key: tuple[str, str], resource: Resource | None, write: Callable[[], None]) -> None:
+        """A transition's write: now, or, when another process holds the database or the disk is full,
+        as soon as it can be (reads see it meanwhile)."""
+        if key not in self._unsaved:
+            try:
+                write()
+                return
+            except sqlite3.OperationalError as exc:
+                logger.warning("state %s: %s; the change is kept and written when it can be", self.path, exc)
+        self._unsaved.pop(key, None)  # re-inserted last: written in the order the changes happened
+        self._unsaved[key] = resource
+        self._schedule()
+
+    def _schedule(self) -> None:
+        if self._retry is None:
+            with contextlib.suppress(RuntimeError):  # no running loop (tests of the state alone)
+                self._retry = asyncio.get_running_loop().call_later(RETRY, self._retried)
+
+    def _retried(self) -> None:
+        self._retry = None
+        try:
+            self._flush()
+        except sqlite3.OperationalError:
+            self._schedule()
+
+    def _flush(self) -> None:
+        """Write what transitions could not (raises sqlite3.OperationalError while it still cannot)."""
+        if not self._unsaved:
+            return
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            for (kind, name), resource in self._unsaved.items():
+                if resource is None:
+                    self._delete(kind, name)
+                else:
+                    self._update(resource)
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._unsaved.clear()
+        logger.info("state %s: the changes kept while it was held are written", self.path)
 
     def close(self) -> None:
         self._db.close()
@@ -127,6 +231,9 @@ class State:
         """Write back a resource's changed fields (gateway.control.endpoints.Endpoints.transition)."""
         if isinstance(resource, EndpointResource) and resource.document:
             return
+        self._write(_key(resource), resource, lambda: self._update(resource))
+
+    def _update(self, resource: Resource) -> None:
         self._db.execute(
             "UPDATE resources SET modified = ?, request = ?, status = ?, failure = ?, config = ?, "
             "pending = ?, deployed = ? WHERE kind = ? AND name = ?",
@@ -136,6 +243,9 @@ class State:
     def get(self, cls: type[R], name: str) -> R | None:
         if cls is EndpointResource and name.lower() in self._documents:
             return self._documents[name.lower()]  # type: ignore[return-value]
+        key = (cls.kind.value, name.lower())
+        if key in self._unsaved:
+            return self._unsaved[key]  # type: ignore[return-value]
         row = self._db.execute(
             "SELECT * FROM resources WHERE kind = ? AND name = ?", (cls.kind.value, name)
         ).fetchone()
@@ -146,6 +256,9 @@ class State:
             "SELECT * FROM resources WHERE kind = ? ORDER BY created, name", (cls.kind.value,)
         )
         found = [_resource(cls, row) for row in rows]
+        if self._unsaved:
+            found = [self._unsaved.get(_key(r), r) for r in found]  # type: ignore[misc]
+            found = [r for r in found if r is not None]
         if cls is EndpointResource:
             found += self._documents.values()  # type: ignore[arg-type]
         return found
@@ -158,11 +271,18 @@ class State:
         return next((d for d in self._documents.values() if d.arn == arn), None)
 
     def remove(self, resource: Resource) -> None:
-        self._documents.pop(resource.name.lower(), None)
-        self._db.execute(
-            "DELETE FROM resources WHERE kind = ? AND name = ?", (resource.kind.value, resource.name)
-        )
-        self._db.execute("DELETE FROM tags WHERE arn = ?", (resource.arn,))
+        """The resource and its tags go (a transition's removal is kept, as a save is, while it cannot)."""
+        if self._documents.pop(resource.name.lower(), None) is not None:
+            return
+        self._write(_key(resource), None, lambda: self._delete(resource.kind.value, resource.name))
+
+    def _delete(self, kind: str, name: str) -> None:
+        row = self._db.execute(
+            "SELECT arn FROM resources WHERE kind = ? AND name = ?", (kind, name)
+        ).fetchone()
+        self._db.execute("DELETE FROM resources WHERE kind = ? AND name = ?", (kind, name))
+        if row is not None:
+            self._db.execute("DELETE FROM tags WHERE arn = ?", (row[0],))
 
     # tags
     def tags(self, arn: str) -> list[dict[str, str]]:
@@ -193,6 +313,25 @@ class State:
         if isinstance(resource, ComponentResource):
             extras["endpoint"] = resource.endpoint
         return request, resource.status.value, resource.failure, json.dumps(extras), *_specs(resource)
+
+
+def _key(resource: Resource) -> tuple[str, str]:
+    return resource.kind.value, resource.name.lower()
+
+
+def _check_file(path: Path) -> None:
+    """What SQLite would take silently or answer with a bare error: a folder, an empty file."""
+    if path.is_dir():
+        raise StateError(_unusable(path, "it is a folder"))
+    if path.exists() and path.stat().st_size == 0:
+        raise StateError(_unusable(path, "it is empty (a truncated file?)"))
+
+
+def _unusable(path: Path | None, why: str) -> str:
+    return (
+        f"the state database {path} cannot be used: {why}. Move it away to start with an empty state (the "
+        "endpoints it held are then forgotten), or give another --state."
+    )
 
 
 def _specs(resource: EndpointResource | ComponentResource) -> tuple[str | None, str | None]:
