@@ -116,7 +116,10 @@ def job_from(headers: dict[bytes, bytes], body: bytes, config: AsyncConfig) -> J
     given = get(wire.INFERENCE_ID)
     if given is not None:
         check_printable(given, "InferenceId", wire.MAX_INFERENCE_ID)
-    inference_id = _text(given) or str(uuid.uuid4())
+    # the objects are named by a fresh id, also when the client names the request: two accepted requests
+    # never share an output or a failure object, whatever InferenceId they carry
+    unique = str(uuid.uuid4())
+    inference_id = _text(given) or unique
     extension = _text(get(b"x-amzn-sagemaker-s3outputpathextension"))
     if extension is not None and (len(extension) > 512 or not _EXTENSION.fullmatch(extension)):
         raise ValidationError(f"S3OutputPathExtension '{extension[:100]}' is not a relative S3 path.")
@@ -147,8 +150,8 @@ def job_from(headers: dict[bytes, bytes], body: bytes, config: AsyncConfig) -> J
     check_ascii(call.content_type, call.accept, call.custom_attributes)
     return Job(
         inference_id,
-        f"{folder}/{filename or inference_id + '.out'}",
-        f"{config.failure}/{inference_id}-error.out",
+        f"{folder}/{filename or unique + '.out'}",
+        f"{config.failure}/{unique}-error.out",
         call,
         location,
         time.monotonic() + ttl,

@@ -107,6 +107,25 @@ def test_an_inline_body_with_its_own_id_file_name_and_folder(local: tuple[LocalS
     assert json.loads(read(bucket, answer["OutputLocation"]))["request"] == {"inline": True}
 
 
+def test_two_requests_with_one_inference_id_never_share_an_object(local: tuple[LocalSageMaker, Any]) -> None:
+    server, bucket = local
+    runtime = server.runtime()
+    answers = [
+        runtime.invoke_endpoint_async(
+            EndpointName="queued",
+            Body=json.dumps({"n": n}).encode(),
+            ContentType="application/json",
+            InferenceId="same",
+        )
+        for n in (1, 2)
+    ]
+    assert [a["InferenceId"] for a in answers] == ["same", "same"]
+    assert answers[0]["OutputLocation"] != answers[1]["OutputLocation"]
+    assert answers[0]["FailureLocation"] != answers[1]["FailureLocation"]
+    for n, answer in enumerate(answers, start=1):
+        assert json.loads(read(bucket, answer["OutputLocation"]))["request"] == {"n": n}
+
+
 def test_a_failing_request_is_written_to_the_failure_path(local: tuple[LocalSageMaker, Any]) -> None:
     server, bucket = local
     answer = server.runtime().invoke_endpoint_async(
