@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from gateway.async_inference import AsyncConfig
+from gateway.async_inference import AsyncConfig, Journal
 from gateway.dataplane import DataPlane
 from gateway.endpoint import Endpoint, ExecutionMode
 from gateway.limits import Limits
@@ -56,6 +56,7 @@ class Options:
     access: Access | None = None  # SigV4 and policies (gateway.access); None: off
     limits: Limits = field(default_factory=Limits)
     shutdown_grace: float = 30.0  # seconds answers in progress may take to finish on close()
+    async_journal: Path | None = None  # where accepted InvokeEndpointAsync requests are kept (None: memory)
 
 
 class Gateway:
@@ -72,6 +73,7 @@ class Gateway:
             limits=options.limits,
             control=control,
             metrics=options.metrics,
+            journal=Journal(options.async_journal) if options.async_journal is not None else None,
         )
 
     @property

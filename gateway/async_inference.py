@@ -14,7 +14,15 @@ or `https://`) or the inline `Body`. Each request runs through the endpoint's co
 InvokeEndpoint does, by the same request cycle (gateway.cycle), answered into a spooled file instead of a
 socket; it waits at most `RequestTTLSeconds` in the queue (expired: its failure says so) and runs at most
 `InvocationTimeoutSeconds`. The queue holds up to QUEUE_LIMIT requests; a full queue answers 503, which
-clients retry. Queued requests live in this process only: they do not survive a restart of mce.
+clients retry.
+
+With a `Journal` (`mce up`: `<state>/async.db`), every accepted request is written down before its 202
+is sent and forgotten only once its output or failure object is written: each ends in exactly one object.
+A request queued or running when mce stops (SIGTERM or kill -9) is run again when its endpoint is served
+again (a request running at that moment may so run twice; its object is written once more, in the same
+place). An update keeps the queue, or hands it whole to the new one when the asynchronous configuration
+changes (each request keeps the locations its 202 named); a deleted endpoint's requests get failure objects
+saying so. An update waits for asynchronous requests running on the old variants as for synchronous ones.
 """
 
 from __future__ import annotations
@@ -22,13 +30,17 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import json
 import logging
 import re
+import sqlite3
 import tempfile
 import time
 import urllib.request
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -44,7 +56,7 @@ from gateway.timeline import Timeline
 
 if TYPE_CHECKING:
     from gateway.endpoint import Endpoint
-    from gateway.service import Variants
+    from gateway.service import Service, Variants
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +111,80 @@ class Job:
     expires: float  # monotonic
     timeout: float
     enqueued: float = field(default_factory=time.monotonic)
+    key: str = field(default_factory=lambda: str(uuid.uuid4()))  # the journal's, unique
+
+    def to_json(self) -> dict[str, Any]:
+        call = self.call
+        return {
+            "inference_id": self.inference_id,
+            "output": self.output,
+            "failure": self.failure,
+            "input_location": self.input_location,
+            "expires": time.time() + (self.expires - time.monotonic()),  # wall clock: it outlives mce
+            "timeout": self.timeout,
+            "headers": [_text(h) for h in (call.content_type, call.accept, call.custom_attributes)],
+        }
+
+    @classmethod
+    def from_json(cls, key: str, data: dict[str, Any], body: bytes) -> Job:
+        content_type, accept, attributes = (_bytes(h) for h in data["headers"])
+        inference_id = data["inference_id"]
+        call = Invocation(
+            body, content_type, accept, attributes, inference_id.encode(), timeout=float(data["timeout"])
+        )
+        expires = time.monotonic() + (float(data["expires"]) - time.time())
+        return cls(
+            inference_id,
+            data["output"],
+            data["failure"],
+            call,
+            data["input_location"],
+            expires,
+            float(data["timeout"]),
+            key=key,
+        )
+
+
+class Journal:
+    """Accepted asynchronous requests, on disk until their object is written (one SQLite file, used from
+    the event loop; a request's body is at most MAX_INLINE_BODY bytes)."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._db = sqlite3.connect(str(path), isolation_level=None, timeout=0)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS jobs (key TEXT PRIMARY KEY, endpoint TEXT NOT NULL, "
+            "accepted REAL NOT NULL, job TEXT NOT NULL, body BLOB NOT NULL)"
+        )
+
+    def add(self, endpoint: str, job: Job) -> None:
+        """Before the 202: ServiceUnavailable (retryable) if it cannot be written."""
+        try:
+            self._db.execute(
+                "INSERT INTO jobs VALUES (?, ?, ?, ?, ?)",
+                (job.key, endpoint, time.time(), json.dumps(job.to_json()), job.call.body),
+            )
+        except sqlite3.Error as exc:
+            raise ServiceUnavailable(
+                f"The asynchronous request cannot be written down ({self.path}: {exc}); retry."
+            ) from None
+
+    def done(self, job: Job) -> None:
+        try:
+            self._db.execute("DELETE FROM jobs WHERE key = ?", (job.key,))
+        except sqlite3.Error as exc:  # it is then run again after a restart: its object written again
+            logger.error("asynchronous request %s: cannot forget it (%s: %s)", job.key, self.path, exc)
+
+    def pending(self, endpoint: str) -> list[Job]:
+        rows = self._db.execute(
+            "SELECT key, job, body FROM jobs WHERE endpoint = ? ORDER BY accepted", (endpoint,)
+        )
+        return [Job.from_json(key, json.loads(job), body) for key, job, body in rows]
+
+    def close(self) -> None:
+        self._db.close()
 
 
 def job_from(headers: dict[bytes, bytes], body: bytes, config: AsyncConfig) -> Job:
@@ -171,14 +257,31 @@ def accepted(job: Job, rid: bytes, close: bool) -> bytes:
 class AsyncQueue:
     """One endpoint's queue and its workers."""
 
-    def __init__(self, endpoint: str, config: AsyncConfig, variants: Variants) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        config: AsyncConfig,
+        variants: Variants,
+        journal: Journal | None = None,
+        handed: Collection[Job] = (),
+    ) -> None:
+        """Queued first: `handed` (what the queue this one replaces had not run) and, with `journal`, the
+        requests it holds for this endpoint (left by an earlier queue, or an earlier mce)."""
         self.endpoint = endpoint
         self.config = config
         self.variants = variants  # replaced when an update mounts new variants
-        self._jobs: collections.deque[Job] = collections.deque()
+        self.journal = journal
+        waiting = {job.key: job for job in handed}
+        for job in journal.pending(endpoint) if journal is not None else ():
+            waiting.setdefault(job.key, job)
+        self._jobs: collections.deque[Job] = collections.deque(waiting.values())
         self._ready = asyncio.Event()
+        if self._jobs:
+            self._ready.set()
+            logger.info("endpoint %s: %d asynchronous requests taken up again", endpoint, len(self._jobs))
         self._workers = [asyncio.create_task(self._work()) for _ in range(config.concurrency)]
         self._running = 0
+        self._serving: list[Service] = []  # the variant each running request went to
         self._s3: Any = None
         self.expired = 0
 
@@ -197,17 +300,38 @@ class AsyncQueue:
                 f"The asynchronous queue of endpoint {self.endpoint} is full ({QUEUE_LIMIT} requests); "
                 "retry later."
             )
+        if self.journal is not None:
+            self.journal.add(self.endpoint, job)
         self._jobs.append(job)
         self._ready.set()
 
-    async def close(self) -> None:
+    def hand_over(self) -> list[Job]:
+        """The requests not yet started, taken out of this queue (for the one that replaces it)."""
+        jobs = list(self._jobs)
+        self._jobs.clear()
+        return jobs
+
+    def answering(self, services: Collection[Service]) -> bool:
+        """Whether a request is running on one of `services` (an update drains them)."""
+        return any(service in services for service in self._serving)
+
+    async def close(self, *, gone: bool = False) -> None:
+        """Stop the workers. Requests not yet answered stay in the journal, to be run when the endpoint
+        is served again; `gone`: the endpoint no longer exists, so each gets its failure object now."""
         for worker in self._workers:
             worker.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)
-        if self._jobs:
-            logger.warning(
-                "endpoint %s: %d asynchronous requests dropped unrun", self.endpoint, len(self._jobs)
-            )
+        left = [*self._jobs, *(self.journal.pending(self.endpoint) if self.journal is not None else ())]
+        unique = {job.key: job for job in left}.values()
+        if gone:
+            for job in unique:
+                message = (
+                    f"Endpoint {self.endpoint} stopped taking asynchronous requests (it was deleted, or "
+                    "updated without an AsyncInferenceConfig) before this request was answered."
+                )
+                await self._finish(job, job.failure, message.encode())
+        elif unique and self.journal is None:
+            logger.warning("endpoint %s: %d asynchronous requests dropped unrun", self.endpoint, len(unique))
 
     async def _work(self) -> None:
         while True:
@@ -218,12 +342,15 @@ class AsyncQueue:
             self._running += 1
             try:
                 await self._run(job)
+                if self.journal is not None:
+                    self.journal.done(job)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 logger.exception(
                     "endpoint %s: asynchronous request %s failed", self.endpoint, job.inference_id
                 )
+                await self._finish(job, job.failure, b"The gateway failed while running the request.")
             finally:
                 self._running -= 1
 
@@ -239,6 +366,13 @@ class AsyncQueue:
             await self._store(job.failure, error.message.encode())
             return
         service = self.variants.pick(None)
+        self._serving.append(service)
+        try:
+            await self._answer(job, service)
+        finally:
+            self._serving.remove(service)
+
+    async def _answer(self, job: Job, service: Service) -> None:
         answer = Answer()
         try:  # the variant's containers now (an update may have replaced those it was checked against)
             route = service.dataplane.router.route(None, None)
@@ -288,6 +422,11 @@ class AsyncQueue:
         if len(data) > MAX_INPUT:
             raise ValidationError(f"InputLocation {location} holds more than {MAX_INPUT} bytes.")
         return data
+
+    async def _finish(self, job: Job, uri: str, data: bytes) -> None:
+        await self._store(uri, data)
+        if self.journal is not None:
+            self.journal.done(job)
 
     async def _store(self, uri: str, data: bytes | IO[bytes]) -> None:
         parts = urlsplit(uri)
@@ -339,6 +478,10 @@ class Answer:
 
 def _text(value: bytes | None) -> str | None:
     return value.decode("latin-1") if value is not None else None
+
+
+def _bytes(value: str | None) -> bytes | None:
+    return value.encode("latin-1") if value is not None else None
 
 
 def _seconds(value: bytes | None, member: str, default: int, low: int, high: int) -> int:

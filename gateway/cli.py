@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import gc
 import logging
 import os
@@ -616,7 +617,9 @@ async def _up_local(
     except StateError as exc:
         print(f"mce: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    gateway = Gateway(_options(args, access))
+    # accepted async requests outlive this mce (D37)
+    options = dataclasses.replace(_options(args, access), async_journal=state_dir / "async.db")
+    gateway = Gateway(options)
     endpoints = Endpoints(
         gateway,
         state,

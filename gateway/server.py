@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 import httptools
 
 from gateway import wire
-from gateway.async_inference import MAX_INLINE_BODY, AsyncConfig, AsyncQueue, accepted, job_from
+from gateway.async_inference import MAX_INLINE_BODY, AsyncConfig, AsyncQueue, Journal, accepted, job_from
 from gateway.cycle import Cycle
 from gateway.errors import GatewayError, RequestRefused, ServiceUnavailable, UnknownOperation, ValidationError
 from gateway.invocation import Invocation, check_component, invocation_from
@@ -733,8 +733,11 @@ class Server:
         limits: Limits | None = None,
         control: Control | None = None,
         metrics: bool = True,
+        journal: Journal | None = None,
     ) -> None:
+        """`journal`: where accepted asynchronous requests are written down (None: in memory only)."""
         self.control = control
+        self.journal = journal
         self.origins = origins or Origins(host)
         self.metrics = metrics  # the local SageMaker's GET /metrics (each endpoint's are its service's)
         self.access = access
@@ -783,11 +786,12 @@ class Server:
         queue = self._queues.get(name)
         if asynchronous is None:
             if queue is not None:
-                self._close_queue(name)
+                self._close_queue(name, gone=True)
         elif queue is None or queue.config != asynchronous:
+            handed = queue.hand_over() if queue is not None else []  # each keeps the locations it was told
             if queue is not None:
                 self._close_queue(name)
-            self._queues[name] = AsyncQueue(name, asynchronous, mounted)
+            self._queues[name] = AsyncQueue(name, asynchronous, mounted, self.journal, handed)
         else:
             queue.variants = mounted
         for variant in variants:  # the queue's depth and age are reported with the endpoint's first variant
@@ -803,7 +807,7 @@ class Server:
         self._by_name.pop(name.encode(), None)
         self._only = next(iter(self._by_name.values())) if len(self._by_name) == 1 else None
         if name in self._queues:
-            self._close_queue(name)
+            self._close_queue(name, gone=True)
 
     def queue(self, name: str) -> AsyncQueue | None:
         """Endpoint `name`'s asynchronous queue, if it is configured for InvokeEndpointAsync."""
@@ -822,8 +826,9 @@ class Server:
 
         return answer
 
-    def _close_queue(self, name: str) -> None:
-        closing = asyncio.get_running_loop().create_task(self._queues.pop(name).close())
+    def _close_queue(self, name: str, *, gone: bool = False) -> None:
+        """`gone`: the endpoint takes no asynchronous requests any more; those not answered fail."""
+        closing = asyncio.get_running_loop().create_task(self._queues.pop(name).close(gone=gone))
         self._closing_queues.add(closing)
         closing.add_done_callback(self._closing_queues.discard)
 
@@ -922,7 +927,9 @@ class Server:
     def answering(self, services: Collection[Service]) -> bool:
         """Whether any request reaching one of `services` is still being answered, or waits to be (a
         variant being replaced drains: gateway.control)."""
-        return any(connection.answering(services) for connection in self.connections)
+        return any(connection.answering(services) for connection in self.connections) or any(
+            queue.answering(services) for queue in self._queues.values()
+        )
 
     def forget(self, connection: HttpProtocol) -> None:
         self.connections.discard(connection)
@@ -948,8 +955,10 @@ class Server:
                 )
                 for connection in list(self.connections):
                     connection.abort()
-        for name in list(self._queues):  # queued requests live in this process only (README)
+        for name in list(self._queues):  # with a journal, what is unanswered runs after a restart
             self._close_queue(name)
         await asyncio.gather(*self._closing_queues, return_exceptions=True)
+        if self.journal is not None:
+            self.journal.close()
         if self._server is not None:
             await self._server.wait_closed()

@@ -216,3 +216,91 @@ def test_an_endpoint_document_can_configure_async(
     answer = clients(gateway.url).invoke_endpoint_async(EndpointName="demo", Body=b'{"n": 1}')
     assert answer["FailureLocation"].startswith("s3://models/documented/")  # no failure path: the output's
     assert json.loads(read(bucket, answer["OutputLocation"]))["trail"] == ["echo"]
+
+
+def exists(bucket: Any, uri: str) -> bool:
+    location, _, key = uri.removeprefix("s3://").partition("/")
+    try:
+        bucket.head_object(Bucket=location, Key=key)
+    except ClientError:
+        return False
+    return True
+
+
+def submit_behind_a_stall(runtime: Any, count: int, stall_timeout: int) -> list[dict[str, Any]]:
+    """On `stalling` (one at a time): a request that stalls for `stall_timeout` s, then `count` behind it."""
+    stalled = runtime.invoke_endpoint_async(
+        EndpointName="stalling",
+        Body=json.dumps({"tokens": 3, "stall_after": 1}).encode(),
+        ContentType="application/json",
+        InvocationTimeoutSeconds=stall_timeout,
+    )
+    queued = [
+        runtime.invoke_endpoint_async(
+            EndpointName="stalling", Body=json.dumps({"tokens": n}).encode(), ContentType="application/json"
+        )
+        for n in range(1, count + 1)
+    ]
+    return [stalled, *queued]
+
+
+def each_ends_in_one_object(bucket: Any, answers: list[dict[str, Any]]) -> list[str]:
+    """Waits until every accepted request has its output or its failure object; which, per request (never
+    both)."""
+
+    def ended() -> bool:
+        return all(
+            exists(bucket, a["OutputLocation"]) or exists(bucket, a["FailureLocation"]) for a in answers
+        )
+
+    wait_until(ended, "every accepted request to end in an object", 120)
+    outcomes = []
+    for answer in answers:
+        output, failure = exists(bucket, answer["OutputLocation"]), exists(bucket, answer["FailureLocation"])
+        assert output != failure, answer
+        outcomes.append("output" if output else "failure")
+    return outcomes
+
+
+@pytest.mark.parametrize("stop", ["SIGTERM", "SIGKILL"])
+def test_accepted_requests_survive_a_stopped_mce(
+    local: tuple[LocalSageMaker, Any], tmp_path: Path, s3: tuple[str, Any], stop: str
+) -> None:
+    """Queued (and running) asynchronous requests are written down before their 202: after SIGTERM or
+    kill -9 and a restart on the same state, each ends in exactly one object, where its 202 said."""
+    server, bucket = local
+    answers = submit_behind_a_stall(server.runtime(), 5, stall_timeout=3)
+    if stop == "SIGTERM":
+        assert server.stop() == 0
+    else:
+        server.proc.kill()
+    with LocalSageMaker(tmp_path, server.state, s3_environment(s3[0])):
+        outcomes = each_ends_in_one_object(bucket, answers)
+    assert outcomes == ["failure"] + ["output"] * 5, outcomes  # the stalled one timed out when run again
+    for n, answer in enumerate(answers[1:], start=1):
+        assert read(bucket, answer["OutputLocation"]).count(b"token") == n
+
+
+def test_an_update_to_another_output_path_keeps_every_accepted_request(
+    local: tuple[LocalSageMaker, Any],
+) -> None:
+    server, bucket = local
+    sm = server.sagemaker()
+    answers = submit_behind_a_stall(server.runtime(), 3, stall_timeout=3)
+    moved = {**ASYNC_CONFIG, "OutputConfig": {"S3OutputPath": "s3://models/async/elsewhere"}}
+    sm.create_endpoint_config(
+        EndpointConfigName="stalling-moved",
+        ProductionVariants=[{"VariantName": "AllTraffic", "ModelName": "stalling"}],
+        AsyncInferenceConfig={**moved, "ClientConfig": {"MaxConcurrentInvocationsPerInstance": 1}},
+    )
+    sm.update_endpoint(EndpointName="stalling", EndpointConfigName="stalling-moved")
+    outcomes = each_ends_in_one_object(bucket, answers)  # where each 202 said, not the new path
+    assert outcomes == ["failure", "output", "output", "output"], outcomes
+
+
+def test_a_deleted_endpoints_requests_get_failure_objects(local: tuple[LocalSageMaker, Any]) -> None:
+    server, bucket = local
+    answers = submit_behind_a_stall(server.runtime(), 3, stall_timeout=600)
+    server.sagemaker().delete_endpoint(EndpointName="stalling")
+    assert each_ends_in_one_object(bucket, answers) == ["failure"] * 4
+    assert b"stopped taking asynchronous requests" in read(bucket, answers[-1]["FailureLocation"])

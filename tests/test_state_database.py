@@ -99,7 +99,7 @@ def test_a_held_database_refuses_writes_at_once_and_loses_nothing(tmp_path: Path
         def written() -> bool:  # the transition kept meanwhile reaches the file
             with sqlite3.connect(local.state / "mce.db") as db:
                 row = db.execute("SELECT status FROM resources WHERE kind = 'endpoint' AND name = 'gated'")
-                return row.fetchone() == ("InService",)
+                return bool(row.fetchone() == ("InService",))
 
         wait_until(written, "the held transition to be written", 30)
         sm.create_model(ModelName="later", ExecutionRoleArn=ROLE, PrimaryContainer={"Image": "test/echo:1"})
