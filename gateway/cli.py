@@ -20,7 +20,7 @@ from gateway import __version__
 from gateway.app import Gateway, Options
 from gateway.async_inference import AsyncConfig
 from gateway.compose import RenderError, render
-from gateway.control.api import LOCAL_ACCOUNT, ControlPlane
+from gateway.control.api import ControlPlane
 from gateway.control.endpoints import DESCRIBE_HOLD, Endpoints
 from gateway.control.images import ImageMap, ImageMapError
 from gateway.control.state import State, StateError
@@ -37,7 +37,7 @@ from gateway.launch.summary import summary
 from gateway.launch.supervisor import STARTUP_TIMEOUT, STOP_GRACE
 from gateway.limits import MIB, Limits, raise_descriptor_limit
 from gateway.origins import host_name, is_loopback
-from gateway.wire import VARIANT_NAME
+from gateway.wire import LOCAL_ACCOUNT, VARIANT_NAME
 
 if TYPE_CHECKING:
     from gateway.access import Access

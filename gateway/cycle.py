@@ -35,7 +35,7 @@ from gateway.timeline import Timeline
 if TYPE_CHECKING:
     from gateway.service import Service
 
-logger = logging.getLogger("gateway.server")
+logger = logging.getLogger(__name__)
 
 
 P = ParamSpec("P")

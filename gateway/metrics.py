@@ -50,7 +50,6 @@ from prometheus_client.registry import Collector
 
 from gateway.errors import ModelError
 from gateway.histogram import BUCKETS, Histogram
-from gateway.launch.process import group_usage
 
 if TYPE_CHECKING:
     from gateway.multimodel.store import ModelStats
@@ -92,9 +91,8 @@ class Metrics:
         self.model_latency = Histogram()
         self.overhead = Histogram()
         self.denials: Callable[[], dict[str, int]] | None = None  # reason -> count, from gateway.access
-        self.process_groups: dict[
-            str, Callable[[], int | None]
-        ] = {}  # container -> its process group, if launched
+        # launched container -> (CPU seconds so far, resident bytes) of its processes, None once stopped
+        self.usage: dict[str, Callable[[], tuple[float, int] | None]] = {}
         self.warnings: dict[str, list[str]] = {}  # launched container -> its warnings (gateway.launch)
         self.models: dict[str, ModelStats] = {}  # MultiModel container -> its model store's numbers
         self.queue: QueueStats | None = None  # the endpoint's InvokeEndpointAsync queue, when it has one
@@ -166,12 +164,12 @@ class Metrics:
         return generate_latest(registry)
 
     def utilization(self, container: str) -> tuple[float, float] | None:
-        """(CPU %, memory %) of a launched container's process group since the last scrape, or None."""
-        group = self.process_groups.get(container)
-        pgid = group() if group is not None else None
-        if pgid is None:
+        """(CPU %, memory %) of a launched container's processes since the last scrape, or None."""
+        read = self.usage.get(container)
+        measured = read() if read is not None else None
+        if measured is None:
             return None
-        cpu_seconds, rss = group_usage(pgid)
+        cpu_seconds, rss = measured
         now = time.monotonic()
         last = self._cpu_seen.get(container)
         self._cpu_seen[container] = (now, cpu_seconds)

@@ -51,7 +51,7 @@ MAX_HOSTNAME = 63
 # The one production variant a local endpoint has; SageMaker's SDK names its default variant so.
 VARIANT_NAME = "AllTraffic"
 # Runtime errors name an account; a local endpoint has none, so the conventional local placeholder.
-LOCAL_ACCOUNT = "000000000000"
+LOCAL_ACCOUNT = "000000000000"  # the account in ARNs and messages unless told (--account): plainly not real
 
 _STATUS_LINES = {
     status.value: f"HTTP/1.1 {status.value} {status.phrase}\r\n".encode() for status in HTTPStatus

@@ -73,7 +73,7 @@ class HttpReply:
         self._response.abandon()
 
 
-class _Exchange:
+class HttpExchange:
     """An invocation on a pooled connection, reported through callbacks (`HttpBackend.begin`)."""
 
     __slots__ = ("_backend", "_connection", "_receiver")
@@ -252,12 +252,12 @@ class SingleExchangeBackend(HttpBackend):
     """An HttpBackend whose invocation is one exchange, the call sent as it is: so it can `begin` one on
     an idle pooled connection, with no task (gateway.backends.base.CanBegin)."""
 
-    def begin(self, call: Invocation, receiver: Receiver, limit: int) -> _Exchange | None:
+    def begin(self, call: Invocation, receiver: Receiver, limit: int) -> HttpExchange | None:
         pool = self.server.pool
         connection = pool.idle()
         if connection is None:
             return None
-        exchange = _Exchange(self, receiver, connection)
+        exchange = HttpExchange(self, receiver, connection)
         timeout = call.timeout or self._timeout
         stall = timeout if call.stream else 0.0
         connection.begin(self.request_bytes(call), pool.loop.time() + timeout, exchange, limit, stall)

@@ -23,7 +23,7 @@ from gateway import upstream
 from gateway._proto.kserve import inference_pb2 as pb
 from gateway.backends import grpc_channel, kserve_json
 from gateway.backends.base import HEALTH_TIMEOUT, BufferedReply, Receiver, error_status
-from gateway.backends.http import HttpReply, SingleExchangeBackend, _Exchange
+from gateway.backends.http import HttpExchange, HttpReply, SingleExchangeBackend
 from gateway.endpoint import BackendSpec
 from gateway.errors import ModelError
 from gateway.invocation import Invocation
@@ -69,7 +69,7 @@ class KServeRestBackend(SingleExchangeBackend):
         super().__init__(name, spec, invocations_path=f"{path}/infer".encode())
         self._ready_request = self.server.get_request(f"{path}/ready".encode())
 
-    def begin(self, call: Invocation, receiver: Receiver, limit: int) -> _Exchange | None:
+    def begin(self, call: Invocation, receiver: Receiver, limit: int) -> HttpExchange | None:
         if kserve_json.is_binary(call.content_type):
             return None  # the framing is checked on the coroutine path, where it can fail
         return super().begin(call, receiver, limit)

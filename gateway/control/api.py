@@ -53,7 +53,6 @@ from gateway.errors import (
 from gateway.wire import VARIANT_NAME
 
 TARGET_PREFIX = b"SageMaker."
-LOCAL_ACCOUNT = "000000000000"  # the account in ARNs unless told (mce up --account): plainly not a real one
 DEFAULT_PAGE, MAX_PAGE = 10, 100  # ListX's MaxResults: SageMaker's default and maximum
 TAGS_PAGE = 50  # ListTags' MaxResults: its model's minimum, and SageMaker's default
 MAX_TAGS = 50  # tags on one resource (the model's TagList maximum)

@@ -120,7 +120,7 @@ class Deployment:
             if not container.plan.measurable:  # under Docker: the engine's processes, not ours
                 continue
             if metrics is not None:
-                metrics.process_groups[container.name] = container.process_group
+                metrics.usage[container.name] = partial(_usage, container.process_group)
             if isinstance(container.backend, MultiModelBackend):  # its memory budget is its processes'
                 container.backend.store.memory = partial(_memory, container.process_group)
 
@@ -167,6 +167,11 @@ def reclaim(run_dir: Path) -> None:
             shutil.rmtree(entry, ignore_errors=True)
         elif entry.suffix != ".log":
             entry.unlink(missing_ok=True)
+
+
+def _usage(process_group: Callable[[], int | None]) -> tuple[float, int] | None:
+    pgid = process_group()
+    return None if pgid is None else group_usage(pgid)
 
 
 def _memory(process_group: Callable[[], int | None]) -> int | None:
