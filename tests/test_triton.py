@@ -285,7 +285,8 @@ def test_a_container_is_ready_only_once_its_model_is(gateway: Any) -> None:
     with pytest.raises(urllib.error.HTTPError) as excinfo:
         urllib.request.urlopen(gateway.url + "/ping", timeout=10)
     assert excinfo.value.code == 503
-    containers = json.loads(excinfo.value.read())["containers"]
+    with excinfo.value:  # closed here: a socket left to the garbage collector is a ResourceWarning later
+        containers = json.loads(excinfo.value.read())["containers"]
     assert {name for name, state in containers.items() if state["status"] != "Healthy"} == {
         "ghost-rest",
         "ghost-grpc",
