@@ -16,7 +16,7 @@ import pytest
 import test_local_sagemaker
 from botocore.exceptions import ClientError
 from conftest import ROOT
-from test_local_sagemaker import ROLE, LocalSageMaker, deploy, second_config
+from test_local_sagemaker import ROLE, LocalSageMaker, deploy, in_service, second_config
 
 from gateway.launch.modeldata import model_directory
 
@@ -35,11 +35,6 @@ def serving(runtime: Any, name: str, calls: int = 20) -> set[str]:
     for _ in range(calls):
         seen.update(containers_of(runtime.invoke_endpoint(EndpointName=name, Body=b"{}")))
     return seen
-
-
-def in_service(sm: Any, name: str) -> dict[str, Any]:
-    sm.get_waiter("endpoint_in_service").wait(EndpointName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 60})
-    return dict(sm.describe_endpoint(EndpointName=name))
 
 
 def test_tags_on_every_kind_from_create_and_the_tag_operations(local: LocalSageMaker) -> None:

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 from conftest import wait_until
-from test_local_sagemaker import LocalSageMaker, deploy
+from test_local_sagemaker import LocalSageMaker, deploy, in_service
 
 
 def children(pid: int) -> dict[int, str]:
@@ -34,10 +33,6 @@ def alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
-
-
-def in_service(sm: Any, name: str) -> None:
-    sm.get_waiter("endpoint_in_service").wait(EndpointName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 60})
 
 
 def test_containers_a_killed_mce_left_are_stopped_by_the_next(tmp_path: Path) -> None:

@@ -172,10 +172,21 @@ def deploy_model(
         EndpointConfigName=name, ProductionVariants=[{"VariantName": "AllTraffic", "ModelName": name}]
     )
     sm.create_endpoint(EndpointName=name, EndpointConfigName=name)
-    described: dict[str, Any] = sm.describe_endpoint(EndpointName=name)
-    while described["EndpointStatus"] == "Creating":
-        described = sm.describe_endpoint(EndpointName=name)  # each call waits for the endpoint to settle
-    return described
+    return settled(sm, name)
+
+
+def settled(sm: Any, name: str) -> dict[str, Any]:
+    """DescribeEndpoint once the endpoint is no longer Creating (mce holds each answer while it changes)."""
+    while True:
+        described = dict(sm.describe_endpoint(EndpointName=name))
+        if described["EndpointStatus"] != "Creating":
+            return described
+
+
+def in_service(sm: Any, name: str) -> dict[str, Any]:
+    """DescribeEndpoint once boto3's endpoint_in_service waiter has seen InService."""
+    sm.get_waiter("endpoint_in_service").wait(EndpointName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+    return dict(sm.describe_endpoint(EndpointName=name))
 
 
 def deploy(

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_local_sagemaker import ROLE, LocalSageMaker
+from test_local_sagemaker import ROLE, LocalSageMaker, settled
 
 GIB = 1024**3
 
@@ -80,14 +80,6 @@ def endpoint(sm: Any, name: str, model: dict[str, Any], **variant: Any) -> None:
         ],
     )
     sm.create_endpoint(EndpointName=name, EndpointConfigName=name)
-
-
-def settled(sm: Any, name: str) -> dict[str, Any]:
-    """DescribeEndpoint once the endpoint is no longer Creating (mce holds each answer while it changes)."""
-    while True:
-        described = dict(sm.describe_endpoint(EndpointName=name))
-        if described["EndpointStatus"] != "Creating":
-            return described
 
 
 def test_a_dripping_download_fails_at_its_timeout_and_blocks_no_other_endpoint(

@@ -147,13 +147,6 @@ class Deployed:
     def async_config(self) -> dict[str, Any] | None:
         return self.request.get("AsyncInferenceConfig")
 
-    def uses(self, *, model: str | None = None, config: str | None = None) -> bool:
-        if config is not None and self.config.lower() == config.lower():
-            return True
-        return model is not None and any(
-            m is not None and m.get("ModelName", "").lower() == model.lower() for m in self.models.values()
-        )
-
     def weighted(self, weights: dict[str, float]) -> Deployed:
         return replace(self, weights={**self.weights, **weights})
 
