@@ -5,7 +5,8 @@
       .mount(name, [(service, weight), ...])    requests to endpoint `name` reach these services (variants)
       .unmount(name)                            ... and no longer; in-flight answers finish
       .drop(service)                            a service's connections close (after unmount)
-      .listen()                                 the front door (gateway.server), every endpoint on one port
+      .listen()                                 the HTTP server (gateway.server) before the front door
+                                                (gateway.frontdoor): every endpoint on one port
       .close()                                  stop accepting, let answers finish, drop every service
 
 Endpoints can be added, mounted and dropped while the front door serves: it finds a request's endpoint by
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING
 from gateway.async_inference import AsyncConfig, Journal
 from gateway.dataplane import DataPlane
 from gateway.endpoint import Endpoint, ExecutionMode
+from gateway.frontdoor import FrontDoor
 from gateway.limits import Limits
 from gateway.metrics import Metrics
 from gateway.multimodel.backend import MultiModelBackend
@@ -37,7 +39,7 @@ from gateway.wire import LOCAL_ACCOUNT, VARIANT_NAME
 
 if TYPE_CHECKING:
     from gateway.access import Access
-    from gateway.server import Control
+    from gateway.frontdoor import Control
 
 logger = logging.getLogger(__name__)
 
@@ -65,25 +67,23 @@ class Gateway:
         record of what is mounted; `listen` opens it."""
         self.options = options
         self.services: list[Service] = []
-        self.server = Server(
-            host=options.host,
-            port=options.port,
-            access=options.access,
+        self.door = FrontDoor(
             origins=Origins(options.host, options.allow_hosts),
-            limits=options.limits,
+            access=options.access,
             control=control,
             metrics=options.metrics,
             journal=Journal(options.async_journal) if options.async_journal is not None else None,
         )
+        self.server = Server(self.door, host=options.host, port=options.port, limits=options.limits)
 
     @property
     def control(self) -> Control | None:
         """The control plane's request handler, answered at POST / (gateway.control)."""
-        return self.server.control
+        return self.door.control
 
     @control.setter
     def control(self, control: Control | None) -> None:
-        self.server.control = control
+        self.door.control = control
 
     async def add(
         self,
@@ -115,10 +115,10 @@ class Gateway:
         """Requests to endpoint `name` go to these services from now on, each variant by its weight;
         `asynchronous`: it also takes InvokeEndpointAsync (gateway.async_inference); `components`: it is
         made for inference components, and these answer it, by name."""
-        self.server.mount(name, variants, asynchronous, components)
+        self.door.mount(name, variants, asynchronous, components)
 
     def unmount(self, name: str) -> None:
-        self.server.unmount(name)
+        self.door.unmount(name)
 
     async def drained(self, services: list[Service], timeout: float) -> bool:
         """Until no request that reached `services` (no longer mounted) is being answered; False if some
@@ -145,7 +145,7 @@ class Gateway:
     async def close(self) -> None:
         logger.info("stopping: finishing answers in progress (up to %.0f s)", self.options.shutdown_grace)
         await self.server.shutdown(self.options.shutdown_grace)
-        for name in self.server.names():
+        for name in self.door.names():
             self.unmount(name)
         for service in list(self.services):
             await self.drop(service)

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import json
 import logging
 import re
@@ -38,23 +37,20 @@ import tempfile
 import time
 import urllib.request
 import uuid
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import httptools
-
 from gateway import wire
 from gateway.aws import s3_client
-from gateway.cycle import Cycle
 from gateway.errors import GatewayError, ServiceUnavailable, ValidationError
 from gateway.invocation import Invocation, check_ascii, check_printable
-from gateway.routing import Operation
-from gateway.timeline import Timeline
 
 if TYPE_CHECKING:
+    from gateway.backends import Reply
+    from gateway.cycle import Cycle, Responder
     from gateway.endpoint import Endpoint
     from gateway.service import Service, Variants
 
@@ -245,13 +241,19 @@ def job_from(headers: dict[bytes, bytes], body: bytes, config: AsyncConfig) -> J
     )
 
 
-def accepted(job: Job, rid: bytes, close: bool) -> bytes:
-    """InvokeEndpointAsync's answer: 202, the InferenceId in the body, the locations in headers."""
+def accepted(job: Job) -> tuple[bytes, bytes]:
+    """InvokeEndpointAsync's 202: its JSON body (the InferenceId) and header lines (where the result will
+    be)."""
     extra = (
         b"X-Amzn-SageMaker-OutputLocation: " + job.output.encode() + b"\r\n"
         b"X-Amzn-SageMaker-FailureLocation: " + job.failure.encode() + b"\r\n"
     )
-    return wire.json_response(202, {"InferenceId": job.inference_id}, rid, close=close, extra=extra)
+    return json.dumps({"InferenceId": job.inference_id}).encode(), extra
+
+
+# How the front door makes the cycle an asynchronous request runs as (gateway.frontdoor): into a responder,
+# on a variant, with a request id and the invocation; raises GatewayError if the variant has no route for it.
+Cycles = Callable[["Responder", "Service", bytes, Invocation], "Cycle"]
 
 
 class AsyncQueue:
@@ -262,6 +264,7 @@ class AsyncQueue:
         endpoint: str,
         config: AsyncConfig,
         variants: Variants,
+        cycles: Cycles,
         journal: Journal | None = None,
         handed: Collection[Job] = (),
     ) -> None:
@@ -270,6 +273,7 @@ class AsyncQueue:
         self.endpoint = endpoint
         self.config = config
         self.variants = variants  # replaced when an update mounts new variants
+        self._cycles = cycles
         self.journal = journal
         waiting = {job.key: job for job in handed}
         for job in journal.pending(endpoint) if journal is not None else ():
@@ -373,35 +377,24 @@ class AsyncQueue:
             self._serving.remove(service)
 
     async def _answer(self, job: Job, service: Service) -> None:
-        answer = Answer()
+        spool = Spool()
         try:  # the variant's containers now (an update may have replaced those it was checked against)
-            route = service.dataplane.router.route(None, None)
+            cycle = self._cycles(spool, service, job.inference_id.encode(), job.call)
         except GatewayError as error:
             await self._store(job.failure, error.message.encode())
             return
-        cycle = Cycle(
-            answer,
-            service,
-            job.inference_id.encode(),
-            Operation.INVOKE,
-            route,
-            job.call,
-            None,
-            keep_alive=True,
-            timeline=Timeline() if service.telemetry.enabled else None,
-        )
         cycle.start()
-        with answer.body:
+        with spool.data:
             try:
                 async with asyncio.timeout(job.timeout):
-                    await answer.finished.wait()
+                    await spool.finished.wait()
             except TimeoutError:
                 cycle.abandon()
                 limit = f"{job.timeout:g} s (InvocationTimeoutSeconds)"
                 await self._store(job.failure, f"The request did not finish within {limit}.".encode())
                 return
-            answer.body.seek(0)
-            await self._store(job.output if answer.status == 200 else job.failure, answer.body)
+            spool.data.seek(0)
+            await self._store(job.output if spool.status == 200 else job.failure, spool.data)
 
     def _read_input(self, location: str) -> bytes:
         parts = urlsplit(location)
@@ -443,37 +436,48 @@ class AsyncQueue:
         return self._s3
 
 
-class Answer:
-    """Where an asynchronous request's cycle writes its answer: an HTTP response parsed as it is written,
-    its body spooled (gateway.cycle's Connection, for no client)."""
+class Spool:
+    """Where an asynchronous request's cycle answers (gateway.cycle's Responder, for no client): the
+    status, and the body spooled to memory or, past SPOOL_IN_MEMORY, a temporary file."""
 
     def __init__(self) -> None:
         self.status = 0
-        self.body: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)
+        self.data: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)
         self.finished = asyncio.Event()
-        self._parser = httptools.HttpResponseParser(self)
 
-    # gateway.cycle.Connection
-    def write(self, data: bytes) -> None:
-        with contextlib.suppress(httptools.HttpParserError):
-            self._parser.feed_data(data)
+    def whole(self, cycle: Cycle, reply: Reply, chunks: list[bytes], size: int) -> None:
+        self.status = 200
+        self.data.writelines(chunks)
+
+    def start(self, cycle: Cycle, reply: Reply, length: int | None) -> None:
+        self.status = 200
+
+    def body(self, chunks: list[bytes]) -> None:
+        self.data.writelines(chunks)
+
+    def end(self) -> None:
+        return None
+
+    def document(
+        self, cycle: Cycle, status: int, content_type: bytes, body: bytes, extra: bytes = b""
+    ) -> None:
+        self.status = status
+        self.data.write(body)
+
+    def fail(self, cycle: Cycle, error: GatewayError, begun: bool) -> None:
+        """The failure object holds the error as a client would have read it; an answer that broke off
+        is a failure too (what came of it is kept)."""
+        if begun:
+            self.status = 502
+        else:
+            self.status = error.status
+            self.data.write(json.dumps(error.members(), ensure_ascii=True).encode())
 
     async def drained(self) -> None:
         return None
 
-    def cut(self) -> None:
-        self.status = 502  # an answer that broke off: a failure
-        self.finished.set()
-
     def done(self, cycle: Cycle) -> None:
         self.finished.set()
-
-    # httptools
-    def on_headers_complete(self) -> None:
-        self.status = self._parser.get_status_code()
-
-    def on_body(self, body: bytes) -> None:
-        self.body.write(body)
 
 
 def _text(value: bytes | None) -> str | None:

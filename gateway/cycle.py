@@ -12,18 +12,22 @@ hop, streaming a large answer and a client that leaves are steps of one driver, 
                   └────invoke (task)──▶ reply / error            └─▶ last hop: answer whole, or stream (task)
                                                                       ──▶ finish ──▶ connection.done
 
-The connection only parses, queues and writes (gateway.server); what each container of a pipeline is sent
-is the data plane's rule (`DataPlane.entry`, `DataPlane.hand_on`).
+A cycle never frames bytes: it tells its `Responder` what the answer is (start, body, end; whole; a
+document the gateway made; a failure), and the responder frames it for whoever asked: HTTP for the runtime
+API and AWS JSON for the control plane (gateway.server), a spooled object for an asynchronous request
+(gateway.async_inference). Which cycle a request becomes is the front door's decision (gateway.frontdoor);
+what each container of a pipeline is sent is the data plane's rule (`DataPlane.entry`, `DataPlane.hand_on`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, ParamSpec, Protocol
 
-from gateway import eventstream, wire
+from gateway import wire
 from gateway.backends import Reply
 from gateway.backends.base import Exchange
 from gateway.dataplane import DataPlane, read_hop
@@ -41,19 +45,37 @@ logger = logging.getLogger(__name__)
 P = ParamSpec("P")
 
 
-class Connection(Protocol):
-    """The client connection, as a cycle sees it."""
+class Responder(Protocol):
+    """Where a cycle's answer goes, framed for whoever asked. One answer at a time: `whole`, or `start`,
+    `body`... and `end`; or `document`; or `fail`, at any point. Then `done`."""
 
-    def write(self, data: bytes) -> None: ...
+    def whole(self, cycle: Cycle, reply: Reply, chunks: list[bytes], size: int) -> None:
+        """A container's whole answer, `size` bytes in `chunks` (start, body and end in one)."""
+
+    def start(self, cycle: Cycle, reply: Reply, length: int | None) -> None:
+        """A container's answer begins: its head (`length` None: not known yet)."""
+
+    def body(self, chunks: list[bytes]) -> None:
+        """More of the answer begun."""
+
+    def end(self) -> None:
+        """The answer begun is complete."""
+
+    def document(
+        self, cycle: Cycle, status: int, content_type: bytes, body: bytes, extra: bytes = b""
+    ) -> None:
+        """A whole answer the gateway made (/ping's, /metrics', the control plane's, a 202); `extra`:
+        header lines."""
+
+    def fail(self, cycle: Cycle, error: GatewayError, begun: bool) -> None:
+        """The request failed with `error`; `begun`: after `start` (a stream can still say so in-band;
+        anything else can only be cut short)."""
 
     async def drained(self) -> None:
-        """Until the client has taken enough of what was written."""
-
-    def cut(self) -> None:
-        """End the connection now: an answer already begun cannot be finished."""
+        """Until whoever asked has taken enough of what was sent."""
 
     def done(self, cycle: Cycle) -> None:
-        """This cycle's answer is out: the connection goes on with the next request."""
+        """This cycle's answer is out."""
 
 
 class Cycle:
@@ -62,7 +84,6 @@ class Cycle:
 
     __slots__ = (
         "_answer",
-        "_conn",
         "_exchange",
         "_head_sent",
         "_hop",
@@ -70,11 +91,13 @@ class Cycle:
         "_service",
         "_task",
         "call",
+        "closes",
         "finished",
         "held",
         "keep_alive",
         "operation",
         "refusal",
+        "responder",
         "rid",
         "route",
         "timeline",
@@ -82,30 +105,29 @@ class Cycle:
 
     def __init__(
         self,
-        conn: Connection,
+        responder: Responder,
         service: Service | None,
         rid: bytes,
         operation: Operation | None,
-        route: Route | None,
-        call: Invocation | None,
-        refusal: GatewayError | None,
+        route: Route | None = None,
+        call: Invocation | None = None,
+        refusal: GatewayError | None = None,
         *,
-        keep_alive: bool,
-        held: int = 0,
+        keep_alive: bool = True,
         timeline: Timeline | None = None,
-        answer: Callable[[bytes, bool], Awaitable[bytes]] | None = None,
     ) -> None:
-        self._conn = conn
-        # a whole answer the server works out (the control plane's, the local SageMaker's /metrics)
-        self._answer = answer
+        self.responder = responder
+        # a whole answer the front door works out (the control plane's, /metrics, a 202)
+        self._answer: Callable[[Cycle], Awaitable[None]] | None = None
         self._service = service
         self.rid = rid
         self.operation = operation
         self.route = route
         self.call = call
         self.refusal = refusal
+        self.closes = False  # the refusal ends the connection: nothing after it is read
         self.keep_alive = keep_alive
-        self.held = held  # bytes of body the server's BodyBudget counts until the cycle is done
+        self.held = 0  # bytes of body the server's BodyBudget counts until the cycle is done
         self.timeline = timeline  # kept when telemetry is on
         self.finished = False
         self._hop = 0
@@ -113,6 +135,10 @@ class Cycle:
         self._exchange: Exchange | None = None
         self._task: asyncio.Task[None] | None = None
         self._head_sent = False
+
+    def answer_with(self, answer: Callable[[Cycle], Awaitable[None]]) -> None:
+        """The cycle is answered by `answer`, which tells the responder (a document or a failure)."""
+        self._answer = answer
 
     @property
     def service(self) -> Service | None:
@@ -134,11 +160,7 @@ class Cycle:
             if metrics is None:
                 self._fail(UnknownOperation("Metrics are off (mce serve --no-metrics)."))
                 return
-            self._conn.write(
-                wire.text_response(
-                    200, metrics.exposition(), wire.PROMETHEUS, self.rid, close=not self.keep_alive
-                )
-            )
+            self.responder.document(self, 200, wire.PROMETHEUS, metrics.exposition())
             self._finish()
         else:
             self._wait(self._ping)
@@ -173,7 +195,7 @@ class Cycle:
             if self.timeline is not None:
                 self.timeline.answered(hop)
             chunks = reply.take()
-            self._write_whole(reply, chunks, sum(map(len, chunks)))
+            self.responder.whole(self, reply, chunks, sum(map(len, chunks)))
             self._finish()
         else:
             self._wait(self._stream, reply)
@@ -202,22 +224,19 @@ class Cycle:
     async def _ping(self) -> None:
         assert self._service is not None
         health = await self._service.dataplane.health()
-        self._conn.write(
-            wire.json_response(
-                200 if health.ready else 503, health.document(), self.rid, close=not self.keep_alive
-            )
-        )
+        body = json.dumps(health.document()).encode()
+        self.responder.document(self, 200 if health.ready else 503, wire.JSON_TYPE, body)
         self._finish()
 
     async def _answer_whole(self) -> None:
         assert self._answer is not None
-        self._conn.write(await self._answer(self.rid, not self.keep_alive))
+        await self._answer(self)
         self._finish()
 
     async def _stream(self, reply: Reply) -> None:
         """The last container's 2xx answer: whole if it completes within wire.WHOLE, else relayed as
         it arrives (Content-Length passed on, or re-chunked), at the pace the client takes it."""
-        conn = self._conn
+        responder = self.responder
         try:
             chunks = reply.take()
             size = sum(map(len, chunks))
@@ -229,20 +248,17 @@ class Cycle:
             if reply.complete:
                 if self.timeline is not None:
                     self.timeline.answered(self._hop)
-                self._write_whole(reply, chunks, size)
+                responder.whole(self, reply, chunks, size)
             else:
-                length = reply.content_length
-                conn.write(self._head(reply, length))
+                responder.start(self, reply, reply.content_length)
                 self._head_sent = True
-                chunked = length is None
-                _write_body(conn, chunks, chunked)
+                responder.body(chunks)
                 while not reply.complete:
-                    await conn.drained()
+                    await responder.drained()
                     await reply.wait()
-                    _write_body(conn, reply.take(), chunked)
-                _write_body(conn, reply.take(), chunked)
-                if chunked:
-                    conn.write(wire.LAST_CHUNK)
+                    responder.body(reply.take())
+                responder.body(reply.take())
+                responder.end()
                 if self.timeline is not None:  # a streamed answer takes the container until its last byte
                     self.timeline.answered(self._hop)
         finally:
@@ -251,38 +267,37 @@ class Cycle:
         self._finish()
 
     async def _stream_events(self, reply: Reply) -> None:
-        """InvokeEndpointWithResponseStream: the last container's answer as PayloadPart events, each as
-        soon as its bytes arrive, at the pace the client takes them (the container's connection stops
-        being read while the client lags: gateway.upstream). A failure once the answer has begun is a
-        ModelStreamError event, which boto3 raises while iterating; the answer itself ends cleanly."""
-        conn = self._conn
-        conn.write(self._head(reply, None, stream=True))
+        """InvokeEndpointWithResponseStream: the last container's answer as it arrives, each piece as soon
+        as its bytes do (the responder makes them PayloadPart events), at the pace the client takes them
+        (the container's connection stops being read while the client lags: gateway.upstream). A failure
+        once the answer has begun is told in-band (a ModelStreamError event, which boto3 raises while
+        iterating)."""
+        responder = self.responder
+        responder.start(self, reply, None)
         self._head_sent = True
         try:
             while True:
                 chunks = reply.take()
                 if chunks:
-                    conn.write(wire.chunk(eventstream.payload_part(b"".join(chunks))))
+                    responder.body(chunks)
                 if reply.complete:
                     break
-                await conn.drained()
+                await responder.drained()
                 await reply.wait()
         except ModelError as error:
-            self._stream_failed(error)
+            if self.timeline is not None:
+                self.timeline.failed(error)
+            logger.info("request %s: stream broken: %s", self.rid.decode(), error.message)
+            responder.fail(self, error, True)
+            self._finish()
+            return
         finally:
             if not reply.complete:
                 reply.abandon()
-        if self.timeline is not None and not self.timeline.failure:
-            self.timeline.answered(self._hop)
-        conn.write(wire.LAST_CHUNK)
-        self._finish()
-
-    def _stream_failed(self, error: ModelError) -> None:
         if self.timeline is not None:
-            self.timeline.failed(error)
-        logger.info("request %s: stream broken: %s", self.rid.decode(), error.message)
-        code = eventstream.TIMEOUT if error.timed_out else eventstream.STREAM_BROKEN
-        self._conn.write(wire.chunk(eventstream.model_stream_error(error.message, code)))
+            self.timeline.answered(self._hop)
+        responder.end()
+        self._finish()
 
     def _wait(self, step: Callable[P, Awaitable[None]], *args: P.args, **kwargs: P.kwargs) -> None:
         """Run `step` as the cycle's task. The coroutine is made inside the task, so a task cancelled
@@ -309,29 +324,22 @@ class Cycle:
         if self.timeline is not None:
             self.timeline.failed(error)
         logger.info("request %s: %s: %s", self.rid.decode(), error.code, error.message)
-        if self._head_sent and self.operation is Operation.STREAM:
-            # an event stream can still say so: boto3 raises it while the client iterates
-            self._conn.write(
-                wire.chunk(eventstream.exception("InternalStreamFailure", {"Message": error.message}))
-            )
-            self._conn.write(wire.LAST_CHUNK)
-        elif self._head_sent:
-            # The answer is already on its way; the only honest signal left is to cut it short.
-            self._conn.cut()
-        else:
-            close = not self.keep_alive
-            if self.operation is Operation.CONTROL:  # AWS JSON 1.1: botocore reads the code from __type
-                self._conn.write(wire.control_error(error, self.rid, close=close))
-            else:
-                self._conn.write(wire.error_response(error, self.rid, close=close))
+        self.responder.fail(self, error, self._head_sent)
         self._finish()
 
     def _finish(self) -> None:
         self.finished = True
         self._task = None
-        if self.timeline is not None and self._service is not None:
-            self._service.telemetry.finish(self)
-        self._conn.done(self)
+        timeline = self.timeline
+        if timeline is not None and self._service is not None:
+            call = self.call
+            self._service.telemetry.finish(
+                self.rid,
+                self.route.names if self.route is not None else (),
+                timeline,
+                call.inference_id if call is not None else None,
+            )
+        self.responder.done(self)
 
     def abandon(self) -> None:
         """The client has gone: stop waiting on the containers and free what the cycle holds."""
@@ -345,33 +353,8 @@ class Cycle:
             self._exchange.abandon()
             self._exchange = None
 
-    # writing the answer
-    def _write_whole(self, reply: Reply, chunks: list[bytes], size: int) -> None:
-        """A whole answer in one write: head and body together."""
-        self._conn.write(b"".join([self._head(reply, size), *chunks]))
-
-    def _head(self, reply: Reply, length: int | None, *, stream: bool = False) -> bytes:
-        """The answer's head: `length` None for a chunked body; `stream` for an event stream (which has
-        no session members: InvokeEndpointWithResponseStream cannot open a session)."""
-        assert self._service is not None
-        return wire.invocation_head(
-            self._service.ok_head,
-            self.rid,
-            reply.content_type,
-            reply.custom_attributes,
-            length=length,
-            close=not self.keep_alive,
-            timing=self._timing(),
-            session=b"" if stream else reply.session_headers,
-            stream=stream,
-        )
-
-    def _timing(self) -> bytes | None:
+    def timing(self) -> bytes | None:
+        """The answer's `Server-Timing` so far, when telemetry is on."""
         if self.timeline is None or self.route is None or self._service is None:
             return None
         return self._service.telemetry.server_timing(self.route, self.timeline)
-
-
-def _write_body(conn: Connection, chunks: list[bytes], chunked: bool) -> None:
-    for piece in chunks:
-        conn.write(wire.chunk(piece) if chunked else piece)

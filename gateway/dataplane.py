@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from gateway.backends import Backend, BodyTooLarge, Reply, build_backend
@@ -84,17 +84,7 @@ class DataPlane:
         (and streams it, for InvokeEndpointWithResponseStream)."""
         if route.last == 0:
             return call
-        return Invocation(
-            call.body,
-            call.content_type,
-            None,
-            call.custom_attributes,
-            call.inference_id,
-            call.target_model,
-            call.traceparent,
-            call.session_id,
-            timeout=call.timeout,
-        )
+        return replace(call, accept=None, stream=False)
 
     @staticmethod
     def hand_on(
@@ -102,18 +92,17 @@ class DataPlane:
     ) -> Invocation:
         """What container `index + 1` is sent: container `index`'s answer and its Content-Type
         (docs/decisions.md D5)."""
-        return Invocation(
-            body,
-            reply.content_type,
-            call.accept if index + 1 == route.last else None,
+        last = index + 1 == route.last
+        return replace(
+            sent,
+            body=body,
+            content_type=reply.content_type,
+            accept=call.accept if last else None,
             # custom attributes travel along: a container may replace them for the next one
-            reply.custom_attributes if reply.custom_attributes is not None else sent.custom_attributes,
-            sent.inference_id,
-            sent.target_model,
-            sent.traceparent,
-            sent.session_id,
-            call.stream and index + 1 == route.last,  # only the last container's answer streams
-            sent.timeout,
+            custom_attributes=reply.custom_attributes
+            if reply.custom_attributes is not None
+            else sent.custom_attributes,
+            stream=call.stream and last,  # only the last container's answer streams
         )
 
     async def health(self) -> Health:

@@ -8,8 +8,10 @@ its body. What routes a request is frozen when its head is complete: trailers ar
 the access check after the body judges exactly the headers the route was chosen from. A request body is
 buffered whole (capped at 6 MiB by the API, and across all connections by `Limits.max_buffered_bodies`).
 
-The connection parses, queues and writes; each complete request becomes a `Cycle` (gateway.cycle), the
-one driver that runs it and writes its answer through this connection.
+The connection parses, queues and writes. What a request is (its endpoint, variant, operation and route,
+or its refusal) is the front door's decision (gateway.frontdoor), made into a `Cycle` (gateway.cycle), the
+one driver that runs it; the cycle answers through the connection's responders, which frame its answer as
+HTTP: the runtime API's (`HttpResponder`) and the control plane's, AWS JSON 1.1 (`ControlResponder`).
 
 Every client has deadlines (gateway.limits): to send its head, its body, its next request on a kept-alive
 connection, and to take its answer; one sweep a second enforces them all. Every failure leaves as a
@@ -23,40 +25,21 @@ import collections
 import logging
 import math
 import socket
-from collections.abc import Awaitable, Callable, Collection
-from functools import partial
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from collections.abc import Collection
+from typing import TYPE_CHECKING, Any, cast
 
 import httptools
 
-from gateway import wire
-from gateway.async_inference import MAX_INLINE_BODY, AsyncConfig, AsyncQueue, Journal, accepted, job_from
+from gateway import eventstream, wire
 from gateway.cycle import Cycle
-from gateway.errors import GatewayError, RequestRefused, ServiceUnavailable, UnknownOperation, ValidationError
-from gateway.invocation import Invocation, check_component, invocation_from
+from gateway.errors import GatewayError, ModelError, RequestRefused, ServiceUnavailable, ValidationError
+from gateway.frontdoor import BODIED, FrontDoor, body_too_large
 from gateway.limits import BodyBudget, Limits
-from gateway.metrics import Metrics
-from gateway.origins import Origins
-from gateway.routing import Operation, Route, Router, unknown_endpoint
-from gateway.service import Service, Variants
-from gateway.timeline import Timeline
+from gateway.routing import Operation
+from gateway.service import Service
 
 if TYPE_CHECKING:
-    from gateway.access import Access, Key
-
-
-class Control(Protocol):
-    """The control plane, as the front door sees it (gateway.control): `POST /` is its."""
-
-    async def call(
-        self, target: bytes | None, body: bytes, authorize: Callable[[str, str], None] | None
-    ) -> bytes:
-        """The AWS JSON 1.1 answer to one request with this X-Amz-Target, or a GatewayError (a ControlError,
-        framed by the front door); `authorize(action, resource ARN)` raises unless the caller may (None:
-        access is off)."""
-
-    def absent(self, name: str) -> GatewayError | None:
-        """Why endpoint `name`, not mounted, cannot be invoked (Creating, Failed), if it exists."""
+    from gateway.backends import Reply
 
 
 logger = logging.getLogger(__name__)
@@ -113,49 +96,16 @@ def _no_room() -> ServiceUnavailable:
     return ServiceUnavailable("The gateway holds as many request bodies as it may; retry later.")
 
 
-INVOCATIONS = (Operation.INVOKE, Operation.STREAM)  # a route and a container's answer
-BODIED = (*INVOCATIONS, Operation.ASYNC)  # a body, counted against the budget
-ACTIONS = {  # the IAM action --access authorizes for each (gateway.access)
-    Operation.INVOKE: "sagemaker:InvokeEndpoint",
-    Operation.STREAM: "sagemaker:InvokeEndpoint",  # InvokeEndpointWithResponseStream's, as documented
-    Operation.ASYNC: "sagemaker:InvokeEndpointAsync",
-}
-DESCRIBE = "sagemaker:DescribeEndpoint"  # what a key needs to see an endpoint's metrics
-
-
-CONTROL_TYPE = b"application/x-amz-json-1.1"  # what every AWS SDK sends to a JSON 1.1 service
-
-
-def check_control_type(content_type: bytes | None) -> None:
-    """A control-plane request is AWS JSON 1.1, refused before its body is read otherwise: a cross-site
-    form or `fetch` can send text/plain without asking first, but not this type (gateway.origins)."""
-    if content_type is None or content_type.partition(b";")[0].strip().lower() != CONTROL_TYPE:
-        shown = "none" if content_type is None else wire.shown(content_type)
-        raise RequestRefused(
-            415,
-            "UnsupportedMediaTypeException",
-            f"A control-plane request has Content-Type {CONTROL_TYPE.decode()}, as AWS SDKs send it; "
-            f"this one has {shown}.",
-        )
-
-
-def body_too_large(size: int | None) -> ValidationError:
-    measured = f"{size} bytes" if size is not None else f"over {wire.MAX_BODY} bytes"
-    return ValidationError(
-        f"Request body is {measured}; the API accepts at most {wire.MAX_BODY} bytes (6 MB) per request."
-    )
-
-
 class HttpProtocol(asyncio.Protocol):
     """One client connection."""
 
-    __deletable__ = ("_parser",)  # dropped when the connection closes (and so for mypyc, D24)
+    # dropped when the connection closes, so a closed one is freed at once (declared for mypyc, D24)
+    __deletable__ = ("_parser", "control", "runtime")
 
     def __init__(self, server: Server) -> None:
         self._server = server
-        self._service: Service | None = None  # the endpoint the request being parsed names
-        self._access = server.access
-        self._origins = server.origins
+        self._door = server.door
+        self._authenticates = server.door.access is not None  # a refused body is still read to check it
         self._limits = server.limits
         self._bodies = server.bodies
         self._loop = server.loop
@@ -182,11 +132,7 @@ class HttpProtocol(asyncio.Protocol):
         self._buffering = True
         self._shed = False  # refused for want of room: not authenticated, body not kept
         self._upgrade = False
-        self._operation: Operation | None = None
-        self._route: Route | None = None
-        self._call: Invocation | None = None
-        self._target: bytes | None = None  # X-Amz-Target of a control-plane request
-        self._rejected: GatewayError | None = None
+        self._cycle: Cycle | None = None  # the request being read, as the front door admitted it
         self._ignoring = False  # after a refusal that ends the connection, later bytes are not parsed
         self._paused_for = 0  # _QUEUE_FULL | _OUTPUT_FULL
         # the requests being answered, one at a time, each by its cycle
@@ -196,6 +142,9 @@ class HttpProtocol(asyncio.Protocol):
         self._drain: asyncio.Future[None] | None = None
         self._closing = False
         self._linger: asyncio.TimerHandle | None = None
+        # where cycles answer: gateway.frontdoor.Client
+        self.runtime = HttpResponder(self)
+        self.control = ControlResponder(self)
 
     # connection lifecycle
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -215,7 +164,7 @@ class HttpProtocol(asyncio.Protocol):
                         "connections; "
                         "retry later."
                     ),
-                    server.request_ids.next(),
+                    server.door.request_ids.next(),
                     close=True,
                 )
             )
@@ -242,9 +191,9 @@ class HttpProtocol(asyncio.Protocol):
         if self._linger is not None:
             self._linger.cancel()
             self._linger = None
-        # the parser holds this protocol's callbacks: drop it, so a closed connection is freed at once,
-        # not by the cycle collector
-        del self._parser
+        # the parser holds this protocol's callbacks, and each responder the protocol: drop them, so a closed
+        # connection is freed at once, not by the cycle collector
+        del self._parser, self.runtime, self.control
 
     def data_received(self, data: bytes) -> None:
         if self._ignoring:
@@ -396,8 +345,6 @@ class HttpProtocol(asyncio.Protocol):
         if self._transport is not None:
             self._transport.abort()
 
-    cut = abort  # gateway.cycle.Connection: an answer begun cannot be finished
-
     # httptools callbacks
     def on_message_begin(self) -> None:
         self._phase = _HEAD
@@ -410,12 +357,7 @@ class HttpProtocol(asyncio.Protocol):
         self._headers = {}
         self._body = []
         self._body_size = 0
-        self._service = None
-        self._operation = None
-        self._route = None
-        self._call = None
-        self._target = None
-        self._rejected = None
+        self._cycle = None
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -449,87 +391,24 @@ class HttpProtocol(asyncio.Protocol):
         self._body_left = length if length is not None and b"transfer-encoding" not in headers else -1
         try:
             self._check_head(parser, headers)
-            path = self._url.partition(b"?")[0]
-            foreign = self._origins.refusal(headers.get(b"host"), headers.get(b"origin"))
-            if foreign is not None:  # before anything else: nothing done for a page that is no client
-                if path == b"/" and parser.get_method() == b"POST" and self._server.control is not None:
-                    self._operation = Operation.CONTROL  # refused in the control plane's shape
-                self._refuse(foreign)
-                return
-            if self._server.control is not None and path in (b"/", b"/metrics"):
-                self._operation = self._server.local_operation(parser.get_method(), path)
-                self._target = headers.get(b"x-amz-target")
-                if self._operation is Operation.CONTROL:
-                    check_control_type(headers.get(b"content-type"))
-                if length is not None and length > wire.MAX_BODY:
-                    self._refuse(body_too_large(length))
-                    return
-            else:
-                component = headers.get(wire.INFERENCE_COMPONENT)
-                if component is not None:
-                    check_component(component)
-                service = self._service = self._server.service_for(
-                    path, headers.get(wire.TARGET_VARIANT), component
-                )
-                router = service.dataplane.router
-                self._operation = router.operation(parser.get_method(), path)
-            if self._operation is Operation.ASYNC:
-                self._check_async(router, length)
-            if self._operation in BODIED:
-                if length is not None and length > wire.MAX_BODY:
-                    self._refuse(body_too_large(length))  # refused before the body is read
-                    return
-                if length is not None and not self._bodies.take(length):
-                    self._shed_request()
-                    return
-                self._held = length if length is not None else 0
-            if self._operation in INVOCATIONS:
-                self._call = invocation_from(headers, stream=self._operation is Operation.STREAM)
-                self._route = router.route(headers.get(wire.TARGET_CONTAINER), self._call.target_model)
         except GatewayError as error:
-            self._rejected = error
-            # a rejected body is still read for the signature check, which comes first (gateway.access)
-            self._buffering = self._access is not None
-            if not self._buffering:
-                self._bodies.release(self._held)
-                self._held = 0
+            cycle = self._cycle = self._door.refused(error, self)
+        else:
+            cycle = self._cycle = self._door.admit(parser.get_method(), self._url, headers, length, self)
+        if cycle.refusal is not None:
+            if cycle.closes:
+                self._refuse(cycle)
+                return
+            # a refused body is still read for the signature check, which comes first (gateway.access)
+            self._buffering = self._authenticates
             return
+        if cycle.operation in BODIED and length is not None:
+            if not self._bodies.take(length):
+                self._shed_request(cycle)
+                return
+            self._held = length
         if headers.get(wire.EXPECT, b"").lower() == b"100-continue" and self._current is None:
             self.write(wire.CONTINUE)
-
-    def _authorized(self) -> tuple[str, str | None]:
-        """The endpoint and the IAM action --access authorizes this request for (None: a signature by any
-        key will do). A path naming an endpoint that does not serve (Creating, Failed, or no such
-        endpoint) is authorized as its invocation all the same, before it is refused: a key learns
-        nothing of an endpoint it may not invoke (gateway.access)."""
-        if self._service is not None:
-            endpoint = self._service.dataplane.router.endpoint_name
-            if self._operation is Operation.METRICS:  # one endpoint's metrics: what describing it shows
-                return endpoint, DESCRIBE
-        else:
-            path = self._url.partition(b"?")[0]
-            named = wire.endpoint_name(path)
-            if named is None:
-                return "", None
-            endpoint = named.decode("latin-1")
-            if self._operation is None:
-                asynchronous = path.endswith(b"/async-invocations")
-                return endpoint, ACTIONS[Operation.ASYNC if asynchronous else Operation.INVOKE]
-        return endpoint, ACTIONS.get(self._operation) if self._operation is not None else None
-
-    def _check_async(self, router: Router, length: int | None) -> None:
-        """InvokeEndpointAsync needs an endpoint configured for it, reached with no hostname or model,
-        and an inline Body of at most 128,000 bytes."""
-        if self._server.queue(router.endpoint_name) is None:
-            raise ValidationError(
-                f"Endpoint {router.endpoint_name} is not configured for asynchronous inference: its endpoint "
-                "configuration has no AsyncInferenceConfig."
-            )
-        router.route(None, None)  # a Direct or multi-model endpoint has no route without a header
-        if length is not None and length > MAX_INLINE_BODY:
-            raise ValidationError(
-                f"An inline Body is at most {MAX_INLINE_BODY} bytes; larger input goes in InputLocation."
-            )
 
     def _check_head(self, parser: httptools.HttpRequestParser, headers: dict[bytes, bytes]) -> None:
         """HTTP/1.1's rules for the head (RFC 9112 §3.2) and the gateway's own: one value per header it
@@ -552,12 +431,12 @@ class HttpProtocol(asyncio.Protocol):
         if b"host" not in headers and parser.get_http_version() != "1.0":
             raise ValidationError("An HTTP/1.1 request must have a Host header.")
 
-    def _shed_request(self) -> None:
+    def _shed_request(self, cycle: Cycle) -> None:
         """No room for this body (Limits.max_buffered_bodies): answer 503, which clients retry, and drop the
         body."""
         self._shed = True
         self._buffering = False
-        self._rejected = _no_room()
+        cycle.refusal = _no_room()
 
     def on_body(self, body: bytes) -> None:
         if self._ignoring or not self._buffering:
@@ -578,55 +457,16 @@ class HttpProtocol(asyncio.Protocol):
             return
         self._phase = _WAIT
         self._deadline = math.inf  # the client waits for its answer now
-        keep_alive = not self._closing and not self._upgrade and self._parser.should_keep_alive()
-        call = self._call
+        cycle = self._cycle
+        assert cycle is not None
+        self._cycle = None
+        cycle.keep_alive = not self._closing and not self._upgrade and self._parser.should_keep_alive()
+        cycle.held, self._held = self._held, 0
         body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
         self._body = []
-        if call is not None and self._rejected is None:
-            call.body = body
-        key: Key | None = None
-        if self._access is not None and not self._shed and self._operation is not Operation.PING:
-            # who is asking comes before what is wrong with the request: no container names to strangers
-            try:
-                endpoint, action = self._authorized()
-                key = self._access.check(
-                    self._parser.get_method(), self._url, self._headers, body, endpoint, action=action
-                )
-            except GatewayError as error:
-                self._rejected = error
-        answer = self._server.answer_for(self._operation, self._target, body, key)
-        if self._operation is Operation.ASYNC and self._rejected is None and self._service is not None:
-            try:
-                answer = self._server.submit(
-                    self._service.dataplane.router.endpoint_name, self._headers, body
-                )
-            except GatewayError as error:
-                self._rejected = error
-        rid = self._server.request_ids.next()
-        if call is not None and call.traceparent is None:
-            trace = rid.replace(b"-", b"")  # a fresh trace, named after the request: 32 hex digits
-            call.traceparent = b"00-" + trace + b"-" + trace[16:] + b"-01"
-        operation = self._operation
-        service = self._service
-        timeline = (
-            Timeline()
-            if operation in INVOCATIONS and service is not None and service.telemetry.enabled
-            else None
+        self._door.complete(
+            cycle, self._parser.get_method(), self._url, self._headers, body, authenticate=not self._shed
         )
-        cycle = Cycle(
-            self,
-            service,
-            rid,
-            operation,
-            self._route,
-            call,
-            self._rejected,
-            keep_alive=keep_alive,
-            held=self._held,
-            timeline=timeline,
-            answer=answer,
-        )
-        self._held = 0
         self._enqueue(cycle)
 
     # answering: one cycle at a time
@@ -639,8 +479,16 @@ class HttpProtocol(asyncio.Protocol):
             if len(self._queue) >= self._limits.read_ahead:
                 self._pause(_QUEUE_FULL)
 
-    def _refuse(self, error: GatewayError) -> None:
-        """Answer `error` and close the connection, reading nothing more."""
+    def _refuse(self, refused: GatewayError | Cycle) -> None:
+        """Answer a refusal and close the connection, reading nothing more: a refused cycle, or an error
+        (framed as the request being read is answered, if it has begun)."""
+        if isinstance(refused, GatewayError):
+            reading = self._cycle
+            if reading is None:
+                refused = self._door.refused(refused, self)
+            else:
+                control = reading.responder is self.control
+                refused = self._door.refused(refused, self, service=reading.service, control=control)
         if self._transport is not None and not self._paused_for:
             self._transport.pause_reading()
         self._ignoring = True
@@ -648,28 +496,20 @@ class HttpProtocol(asyncio.Protocol):
         self._bodies.release(self._held)
         self._held = 0
         self._body = []
-        self._enqueue(
-            Cycle(
-                self,
-                self._service,
-                self._server.request_ids.next(),
-                self._operation,  # a control-plane request is refused in the control plane's shape
-                None,
-                None,
-                error,
-                keep_alive=False,
-            )
-        )
+        self._cycle = None
+        refused.keep_alive = False
+        self._enqueue(refused)
 
     def answering(self, services: Collection[Service]) -> bool:
-        if self._phase == _BODY and self._service in services:
+        reading = self._cycle
+        if self._phase == _BODY and reading is not None and reading.service in services:
             return True  # its head chose one of them; its body is still coming, so it has no cycle yet
         current = self._current
         if current is not None and current.service in services:
             return True
         return any(cycle.service in services for cycle in self._queue)
 
-    # gateway.cycle.Connection
+    # for the responders
     def write(self, data: bytes) -> None:
         if self._transport is not None and not self._transport.is_closing():
             self._transport.write(data)
@@ -686,6 +526,7 @@ class HttpProtocol(asyncio.Protocol):
         following.start()
 
     def done(self, cycle: Cycle) -> None:
+        """`cycle`'s answer is out: go on with the next request, or close."""
         self._current = None
         self._bodies.release(cycle.held)
         cycle.held = 0
@@ -720,31 +561,107 @@ class HttpProtocol(asyncio.Protocol):
         self._drain = None
 
 
-class Server:
-    """Listens on one address and owns every client connection, for a clean shutdown."""
+class HttpResponder:
+    """A cycle's answer as the runtime API's HTTP/1.1 response on one client connection (gateway.cycle's
+    Responder): a container's answer whole (head and body in one write), with a Content-Length or chunked,
+    or as an event stream (InvokeEndpointWithResponseStream); errors in SageMaker's shape."""
 
-    def __init__(
-        self,
-        *,
-        host: str,
-        port: int,
-        access: Access | None = None,
-        origins: Origins | None = None,
-        limits: Limits | None = None,
-        control: Control | None = None,
-        metrics: bool = True,
-        journal: Journal | None = None,
+    __slots__ = ("_chunked", "_conn", "_stream")
+
+    def __init__(self, conn: HttpProtocol) -> None:
+        self._conn = conn
+        self._chunked = False  # the answer begun is chunked
+        self._stream = False  # ... and an event stream
+
+    def whole(self, cycle: Cycle, reply: Reply, chunks: list[bytes], size: int) -> None:
+        self._conn.write(b"".join([self._head(cycle, reply, size, False), *chunks]))
+
+    def start(self, cycle: Cycle, reply: Reply, length: int | None) -> None:
+        stream = self._stream = cycle.operation is Operation.STREAM
+        self._chunked = length is None
+        self._conn.write(self._head(cycle, reply, length, stream))
+
+    def body(self, chunks: list[bytes]) -> None:
+        write = self._conn.write
+        if self._stream:
+            write(wire.chunk(eventstream.payload_part(b"".join(chunks))))
+        elif self._chunked:
+            for piece in chunks:
+                write(wire.chunk(piece))
+        else:
+            for piece in chunks:
+                write(piece)
+
+    def end(self) -> None:
+        if self._chunked:
+            self._conn.write(wire.LAST_CHUNK)
+
+    def document(
+        self, cycle: Cycle, status: int, content_type: bytes, body: bytes, extra: bytes = b""
     ) -> None:
-        """`journal`: where accepted asynchronous requests are written down (None: in memory only)."""
-        self.control = control
-        self.journal = journal
-        self.origins = origins or Origins(host)
-        self.metrics = metrics  # the local SageMaker's GET /metrics (each endpoint's are its service's)
-        self.access = access
-        self._by_name: dict[bytes, Variants] = {}  # endpoint name -> its variants
-        self._queues: dict[str, AsyncQueue] = {}  # endpoint name -> its InvokeEndpointAsync queue
-        self._closing_queues: set[asyncio.Task[None]] = set()
-        self._only: Variants | None = None
+        self._conn.write(
+            wire.document_response(
+                status, content_type, body, cycle.rid, close=not cycle.keep_alive, extra=extra
+            )
+        )
+
+    def fail(self, cycle: Cycle, error: GatewayError, begun: bool) -> None:
+        if not begun:
+            self._conn.write(self._error(cycle, error))
+        elif self._stream:  # an event stream can still say so: boto3 raises it while the client iterates
+            if isinstance(error, ModelError):
+                code = eventstream.TIMEOUT if error.timed_out else eventstream.STREAM_BROKEN
+                event = eventstream.model_stream_error(error.message, code)
+            else:
+                event = eventstream.exception("InternalStreamFailure", {"Message": error.message})
+            self._conn.write(wire.chunk(event) + wire.LAST_CHUNK)
+        else:  # the answer is already on its way; the only honest signal left is to cut it short
+            self._conn.abort()
+
+    async def drained(self) -> None:
+        await self._conn.drained()
+
+    def done(self, cycle: Cycle) -> None:
+        self._conn.done(cycle)
+
+    def _error(self, cycle: Cycle, error: GatewayError) -> bytes:
+        return wire.error_response(error, cycle.rid, close=not cycle.keep_alive)
+
+    @staticmethod
+    def _head(cycle: Cycle, reply: Reply, length: int | None, stream: bool) -> bytes:
+        """`length` None: a chunked body; `stream`: an event stream, which has no session members
+        (InvokeEndpointWithResponseStream cannot open a session)."""
+        service = cycle.service
+        assert service is not None
+        return wire.invocation_head(
+            service.ok_head,
+            cycle.rid,
+            reply.content_type,
+            reply.custom_attributes,
+            length=length,
+            close=not cycle.keep_alive,
+            timing=cycle.timing(),
+            session=b"" if stream else reply.session_headers,
+            stream=stream,
+        )
+
+
+class ControlResponder(HttpResponder):
+    """The control plane's answers (AWS JSON 1.1): errors carry their code in `__type`, as botocore reads
+    it, whatever refused the request (the control plane, or the front door: a signature, a limit)."""
+
+    __slots__ = ()
+
+    def _error(self, cycle: Cycle, error: GatewayError) -> bytes:
+        return wire.control_error(error, cycle.rid, close=not cycle.keep_alive)
+
+
+class Server:
+    """Listens on one address and owns every client connection, for a clean shutdown; what each request is,
+    and what answers it, is the front door's (`door`)."""
+
+    def __init__(self, door: FrontDoor, *, host: str, port: int, limits: Limits | None = None) -> None:
+        self.door = door
         self.limits = limits or Limits()
         self.bodies = BodyBudget(self.limits.max_buffered_bodies)
         self.host = host
@@ -754,7 +671,6 @@ class Server:
             self.loop.time()
         )  # the sweep's clock: deadlines need seconds, not a clock read per request
         self.connections: set[HttpProtocol] = set()
-        self.request_ids = wire.RequestIds()
         self._server: asyncio.Server | None = None
         self._all_closed = asyncio.Event()
         self._sweeper: asyncio.TimerHandle | None = None
@@ -770,141 +686,6 @@ class Server:
         sockets = cast(Any, self._server).sockets  # uvloop's is a list, asyncio's a tuple (D24)
         sockname = sockets[0].getsockname()
         return str(sockname[0]), int(sockname[1])
-
-    def mount(
-        self,
-        name: str,
-        variants: list[tuple[Service, float]],
-        asynchronous: AsyncConfig | None = None,
-        components: dict[str, Service] | None = None,
-    ) -> None:
-        """Serve endpoint `name` at `/endpoints/{name}/invocations` from these variants (and at
-        `/invocations`, `/ping` and `/metrics` while it is the only endpoint); with `asynchronous`, also
-        InvokeEndpointAsync, from a queue that outlives a remount (an update) of the endpoint."""
-        mounted = self._by_name[name.encode()] = Variants(variants, components)
-        self._only = next(iter(self._by_name.values())) if len(self._by_name) == 1 else None
-        queue = self._queues.get(name)
-        if asynchronous is None:
-            if queue is not None:
-                self._close_queue(name, gone=True)
-        elif queue is None or queue.config != asynchronous:
-            handed = queue.hand_over() if queue is not None else []  # each keeps the locations it was told
-            if queue is not None:
-                self._close_queue(name)
-            self._queues[name] = AsyncQueue(name, asynchronous, mounted, self.journal, handed)
-        else:
-            queue.variants = mounted
-        for variant in variants:  # the queue's depth and age are reported with the endpoint's first variant
-            metrics = variant[0].telemetry.metrics
-            if metrics is not None:
-                metrics.queue = self._queues.get(name) if variant is variants[0] else None
-
-    def names(self) -> list[str]:
-        """The endpoints mounted now."""
-        return [name.decode() for name in self._by_name]
-
-    def unmount(self, name: str) -> None:
-        self._by_name.pop(name.encode(), None)
-        self._only = next(iter(self._by_name.values())) if len(self._by_name) == 1 else None
-        if name in self._queues:
-            self._close_queue(name, gone=True)
-
-    def queue(self, name: str) -> AsyncQueue | None:
-        """Endpoint `name`'s asynchronous queue, if it is configured for InvokeEndpointAsync."""
-        return self._queues.get(name)
-
-    def submit(
-        self, name: str, headers: dict[bytes, bytes], body: bytes
-    ) -> Callable[[bytes, bool], Awaitable[bytes]]:
-        """Queue an InvokeEndpointAsync request; its answer (202, and where the result will be)."""
-        queue = self._queues[name]
-        job = job_from(headers, body, queue.config)
-        queue.submit(job)
-
-        async def answer(rid: bytes, close: bool) -> bytes:
-            return accepted(job, rid, close)
-
-        return answer
-
-    def _close_queue(self, name: str, *, gone: bool = False) -> None:
-        """`gone`: the endpoint takes no asynchronous requests any more; those not answered fail."""
-        closing = asyncio.get_running_loop().create_task(self._queues.pop(name).close(gone=gone))
-        self._closing_queues.add(closing)
-        closing.add_done_callback(self._closing_queues.discard)
-
-    def local_operation(self, method: bytes, path: bytes) -> Operation:
-        """The local SageMaker's own paths: the control plane at POST /, every endpoint's metrics at
-        GET /metrics."""
-        if path == b"/" and method == b"POST":
-            return Operation.CONTROL
-        if path == b"/metrics" and method == b"GET":
-            if not self.metrics:
-                raise UnknownOperation("Metrics are off (mce up --no-metrics).")
-            return Operation.METRICS
-        raise UnknownOperation(
-            "The local SageMaker answers POST / (the control plane, with X-Amz-Target), GET /metrics and "
-            f"POST /endpoints/{{EndpointName}}/invocations; not {method.decode('ascii', 'replace')} "
-            f"{wire.shown(path)}."
-        )
-
-    def answer_for(
-        self, operation: Operation | None, target: bytes | None, body: bytes, key: Key | None = None
-    ) -> Callable[[bytes, bool], Awaitable[bytes]] | None:
-        """How the local SageMaker answers its own paths (gateway.cycle awaits it); None for the rest.
-        `key`: who signed the request, when --access is on: the control plane authorizes each operation."""
-        control = self.control
-        if control is None:
-            return None
-        if operation is Operation.CONTROL:
-            access = self.access
-            authorize = partial(access.authorize, key) if access is not None and key is not None else None
-
-            async def control_answer(rid: bytes, close: bool) -> bytes:
-                return wire.control_response(await control.call(target, body, authorize), rid, close=close)
-
-            return control_answer
-        if operation is Operation.METRICS:
-            access = self.access
-
-            def shown(name: str) -> bool:
-                return access is None or key is None or access.allows(key, DESCRIBE, access.resource(name))
-
-            async def metrics_answer(rid: bytes, close: bool) -> bytes:
-                # mounted variants only: while an update drains the old ones, both have the same labels;
-                # under --access, the endpoints the key may describe
-                exposition = Metrics.merged(
-                    [
-                        service.telemetry.metrics
-                        for name, variants in list(self._by_name.items())
-                        if shown(name.decode("latin-1"))
-                        for service in variants.every
-                        if service.telemetry.metrics is not None
-                    ]
-                )
-                return wire.text_response(200, exposition, wire.PROMETHEUS, rid, close=close)
-
-            return metrics_answer
-        return None
-
-    def service_for(
-        self, path: bytes, target_variant: bytes | None = None, component: bytes | None = None
-    ) -> Service:
-        """The variant of the endpoint a request path names (the only endpoint, for the paths that name
-        none) that answers it."""
-        name = wire.endpoint_name(path)
-        # a path that names an endpoint gets that one or none: never another (access authorizes the name)
-        variants = self._by_name.get(name) if name is not None else self._only
-        if variants is None:
-            if name is not None:
-                absent = self.control.absent(name.decode("latin-1")) if self.control is not None else None
-                raise absent if absent is not None else unknown_endpoint(name)
-            raise UnknownOperation(
-                "No endpoint is served here."
-                if not self._by_name
-                else f"Served here: POST /endpoints/{{EndpointName}}/invocations (and "
-                f"/invocations-response-stream, /async-invocations); not {wire.shown(path)}."
-            )
-        return variants.pick(target_variant, component)
 
     def _sweep(self) -> None:
         self.clock = now = self.loop.time()
@@ -927,8 +708,8 @@ class Server:
     def answering(self, services: Collection[Service]) -> bool:
         """Whether any request reaching one of `services` is still being answered, or waits to be (a
         variant being replaced drains: gateway.control)."""
-        return any(connection.answering(services) for connection in self.connections) or any(
-            queue.answering(services) for queue in self._queues.values()
+        return any(connection.answering(services) for connection in self.connections) or self.door.answering(
+            services
         )
 
     def forget(self, connection: HttpProtocol) -> None:
@@ -955,10 +736,6 @@ class Server:
                 )
                 for connection in list(self.connections):
                     connection.abort()
-        for name in list(self._queues):  # with a journal, what is unanswered runs after a restart
-            self._close_queue(name)
-        await asyncio.gather(*self._closing_queues, return_exceptions=True)
-        if self.journal is not None:
-            self.journal.close()
+        await self.door.close()
         if self._server is not None:
             await self._server.wait_closed()

@@ -18,7 +18,6 @@ from gateway.metrics import Metrics
 from gateway.timeline import Timeline, now
 
 if TYPE_CHECKING:
-    from gateway.cycle import Cycle
     from gateway.routing import Route
 
 access_log = logging.getLogger("gateway.requests")
@@ -50,21 +49,19 @@ class Telemetry:
         parts.append(b"gateway;dur=%.3f" % (max(now() - timeline.received - in_containers, 0.0) * 1000))
         return b", ".join(parts)
 
-    def finish(self, cycle: Cycle) -> None:
-        """Record one answered invocation."""
-        timeline = cycle.timeline
-        assert timeline is not None, "only a cycle with a timeline is recorded"
+    def finish(
+        self, rid: bytes, names: Sequence[str], timeline: Timeline, inference_id: bytes | None
+    ) -> None:
+        """Record one answered invocation: request `rid`, through the containers `names`."""
         end = timeline.end()
-        names = cycle.route.names if cycle.route is not None else ()
         if self.metrics is not None:
             self.metrics.record(names, timeline)
         if self.log_requests:
             failure = timeline.failure
-            inference_id = cycle.call.inference_id if cycle.call is not None else None
             access_log.info(
                 json.dumps(
                     {
-                        "request_id": cycle.rid.decode(),
+                        "request_id": rid.decode(),
                         "inference_id": inference_id.decode("latin-1") if inference_id else None,
                         "containers": list(names[: timeline.hops]),
                         "status": timeline.status,

@@ -106,6 +106,8 @@ def json_response(
     return _json(status, extra, json.dumps(document).encode(), rid, close)
 
 
+JSON_TYPE = b"application/json"
+AWS_JSON_TYPE = b"application/x-amz-json-1.1"  # the control plane's (AWS JSON 1.1)
 AWS_JSON = b"Content-Type: application/x-amz-json-1.1\r\n"
 PROMETHEUS = b"text/plain; version=0.0.4; charset=utf-8"
 
@@ -194,9 +196,18 @@ def shown(value: bytes, limit: int = 100) -> str:
     return value[:limit].decode("utf-8", "replace")
 
 
-def text_response(status: int, body: bytes, content_type: bytes, rid: bytes, *, close: bool = False) -> bytes:
-    """A whole HTTP response with a text body (used by /metrics)."""
-    return _json(status, b"", body, rid, close, content_type=b"Content-Type: " + content_type + b"\r\n")
+def document_response(
+    status: int, content_type: bytes, body: bytes, rid: bytes, *, close: bool = False, extra: bytes = b""
+) -> bytes:
+    """A whole HTTP response the gateway made (/ping's, /metrics', a control-plane answer, a 202);
+    `extra`: header lines."""
+    if content_type is JSON_TYPE:
+        line = _JSON
+    elif content_type is AWS_JSON_TYPE:
+        line = AWS_JSON
+    else:
+        line = b"Content-Type: " + content_type + b"\r\n"
+    return _json(status, extra, body, rid, close, content_type=line)
 
 
 def chunk(data: bytes) -> bytes:

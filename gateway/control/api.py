@@ -185,7 +185,7 @@ class ControlPlane:
         return named
 
     def absent(self, name: str) -> GatewayError | None:
-        """gateway.server.Control: an endpoint that exists but is not serving (yet, or any more). Names
+        """gateway.frontdoor.Control: an endpoint that exists but is not serving (yet, or any more). Names
         are matched exactly, as the runtime matches them: `b-case` is not endpoint `b-Case`."""
         endpoint = self.state.get(EndpointResource, name)
         if endpoint is None or endpoint.name != name:
