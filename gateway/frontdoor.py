@@ -220,25 +220,16 @@ class FrontDoor:
             service = self._service_for(path, headers.get(wire.TARGET_VARIANT), component)
             router = service.dataplane.router
             operation = router.operation(method, path)
+            if operation is Operation.ASYNC:
+                self._check_async(service, length)
+            if operation in BODIED and length is not None and length > wire.MAX_BODY:
+                return self.refused(body_too_large(length), client, service=service, closes=True)
             if operation is Operation.INVOKE or operation is Operation.STREAM:
-                if length is not None and length > wire.MAX_BODY:
-                    return self.refused(body_too_large(length), client, service=service, closes=True)
                 call = invocation_from(headers, stream=operation is Operation.STREAM)
                 route = router.route(headers.get(wire.TARGET_CONTAINER), call.target_model)
                 timeline = Timeline() if service.telemetry.enabled else None
-                return Cycle(
-                    client.runtime,
-                    service,
-                    self.request_ids.next(),
-                    operation,
-                    route,
-                    call,
-                    timeline=timeline,
-                )
-            if operation is Operation.ASYNC:
-                self._check_async(router.endpoint_name, service, length)
-                if length is not None and length > wire.MAX_BODY:
-                    return self.refused(body_too_large(length), client, service=service, closes=True)
+                rid = self.request_ids.next()
+                return Cycle(client.runtime, service, rid, operation, route, call, timeline=timeline)
         except GatewayError as error:
             return self.refused(error, client, service=service, operation=operation)
         return Cycle(client.runtime, service, self.request_ids.next(), operation)
@@ -315,9 +306,10 @@ class FrontDoor:
             )
         return variants.pick(target_variant, component)
 
-    def _check_async(self, endpoint: str, service: Service, length: int | None) -> None:
+    def _check_async(self, service: Service, length: int | None) -> None:
         """InvokeEndpointAsync needs an endpoint configured for it, reached with no hostname or model,
         and an inline Body of at most 128,000 bytes."""
+        endpoint = service.dataplane.router.endpoint_name
         if endpoint not in self._queues:
             raise ValidationError(
                 f"Endpoint {endpoint} is not configured for asynchronous inference: its endpoint "
@@ -354,12 +346,8 @@ class FrontDoor:
                 trace = cycle.rid.replace(b"-", b"")  # a fresh trace, named after the request: 32 hex digits
                 call.traceparent = b"00-" + trace + b"-" + trace[16:] + b"-01"
         access = self.access
-        if access is None:
-            if cycle.refusal is None and operation in ANSWERED_HERE:
-                self._answer(cycle, headers, body, None)
-            return
         key: Key | None = None
-        if authenticate and operation is not Operation.PING:
+        if access is not None and authenticate and operation is not Operation.PING:
             try:
                 endpoint, action = self._authorized(cycle, url)
                 key = access.check(method, url, headers, body, endpoint, action=action)

@@ -397,7 +397,7 @@ class HttpProtocol(asyncio.Protocol):
             cycle = self._cycle = self._door.admit(parser.get_method(), self._url, headers, length, self)
         if cycle.refusal is not None:
             if cycle.closes:
-                self._refuse(cycle)
+                self._close_with(cycle)
                 return
             # a refused body is still read for the signature check, which comes first (gateway.access)
             self._buffering = self._authenticates
@@ -479,16 +479,17 @@ class HttpProtocol(asyncio.Protocol):
             if len(self._queue) >= self._limits.read_ahead:
                 self._pause(_QUEUE_FULL)
 
-    def _refuse(self, refused: GatewayError | Cycle) -> None:
-        """Answer a refusal and close the connection, reading nothing more: a refused cycle, or an error
-        (framed as the request being read is answered, if it has begun)."""
-        if isinstance(refused, GatewayError):
-            reading = self._cycle
-            if reading is None:
-                refused = self._door.refused(refused, self)
-            else:
-                control = reading.responder is self.control
-                refused = self._door.refused(refused, self, service=reading.service, control=control)
+    def _refuse(self, error: GatewayError) -> None:
+        """Refuse the request being read (framed as it is answered, if its head is in) and close."""
+        reading = self._cycle
+        if reading is None:
+            self._close_with(self._door.refused(error, self))
+        else:
+            control = reading.responder is self.control
+            self._close_with(self._door.refused(error, self, service=reading.service, control=control))
+
+    def _close_with(self, refused: Cycle) -> None:
+        """Answer a refused cycle and close the connection, reading nothing more."""
         if self._transport is not None and not self._paused_for:
             self._transport.pause_reading()
         self._ignoring = True

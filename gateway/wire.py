@@ -99,22 +99,10 @@ def error_response(error: GatewayError, rid: bytes, *, close: bool = False) -> b
     )
 
 
-def json_response(
-    status: int, document: object, rid: bytes, *, close: bool = False, extra: bytes = b""
-) -> bytes:
-    """A whole HTTP response with a JSON body (/ping's, InvokeEndpointAsync's); `extra`: header lines."""
-    return _json(status, extra, json.dumps(document).encode(), rid, close)
-
-
 JSON_TYPE = b"application/json"
 AWS_JSON_TYPE = b"application/x-amz-json-1.1"  # the control plane's (AWS JSON 1.1)
 AWS_JSON = b"Content-Type: application/x-amz-json-1.1\r\n"
 PROMETHEUS = b"text/plain; version=0.0.4; charset=utf-8"
-
-
-def control_response(body: bytes, rid: bytes, *, close: bool = False) -> bytes:
-    """A control-plane answer (AWS JSON 1.1)."""
-    return _json(200, b"", body, rid, close, content_type=AWS_JSON)
 
 
 def control_error(error: GatewayError, rid: bytes, *, close: bool = False) -> bytes:
@@ -196,17 +184,15 @@ def shown(value: bytes, limit: int = 100) -> str:
     return value[:limit].decode("utf-8", "replace")
 
 
+_TYPE_LINES = {JSON_TYPE: _JSON, AWS_JSON_TYPE: AWS_JSON}  # the common ones, made once
+
+
 def document_response(
     status: int, content_type: bytes, body: bytes, rid: bytes, *, close: bool = False, extra: bytes = b""
 ) -> bytes:
     """A whole HTTP response the gateway made (/ping's, /metrics', a control-plane answer, a 202);
     `extra`: header lines."""
-    if content_type is JSON_TYPE:
-        line = _JSON
-    elif content_type is AWS_JSON_TYPE:
-        line = AWS_JSON
-    else:
-        line = b"Content-Type: " + content_type + b"\r\n"
+    line = _TYPE_LINES.get(content_type) or b"Content-Type: " + content_type + b"\r\n"
     return _json(status, extra, body, rid, close, content_type=line)
 
 

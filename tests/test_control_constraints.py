@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +15,7 @@ import pytest
 import regex
 from botocore.exceptions import ClientError
 from botocore.model import ListShape, MapShape, Shape, StructureShape
-from test_local_sagemaker import ROLE, LocalSageMaker, deploy
+from test_local_sagemaker import ROLE, LocalSageMaker, control_call, deploy
 
 SERVED = [
     "CreateModel",
@@ -55,19 +53,7 @@ def local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSageMaker]:
 
 
 def call(url: str, operation: str, params: dict[str, Any] | bytes) -> tuple[int, dict[str, Any]]:
-    body = params if isinstance(params, bytes) else json.dumps(params).encode()
-    request = urllib.request.Request(
-        url + "/",
-        data=body,
-        method="POST",
-        headers={"X-Amz-Target": f"SageMaker.{operation}", "Content-Type": "application/x-amz-json-1.1"},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        with error:
-            return error.code, json.loads(error.read())
+    return control_call(url, operation, params if isinstance(params, bytes) else json.dumps(params).encode())
 
 
 def broken(shape: Shape) -> Iterator[tuple[object, str]]:

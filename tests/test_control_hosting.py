@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import sqlite3
 import subprocess
-import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ import botocore.session
 import pytest
 import test_local_sagemaker
 from botocore.exceptions import ClientError
-from conftest import ROOT
+from conftest import ROOT, write_artifact
 from test_local_sagemaker import ROLE, LocalSageMaker, deploy, in_service, second_config
 
 from gateway.launch.modeldata import model_directory
@@ -306,12 +305,7 @@ def test_an_earlier_state_file_is_migrated(tmp_path: Path) -> None:
 def test_the_model_folder_holds_only_the_archives_files(tmp_path: Path) -> None:
     """mce's note of what it extracted sits beside /opt/ml/model's folder, not in it: a container that
     loads every file it finds there sees the archive's files only. Extracting again reuses it."""
-    source = tmp_path / "source"
-    source.mkdir()
-    (source / "weights.json").write_text("{}")
-    archive = tmp_path / "model.tar.gz"
-    with tarfile.open(archive, "w:gz") as tar:
-        tar.add(source / "weights.json", arcname="weights.json")
+    archive = write_artifact(tmp_path / "model.tar.gz", {"weights.json": "{}"})
     folder = model_directory(str(archive), tmp_path, tmp_path / "run")
     assert sorted(p.name for p in folder.iterdir()) == ["weights.json"]
     (folder / "weights.json").write_text("changed by the container")

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import write_artifact
 from test_local_sagemaker import ROLE, LocalSageMaker, settled
 
 GIB = 1024**3
@@ -146,12 +147,7 @@ def test_an_archive_past_the_volume_size_fails_its_endpoint_with_nothing_unpacke
 
 
 def test_a_deleted_endpoints_model_data_is_removed_and_its_logs_stay(tmp_path: Path) -> None:
-    source = tmp_path / "source"
-    source.mkdir()
-    (source / "weights.json").write_text("{}")
-    archive = tmp_path / "model.tar.gz"
-    with tarfile.open(archive, "w:gz") as tar:
-        tar.add(source / "weights.json", arcname="weights.json")
+    archive = write_artifact(tmp_path / "model.tar.gz", {"weights.json": "{}"})
     with LocalSageMaker(tmp_path) as local:
         sm = local.sagemaker()
         endpoint(sm, "kept", {"Image": "test/echo:1", "ModelDataUrl": str(archive)})
