@@ -20,6 +20,12 @@ HEALTH_TIMEOUT = 2.0  # seconds: SageMaker's ping timeout (spec §5), for every 
 MESSAGE_BODY_LIMIT = 1024  # how much of it is quoted in Message (ValidationError's Message is <= 2048)
 
 
+class TensorError(Exception):
+    """A body a converting backend cannot turn into its protocol's tensors (or an answer back into a body),
+    worded as that server's own errors are (gateway.backends.tensors for TF Serving, kserve_json for the
+    Open Inference Protocol); the backend answers it as the container would."""
+
+
 class Reply(Protocol):
     """A container's successful answer; the body may still be arriving."""
 

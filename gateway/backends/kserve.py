@@ -22,7 +22,7 @@ import grpc
 from gateway import upstream
 from gateway._proto.kserve import inference_pb2 as pb
 from gateway.backends import grpc_channel, kserve_json
-from gateway.backends.base import HEALTH_TIMEOUT, BufferedReply, Receiver, error_status
+from gateway.backends.base import HEALTH_TIMEOUT, BufferedReply, Receiver, TensorError, error_status
 from gateway.backends.http import HttpExchange, HttpReply, SingleExchangeBackend
 from gateway.endpoint import BackendSpec
 from gateway.errors import ModelError
@@ -77,7 +77,7 @@ class KServeRestBackend(SingleExchangeBackend):
     async def invoke(self, call: Invocation) -> HttpReply:
         try:
             return await super().invoke(call)
-        except kserve_json.TensorError as exc:  # the binary framing, checked by request_bytes
+        except TensorError as exc:  # the binary framing, checked by request_bytes
             raise _error(self.name, str(exc)) from None
 
     def request_bytes(self, call: Invocation, head: bytes | None = None) -> bytes | list[bytes]:
@@ -140,7 +140,7 @@ class KServeGrpcBackend:
         try:
             size = kserve_json.json_header_size(call.content_type, call.body)
             request, outputs = kserve_json.infer_request(call.body, size, self.model, self._version)
-        except kserve_json.TensorError as exc:
+        except TensorError as exc:
             raise _error(self.name, str(exc)) from None
         timeout = call.timeout or self._timeout
         try:
@@ -149,7 +149,7 @@ class KServeGrpcBackend:
             raise grpc_channel.failure(self.name, self.address, error, timeout, _error_body) from error
         try:
             body, header_size = kserve_json.answer_body(response, outputs)
-        except kserve_json.TensorError as exc:
+        except TensorError as exc:
             raise _error(self.name, str(exc), status=500) from None
         if header_size is None:
             return BufferedReply(body, _JSON)

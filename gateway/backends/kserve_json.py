@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from gateway._proto.kserve import inference_pb2 as pb
+from gateway.backends.base import TensorError
 
 BINARY_CONTENT_TYPE = b"application/vnd.sagemaker-triton.binary+json"
 _HEADER_SIZE = re.compile(rb";\s*json-header-size=(\d+)\s*(?:;|$)")
@@ -57,10 +58,6 @@ _CONTENTS_FIELD = {
     "FP64": "fp64_contents",
     "BYTES": "bytes_contents",
 }
-
-
-class TensorError(Exception):
-    """The body cannot be turned into a ModelInferRequest (or the answer into a body)."""
 
 
 @dataclass(frozen=True, slots=True)

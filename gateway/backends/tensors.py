@@ -15,6 +15,7 @@ import numpy as np
 
 from gateway._proto.tensorflow.core.framework import tensor_pb2, types_pb2
 from gateway._proto.tensorflow.core.protobuf import meta_graph_pb2
+from gateway.backends.base import TensorError
 
 _NUMPY: dict[int, Any] = {
     types_pb2.DT_FLOAT: np.float32,
@@ -44,10 +45,6 @@ _VALUE_FIELD = {
     types_pb2.DT_UINT64: "uint64_val",
     types_pb2.DT_BOOL: "bool_val",
 }
-
-
-class TensorError(Exception):
-    """The request cannot be turned into tensors (or the answer into JSON)."""
 
 
 Signature = Mapping[str, meta_graph_pb2.TensorInfo]

@@ -22,7 +22,7 @@ from gateway._proto.tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 from gateway.backends import grpc_channel, tensors
-from gateway.backends.base import HEALTH_TIMEOUT, BufferedReply, error_status
+from gateway.backends.base import HEALTH_TIMEOUT, BufferedReply, TensorError, error_status
 from gateway.backends.http import SingleExchangeBackend
 from gateway.endpoint import BackendSpec
 from gateway.errors import ModelError
@@ -117,7 +117,7 @@ class TfServingGrpcBackend:
         inputs = await self._signature(signature_name)
         try:
             tensor_inputs, rows = tensors.request_tensors(document, inputs)
-        except tensors.TensorError as exc:
+        except TensorError as exc:
             raise self._bad_request(str(exc)) from None
         request = predict_pb2.PredictRequest(inputs=tensor_inputs)
         request.model_spec.CopyFrom(self._spec)
@@ -130,7 +130,7 @@ class TfServingGrpcBackend:
             raise grpc_channel.failure(self.name, self.address, error, self._timeout) from error
         try:
             answer = tensors.answer_document(response.outputs, rows)
-        except tensors.TensorError as exc:
+        except TensorError as exc:
             raise self._bad_request(str(exc), status=500) from None
         return BufferedReply(json.dumps(answer).encode(), _JSON)
 
