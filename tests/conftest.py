@@ -18,12 +18,16 @@ import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import boto3
 import pytest
 import yaml
 from botocore.config import Config
+
+if TYPE_CHECKING:
+    from gateway.launch.ports import PortAllocation
+    from gateway.launch.process import ContainerProcess
 
 HERE = Path(__file__).parent
 CONTRACT_SERVER = HERE / "containers" / "contract_server.py"
@@ -252,21 +256,58 @@ def wait_until(condition: Callable[[], bool], what: str, timeout: float = 120.0)
 
 
 @dataclass
-class TorchServe:
-    process: Any  # gateway.launch.process.ContainerProcess
-    ports: Any  # gateway.launch.ports.PortAllocation
+class NativeServer:
+    """A serving container run natively by its start script, on SageMaker-style ports (its
+    SAGEMAKER_BIND_TO_PORT and the extra ports of SAGEMAKER_SAFE_PORT_RANGE), as the launcher runs one."""
 
+    process: ContainerProcess
+    ports: PortAllocation
+
+    def on(self, port: int, scheme: str = "http") -> str:
+        return f"{scheme}://127.0.0.1:{port}"
+
+    def ready(self) -> bool:
+        """Whether it serves its models now."""
+        raise NotImplementedError
+
+
+NativeKind = TypeVar("NativeKind", bound=NativeServer)
+
+
+def start_native(
+    kind: Callable[[ContainerProcess, PortAllocation], NativeKind],
+    argv: list[str],
+    env: dict[str, str],
+    log: Path,
+    what: str,
+) -> NativeKind:
+    """Start `argv` with the ports' environment and `env`, bound to 127.0.0.1; until it is `ready()`."""
+    from gateway.launch.ports import allocate
+    from gateway.launch.process import ContainerProcess
+
+    ports = allocate()
+    environment = {**os.environ, **ports.environment(), "MCE_BIND_ADDRESS": "127.0.0.1", **env}
+    process = ContainerProcess(argv, env=environment, log_path=log)
+    server = kind(process, ports)
+    _await_ready(process, server.ready, what, log)
+    return server
+
+
+class TorchServe(NativeServer):
     @property
     def rest(self) -> str:
-        return f"http://127.0.0.1:{self.ports.bind}"
+        return self.on(self.ports.bind)
 
     @property
     def management(self) -> str:
-        return f"http://127.0.0.1:{self.ports.extra(0)}"
+        return self.on(self.ports.extra(0))
 
     @property
     def grpc(self) -> str:
-        return f"grpc://127.0.0.1:{self.ports.extra(2)}"
+        return self.on(self.ports.extra(2), "grpc")
+
+    def ready(self) -> bool:
+        return self.model_ready()
 
     def model_ready(self, model: str = "mnist") -> bool:
         import urllib.request
@@ -280,26 +321,13 @@ class TorchServe:
 
 def start_torchserve(run_dir: Path) -> TorchServe:
     """A real TorchServe (containers/pytorch/serve.py) on ports SageMaker-style, model loaded and ready."""
-    from gateway.launch.ports import allocate
-    from gateway.launch.process import ContainerProcess
-
-    store = build_pytorch_model()
-    ports = allocate()
-    env = {
-        **os.environ,
-        **ports.environment(),
-        "MCE_MODEL_DIR": str(store),
-        "MCE_RUN_DIR": str(run_dir / "torchserve"),
-        "MCE_BIND_ADDRESS": "127.0.0.1",
-    }
-    process = ContainerProcess(
+    return start_native(
+        TorchServe,
         [sys.executable, str(ROOT / "containers" / "pytorch" / "serve.py")],
-        env=env,
-        log_path=run_dir / "torchserve.log",
+        {"MCE_MODEL_DIR": str(build_pytorch_model()), "MCE_RUN_DIR": str(run_dir / "torchserve")},
+        run_dir / "torchserve.log",
+        "TorchServe's model ready",
     )
-    server = TorchServe(process, ports)
-    _await_ready(process, server.model_ready, "TorchServe's model ready", run_dir / "torchserve.log")
-    return server
 
 
 TENSORFLOW_BUILD = ROOT / "build" / "tensorflow"
@@ -313,20 +341,16 @@ def build_tensorflow_model() -> Path:
     return TENSORFLOW_BUILD / "model"
 
 
-@dataclass
-class TfServing:
-    process: Any  # gateway.launch.process.ContainerProcess
-    ports: Any  # gateway.launch.ports.PortAllocation
-
+class TfServing(NativeServer):
     @property
     def rest(self) -> str:
-        return f"http://127.0.0.1:{self.ports.bind}"
+        return self.on(self.ports.bind)
 
     @property
     def grpc(self) -> str:
-        return f"grpc://127.0.0.1:{self.ports.extra(0)}"
+        return self.on(self.ports.extra(0), "grpc")
 
-    def available(self) -> bool:
+    def ready(self) -> bool:
         import urllib.request
 
         try:
@@ -341,26 +365,13 @@ class TfServing:
 def start_tfserving(run_dir: Path) -> TfServing:
     """containers/tensorflow/serve.sh natively (the stand-in, here), on SageMaker-style ports, model
     AVAILABLE."""
-    from gateway.launch.ports import allocate
-    from gateway.launch.process import ContainerProcess
-
-    model_dir = build_tensorflow_model()
-    ports = allocate()
-    env = {
-        **os.environ,
-        **ports.environment(),
-        "MCE_MODEL_DIR": str(model_dir),
-        "MCE_BIND_ADDRESS": "127.0.0.1",
-        "MCE_PYTHON": sys.executable,
-    }
-    process = ContainerProcess(
+    return start_native(
+        TfServing,
         ["sh", str(ROOT / "containers" / "tensorflow" / "serve.sh")],
-        env=env,
-        log_path=run_dir / "tfserving.log",
+        {"MCE_MODEL_DIR": str(build_tensorflow_model()), "MCE_PYTHON": sys.executable},
+        run_dir / "tfserving.log",
+        "TF Serving's model AVAILABLE",
     )
-    server = TfServing(process, ports)
-    _await_ready(process, server.available, "TF Serving's model AVAILABLE", run_dir / "tfserving.log")
-    return server
 
 
 def assert_is_what_render_makes(checked_in: Path, tmp: Path, *render: str) -> None:
@@ -396,19 +407,17 @@ def build_triton_models() -> Path:
 
 
 @dataclass
-class Triton:
-    process: Any  # gateway.launch.process.ContainerProcess
-    ports: Any  # gateway.launch.ports.PortAllocation
-    mode: str
+class Triton(NativeServer):
+    mode: str = "kserve"
 
     @property
     def http(self) -> str:
         """Triton's HTTP API (kserve mode), or its SageMaker service (sagemaker mode)."""
-        return f"http://127.0.0.1:{self.ports.bind}"
+        return self.on(self.ports.bind)
 
     @property
     def grpc(self) -> str:
-        return f"grpc://127.0.0.1:{self.ports.extra(0)}"
+        return self.on(self.ports.extra(0), "grpc")
 
     @property
     def grpc_address(self) -> str:
@@ -428,31 +437,17 @@ class Triton:
 def start_triton(run_dir: Path, mode: str = "kserve", env: dict[str, str] | None = None) -> Triton:
     """containers/triton/serve.py natively (the tritonserver nvidia-pytriton bundles), on SageMaker-style
     ports on 127.0.0.1, every model loaded."""
-    from gateway.launch.ports import allocate
-    from gateway.launch.process import ContainerProcess
-
-    repository = build_triton_models()
-    ports = allocate()
-    environment = {
-        **os.environ,
-        **ports.environment(),
-        "MCE_MODEL_DIR": str(repository),
-        "MCE_RUN_DIR": str(run_dir / "runtime"),
-        "MCE_BIND_ADDRESS": "127.0.0.1",
-        **(env or {}),
-    }
-    log = run_dir / f"triton-{mode}.log"
-    process = ContainerProcess(
+    environment = {"MCE_MODEL_DIR": str(build_triton_models()), "MCE_RUN_DIR": str(run_dir / "runtime")}
+    return start_native(
+        lambda process, ports: Triton(process, ports, mode),
         [sys.executable, str(ROOT / "containers" / "triton" / "serve.py"), mode],
-        env=environment,
-        log_path=log,
+        {**environment, **(env or {})},
+        run_dir / f"triton-{mode}.log",
+        f"Triton ({mode}) ready",
     )
-    server = Triton(process, ports, mode)
-    _await_ready(process, server.ready, f"Triton ({mode}) ready", log)
-    return server
 
 
-def _await_ready(process: Any, ready: Callable[[], bool], what: str, log: Path) -> None:
+def _await_ready(process: ContainerProcess, ready: Callable[[], bool], what: str, log: Path) -> None:
     """Until `ready()`, or fail with the container's log if it exits first; stop it on any failure."""
     try:
         wait_until(lambda: ready() or process.returncode is not None, what)
