@@ -109,13 +109,15 @@ def pin(cpu: int | None) -> Callable[[], None] | None:
 class Nginx:
     """One nginx (master + 1 worker) with the given `http {}` body; its worker is the measured process."""
 
-    def __init__(self, work: Path, name: str, http_body: str, *, cpu: int | None = None) -> None:
+    def __init__(
+        self, work: Path, name: str, http_body: str, *, cpu: int | None = None, workers: int = 1
+    ) -> None:
         self.dir = work / name
         self.dir.mkdir()
         conf = self.dir / "nginx.conf"
         conf.write_text(
-            f"worker_processes 1;\ndaemon off;\npid {self.dir}/nginx.pid;\nerror_log {self.dir}/error.log "
-            "warn;\n"
+            f"worker_processes {workers};\ndaemon off;\npid {self.dir}/nginx.pid;\n"
+            f"error_log {self.dir}/error.log warn;\n"
             "events { worker_connections 4096; }\n"
             f"http {{\n  access_log off;\n  client_body_temp_path {self.dir}/body;\n  proxy_temp_path "
             f"{self.dir}/proxy;\n"
@@ -138,7 +140,13 @@ class Nginx:
 
 class Gateway:
     def __init__(
-        self, work: Path, name: str, document: dict[str, object], *extra: str, source: Path = ROOT
+        self,
+        work: Path,
+        name: str,
+        document: dict[str, object],
+        *extra: str,
+        source: Path = ROOT,
+        cpu: int | None = PROXY_CPU,
     ) -> None:
         """`source`: the directory `gateway` is imported from (a compiled copy: `compile_gateway`)."""
         path = work / f"{name}.json"
@@ -160,12 +168,46 @@ class Gateway:
             ],
             stdout=subprocess.DEVNULL,
             cwd=source,
-            preexec_fn=pin(PROXY_CPU),
+            preexec_fn=pin(cpu),
         )
 
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(timeout=30)
+
+
+def nginx_router(port: int, backends: dict[str, int]) -> str:
+    """nginx's `http {}` body that routes as the gateway does in Direct mode: by the
+    X-Amzn-SageMaker-Target-Container-Hostname header, to keep-alive upstream pools (hostname -> port)."""
+    upstreams = "\n".join(
+        f"  upstream {name} {{ server 127.0.0.1:{backend}; keepalive 64; keepalive_requests 1000000; }}"
+        for name, backend in backends.items()
+    )
+    routes = " ".join(f"{name} {name};" for name in backends)
+    return f"""  map $http_x_amzn_sagemaker_target_container_hostname $container {{ {routes} }}
+{upstreams}
+  server {{
+    listen 127.0.0.1:{port};
+    location = /ping {{ return 200; }}
+    location / {{
+      proxy_pass http://$container/invocations; proxy_http_version 1.1; proxy_set_header Connection "";
+    }}
+  }}"""
+
+
+def direct_document(backends: dict[str, int]) -> dict[str, object]:
+    """Endpoint `bench` in Direct mode, one `sagemaker` container per backend (hostname -> port)."""
+    return {
+        "EndpointName": "bench",
+        "InferenceExecutionConfig": {"Mode": "Direct"},
+        "Containers": [
+            {
+                "ContainerHostname": name,
+                "Backend": {"Protocol": "sagemaker", "Url": f"http://127.0.0.1:{port}"},
+            }
+            for name, port in backends.items()
+        ],
+    }
 
 
 def checkout(work: Path, revision: str) -> Path:
@@ -368,25 +410,7 @@ def proxies(work: Path, args: argparse.Namespace, results: Results, stoppers: li
     stoppers.append(Nginx(work, "backends", "\n".join(servers)))
     names = {"alpha": small[0], "beta": small[1], "gamma": small[2], "big-a": big[0], "big-b": big[1]}
     proxy_port = free_port()
-    upstreams = "\n".join(
-        f"  upstream {name} {{ server 127.0.0.1:{port}; keepalive 64; keepalive_requests 1000000; }}"
-        for name, port in names.items()
-    )
-    routes = " ".join(f"{name} {name};" for name in names)
-    nginx = Nginx(
-        work,
-        "proxy",
-        f"""  map $http_x_amzn_sagemaker_target_container_hostname $container {{ {routes} }}
-{upstreams}
-  server {{
-    listen 127.0.0.1:{proxy_port};
-    location = /ping {{ return 200; }}
-    location / {{
-      proxy_pass http://$container/invocations; proxy_http_version 1.1; proxy_set_header Connection "";
-    }}
-  }}""",
-        cpu=PROXY_CPU,
-    )
+    nginx = Nginx(work, "proxy", nginx_router(proxy_port, names), cpu=PROXY_CPU)
     stoppers.append(nginx)
 
     def container(name: str, port: int) -> dict[str, object]:
@@ -395,11 +419,7 @@ def proxies(work: Path, args: argparse.Namespace, results: Results, stoppers: li
             "Backend": {"Protocol": "sagemaker", "Url": f"http://127.0.0.1:{port}"},
         }
 
-    every = {
-        "EndpointName": "bench",
-        "InferenceExecutionConfig": {"Mode": "Direct"},
-        "Containers": [container(n, p) for n, p in names.items()],
-    }
+    every = direct_document(names)
     direct = Gateway(work, "direct", every)
     stoppers.append(direct)
     bare = Gateway(work, "bare", every, "--no-metrics")

@@ -32,17 +32,7 @@ def profile(work: Path, source: Path, label: str, seconds: int) -> Path:
         f"  server {{ listen 127.0.0.1:{p}; location / {{ return 200 '{o.SMALL_ANSWER}'; }} }}" for p in small
     ]
     backends = o.Nginx(work, f"backends-{label}", "\n".join(servers))
-    document = {
-        "EndpointName": "bench",
-        "InferenceExecutionConfig": {"Mode": "Direct"},
-        "Containers": [
-            {
-                "ContainerHostname": name,
-                "Backend": {"Protocol": "sagemaker", "Url": f"http://127.0.0.1:{port}"},
-            }
-            for name, port in zip(("alpha", "beta"), small, strict=True)
-        ],
-    }
+    document = o.direct_document(dict(zip(("alpha", "beta"), small, strict=True)))
     gateway = o.Gateway(work, label, document, source=source)
     samples = work / f"{label}.txt"
     try:

@@ -40,6 +40,7 @@ from gateway.wire import LOCAL_ACCOUNT, VARIANT_NAME
 if TYPE_CHECKING:
     from gateway.access import Access
     from gateway.frontdoor import Control
+    from gateway.workers import Siblings
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ class Options:
     limits: Limits = field(default_factory=Limits)
     shutdown_grace: float = 30.0  # seconds answers in progress may take to finish on close()
     async_journal: Path | None = None  # where accepted InvokeEndpointAsync requests are kept (None: memory)
+    siblings: Siblings | None = None  # one of mce serve --workers' processes: these are the others
 
 
 class Gateway:
@@ -74,7 +76,13 @@ class Gateway:
             metrics=options.metrics,
             journal=Journal(options.async_journal) if options.async_journal is not None else None,
         )
-        self.server = Server(self.door, host=options.host, port=options.port, limits=options.limits)
+        self.server = Server(
+            self.door,
+            host=options.host,
+            port=options.port,
+            limits=options.limits,
+            reuse_port=options.siblings is not None,
+        )
 
     @property
     def control(self) -> Control | None:
@@ -139,12 +147,19 @@ class Gateway:
         await service.dataplane.close()
 
     async def listen(self) -> tuple[str, int]:
-        """Open the front door; the bound address. OSError if it cannot listen."""
+        """Open the front door (and, for one of several workers, its metrics to the others); the bound
+        address. OSError if it cannot listen."""
+        siblings = self.options.siblings
+        if siblings is not None:  # mce serve: one endpoint, one variant
+            own = [service.telemetry.metrics for service in self.services if service.telemetry.metrics]
+            await siblings.serve(own[0].exposition if own else bytes)
         return await self.server.start()
 
     async def close(self) -> None:
         logger.info("stopping: finishing answers in progress (up to %.0f s)", self.options.shutdown_grace)
         await self.server.shutdown(self.options.shutdown_grace)
+        if self.options.siblings is not None:
+            await self.options.siblings.close()
         for name in self.door.names():
             self.unmount(name)
         for service in list(self.services):
@@ -164,6 +179,8 @@ class Gateway:
             if access is not None:
                 denials = access.denials
                 metrics.denials = lambda: _by_reason(denials)
+            if self.options.siblings is not None:
+                metrics.siblings = self.options.siblings.gather
         return Telemetry(metrics, names, log_requests=self.options.access_log)
 
 

@@ -24,7 +24,7 @@ from gateway.control.api import ControlPlane
 from gateway.control.endpoints import DESCRIBE_HOLD, Endpoints
 from gateway.control.images import ImageMap, ImageMapError
 from gateway.control.state import State, StateError
-from gateway.endpoint import Endpoint, check_servable, load_endpoint
+from gateway.endpoint import ContainerMode, Endpoint, check_servable, load_endpoint
 from gateway.errors import DocumentError
 from gateway.launch.console import Console
 from gateway.launch.deployment import PROCESSES, Deployment
@@ -38,6 +38,7 @@ from gateway.launch.supervisor import STARTUP_TIMEOUT, STOP_GRACE
 from gateway.limits import MIB, Limits, raise_descriptor_limit
 from gateway.origins import host_name, is_loopback
 from gateway.wire import LOCAL_ACCOUNT, VARIANT_NAME
+from gateway.workers import Siblings, supervise, worker_index
 
 if TYPE_CHECKING:
     from gateway.access import Access
@@ -51,6 +52,7 @@ EXIT_FAILED = 2  # the gateway could not start (e.g. the address is in use)
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    args.argv = list(argv) if argv is not None else sys.argv[1:]  # what a worker of mce serve is run with
     command: Callable[[argparse.Namespace], int] = args.command
     return command(args)
 
@@ -90,6 +92,18 @@ def _parser() -> argparse.ArgumentParser:
             "variant)"
         ),
     )
+    serve.add_argument(
+        "--workers",
+        type=_workers,
+        default=1,
+        metavar="N",
+        help=(
+            f"serve from N processes on the one port (SO_REUSEPORT, 1-{MAX_WORKERS}; default 1), one per "
+            "core; GET /metrics adds up all of them (gateway/workers.py)"
+        ),
+    )
+    serve.add_argument("--worker-dir", type=Path, help=argparse.SUPPRESS)  # set by the supervisor
+    serve.add_argument("--worker-index", type=worker_index, help=argparse.SUPPRESS)
     serve.set_defaults(command=_serve)
 
     up = commands.add_parser(
@@ -421,6 +435,15 @@ def _serve(args: argparse.Namespace) -> int:
     access = _access(args)
     if not _may_listen(args, access):
         return EXIT_FAILED
+    if args.workers > 1:
+        if any(container.Mode is ContainerMode.MULTI_MODEL for container in endpoint.containers):
+            print(
+                "mce: --workers is for endpoints without MultiModel containers: each worker would load and "
+                "unload models in the same container on its own",
+                file=sys.stderr,
+            )
+            return EXIT_INVALID
+        return EXIT_OK if supervise(args.argv, args.workers, args.port) == 0 else EXIT_FAILED
     _logging(args.log_level)
     return _run(_serve_endpoint(endpoint, args, access))
 
@@ -548,6 +571,15 @@ def _fetch_model(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+MAX_WORKERS = 64
+
+
+def _workers(value: str) -> int:
+    if not value.isdigit() or not 1 <= int(value) <= MAX_WORKERS:
+        raise argparse.ArgumentTypeError(f"--workers is a number of processes from 1 to {MAX_WORKERS}")
+    return int(value)
+
+
 def _options(args: argparse.Namespace, access: Access | None) -> Options:
     # with --access, ARNs are the access file's (its Region and Account), so policies and answers agree
     region, account = (access.region, access.account) if access is not None else (args.region, args.account)
@@ -578,7 +610,10 @@ async def _listen(gateway: Gateway) -> str | None:
 
 
 async def _serve_endpoint(endpoint: Endpoint, args: argparse.Namespace, access: Access | None) -> int:
-    gateway = Gateway(_options(args, access))
+    options = _options(args, access)
+    if args.worker_dir is not None and args.worker_index is not None:  # one of mce serve --workers'
+        options = dataclasses.replace(options, siblings=Siblings(args.worker_dir, *args.worker_index))
+    gateway = Gateway(options)
     service = await gateway.add(
         endpoint, base=Path(args.file).resolve().parent, model_cache=args.model_cache, variant=args.variant
     )

@@ -37,6 +37,7 @@ from gateway.routing import Operation, Route
 from gateway.timeline import Timeline
 
 if TYPE_CHECKING:
+    from gateway.metrics import Metrics
     from gateway.service import Service
 
 logger = logging.getLogger(__name__)
@@ -160,8 +161,7 @@ class Cycle:
             if metrics is None:
                 self._fail(UnknownOperation("Metrics are off (mce serve --no-metrics)."))
                 return
-            self.responder.document(self, 200, wire.PROMETHEUS, metrics.exposition())
-            self._finish()
+            self._wait(self._scrape, metrics)
         else:
             self._wait(self._ping)
 
@@ -226,6 +226,10 @@ class Cycle:
         health = await self._service.dataplane.health()
         body = json.dumps(health.document()).encode()
         self.responder.document(self, 200 if health.ready else 503, wire.JSON_TYPE, body)
+        self._finish()
+
+    async def _scrape(self, metrics: Metrics) -> None:
+        self.responder.document(self, 200, wire.PROMETHEUS, await metrics.scrape())
         self._finish()
 
     async def _answer_whole(self) -> None:

@@ -40,12 +40,13 @@ by hop, per container: the time before a container was called, plus after the la
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
 from gateway.errors import ModelError
@@ -96,6 +97,8 @@ class Metrics:
         self.warnings: dict[str, list[str]] = {}  # launched container -> its warnings (gateway.launch)
         self.models: dict[str, ModelStats] = {}  # MultiModel container -> its model store's numbers
         self.queue: QueueStats | None = None  # the endpoint's InvokeEndpointAsync queue, when it has one
+        # under mce serve --workers: the other workers' expositions of this endpoint (gateway.workers)
+        self.siblings: Callable[[], Awaitable[list[bytes]]] | None = None
         self._cpu_seen: dict[str, tuple[float, float]] = {}
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_Collector(self))
@@ -153,7 +156,15 @@ class Metrics:
                 where.errors_5xx += 1
 
     def exposition(self) -> bytes:
+        """This process's numbers."""
         return generate_latest(self.registry)
+
+    async def scrape(self) -> bytes:
+        """What GET /metrics shows: this process's numbers, added to its sibling workers' if it has any."""
+        own = self.exposition()
+        if self.siblings is None:
+            return own
+        return merge_expositions([own, *await self.siblings()])
 
     @staticmethod
     def merged(all_metrics: Sequence[Metrics]) -> bytes:
@@ -175,6 +186,47 @@ class Metrics:
         self._cpu_seen[container] = (now, cpu_seconds)
         cpu = 100.0 * (cpu_seconds - last[1]) / (now - last[0]) if last and now > last[0] else 0.0
         return max(cpu, 0.0), 100.0 * rss / _memory_total()
+
+
+# Gauges whose sum over workers means nothing: the largest is the endpoint's.
+_LARGEST = frozenset({"sagemaker_approximate_age_of_oldest_request_seconds"})
+
+
+def merge_expositions(expositions: Sequence[bytes]) -> bytes:
+    """Expositions of the same endpoint from several processes (mce serve --workers) as one: each sample
+    summed over them (counters, histogram buckets, sums and counts, the backlog), the age of the oldest
+    queued request the largest."""
+    families: dict[str, Metric] = {}
+    values: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+    for exposition in expositions:
+        for family in text_string_to_metric_families(exposition.decode()):
+            kept = families.setdefault(family.name, family)
+            for sample in family.samples:
+                key = (sample.name, tuple(sorted(sample.labels.items())))
+                if key not in values:
+                    if kept is not family:
+                        kept.samples.append(sample)
+                    values[key] = sample.value
+                elif family.name in _LARGEST:
+                    values[key] = max(values[key], sample.value)
+                else:
+                    values[key] += sample.value
+    for family in families.values():
+        family.samples = [
+            sample._replace(value=values[(sample.name, tuple(sorted(sample.labels.items())))])
+            for sample in family.samples
+        ]
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Families(list(families.values())))
+    return generate_latest(registry)
+
+
+class _Families(Collector):
+    def __init__(self, families: list[Metric]) -> None:
+        self.families = families
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self.families)
 
 
 def _memory_total() -> int:

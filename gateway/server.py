@@ -661,8 +661,12 @@ class Server:
     """Listens on one address and owns every client connection, for a clean shutdown; what each request is,
     and what answers it, is the front door's (`door`)."""
 
-    def __init__(self, door: FrontDoor, *, host: str, port: int, limits: Limits | None = None) -> None:
+    def __init__(
+        self, door: FrontDoor, *, host: str, port: int, limits: Limits | None = None, reuse_port: bool = False
+    ) -> None:
+        """`reuse_port`: listen beside other processes on one port (SO_REUSEPORT: mce serve --workers)."""
         self.door = door
+        self.reuse_port = reuse_port
         self.limits = limits or Limits()
         self.bodies = BodyBudget(self.limits.max_buffered_bodies)
         self.host = host
@@ -681,7 +685,12 @@ class Server:
     async def start(self) -> tuple[str, int]:
         """Start listening; return the bound address (the port the OS chose when asked for 0)."""
         self._server = await self.loop.create_server(
-            lambda: HttpProtocol(self), self.host, self.port, reuse_address=True, backlog=1024
+            lambda: HttpProtocol(self),
+            self.host,
+            self.port,
+            reuse_address=True,
+            reuse_port=self.reuse_port or None,
+            backlog=1024,
         )
         self._sweeper = self.loop.call_later(self.limits.sweep, self._sweep)
         sockets = cast(Any, self._server).sockets  # uvloop's is a list, asyncio's a tuple (D24)
