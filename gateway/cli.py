@@ -443,6 +443,12 @@ def _serve(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return EXIT_INVALID
+        if args.port != 0 and not port_free(args.host, args.port):  # SO_REUSEPORT would share it silently
+            print(
+                f"mce: port {args.port} on {args.host} is in use; stop what holds it or pass --port",
+                file=sys.stderr,
+            )
+            return EXIT_FAILED
         return EXIT_OK if supervise(args.argv, args.workers, args.port) == 0 else EXIT_FAILED
     _logging(args.log_level)
     return _run(_serve_endpoint(endpoint, args, access))

@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -34,6 +35,7 @@ logger = logging.getLogger(__name__)
 
 SIBLING_TIMEOUT = 2.0  # seconds a scrape waits for each sibling's metrics before leaving it out
 START_TIMEOUT = 60.0  # seconds each worker has to say it listens
+WAIT_STEP = 0.2  # seconds between looks at a signal while workers start
 _LISTENING = re.compile(r"listening on (http://\S+:(\d+))")
 
 
@@ -93,9 +95,15 @@ def supervise(arguments: Sequence[str], count: int, port: int) -> int:
     """Run `mce ARGUMENTS` as `count` workers on one port (`port` 0: the OS chooses, once); the exit code."""
     folder = Path(tempfile.mkdtemp(prefix="mce-workers-"))  # 0700: only this user reads the sockets
     workers: list[subprocess.Popen[str]] = []
-    stop = threading.Event()
+    stop = threading.Event()  # a signal came, or a worker ended
+    signalled: list[int] = []
     lines: queue.Queue[tuple[int, str | None]] = queue.Queue()
-    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def on_signal(signum: int, _: object) -> None:
+        signalled.append(signum)
+        stop.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
 
     def start(index: int, on_port: int) -> None:
         argv = [sys.executable, "-m", "gateway", *arguments, "--port", str(on_port)]
@@ -106,36 +114,38 @@ def supervise(arguments: Sequence[str], count: int, port: int) -> int:
         workers.append(worker)
         threading.Thread(target=_relay, args=(index, worker, lines, stop), daemon=True).start()
 
-    def listening(index: int) -> re.Match[str] | None:
-        """Until worker `index` says where it listens (None: it exited first, or we are stopping)."""
-        while not stop.is_set():
-            try:
-                said, line = lines.get(timeout=START_TIMEOUT)
+    def listening(index: int) -> re.Match[str] | str:
+        """Until worker `index` says where it listens; else why not."""
+        deadline = time.monotonic() + START_TIMEOUT
+        while not signalled:
+            try:  # in short waits: a signal only sets a flag, and must not wait out the start-up window
+                said, line = lines.get(timeout=WAIT_STEP)
             except queue.Empty:
-                print(
-                    f"mce: worker {index} did not start listening within {START_TIMEOUT:g} s", file=sys.stderr
-                )
-                return None
-            if line is None and said == index:
-                return None
-            found = _LISTENING.search(line or "")
+                if time.monotonic() > deadline:
+                    return f"worker {index} did not start listening within {START_TIMEOUT:g} s"
+                continue
+            if line is None:
+                return f"worker {said} exited ({workers[said].returncode}) while starting"
+            found = _LISTENING.search(line)
             if said == index and found is not None:
                 return found
-        return None
+        return "stopped"
 
     try:
         start(0, port)
         first = listening(0)
-        if first is None:
-            return _stopped(workers, "worker 0 did not start")
         for index in range(1, count):
+            if isinstance(first, str):
+                break
             start(index, int(first.group(2)))
-            if listening(index) is None:
-                return _stopped(workers, f"worker {index} did not start")
+            if isinstance(started := listening(index), str):
+                first = started
+        if isinstance(first, str):
+            return _stopped(workers, None if signalled else first)
         print(f"mce-gateway: {count} workers listening on {first.group(1)}", flush=True)
         stop.wait()
         ended = [i for i, worker in enumerate(workers) if worker.poll() is not None]
-        if ended:
+        if ended and not signalled:
             return _stopped(workers, f"worker {ended[0]} exited ({workers[ended[0]].returncode})")
         return _stopped(workers, None)
     finally:

@@ -94,6 +94,20 @@ def test_what_several_workers_cannot_serve_is_refused(procs: Processes, tmp_path
         timeout=60,
     )
     assert refused.returncode == 1 and "--workers is for endpoints without MultiModel" in refused.stderr
+    with socket.socket() as held:  # a port another server listens on is not shared through SO_REUSEPORT
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = str(held.getsockname()[1])
+        doc = procs.write_endpoint(
+            endpoint_doc("Direct", [container_doc("alpha", "http://127.0.0.1:9")]), "one.yaml"
+        )
+        refused = subprocess.run(
+            [sys.executable, "-m", "gateway", "serve", str(doc), "--port", port, "--workers", "2"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert refused.returncode == 2 and f"port {port} on 127.0.0.1 is in use" in refused.stderr
     for bad in ("0", "65", "two"):
         refused = subprocess.run(
             [sys.executable, "-m", "gateway", "serve", str(path), "--workers", bad],
