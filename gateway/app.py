@@ -14,20 +14,30 @@ its path (`/endpoints/{name}/invocations`), once per request, and the endpoint's
 `X-Amzn-SageMaker-Target-Variant` or by weight. With a control plane (gateway.control, `mce up`), the
 same port answers SageMaker's API at `POST /`. The CLI (gateway.cli) only parses arguments, calls these,
 and chooses exit codes.
+
+    LocalSageMaker.build(options, state, ...)  mce up: the gateway, the endpoints the control plane runs
+                                               (gateway.control.endpoints) and the control plane answered
+                                               at POST / (gateway.control.api), wired to one another
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gateway.async_inference import AsyncConfig, Journal
+from gateway.control.api import ControlPlane
+from gateway.control.endpoints import Endpoints
+from gateway.control.images import ImageMap
+from gateway.control.state import State
 from gateway.dataplane import DataPlane
 from gateway.endpoint import Endpoint, ExecutionMode
 from gateway.frontdoor import FrontDoor
+from gateway.launch.console import Console
 from gateway.limits import Limits
 from gateway.metrics import Metrics
 from gateway.multimodel.backend import MultiModelBackend
@@ -182,6 +192,47 @@ class Gateway:
             if self.options.siblings is not None:
                 metrics.siblings = self.options.siblings.gather
         return Telemetry(metrics, names, log_requests=self.options.access_log)
+
+
+@dataclass(frozen=True)
+class LocalSageMaker:
+    """`mce up`: one gateway whose front door also answers SageMaker's control plane, which runs endpoints
+    on it. The three need one another (the control plane creates endpoints, the endpoints are mounted on
+    the gateway, the gateway hands the control plane its requests), so they are made here, together."""
+
+    gateway: Gateway
+    endpoints: Endpoints
+    control: ControlPlane
+
+    @classmethod
+    def build(
+        cls,
+        options: Options,
+        state: State,
+        images: ImageMap,
+        state_dir: Path,
+        console: Console,
+        *,
+        startup_timeout: float,
+        describe_hold: float,
+        data_roots: Sequence[Path] = (),
+    ) -> LocalSageMaker:
+        """Made inside the event loop; accepted asynchronous requests are kept in `state_dir` (D37)."""
+        gateway = Gateway(replace(options, async_journal=state_dir / "async.db"))
+        endpoints = Endpoints(
+            gateway,
+            state,
+            images,
+            state_dir,
+            console,
+            startup_timeout=startup_timeout,
+            describe_hold=describe_hold,
+        )
+        control = ControlPlane(
+            state, endpoints, region=options.region, account=options.account, data_roots=data_roots
+        )
+        gateway.control = control
+        return cls(gateway, endpoints, control)
 
 
 def _by_reason(denials: dict[tuple[str, str], int]) -> dict[str, int]:

@@ -17,11 +17,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gateway import __version__
-from gateway.app import Gateway, Options
+from gateway.app import Gateway, LocalSageMaker, Options
 from gateway.async_inference import AsyncConfig
 from gateway.compose import RenderError, render
-from gateway.control.api import ControlPlane
-from gateway.control.endpoints import DESCRIBE_HOLD, Endpoints
+from gateway.control.endpoints import DESCRIBE_HOLD
 from gateway.control.images import ImageMap, ImageMapError
 from gateway.control.state import State, StateError
 from gateway.endpoint import ContainerMode, Endpoint, check_servable, load_endpoint
@@ -658,22 +657,18 @@ async def _up_local(
     except StateError as exc:
         print(f"mce: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    # accepted async requests outlive this mce (D37)
-    options = dataclasses.replace(_options(args, access), async_journal=state_dir / "async.db")
-    gateway = Gateway(options)
-    endpoints = Endpoints(
-        gateway,
+    local = LocalSageMaker.build(
+        _options(args, access),
         state,
         images,
         state_dir,
         console,
         startup_timeout=args.startup_timeout,
         describe_hold=args.describe_hold,
+        data_roots=args.data_roots,
     )
-    region, account = gateway.options.region, gateway.options.account
-    control = gateway.control = ControlPlane(
-        state, endpoints, region=region, account=account, data_roots=args.data_roots
-    )
+    gateway, endpoints, control = local.gateway, local.endpoints, local.control
+    region = gateway.options.region
     stop = _stop_event()
     stopping = asyncio.create_task(stop.wait())
     deployments: list[Deployment] = []

@@ -25,9 +25,8 @@ import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from gateway.app import Gateway
 from gateway.async_inference import AsyncConfig
 from gateway.control.images import ImageMap
 from gateway.control.resources import (
@@ -45,7 +44,7 @@ from gateway.endpoint import Endpoint, parse_endpoint
 from gateway.errors import DocumentError
 from gateway.launch import docker
 from gateway.launch.console import Console
-from gateway.launch.deployment import Deployment, reclaim
+from gateway.launch.deployment import Deployment, Host, reclaim
 from gateway.launch.modeldata import Limits
 from gateway.launch.plan import LaunchError, inside
 from gateway.service import Service
@@ -76,10 +75,30 @@ class Running:
         return self.deployment.service
 
 
+class Front(Host, Protocol):
+    """The gateway process as the control plane drives it (gateway.app.Gateway): it starts services
+    (Host) and mounts them on its front door."""
+
+    def mount(
+        self,
+        name: str,
+        variants: list[tuple[Service, float]],
+        asynchronous: AsyncConfig | None = None,
+        components: dict[str, Service] | None = None,
+    ) -> None:
+        """Requests to endpoint `name` reach these services from now on."""
+
+    def unmount(self, name: str) -> None:
+        """... and no longer."""
+
+    async def drained(self, services: list[Service], timeout: float) -> bool:
+        """Until no request that reached `services` is being answered; False after `timeout` seconds."""
+
+
 class Endpoints:
     def __init__(
         self,
-        gateway: Gateway,
+        gateway: Front,
         state: State,
         images: ImageMap,
         run_dir: Path,

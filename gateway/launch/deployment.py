@@ -17,8 +17,8 @@ import shutil
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from typing import Protocol
 
-from gateway.app import Gateway
 from gateway.endpoint import Endpoint
 from gateway.launch.console import Console
 from gateway.launch.modeldata import Limits
@@ -33,10 +33,28 @@ LOG_NAMES = "_logs"  # under the state folder: the containers' logs by SageMaker
 PROCESSES = "_processes"  # under the state folder: the running containers' process groups (Registry)
 
 
+class Host(Protocol):
+    """Where a deployment's service runs: the gateway process (gateway.app.Gateway)."""
+
+    async def add(
+        self,
+        endpoint: Endpoint,
+        *,
+        base: Path,
+        model_cache: Path | None = None,
+        variant: str = VARIANT_NAME,
+        component: str | None = None,
+    ) -> Service:
+        """Start `endpoint`'s data plane; not yet reachable (mounting it is the caller's)."""
+
+    async def drop(self, service: Service) -> None:
+        """Close a service's connections to its containers; it is no longer mounted."""
+
+
 class Deployment:
     def __init__(
         self,
-        gateway: Gateway,
+        gateway: Host,
         endpoint: Endpoint,
         *,
         base: Path,
