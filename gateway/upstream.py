@@ -418,7 +418,9 @@ class Pool:
         timeout = min(self.connect_timeout, max(deadline - self.loop.time(), 0.0))
         try:
             async with asyncio.timeout(timeout):
-                _, conn = await self.loop.create_connection(lambda: Connection(self), self.host, self.port)
+                sock = await self._socket()
+            # connected already: nothing here waits on the network, so nothing is cancelled half-way
+            _, conn = await self.loop.create_connection(lambda: Connection(self), sock=sock)
         except TimeoutError:
             raise ConnectFailed(f"did not accept a connection within {timeout:g} s") from None
         except socket.gaierror as exc:
@@ -429,6 +431,21 @@ class Pool:
             raise ConnectFailed(f"could not be reached ({exc.strerror or exc})") from exc
         self._all.add(conn)
         return conn
+
+    async def _socket(self) -> socket.socket:
+        """A socket connected to the container, made and connected here and then handed to the loop.
+        uvloop's `create_connection(host, port)` could leave a connect it never saw complete once a
+        container had restarted (every later connection to it then timed out: docs/decisions.md D40)."""
+        found = await self.loop.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
+        family, kind, protocol, _, address = found[0]
+        sock = socket.socket(family, kind, protocol)
+        sock.setblocking(False)
+        try:
+            await self.loop.sock_connect(sock, address)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
 
     def release(self, conn: Connection) -> None:
         if len(self._idle) < MAX_IDLE:
