@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import ipaddress
 import logging
 import math
 import select
@@ -374,6 +375,7 @@ class Pool:
         self._all: set[Connection] = set()
         self._active: set[Connection] = set()
         self._sweeper: asyncio.TimerHandle | None = None
+        self._numeric = _numeric(host, port)
 
     def track(self, conn: Connection) -> None:
         self._active.add(conn)
@@ -436,9 +438,14 @@ class Pool:
         """A socket connected to the container, made and connected here and then handed to the loop.
         uvloop's `create_connection(host, port)` could leave a connect it never saw complete once a
         container had restarted (every later connection to it then timed out: docs/decisions.md D40)."""
-        found = await self.loop.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
-        family, kind, protocol, _, address = found[0]
-        sock = socket.socket(family, kind, protocol)
+        address: tuple[str, int] | tuple[str, int, int, int]
+        if self._numeric is not None:  # an address already: nothing to resolve
+            family, address = self._numeric
+            sock = socket.socket(family, socket.SOCK_STREAM)
+        else:
+            found = await self.loop.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
+            family, kind, protocol, _, address = found[0]
+            sock = socket.socket(family, kind, protocol)
         sock.setblocking(False)
         try:
             await self.loop.sock_connect(sock, address)
@@ -467,3 +474,12 @@ class Pool:
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
+
+
+def _numeric(host: str, port: int) -> tuple[socket.AddressFamily, tuple[str, int]] | None:
+    """The family and address of a numeric IPv4 or IPv6 `host`; None for a name to resolve."""
+    try:
+        ip = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return None
+    return (socket.AF_INET6 if ip.version == 6 else socket.AF_INET), (str(ip), port)
