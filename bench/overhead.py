@@ -210,6 +210,27 @@ def direct_document(backends: dict[str, int]) -> dict[str, object]:
     }
 
 
+def small_backends(work: Path, name: str = "backends") -> tuple[Nginx, dict[str, object]]:
+    """Two nginx `return 200` backends and the Direct endpoint document that routes to them by the
+    header (alpha, beta): the proxy path the other bench scripts measure alone (`--against` and friends).
+    Call `wait_http` on a gateway in front of them before measuring."""
+    ports = [free_port() for _ in range(2)]
+    servers = [
+        f"  server {{ listen 127.0.0.1:{p}; location / {{ return 200 '{SMALL_ANSWER}'; }} }}" for p in ports
+    ]
+    return Nginx(work, name, "\n".join(servers)), direct_document(
+        dict(zip(("alpha", "beta"), ports, strict=True))
+    )
+
+
+def needs_nginx_and_wrk() -> bool:
+    """Whether nginx and wrk are here; says so when not."""
+    missing = [tool for tool in ("nginx", "wrk") if shutil.which(tool) is None]
+    if missing:
+        print(f"bench: {' and '.join(missing)} missing; bench/run installs them", file=sys.stderr)
+    return not missing
+
+
 def checkout(work: Path, revision: str) -> Path:
     """The `gateway` package as commit `revision` has it, in a folder of its own (git archive)."""
     folder = work / "earlier"

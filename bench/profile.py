@@ -27,18 +27,11 @@ FRAME = re.compile(r"(.*?) \((.*?):(\d+)\)")
 
 
 def profile(work: Path, source: Path, label: str, seconds: int) -> Path:
-    small = [o.free_port() for _ in range(2)]
-    servers = [
-        f"  server {{ listen 127.0.0.1:{p}; location / {{ return 200 '{o.SMALL_ANSWER}'; }} }}" for p in small
-    ]
-    backends = o.Nginx(work, f"backends-{label}", "\n".join(servers))
-    document = o.direct_document(dict(zip(("alpha", "beta"), small, strict=True)))
+    backends, document = o.small_backends(work, f"backends-{label}")
     gateway = o.Gateway(work, label, document, source=source)
     samples = work / f"{label}.txt"
     try:
-        for port in small:
-            o.wait_http(f"http://127.0.0.1:{port}/ping")
-        o.wait_http(gateway.url + "/ping")
+        o.wait_http(gateway.url + "/ping")  # answers 200 once both backends do (D9)
         path, targets = "/endpoints/bench/invocations", ("alpha", "beta")
         o.run_wrk(gateway.url, path, 32, 2, 1024, targets)  # warm up
         record = ["record", "--nonblocking", "-r", "250", "-d", str(seconds + 2), "-f", "raw"]

@@ -42,7 +42,10 @@ def invocation_from(headers: dict[bytes, bytes], *, stream: bool = False) -> Inv
     get = headers.get
     accept = get(wire.STREAM_ACCEPT) if stream else get(wire.ACCEPT)
     content_type, attributes = get(wire.CONTENT_TYPE), get(wire.CUSTOM_ATTRIBUTES)
-    check_ascii(content_type, accept, attributes)
+    # the three tested together first (the common case); check_ascii names the one at fault
+    joined = (content_type or b"") + (accept or b"") + (attributes or b"")
+    if len(joined) > wire.MAX_HEADER_VALUE or not joined.isascii():
+        check_ascii(content_type, accept, attributes)
     target_model, inference_id = get(wire.TARGET_MODEL), get(wire.INFERENCE_ID)
     if target_model is not None:
         check_printable(target_model, "TargetModel", wire.MAX_HEADER_VALUE)
@@ -52,7 +55,8 @@ def invocation_from(headers: dict[bytes, bytes], *, stream: bool = False) -> Inv
     session_id = get(wire.SESSION_ID)
     if session_id is not None:
         _check_session(session_id, stream)
-    _refuse_unconfigured(get)
+    if get(wire.ENABLE_EXPLANATIONS) is not None or get(wire.PREFIX_AWARE_ID) is not None:
+        _refuse_unconfigured(get)
     return Invocation(
         b"",
         content_type,

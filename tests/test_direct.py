@@ -175,6 +175,14 @@ def test_headers_breaking_the_api_constraints(client: Any, field: str, value: st
         invoke(client, "alpha", **{field: value})
 
 
+def test_headers_each_at_its_limit_are_served_together(client: Any) -> None:
+    """ContentType, Accept and CustomAttributes are 1024 characters each at most, not together."""
+    answer = invoke(
+        client, "alpha", {}, ContentType="x" * 1024, Accept="y" * 1024, CustomAttributes="z" * 1024
+    )
+    assert json.loads(answer["Body"])["trail"] == ["alpha"]
+
+
 def test_stream_cut_after_the_answer_began_fails_the_read(client: Any) -> None:
     size = 2 * 1024 * 1024
     with pytest.raises(ResponseStreamingError):  # reading the body fails: the gateway cut the connection

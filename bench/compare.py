@@ -1,0 +1,88 @@
+"""This tree's gateway against earlier commits' on the one measure that moves most, c=32 CPU per request,
+in many short interleaved rounds: a difference of a few percent shows through this machine's noise where
+`bench/run`'s three rounds of every path cannot show it.
+
+    .venv/bin/python bench/compare.py --against REV [--against REV2 ...] [--rounds 8] [--seconds 3]
+
+Each gateway serves the overhead benchmark's proxy path (two nginx `return 200` backends, 1 KiB POSTs
+routed by the header, wrk at c=32), pinned alone on CPU 0 as in bench/run; every round runs each
+gateway once, in turn. Medians, and every round's CPU per request so the spread is seen.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+import overhead as o
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--against", metavar="REV", action="append", required=True, help="an earlier commit")
+    parser.add_argument("--rounds", type=int, default=8, help="interleaved rounds (default 8)")
+    parser.add_argument("--seconds", type=float, default=3.0, help="each wrk run (default 3)")
+    args = parser.parse_args()
+    if not o.needs_nginx_and_wrk():
+        return 2
+    if (os.cpu_count() or 1) >= 2:
+        os.sched_setaffinity(0, o.REST_CPUS)
+    work = Path(tempfile.mkdtemp(prefix="mce-compare-"))
+    backends, document = o.small_backends(work)
+    stoppers: list[o.Nginx | o.Gateway] = [backends]
+    samples: dict[str, list[o.Sample]] = {}
+    try:
+        gateways = {"this tree": o.Gateway(work, "this", document)}
+        for revision in args.against:
+            (work / revision).mkdir()
+            gateways[revision] = o.Gateway(
+                work, revision, document, source=o.checkout(work / revision, revision)
+            )
+        stoppers += gateways.values()
+        for gateway in gateways.values():
+            o.wait_http(gateway.url + "/ping")
+            o.run_wrk(gateway.url, o.INVOKE, 8, 1, 1024, ("alpha", "beta"))  # warm pools and caches
+        for round_ in range(args.rounds):
+            print(f"round {round_ + 1}/{args.rounds}", file=sys.stderr)
+            for label, gateway in gateways.items():
+                sample = o.measure(gateway.url, o.INVOKE, [gateway.proc.pid], 32, args.seconds)
+                samples.setdefault(label, []).append(sample)
+    finally:
+        for item in reversed(stoppers):
+            item.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    errors = sum(s.errors for group in samples.values() for s in group)
+    print(report(samples, args))
+    if errors:
+        print(f"bench: {errors} requests failed", file=sys.stderr)
+        return 1
+    return 0
+
+
+def report(samples: dict[str, list[o.Sample]], args: argparse.Namespace) -> str:
+    base = statistics.median(s.cpu_us or 0.0 for s in samples["this tree"])
+    command = "bench/compare.py " + " ".join(f"--against {r}" for r in args.against)
+    lines = [
+        f"{args.rounds} rounds of {args.seconds:g} s, c=32, medians; `.venv/bin/python {command}`",
+        "",
+        "| gateway | req/s | CPU/request (us) | this tree / it | each round's CPU/request (us) |",
+        "| --- | ---: | ---: | ---: | --- |",
+    ]
+    for label, group in samples.items():
+        cpu = statistics.median(s.cpu_us or 0.0 for s in group)
+        rps = statistics.median(s.rps for s in group)
+        rounds = json.dumps([round(s.cpu_us or 0.0, 1) for s in group])
+        lines.append(f"| {label} | {rps:.0f} | {cpu:.1f} | {base / cpu:.2f}x | {rounds} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
