@@ -16,7 +16,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gateway import __version__
+from gateway import __version__, check
 from gateway.app import Gateway, LocalSageMaker, Options
 from gateway.async_inference import AsyncConfig
 from gateway.compose import RenderError, render
@@ -25,6 +25,7 @@ from gateway.control.images import ImageMap, ImageMapError
 from gateway.control.state import State, StateError
 from gateway.endpoint import ContainerMode, Endpoint, check_servable, load_endpoint
 from gateway.errors import DocumentError
+from gateway.launch import docker
 from gateway.launch.console import Console
 from gateway.launch.deployment import PROCESSES, Deployment
 from gateway.launch.layout import at_hostnames
@@ -163,6 +164,55 @@ def _parser() -> argparse.ArgumentParser:
         ),
     )
     up.set_defaults(command=_up)
+
+    check_command = commands.add_parser(
+        "check",
+        help="the SageMaker serving contract, rule by rule, against one container: mce check IMAGE (under "
+        "Docker) or mce check -- COMMAND ARGS... (natively); exit 0 only when every rule holds",
+    )
+    check_command.add_argument("what", nargs="+", metavar="IMAGE | -- COMMAND", help="what to check")
+    check_command.add_argument(
+        "--body", type=Path, metavar="FILE", help="the sample request for /invocations (default {})"
+    )
+    check_command.add_argument(
+        "--content-type",
+        default="application/json",
+        help="the sample's Content-Type (default application/json)",
+    )
+    check_command.add_argument("--accept", help="the sample's Accept")
+    check_command.add_argument(
+        "--model",
+        type=Path,
+        metavar="DIR",
+        help="model data: /opt/ml/model for an image, MCE_MODEL_DIR for a command; for --multi-model, the "
+        "model to load",
+    )
+    check_command.add_argument(
+        "--multi-model",
+        action="store_true",
+        help="check the multi-model API too (an image says so by its label)",
+    )
+    check_command.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="the container's Environment; repeatable",
+    )
+    for flag, default, what in (
+        ("--startup-timeout", check.STARTUP_TIMEOUT, "for /ping to answer 200"),
+        ("--invoke-timeout", check.INVOKE_TIMEOUT, "for /invocations to answer"),
+        ("--stop-grace", check.STOP_GRACE, "for it to exit after SIGTERM"),
+    ):
+        check_command.add_argument(
+            flag,
+            type=float,
+            default=default,
+            metavar="SECONDS",
+            help=f"{what} (default {default:g}, SageMaker's)",
+        )
+    check_command.add_argument("--json", action="store_true", help="the findings as JSON, for CI")
+    check_command.set_defaults(command=_check)
 
     status_command = commands.add_parser("status", help="each container of a running endpoint at a glance")
     status_command.add_argument(
@@ -494,6 +544,45 @@ def _may_listen(args: argparse.Namespace, access: Access | None) -> bool:
         file=sys.stderr,
     )
     return False
+
+
+def _check(args: argparse.Namespace) -> int:
+    env = {}
+    for pair in args.env:
+        key, equals, value = pair.partition("=")
+        if not equals or not key:
+            print(f"mce: --env takes KEY=VALUE, not {pair!r}", file=sys.stderr)
+            return EXIT_INVALID
+        env[key] = value
+    options = check.Options(
+        body=args.body.read_bytes() if args.body is not None else b"{}",
+        content_type=args.content_type,
+        accept=args.accept,
+        model=args.model,
+        multi_model=args.multi_model,
+        env=env,
+        startup_timeout=args.startup_timeout,
+        invoke_timeout=args.invoke_timeout,
+        stop_grace=args.stop_grace,
+    )
+    if args.model is not None and not args.model.is_dir():
+        print(f"mce: --model {args.model} is not a folder (unpack a model.tar.gz first)", file=sys.stderr)
+        return EXIT_INVALID
+    subject: check.Subject
+    if "--" in args.argv:
+        subject = check.Command(args.argv[args.argv.index("--") + 1 :])
+    elif len(args.what) == 1:
+        try:
+            subject = check.Image(docker.image(args.what[0], pull=False))
+        except docker.DockerError as exc:
+            print(f"mce: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+    else:
+        print("mce: check takes one IMAGE, or -- COMMAND ARGS... for a command run natively", file=sys.stderr)
+        return EXIT_INVALID
+    report = check.check(subject, options)
+    print(report.json() if args.json else report.table())
+    return EXIT_OK if report.passed else EXIT_INVALID
 
 
 def _status(args: argparse.Namespace) -> int:

@@ -188,6 +188,15 @@ def remove_leftovers(run_dir: Path) -> list[str]:
     return names
 
 
+def entrypoint(name: str) -> list[str] | None:
+    """The image's ENTRYPOINT (exec form as a list; None if it has none or the image is absent)."""
+    found = _docker(["image", "inspect", "--format", "{{json .Config.Entrypoint}}", name], INSPECT_TIMEOUT)
+    if found.returncode != 0:
+        return None
+    value = json.loads(found.stdout or "null")
+    return [str(part) for part in value] if value else None
+
+
 def _inspect(name: str) -> Image | None:
     found = _docker(["image", "inspect", "--format", "{{json .Config.Labels}}", name], INSPECT_TIMEOUT)
     if found.returncode != 0:
