@@ -29,7 +29,18 @@ from gateway.endpoint import BackendSpec, document_issue
 from gateway.launch.plan import command
 
 BUILT_IN = Path(__file__).with_name("images.yaml")
-REPOSITORY = Path(__file__).resolve().parents[2]  # the built-in map's paths are from here
+# the built-in map's paths (containers/...) are from the clone's root, or, in an installed wheel, from the
+# copy of containers/ the build puts inside the package (setup.py)
+REPOSITORY = Path(__file__).resolve().parents[2]
+BUNDLED = Path(__file__).resolve().parents[1] / "_bundled"
+
+
+def built_in_base() -> Path | None:
+    """Where the built-in map's paths start; None when the project's containers are not here."""
+    for base in (REPOSITORY, BUNDLED):
+        if (base / "containers").is_dir():
+            return base
+    return None
 
 
 class ImageMapError(Exception):
@@ -51,8 +62,9 @@ class ImageMap:
     @classmethod
     def load(cls, user: Path | None = None) -> ImageMap:
         entries = _read(user, user.resolve().parent) if user is not None else []
-        if (REPOSITORY / "containers").is_dir():  # an installed package without the repository has none
-            entries += _read(BUILT_IN, REPOSITORY)
+        base = built_in_base()
+        if base is not None:
+            entries += _read(BUILT_IN, base)
         return cls(entries)
 
     def backend(self, image: str, *, the_image_runs: bool = False) -> dict[str, Any] | None:
