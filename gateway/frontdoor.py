@@ -22,7 +22,7 @@ from collections.abc import Callable, Collection
 from functools import partial
 from typing import TYPE_CHECKING, Protocol
 
-from gateway import wire
+from gateway import console, wire
 from gateway.async_inference import MAX_INLINE_BODY, AsyncConfig, AsyncQueue, Journal, accepted, job_from
 from gateway.cycle import Cycle, Responder
 from gateway.errors import GatewayError, RequestRefused, UnknownOperation, ValidationError
@@ -50,6 +50,10 @@ class Control(Protocol):
     def absent(self, name: str) -> GatewayError | None:
         """Why endpoint `name`, not mounted, cannot be invoked (Creating, Failed), if it exists."""
 
+    def containers(self, name: str) -> list[dict[str, object]] | None:
+        """Each running container of endpoint `name` (its variant, state and last lines of output), for
+        the console; None when there is no such endpoint."""
+
 
 class Client(Protocol):
     """Who sent a request, as the front door sees it: where its answers go, in each framing."""
@@ -65,7 +69,8 @@ class Client(Protocol):
 
 INVOCATIONS = (Operation.INVOKE, Operation.STREAM)  # a route and a container's answer
 BODIED = (*INVOCATIONS, Operation.ASYNC)  # a body, counted against the server's budget
-ANSWERED_HERE = (Operation.CONTROL, Operation.METRICS, Operation.ASYNC)  # by the front door, not a container
+# answered by the front door, not a container
+ANSWERED_HERE = (Operation.CONTROL, Operation.METRICS, Operation.ASYNC, Operation.CONSOLE)
 ACTIONS = {  # the IAM action --access authorizes for each (gateway.access)
     Operation.INVOKE: "sagemaker:InvokeEndpoint",
     Operation.STREAM: "sagemaker:InvokeEndpoint",  # InvokeEndpointWithResponseStream's, as documented
@@ -209,7 +214,7 @@ class FrontDoor:
         if foreign is not None:  # before anything else: nothing done for a page that is no client
             framed = control is not None and path == b"/" and method == b"POST"
             return self.refused(foreign, client, control=framed, closes=True)
-        if control is not None and (path == b"/" or path == b"/metrics"):
+        if control is not None and (path == b"/" or path == b"/metrics" or path.startswith(console.PREFIX)):
             return self._admit_local(method, path, headers, length, client)
         service: Service | None = None
         operation: Operation | None = None
@@ -247,15 +252,19 @@ class FrontDoor:
             if length is not None and length > wire.MAX_BODY:
                 return self.refused(body_too_large(length), client, control=True, closes=True)
             return Cycle(client.control, None, self.request_ids.next(), Operation.CONTROL)
+        if method == b"GET" and (path == b"/" or path.startswith(console.PREFIX)):
+            if self.access is not None:
+                return self.refused(console.OFF_UNDER_ACCESS, client, operation=Operation.CONSOLE)
+            return Cycle(client.runtime, None, self.request_ids.next(), Operation.CONSOLE)
         if path == b"/metrics" and method == b"GET":
             if not self.metrics:
                 return self.refused(UnknownOperation("Metrics are off (mce up --no-metrics)."), client)
             return Cycle(client.runtime, None, self.request_ids.next(), Operation.METRICS)
         return self.refused(
             UnknownOperation(
-                "The local SageMaker answers POST / (the control plane, with X-Amz-Target), GET /metrics "
-                f"and POST /endpoints/{{EndpointName}}/invocations; not {method.decode('ascii', 'replace')} "
-                f"{wire.shown(path)}."
+                "The local SageMaker answers POST / (the control plane, with X-Amz-Target), GET / (its "
+                "console), GET /metrics and POST /endpoints/{EndpointName}/invocations; not "
+                f"{method.decode('ascii', 'replace')} {wire.shown(path)}."
             ),
             client,
         )
@@ -347,14 +356,20 @@ class FrontDoor:
                 call.traceparent = b"00-" + trace + b"-" + trace[16:] + b"-01"
         access = self.access
         key: Key | None = None
-        if access is not None and authenticate and operation is not Operation.PING:
+        # the console under --access is only ever refused (console.OFF_UNDER_ACCESS): it says so to anyone
+        if (
+            access is not None
+            and authenticate
+            and operation is not Operation.PING
+            and operation is not Operation.CONSOLE
+        ):
             try:
                 endpoint, action = self._authorized(cycle, url)
                 key = access.check(method, url, headers, body, endpoint, action=action)
             except GatewayError as error:
                 cycle.refusal = error
         if cycle.refusal is None and operation in ANSWERED_HERE:
-            self._answer(cycle, headers, body, key)
+            self._answer(cycle, url, headers, body, key)
 
     def _authorized(self, cycle: Cycle, url: bytes) -> tuple[str, str | None]:
         """The endpoint and the IAM action --access authorizes this request for (None: a signature by any
@@ -378,9 +393,11 @@ class FrontDoor:
                 return endpoint, ACTIONS[Operation.ASYNC if asynchronous else Operation.INVOKE]
         return endpoint, ACTIONS.get(operation) if operation is not None else None
 
-    def _answer(self, cycle: Cycle, headers: dict[bytes, bytes], body: bytes, key: Key | None) -> None:
+    def _answer(
+        self, cycle: Cycle, url: bytes, headers: dict[bytes, bytes], body: bytes, key: Key | None
+    ) -> None:
         """What answers a request that no container's answer does: the control plane, /metrics over every
-        endpoint, an InvokeEndpointAsync's 202. `key`: who signed it, when --access is on."""
+        endpoint, the console, an InvokeEndpointAsync's 202. `key`: who signed it, when --access is on."""
         operation = cycle.operation
         control = self.control
         if operation is Operation.CONTROL and control is not None:
@@ -395,6 +412,17 @@ class FrontDoor:
             cycle.answer_with(control_answer)
         elif operation is Operation.METRICS and cycle.service is None:
             cycle.answer_with(partial(self._metrics_answer, key))
+        elif operation is Operation.CONSOLE and control is not None:
+            try:
+                status, content_type, document = console.answer(url, control)
+            except GatewayError as error:
+                cycle.refusal = error
+                return
+
+            async def page(cycle: Cycle) -> None:
+                cycle.responder.document(cycle, status, content_type, document, console.HEADERS)
+
+            cycle.answer_with(page)
         elif operation is Operation.ASYNC and cycle.service is not None:
             queue = self._queues[cycle.service.dataplane.router.endpoint_name]
             try:

@@ -52,6 +52,7 @@ class Operation(Enum):
     PING = "ping"
     METRICS = "metrics"
     CONTROL = "control"  # SageMaker's control-plane API, POST / (gateway.control)
+    CONSOLE = "console"  # the local SageMaker's page for a browser, GET / and /console/* (gateway.console)
 
 
 class Router:

@@ -79,6 +79,8 @@ def test_the_wheel_and_sdist_carry_the_containers_the_image_map_names(built: tup
     whl, tgz = built
     names = zipfile.ZipFile(whl).namelist()
     assert "gateway/control/images.yaml" in names
+    for asset in ("index.html", "console.js", "console.css", "icon.svg"):  # the console's page
+        assert f"gateway/console/{asset}" in names, asset
     for script in (
         "multi-model/serve.py",
         "pytorch/serve.py",

@@ -196,6 +196,19 @@ class ControlPlane:
             "invoked once it is InService."
         )
 
+    def containers(self, name: str) -> list[dict[str, object]] | None:
+        """gateway.frontdoor.Control: the running containers of endpoint `name` (its variants', then its
+        inference components'), each with its variant and state and last lines; None for no such endpoint."""
+        endpoint = self.state.get(EndpointResource, name)
+        if endpoint is None or endpoint.name != name:
+            return None
+        keyed = [(r.variant, r) for r in self.endpoints.running_for(endpoint)]
+        for component in self.state.all(ComponentResource):
+            if component.endpoint.lower() == name.lower():
+                running = self.endpoints.running_for(component)
+                keyed += [(f"{r.variant}/{component.name}", r) for r in running]
+        return [{"variant": variant, **row} for variant, r in keyed for row in r.deployment.containers()]
+
     def arn(self, kind: Kind, name: str) -> str:
         return f"arn:aws:sagemaker:{self.region}:{self.account}:{kind}/{name.lower()}"
 

@@ -120,6 +120,10 @@ class Endpoints:
         self._ports: set[int] = set()
         self._planning = asyncio.Lock()
 
+    def running_for(self, resource: Hosted) -> list[Running]:
+        """What runs for `resource` now (its variants, or its copy of a component)."""
+        return self.running.get(_key(resource), [])
+
     # the one place a hosted resource changes
     def transition(self, resource: Hosted, status: Status, **changes: Any) -> None:
         """Set `resource`'s status and fields (`changes`), persist them, mount or unmount its endpoint as

@@ -160,6 +160,20 @@ class Deployment:
             link.symlink_to(log)
             service.logs.files[container.name] = link
 
+    def containers(self) -> list[dict[str, object]]:
+        """Each container's state now and its last lines of output (gateway.console)."""
+        if self._supervisor is None:
+            return []
+        return [
+            {
+                "container": container.name,
+                "state": container.status.state,
+                "detail": container.status.detail,
+                "lines": list(container.last_lines),
+            }
+            for container in self._supervisor.containers
+        ]
+
     def serve(self) -> None:
         assert self._supervisor is not None, "start() first"
         self._supervisor.watch()
