@@ -1,12 +1,16 @@
 """Model data within bounds, through an unmodified boto3 against `mce up`: a download that drips fails its
 endpoint at the variant's ModelDataDownloadTimeoutInSeconds while another endpoint comes up meanwhile; an
 archive that unpacks past the variant's VolumeSizeInGB fails its endpoint, nothing unpacked; a deleted
-endpoint's model data is removed (its logs stay)."""
+endpoint's model data is removed (its logs stay); a slow download says how far it is, on mce's console and
+in the deployment's log."""
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import io
+import os
+import re
 import ssl
 import subprocess
 import tarfile
@@ -44,9 +48,12 @@ class Drip(http.server.BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
-def dripping(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """An https:// server that drips (a certificate made for 127.0.0.1), and that certificate's file."""
+@contextlib.contextmanager
+def https_server(
+    tmp_path: Path, handler: type[http.server.BaseHTTPRequestHandler]
+) -> Iterator[tuple[str, Path]]:
+    """An https:// server answering with `handler` (a certificate made for 127.0.0.1): the archive's URL and
+    the certificate's file (mce trusts it through SSL_CERT_FILE)."""
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(
         [
@@ -58,18 +65,26 @@ def dripping(tmp_path: Path) -> Iterator[tuple[str, Path]]:
         capture_output=True,
         timeout=60,
     )
-    stop = threading.Event()
-    handler = type("Handler", (Drip,), {"stop": stop})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
     server.socket = context.wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield f"https://127.0.0.1:{server.server_address[1]}/model.tar.gz", cert
-    stop.set()
-    server.shutdown()
-    server.server_close()
+    try:
+        yield f"https://127.0.0.1:{server.server_address[1]}/model.tar.gz", cert
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def dripping(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """An https:// server that drips, and its certificate's file."""
+    stop = threading.Event()
+    with https_server(tmp_path, type("Handler", (Drip,), {"stop": stop})) as served:
+        yield served
+        stop.set()
 
 
 def endpoint(sm: Any, name: str, model: dict[str, Any], **variant: Any) -> None:
@@ -159,4 +174,50 @@ def test_a_deleted_endpoints_model_data_is_removed_and_its_logs_stay(tmp_path: P
             EndpointName="kept", WaiterConfig={"Delay": 1, "MaxAttempts": 60}
         )
         left = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
-        assert left == ["kept/AllTraffic/container-1.log"], left
+        # the container's log and the deployment's own (its steps: gateway.launch.deployment)
+        assert left == ["kept/AllTraffic/container-1.log", "kept/AllTraffic/deployment.log"], left
+
+
+class Trickle(http.server.BaseHTTPRequestHandler):
+    """Answers any GET with `archive`, 256 KiB every 0.15 s: a download that takes a few seconds."""
+
+    archive: bytes
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(self.archive)))
+        self.end_headers()
+        for start in range(0, len(self.archive), 256 * 1024):
+            self.wfile.write(self.archive[start : start + 256 * 1024])
+            self.wfile.flush()
+            time.sleep(0.15)  # the server's pace, not the test's synchronisation
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_a_slow_download_says_how_far_it_is_on_the_console_and_in_the_deployment_log(tmp_path: Path) -> None:
+    archive = write_artifact(tmp_path / "model.tar.gz", {"weights.bin": os.urandom(3_000_000)}).read_bytes()
+    handler = type("Handler", (Trickle,), {"archive": archive})
+    with (
+        https_server(tmp_path, handler) as (url, cert),
+        LocalSageMaker(tmp_path, None, {"SSL_CERT_FILE": str(cert)}) as local,
+    ):
+        sm = local.sagemaker()
+        endpoint(sm, "trickle", {"Image": "test/echo:1", "ModelDataUrl": url})
+        assert settled(sm, "trickle")["EndpointStatus"] == "InService"
+        log = (local.state / "trickle" / "trickle" / "AllTraffic" / "deployment.log").read_text()
+        console = []
+        while not local.proc.lines.empty():
+            console.append(local.proc.lines.get())
+    total = f"{len(archive) / 1e6:.1f} MB"
+    steps = [
+        rf"container-1: downloading ModelDataUrl {url}: \d+\.\d MB of {total} \(\d+\.\d MB/s\)",
+        rf"container-1: downloaded ModelDataUrl {url}: {total} in \d+\.\d s \(\d+\.\d MB/s\)",
+        r"container-1: unpacking ModelDataUrl model\.tar\.gz \(\d+\.\d MB\) into ",
+        r"container-1: unpacked ModelDataUrl model\.tar\.gz: 1 files, 3\.0 MB in \d+\.\d s",
+    ]
+    for step in steps:
+        assert re.search(step, log), (step, log)
+        assert any(re.search("mce: trickle/AllTraffic: " + step, line) for line in console), (step, console)
+    assert re.search(r"starting container-1\n.*every container healthy in \d+\.\d s", log), log

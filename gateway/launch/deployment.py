@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
+import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -31,6 +32,7 @@ from gateway.wire import VARIANT_NAME
 
 LOG_NAMES = "_logs"  # under the state folder: the containers' logs by SageMaker's names for them
 PROCESSES = "_processes"  # under the state folder: the running containers' process groups (Registry)
+DEPLOYMENT_LOG = "deployment.log"  # in a deployment's run folder: its steps, one line each
 
 
 class Host(Protocol):
@@ -100,7 +102,8 @@ class Deployment:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         # model data is downloaded and unpacked first: in a thread, so other endpoints keep serving, and
         # before the planning lock, so no other endpoint's start waits on this one's download
-        fetched = await asyncio.to_thread(fetch, self.endpoint, self.base, self.run_dir, self.limits)
+        say = self._progress(asyncio.get_running_loop())
+        fetched = await asyncio.to_thread(fetch, self.endpoint, self.base, self.run_dir, self.limits, say)
         async with self._planning or contextlib.nullcontext():
             served, plans = await asyncio.to_thread(
                 plan,
@@ -125,12 +128,16 @@ class Deployment:
         backends = {backend.name: backend for backend in service.dataplane.backends}
         registry = Registry(self._logs / PROCESSES) if self._logs is not None else None
         supervisor = self._supervisor = Supervisor(plans, backends, self.console, registry)
+        began = time.monotonic()
+        self._record(f"starting {', '.join(c.name for c in supervisor.containers) or 'no container'}")
         try:
             await supervisor.start(startup_timeout)
             self._name_logs(service, supervisor)
-        except BaseException:
+        except BaseException as exc:
+            self._record(f"failed to start: {exc}")
             await self.stop()
             raise
+        self._record(f"every container healthy in {time.monotonic() - began:.1f} s")
         metrics = service.telemetry.metrics
         for container in supervisor.containers:
             if metrics is not None:
@@ -159,6 +166,23 @@ class Deployment:
             link.unlink(missing_ok=True)
             link.symlink_to(log)
             service.logs.files[container.name] = link
+
+    def _progress(self, loop: asyncio.AbstractEventLoop) -> Callable[[str], None]:
+        """Where the slow steps before the containers start (downloads, unpacking) say how far they are:
+        mce's console (from the event loop's thread) and the deployment's log. Called from a thread."""
+        where = self.endpoint.EndpointName + (f"/{self.variant}" if self.variant else "")
+
+        def say(line: str) -> None:
+            self._record(line)
+            loop.call_soon_threadsafe(self.console.message, f"{where}: {line}")
+
+        return say
+
+    def _record(self, line: str) -> None:
+        """A line of the deployment's own log (<run dir>/deployment.log): what each step did, when."""
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+        with (self.run_dir / DEPLOYMENT_LOG).open("a", encoding="utf-8") as log:
+            log.write(f"{stamp} {line}\n")
 
     def containers(self) -> list[dict[str, object]]:
         """Each container's state now and its last lines of output (gateway.console)."""

@@ -12,6 +12,10 @@ within `ModelDataDownloadTimeoutInSeconds` (AWS documents no default: mce takes 
 what AWS accepts never times out here first), and an archive must not unpack to more than the variant's
 `VolumeSizeInGB` (default 30: mce's choice, documented in the README); past either, the endpoint fails
 with a reason naming the limit.
+
+Progress: each step says what it is doing through `say` (a line of text; gateway.launch.deployment shows it
+on mce's console and writes it to the endpoint's deployment.log): a download's bytes and rate, at most one
+line a second and one when it ends, then the unpacking, with what it unpacked and how long it took.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import json
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -30,6 +35,37 @@ from gateway.multimodel.sources import ArtifactBroken, ArtifactMissing, Artifact
 
 class ModelDataError(Exception):
     """The model data cannot be made local; the message says what to do."""
+
+
+Say = Callable[[str], None]  # where a step's progress goes, a line at a time
+PROGRESS_EVERY = 1.0  # s between two progress lines of one download
+
+
+def _quiet(line: str) -> None:
+    pass
+
+
+def _mb(size: int) -> str:
+    return f"{size / 1e6:.1f} MB"
+
+
+class Meter:
+    """One download's progress, said at most every PROGRESS_EVERY seconds, and once when it ends."""
+
+    def __init__(self, what: str, total: int | None, say: Say) -> None:
+        self.what, self.total, self.say = what, total, say
+        self.began = self.said = time.monotonic()
+
+    def update(self, done: int) -> None:
+        now = time.monotonic()
+        if now - self.said >= PROGRESS_EVERY:
+            self.said = now
+            of = f" of {_mb(self.total)}" if self.total else " so far"
+            self.say(f"downloading {self.what}: {_mb(done)}{of} ({_mb(int(done / (now - self.began)))}/s)")
+
+    def finish(self, done: int) -> None:
+        took = max(time.monotonic() - self.began, 1e-6)
+        self.say(f"downloaded {self.what}: {_mb(done)} in {took:.1f} s ({_mb(int(done / took))}/s)")
 
 
 DEFAULT_DOWNLOAD_TIMEOUT = 3600.0  # ModelDataDownloadTimeoutInSeconds' maximum (60 to 3600)
@@ -89,13 +125,15 @@ def missing_model_data(endpoint: Endpoint, base: Path) -> list[DocumentIssue]:
     return issues
 
 
-def model_directory(url: str, base: Path, run_dir: Path, limits: Limits | None = None) -> Path:
+def model_directory(
+    url: str, base: Path, run_dir: Path, limits: Limits | None = None, say: Say = _quiet
+) -> Path:
     """The local folder for `url` (relative paths are from `base`, the endpoint document's folder)."""
     clock = (limits or Limits()).start()
     parts = urlsplit(url)
     if parts.scheme in ("s3", "https", "http"):
-        archive = _download(url, run_dir / "model.tar.gz", "ModelDataUrl", clock)
-        return _extract(archive, run_dir / "model", clock)
+        archive = _download(url, run_dir / "model.tar.gz", "ModelDataUrl", clock, say)
+        return _extract(archive, run_dir / "model", clock, say=say)
     if parts.scheme == "file":
         path = Path(unquote(parts.path))
     elif parts.scheme == "":
@@ -109,21 +147,23 @@ def model_directory(url: str, base: Path, run_dir: Path, limits: Limits | None =
         raise ModelDataError(f"ModelDataUrl {url}: {path} does not exist (is the model built?)")
     if not path.name.endswith((".tar.gz", ".tgz", ".tar")):
         raise ModelDataError(f"ModelDataUrl {url}: a file must be a .tar.gz archive")
-    return _extract(path, run_dir / "model", clock)
+    return _extract(path, run_dir / "model", clock, say=say)
 
 
 DOWNLOAD_TIMEOUT = 60.0  # seconds without a byte before an https:// download fails
 _CHUNK = 1024 * 1024
 
 
-def code_directory(url: str, run_dir: Path, entry: str, limits: Limits | None = None) -> Path:
+def code_directory(
+    url: str, run_dir: Path, entry: str, limits: Limits | None = None, say: Say = _quiet
+) -> Path:
     """`SAGEMAKER_SUBMIT_DIRECTORY` given as an `s3://` or `https://` `.tar.gz` (the SageMaker SDK's
     sourcedir.tar.gz, or a model.tar.gz holding `code/`), extracted into `run_dir/code`: the folder that
     holds the entry script `entry` (the archive's root, else its `code/`)."""
     field = "SAGEMAKER_SUBMIT_DIRECTORY"
     clock = (limits or Limits()).start()
-    archive = _download(url, run_dir / "sourcedir.tar.gz", field, clock)
-    target = _extract(archive, run_dir / "code", clock, field)
+    archive = _download(url, run_dir / "sourcedir.tar.gz", field, clock, say)
+    target = _extract(archive, run_dir / "code", clock, field, say)
     if not (target / entry).is_file() and (target / "code" / entry).is_file():
         return target / "code"
     if not (target / entry).is_file():
@@ -131,7 +171,7 @@ def code_directory(url: str, run_dir: Path, entry: str, limits: Limits | None = 
     return target
 
 
-def _download(url: str, target: Path, field: str, clock: Clock) -> Path:
+def _download(url: str, target: Path, field: str, clock: Clock, say: Say = _quiet) -> Path:
     """The archive at `url`, as `target` (downloaded again each time: a local copy cannot know whether
     the remote one changed); `field` names where the URL came from, in errors. The whole download ends
     by the clock's deadline (a read waits at most DOWNLOAD_TIMEOUT, or what is left, for a byte)."""
@@ -141,20 +181,32 @@ def _download(url: str, target: Path, field: str, clock: Clock) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     if parts.scheme == "s3":
         source = S3Source(f"s3://{parts.netloc}/{parts.path.lstrip('/').rpartition('/')[0]}")
+        partial = target.parent / "artifact.download"  # where S3Source writes (gateway.multimodel.sources)
+        meter = Meter(f"{field} {url}", None, say)
+
+        def still() -> None:
+            clock.left(field, url)
+            meter.update(partial.stat().st_size if partial.exists() else 0)
+
         try:
-            downloaded, _ = source.fetch(
-                parts.path.rpartition("/")[2], target.parent, lambda: clock.left(field, url)
-            )
+            downloaded, _ = source.fetch(parts.path.rpartition("/")[2], target.parent, still)
         except ArtifactMissing as exc:  # "s3://bucket/key cannot be downloaded (why)"
             raise ModelDataError(f"{field} {exc}") from None
         downloaded.replace(target)
+        meter.finish(target.stat().st_size)
         return target
     try:
         timeout = min(DOWNLOAD_TIMEOUT, clock.left(field, url))
         with urllib.request.urlopen(url, timeout=timeout) as answer, target.open("wb") as out:
+            length = answer.headers.get("Content-Length")
+            meter = Meter(f"{field} {url}", int(length) if length and length.isdigit() else None, say)
+            done = 0
             while chunk := answer.read1(_CHUNK):  # what has come, not a full chunk: the clock is read
                 out.write(chunk)
+                done += len(chunk)
                 clock.left(field, url)
+                meter.update(done)
+        meter.finish(done)
     except (OSError, ValueError) as exc:
         if time.monotonic() >= clock.deadline:
             clock.left(field, url)  # the deadline passed during the read: say that
@@ -162,13 +214,18 @@ def _download(url: str, target: Path, field: str, clock: Clock) -> Path:
     return target
 
 
-def _extract(archive: Path, target: Path, clock: Clock, field: str = "ModelDataUrl") -> Path:
+def _extract(
+    archive: Path, target: Path, clock: Clock, field: str = "ModelDataUrl", say: Say = _quiet
+) -> Path:
     stat = archive.stat()
     stamp = json.dumps({"archive": str(archive.resolve()), "size": stat.st_size, "mtime": stat.st_mtime_ns})
     # beside the folder, not in it: a container that loads every file of /opt/ml/model must not see it
     marker = target.with_name(f"{target.name}.mce-extracted")
     if marker.exists() and marker.read_text() == stamp:
+        say(f"{field} {archive.name}: unpacked already ({target})")
         return target
+    say(f"unpacking {field} {archive.name} ({_mb(stat.st_size)}) into {target}")
+    began = time.monotonic()
     try:
         unpack(archive, target, max_bytes=clock.max_bytes)
     except ArtifactTooLarge as exc:
@@ -180,4 +237,8 @@ def _extract(archive: Path, target: Path, clock: Clock, field: str = "ModelDataU
         raise ModelDataError(f"{field} {archive}: cannot extract it: {exc}") from exc
     clock.left(field, str(archive))
     marker.write_text(stamp)
+    files = [f for f in target.rglob("*") if f.is_file()]
+    size = sum(f.stat().st_size for f in files)
+    took = time.monotonic() - began
+    say(f"unpacked {field} {archive.name}: {len(files)} files, {_mb(size)} in {took:.1f} s")
     return target

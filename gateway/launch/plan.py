@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 from gateway.endpoint import BackendSpec, Container, ContainerMode, Endpoint
 from gateway.launch import docker, layout
-from gateway.launch.modeldata import Limits, ModelDataError, code_directory, model_directory
+from gateway.launch.modeldata import Limits, ModelDataError, Say, code_directory, model_directory
 from gateway.launch.ports import PortAllocation, allocate
 
 
@@ -69,10 +69,12 @@ class Fetched:
     code_dir: Path | None = None
 
 
-def fetch(endpoint: Endpoint, document_dir: Path, run_dir: Path, limits: Limits) -> dict[int, Fetched]:
+def fetch(
+    endpoint: Endpoint, document_dir: Path, run_dir: Path, limits: Limits, say: Say | None = None
+) -> dict[int, Fetched]:
     """Each launched container's model data (and an s3:// or https:// SAGEMAKER_SUBMIT_DIRECTORY), made
-    local within `limits`. Blocks, for as long as downloads take: run it in a thread, and without holding
-    anything another endpoint waits for."""
+    local within `limits`; `say`: where each step's progress goes, a line at a time. Blocks, for as long
+    as downloads take: run it in a thread, and without holding anything another endpoint waits for."""
     fetched: dict[int, Fetched] = {}
     for index, container in enumerate(endpoint.containers):
         launch = container.Backend.Launch
@@ -80,10 +82,11 @@ def fetch(endpoint: Endpoint, document_dir: Path, run_dir: Path, limits: Limits)
             continue
         name = endpoint.hostname(index)
         container_dir = inside(run_dir, name)
+        said = _prefixed(say, name)
         model_dir: Path | None = None
         if container.ModelDataUrl is not None and container.Mode is not ContainerMode.MULTI_MODEL:
             try:
-                model_dir = model_directory(container.ModelDataUrl, document_dir, container_dir, limits)
+                model_dir = model_directory(container.ModelDataUrl, document_dir, container_dir, limits, said)
             except ModelDataError as exc:
                 if launch.Prepare is None:  # a Prepare step may be what builds it
                     raise LaunchError(f"{name}: {exc}") from None
@@ -93,7 +96,7 @@ def fetch(endpoint: Endpoint, document_dir: Path, run_dir: Path, limits: Limits)
         if launch.Runtime != "docker" and urlsplit(submitted).scheme in ("s3", "https", "http"):
             entry = container.Environment.get("SAGEMAKER_PROGRAM", "inference.py")
             try:  # fetched as SageMaker's toolkits do
-                code_dir = code_directory(submitted, container_dir, entry, limits)
+                code_dir = code_directory(submitted, container_dir, entry, limits, said)
             except ModelDataError as exc:
                 raise LaunchError(f"{name}: {exc}") from None
         fetched[index] = Fetched(model_dir, code_dir)
@@ -265,3 +268,13 @@ def command(argv: list[str], base: Path) -> list[str]:
         str((base / arg).resolve()) if not os.path.isabs(arg) and (base / arg).exists() else arg
         for arg in resolved
     ]
+
+
+def _prefixed(say: Say | None, name: str) -> Say:
+    """`say`, each line prefixed with the container's name (nothing, without a `say`)."""
+
+    def said(line: str) -> None:
+        if say is not None:
+            say(f"{name}: {line}")
+
+    return said
