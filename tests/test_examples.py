@@ -65,12 +65,13 @@ def test_the_seed_notebook_flow_runs_against_the_local_sagemaker() -> None:
 
 
 def test_the_readme_local_sagemaker_snippet_runs_as_written(tmp_path: Path) -> None:
-    """README, 'A local SageMaker': its Python block, unchanged, against `mce up` run from the repository
-    root (the block's ModelDataUrl is relative to it), with the two variables it says to export."""
+    """README, 'Test your boto3 deploy script locally': its Python block, unchanged, against `mce up` run
+    from the repository root (the block's ModelDataUrl is relative to it), with the two variables it says to
+    export."""
     from conftest import start_process
 
     readme = (EXAMPLES.parent / "README.md").read_text()
-    section = readme[readme.index("## A local SageMaker") :]
+    section = readme[readme.index("## Test your boto3 deploy script locally") :]
     snippet = section[section.index("```python\n") + len("```python\n") :]
     snippet = snippet[: snippet.index("```")]
     build_pytorch_model()

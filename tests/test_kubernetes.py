@@ -164,7 +164,7 @@ def test_fetch_model_makes_a_model_archive_a_folder(tmp_path: Path) -> None:
 
 
 def test_autoscaling_on_invocations_per_pod() -> None:
-    """The Prometheus adapter's rate of the gateway's own counter, per pod (README has the rule)."""
+    """The Prometheus adapter's rate of the gateway's own counter, per pod (docs/running.md has the rule)."""
     files = rendered(EXAMPLES / "mnist-direct.yaml", invocations_per_pod=50)
     hpa = yaml.safe_load(files["hpa.yaml"])
     for version in VERSIONS:

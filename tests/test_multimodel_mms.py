@@ -201,7 +201,7 @@ def test_bad_input_is_the_containers_400_and_a_corrupt_artifact_a_validation_err
 
 
 def test_the_notebook_example(tmp_path: Path) -> None:
-    """examples/multi-model.yaml and examples/multi_model.py, as the README runs them."""
+    """examples/multi-model.yaml and examples/multi_model.py, as docs/endpoints.md runs them."""
     run = Up(ROOT / "examples" / "multi-model.yaml", tmp_path / "run")
     try:
         url = run.url()

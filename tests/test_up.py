@@ -143,7 +143,8 @@ def test_echo_endpoint_end_to_end(up: Any) -> None:
 
 
 def test_mnist_direct_with_real_torchserve_tensorflow_and_triton(up: Any) -> None:
-    """The README's demo: three frameworks behind one Direct endpoint, each called by its hostname."""
+    """The README's demo: three frameworks behind one Direct endpoint, each called by its hostname; then
+    docs/endpoints.md's Triton snippet, as written."""
     run = up(EXAMPLES / "mnist-direct.yaml")
     url = run.url()
     result = subprocess.run(
@@ -163,12 +164,12 @@ def test_mnist_direct_with_real_torchserve_tensorflow_and_triton(up: Any) -> Non
     for line in lines:
         predicted, truth = line.split("->")[1].split("truth:")
         assert predicted.strip() == truth.strip(), line
-    readme = (EXAMPLES.parent / "README.md").read_text()
-    section = readme[readme.index("### Triton and the Open Inference Protocol") :]
+    guide = (EXAMPLES.parent / "docs" / "endpoints.md").read_text()
+    section = guide[guide.index("### Triton and the Open Inference Protocol") :]
     snippet = section[section.index("```python\n") + len("```python\n") :]
     snippet = snippet[: snippet.index("```")]
     environment = {**os.environ, "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": url}
-    readme_run = subprocess.run(
+    snippet_run = subprocess.run(
         [sys.executable, "-c", snippet],
         env=environment,
         capture_output=True,
@@ -176,8 +177,8 @@ def test_mnist_direct_with_real_torchserve_tensorflow_and_triton(up: Any) -> Non
         timeout=60,
         check=False,
     )
-    assert readme_run.returncode == 0, readme_run.stderr
-    assert readme_run.stdout.strip() == "[0]"
+    assert snippet_run.returncode == 0, snippet_run.stderr
+    assert snippet_run.stdout.strip() == "[0]"
     assert run.stop() == 0
     assert run.leftovers() == []
 
