@@ -97,3 +97,23 @@ def test_the_readme_local_sagemaker_snippet_runs_as_written(tmp_path: Path) -> N
         assert '"predictions"' in run.stdout
     finally:
         assert mce.terminate(timeout=60) == 0
+
+
+def test_the_example_deploy_test_suite_passes_with_the_pytest_plugin(tmp_path: Path) -> None:
+    """examples/deploy-tests: a user's kind of test suite (deploy with boto3, classify digits, split
+    traffic by weight) on the local_sagemaker fixture, run as its docstring says, from the repository root."""
+    build_pytorch_model()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    run = subprocess.run(
+        [
+            *(sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"),
+            *("--basetemp", str(tmp_path / "run"), str(EXAMPLES / "deploy-tests")),
+        ],
+        cwd=EXAMPLES.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "2 passed" in run.stdout
