@@ -65,6 +65,32 @@ def test_the_example_container_keeps_every_rule() -> None:
     assert set(results(report).values()) == {"pass"}
 
 
+def test_the_streaming_generator_keeps_every_rule(tmp_path: Path) -> None:
+    """containers/generator (the streaming example's container), with its model and a prompt."""
+    model = tmp_path / "generator"
+    subprocess.run(
+        [sys.executable, str(ROOT / "containers" / "generator" / "build_model.py"), "--out", str(model)],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    body = tmp_path / "prompt.json"
+    body.write_text(json.dumps({"inputs": "Beautiful is", "parameters": {"max_new_tokens": 5, "seed": 0}}))
+    code, report = mce_check(
+        "--model",
+        str(model),
+        "--body",
+        str(body),
+        "--env",
+        "GENERATOR_TOKEN_SECONDS=0",
+        "--",
+        sys.executable,
+        str(ROOT / "containers" / "generator" / "serve.py"),
+    )
+    assert code == 0 and report["passed"], report
+    assert results(report)["/invocations"] == "pass"
+
+
 @pytest.fixture(scope="module")
 def digits_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One model of containers/multi-model, unpacked: what the multi-model rules load."""
