@@ -219,7 +219,11 @@ def check(subject: Subject, options: Options) -> Report:
             **options.env,
         }
         log = work / "container.log"
-        subject.start(env, options.model, models, log)
+        try:
+            subject.start(env, options.model, models, log)
+        except OSError as exc:  # no such command, not executable
+            report.add("/ping", False, f"it could not be started: {exc.strerror or exc}", CONTAINER)
+            return report
         try:
             if _healthy(subject, options, report, log):
                 _ports(subject, report)

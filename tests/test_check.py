@@ -188,6 +188,12 @@ def test_a_broken_multi_model_api_is_caught(mode: str, rule: str, words: str, di
     assert words in why(report, rule)
 
 
+def test_a_command_that_cannot_start_is_a_finding_not_a_traceback(tmp_path: Path) -> None:
+    code, report = mce_check("--", str(tmp_path / "no-such-server"))
+    assert code == 1 and failed(report) == {"/ping"}
+    assert "it could not be started: No such file or directory" in why(report, "/ping")
+
+
 def test_the_table_marks_each_rule_and_names_its_source() -> None:
     run = subprocess.run(
         [sys.executable, "-m", "gateway", "check", "--", sys.executable, str(BREAKER), "invoke-500"],
