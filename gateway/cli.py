@@ -554,8 +554,13 @@ def _check(args: argparse.Namespace) -> int:
             print(f"mce: --env takes KEY=VALUE, not {pair!r}", file=sys.stderr)
             return EXIT_INVALID
         env[key] = value
+    try:
+        body = args.body.read_bytes() if args.body is not None else b"{}"
+    except OSError as exc:
+        print(f"mce: --body {args.body}: {exc.strerror}", file=sys.stderr)
+        return EXIT_INVALID
     options = check.Options(
-        body=args.body.read_bytes() if args.body is not None else b"{}",
+        body=body,
         content_type=args.content_type,
         accept=args.accept,
         model=args.model,

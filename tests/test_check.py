@@ -194,6 +194,17 @@ def test_a_command_that_cannot_start_is_a_finding_not_a_traceback(tmp_path: Path
     assert "it could not be started: No such file or directory" in why(report, "/ping")
 
 
+def test_a_sample_body_that_cannot_be_read_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "gateway", "check", "--body", str(tmp_path / "absent.json"), "--", "true"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 1 and run.stdout == ""
+    assert run.stderr.strip() == f"mce: --body {tmp_path / 'absent.json'}: No such file or directory"
+
+
 def test_the_table_marks_each_rule_and_names_its_source() -> None:
     run = subprocess.run(
         [sys.executable, "-m", "gateway", "check", "--", sys.executable, str(BREAKER), "invoke-500"],

@@ -11,6 +11,7 @@ a browser cannot make.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from pathlib import Path
@@ -51,7 +52,7 @@ def answer(url: bytes, control: Containers) -> tuple[int, bytes, bytes]:
     asset = ASSETS.get(path)
     if asset is not None:
         name, content_type = asset
-        return 200, content_type, (HERE / name).read_bytes()
+        return 200, content_type, _read(name)
     if path == b"/console/containers":
         names = parse_qs(query.decode("latin-1")).get("endpoint", [])
         if len(names) != 1 or not _ENDPOINT_NAME.fullmatch(names[0]):
@@ -61,3 +62,9 @@ def answer(url: bytes, control: Containers) -> tuple[int, bytes, bytes]:
             raise ValidationError(f"Could not find endpoint {names[0]}.")
         return 200, wire.JSON_TYPE, json.dumps({"containers": found}).encode()
     raise UnknownOperation(f"The console has no {wire.shown(path)}.")
+
+
+@functools.cache
+def _read(name: str) -> bytes:
+    """A page's file, read from the package once."""
+    return (HERE / name).read_bytes()
