@@ -48,6 +48,7 @@ def local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSageMaker]:
     deploy(sm, "broken", ("AllTraffic", "test/broken:1", 1.0))
     in_service(sm, "good")
     assert settled(sm, "broken")["EndpointStatus"] == "Failed"
+    sm.close()
     yield server
     try:
         server.stop()
@@ -71,7 +72,9 @@ def test_the_console_shows_each_endpoint_as_the_api_describes_it(
     assert good.find_element(By.CSS_SELECTOR, "[data-status]").text == "InService"
     assert broken.find_element(By.CSS_SELECTOR, "[data-status]").text == "Failed"
     reason = broken.find_element(By.CSS_SELECTOR, "[data-reason]").text
-    assert reason == local.sagemaker().describe_endpoint(EndpointName="broken")["FailureReason"]
+    sm = local.sagemaker()
+    assert reason == sm.describe_endpoint(EndpointName="broken")["FailureReason"]
+    sm.close()
     assert "cannot find /opt/ml/model/weights.bin" in reason
     row = good.find_element(By.CSS_SELECTOR, "tr[data-container]")
     assert row.find_element(By.CSS_SELECTOR, "[data-state]").text.startswith("ready")
@@ -111,6 +114,7 @@ def test_the_console_shows_rates_latency_and_last_lines_while_traffic_runs(
     finally:
         stop.set()
         sender.join()
+        runtime.close()  # its pooled connection to mce, closed now rather than when collected
     good = section(browser, "good")
     good.find_element(By.CSS_SELECTOR, "details summary").click()
     assert "echo listening on" in good.find_element(By.CSS_SELECTOR, "pre.lines").text
