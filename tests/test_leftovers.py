@@ -57,15 +57,17 @@ def test_containers_a_killed_mce_left_are_stopped_by_the_next(tmp_path: Path) ->
 
 def test_deleting_twice_quickly_leaves_no_zombie(tmp_path: Path) -> None:
     """DeleteEndpoint asked again while the endpoint is Deleting is the same one deletion: answered, and
-    every process mce started for the endpoint is reaped."""
+    every process mce started for the endpoint is reaped. The containers hold out against SIGTERM until the
+    test lets them go, so the second call lands while the first is still stopping them."""
     with LocalSageMaker(tmp_path) as local:
         sm = local.sagemaker()
         for name in ("first", "second"):
-            deploy(sm, name, ("AllTraffic", "test/echo:1", 1.0))
+            deploy(sm, name, ("AllTraffic", "test/stubborn:1", 1.0))
             in_service(sm, name)
         for name in ("first", "second"):
             sm.delete_endpoint(EndpointName=name)
             sm.delete_endpoint(EndpointName=name)
+        (tmp_path / "let-go").touch()
         for name in ("first", "second"):
             sm.get_waiter("endpoint_deleted").wait(
                 EndpointName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 60}

@@ -43,6 +43,20 @@ GATED = (
     "    time.sleep(0.05)\n"
     "os.execv(sys.executable, [sys.executable, sys.argv[2], 'gated'])"
 )
+STUBBORN = (  # an echo container that outlives SIGTERM until the file `sys.argv[1]` exists
+    "import os, runpy, signal, sys, threading, time\n"
+    "gate, echo = sys.argv[1], sys.argv[2]\n"
+    "def held(*_):\n"
+    "    def wait():\n"
+    "        while not os.path.exists(gate):\n"
+    "            time.sleep(0.05)\n"
+    "        os._exit(0)\n"
+    "    threading.Thread(target=wait, daemon=True).start()\n"
+    "signal.signal(signal.SIGTERM, held)\n"
+    "sys.path.insert(0, os.path.dirname(echo))\n"
+    "sys.argv = [echo, 'stubborn']\n"
+    "runpy.run_path(echo, run_name='__main__')"
+)
 
 
 def image_map(path: Path) -> Path:
@@ -70,6 +84,15 @@ def image_map(path: Path) -> Path:
                             "Protocol": "sagemaker",
                             "Launch": {
                                 "Command": ["python", "-c", GATED, str(path.parent / "gate"), str(ECHO)]
+                            },
+                        },
+                    },
+                    {  # stops on SIGTERM only once the test creates the file `let-go` next to the map
+                        "Image": "test/stubborn:*",
+                        "Backend": {
+                            "Protocol": "sagemaker",
+                            "Launch": {
+                                "Command": ["python", "-c", STUBBORN, str(path.parent / "let-go"), str(ECHO)]
                             },
                         },
                     },

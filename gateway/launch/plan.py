@@ -264,10 +264,18 @@ def command(argv: list[str], base: Path) -> list[str]:
     resolved = [
         sys.executable if i == 0 and arg in ("python", "python3") else arg for i, arg in enumerate(argv)
     ]
-    return [
-        str((base / arg).resolve()) if not os.path.isabs(arg) and (base / arg).exists() else arg
-        for arg in resolved
-    ]
+    return [str((base / arg).resolve()) if _names_a_file(base, arg) else arg for arg in resolved]
+
+
+def _names_a_file(base: Path, arg: str) -> bool:
+    """Whether `arg` is a relative path to something next to the document; an argument no file could be
+    named by (too long, say a `python -c` program) is not one."""
+    if os.path.isabs(arg) or "\0" in arg:
+        return False
+    try:
+        return (base / arg).exists()
+    except OSError:  # ENAMETOOLONG and the like: no such file
+        return False
 
 
 def _prefixed(say: Say | None, name: str) -> Say:
