@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gateway.async_inference import AsyncConfig, Journal
+from gateway.capture import Capture
 from gateway.control.api import ControlPlane
 from gateway.control.endpoints import Endpoints
 from gateway.control.images import ImageMap
@@ -111,15 +112,17 @@ class Gateway:
         model_cache: Path | None = None,
         variant: str = VARIANT_NAME,
         component: str | None = None,
+        capture: Capture | None = None,
     ) -> Service:
         """Start `endpoint`'s data plane (`base`: its document's folder, for relative paths); not yet
         reachable: `mount` makes it so. `component`: an inference component's, whose metrics carry its
-        name as their `variant` label (the components of one variant are told apart so)."""
+        name as their `variant` label (the components of one variant are told apart so); `capture`: the
+        variant's data capture."""
         dataplane = DataPlane.from_endpoint(endpoint, base=base, model_cache=model_cache)
         await dataplane.start()
         logs = Logs(self.options.region, self.options.account, endpoint.EndpointName, variant)
         telemetry = self._telemetry(dataplane, component or variant)
-        service = Service(dataplane, telemetry, variant, logs)
+        service = Service(dataplane, telemetry, variant, logs, capture)
         self.services.append(service)
         return service
 

@@ -79,6 +79,60 @@ class Responder(Protocol):
         """This cycle's answer is out."""
 
 
+class Tee:
+    """A responder that also hands the answer, once it is out, to `listener` (content type and body; the
+    body None when `keep` is False or it passed wire.MAX_BODY bytes). Only answers a container made:
+    failures and documents pass through unheard. Used by data capture (gateway.capture)."""
+
+    __slots__ = ("_inner", "_kept", "_listener", "_size", "_type")
+
+    def __init__(
+        self, inner: Responder, listener: Callable[[bytes | None, bytes | None], None], keep: bool
+    ) -> None:
+        self._inner = inner
+        self._listener = listener
+        self._type: bytes | None = None
+        self._kept: list[bytes] | None = [] if keep else None
+        self._size = 0
+
+    def whole(self, cycle: Cycle, reply: Reply, chunks: list[bytes], size: int) -> None:
+        self._inner.whole(cycle, reply, chunks, size)
+        self._listener(reply.content_type, b"".join(chunks) if self._kept is not None else None)
+
+    def start(self, cycle: Cycle, reply: Reply, length: int | None) -> None:
+        self._type = reply.content_type
+        self._inner.start(cycle, reply, length)
+
+    def body(self, chunks: list[bytes]) -> None:
+        kept = self._kept
+        if kept is not None:
+            self._size += sum(map(len, chunks))
+            if self._size <= wire.MAX_BODY:
+                kept += chunks
+            else:
+                self._kept = None
+        self._inner.body(chunks)
+
+    def end(self) -> None:
+        self._inner.end()
+        kept = self._kept
+        self._listener(self._type, b"".join(kept) if kept is not None else None)
+
+    def document(
+        self, cycle: Cycle, status: int, content_type: bytes, body: bytes, extra: bytes = b""
+    ) -> None:
+        self._inner.document(cycle, status, content_type, body, extra)
+
+    def fail(self, cycle: Cycle, error: GatewayError, begun: bool) -> None:
+        self._inner.fail(cycle, error, begun)
+
+    async def drained(self) -> None:
+        await self._inner.drained()
+
+    def done(self, cycle: Cycle) -> None:
+        self._inner.done(cycle)
+
+
 class Cycle:
     """One request: what it asks (`operation`, `route`, `call`), or the `refusal` it is answered with,
     and how far its answer has got."""

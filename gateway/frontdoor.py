@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from gateway import console, wire
 from gateway.async_inference import MAX_INLINE_BODY, AsyncConfig, AsyncQueue, Journal, accepted, job_from
-from gateway.cycle import Cycle, Responder
+from gateway.cycle import Cycle, Responder, Tee
 from gateway.errors import GatewayError, RequestRefused, UnknownOperation, ValidationError
 from gateway.invocation import Invocation, check_component, invocation_from
 from gateway.metrics import Metrics
@@ -234,7 +234,11 @@ class FrontDoor:
                 route = router.route(headers.get(wire.TARGET_CONTAINER), call.target_model)
                 timeline = Timeline() if service.telemetry.enabled else None
                 rid = self.request_ids.next()
-                return Cycle(client.runtime, service, rid, operation, route, call, timeline=timeline)
+                responder = client.runtime
+                capture = service.capture
+                if capture is not None and capture.sampled():  # its answer is kept as it passes
+                    responder = Tee(responder, partial(capture.add, call), capture.config.outputs)
+                return Cycle(responder, service, rid, operation, route, call, timeline=timeline)
         except GatewayError as error:
             return self.refused(error, client, service=service, operation=operation)
         return Cycle(client.runtime, service, self.request_ids.next(), operation)

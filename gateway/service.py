@@ -12,11 +12,15 @@ import random
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
 from gateway import wire
 from gateway.dataplane import DataPlane
 from gateway.errors import ModelError, ValidationError
 from gateway.telemetry import Telemetry
+
+if TYPE_CHECKING:
+    from gateway.capture import Capture
 
 INSTANCE_ID = "local-1"  # the one local instance a variant runs on, in log stream names
 
@@ -51,6 +55,7 @@ class Service:
     telemetry: Telemetry
     variant: str = wire.VARIANT_NAME
     logs: Logs | None = None
+    capture: Capture | None = None  # its data capture, when its endpoint configuration has one
     ok_head: bytes = field(init=False)  # `HTTP/1.1 200 OK` and x-Amzn-Invoked-Production-Variant
 
     def __post_init__(self) -> None:

@@ -22,6 +22,7 @@ from urllib.parse import unquote, urlsplit
 import botocore.session
 
 from gateway.async_inference import AsyncConfig
+from gateway.capture import CaptureConfig
 from gateway.control import constraints
 from gateway.control.endpoints import Endpoints
 from gateway.control.resources import (
@@ -336,12 +337,13 @@ class ControlPlane:
             )
         for variant in with_models:
             self._existing(ModelResource, variant["ModelName"])
-        asynchronous = params.get("AsyncInferenceConfig")
-        if asynchronous is not None:
-            try:
+        try:
+            asynchronous = params.get("AsyncInferenceConfig")
+            if asynchronous is not None:
                 AsyncConfig.from_api(asynchronous)
-            except ValidationError as exc:
-                raise InvalidRequest(exc.message) from None
+            CaptureConfig.from_request(params.get("DataCaptureConfig"))
+        except ValidationError as exc:
+            raise InvalidRequest(exc.message) from None
         config = self._new(ConfigResource, name, params)
         self.state.add(config)
         self._tagged(config, params)

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from gateway.async_inference import AsyncConfig
+from gateway.capture import Capture, CaptureConfig
 from gateway.control.images import ImageMap
 from gateway.control.resources import (
     ComponentResource,
@@ -51,6 +52,7 @@ from gateway.service import Service
 
 logger = logging.getLogger(__name__)
 
+CAPTURE_SPILL = "_capture"  # under the state folder: captured data S3 would not take
 DESCRIBE_HOLD = 45.0  # seconds; below botocore's 60 s read timeout
 MODEL_KEYS = (
     "ModelName",
@@ -314,7 +316,10 @@ class Endpoints:
                         continue
                     document = await self._document(resource.name, variant.name, variant.model)
                     folder = self._run_dir(resource.name, what.config, variant.name)
-                    deployment = self._deployment(document, folder, variant.name, None, variant.limits)
+                    capture = self._capture(resource.name, variant.name, what)
+                    deployment = self._deployment(
+                        document, folder, variant.name, None, variant.limits, capture
+                    )
                     started.append(Running(variant.name, variant.weight, deployment))
                     await deployment.start(variant.startup_timeout or self.startup_timeout)
             else:
@@ -335,8 +340,22 @@ class Endpoints:
             running.deployment.serve()  # restart containers that exit, from now on
         return started
 
+    def _capture(self, endpoint: str, variant: str, what: Deployed) -> Capture | None:
+        """A production variant's data capture, when its endpoint configuration asks for one; what
+        cannot reach S3 by the time it stops is kept under <state>/_capture."""
+        config = CaptureConfig.from_request(what.request.get("DataCaptureConfig"))
+        if config is None:
+            return None
+        return Capture(config, endpoint, variant, spill=self.run_dir / CAPTURE_SPILL)
+
     def _deployment(
-        self, document: Endpoint, folder: Path, variant: str, component: str | None, limits: Limits
+        self,
+        document: Endpoint,
+        folder: Path,
+        variant: str,
+        component: str | None,
+        limits: Limits,
+        capture: Capture | None = None,
     ) -> Deployment:
         return Deployment(
             self.gateway,
@@ -347,6 +366,7 @@ class Endpoints:
             variant=variant,
             component=component,
             limits=limits,
+            capture=capture,
             taken_ports=self._ports,
             planning=self._planning,
             logs=self.run_dir,

@@ -20,6 +20,7 @@ from functools import partial
 from pathlib import Path
 from typing import Protocol
 
+from gateway.capture import Capture
 from gateway.endpoint import Endpoint
 from gateway.launch.console import Console
 from gateway.launch.modeldata import Limits
@@ -46,6 +47,7 @@ class Host(Protocol):
         model_cache: Path | None = None,
         variant: str = VARIANT_NAME,
         component: str | None = None,
+        capture: Capture | None = None,
     ) -> Service:
         """Start `endpoint`'s data plane; not yet reachable (mounting it is the caller's)."""
 
@@ -69,12 +71,14 @@ class Deployment:
         logs: Path | None = None,
         component: str | None = None,
         limits: Limits | None = None,
+        capture: Capture | None = None,
     ) -> None:
         """`base`: where relative paths of the endpoint are from; `taken_ports`: ports other deployments
         hold (this one's are added to it, and given back on stop); `planning`: held while this deployment
         plans, when others may plan at the same time (they would choose the same free ports); `logs`:
         where each container's log is also found under SageMaker's name for it (LOG_NAMES, below); `limits`:
-        what its model data may take (a production variant's download timeout and volume size)."""
+        what its model data may take (a production variant's download timeout and volume size); `capture`:
+        the variant's data capture, whose last events are written when the deployment stops."""
         self.gateway = gateway
         self.endpoint = endpoint
         self.base = base
@@ -87,6 +91,7 @@ class Deployment:
         self._logs = logs
         self.component = component  # an inference component's deployment: its name
         self.limits = limits or Limits()
+        self.capture = capture
         self._ports: set[int] = set()
         self._service: Service | None = None
         self._supervisor: Supervisor | None = None
@@ -124,6 +129,7 @@ class Deployment:
             model_cache=self.model_cache,
             variant=self.variant,
             component=self.component,
+            capture=self.capture,
         )
         backends = {backend.name: backend for backend in service.dataplane.backends}
         registry = Registry(self._logs / PROCESSES) if self._logs is not None else None
@@ -209,6 +215,8 @@ class Deployment:
         if self._service is not None:
             await self.gateway.drop(self._service)
             self._service = None
+        if self.capture is not None:  # after the drop: no request can add to it any more
+            await self.capture.close()
         self.taken_ports -= self._ports
         self._ports = set()
 
