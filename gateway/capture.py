@@ -27,7 +27,6 @@ import json
 import logging
 import random
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,6 +96,7 @@ class CaptureConfig:
         return base64.b64encode(data).decode("ascii"), "BASE64"
 
 
+Event = tuple[float, "Invocation", bytes | None, bytes | None]  # when, the request, the answer's type, body
 Put = Callable[[str, str, bytes], None]  # bucket, key, body: writes one object (raises on failure)
 
 
@@ -122,7 +122,7 @@ class Capture:
         self.spill = spill
         self.flush_seconds = flush_seconds
         self._put = put or _s3_put(config.kms_key)
-        self._events: list[tuple[str, bytes]] = []  # (the hour's key prefix, one JSON line)
+        self._events: list[Event] = []
         self._size = 0
         self._unwritten: list[tuple[str, bytes]] = []  # objects whose writing failed: (key, body)
         self._writer: asyncio.Task[None] | None = None
@@ -139,39 +139,23 @@ class Capture:
         return percentage >= 100 or (percentage > 0 and random.random() * 100 < percentage)
 
     def add(self, call: Invocation, output_type: bytes | None, output: bytes | None) -> None:
-        """One answered request's event, buffered."""
+        """One answered request's event, buffered as it is: it is made into its JSON line off the request
+        path, when the buffer is written."""
         if self._closed:
             return
         if self._size > MAX_BUFFERED:
             self.dropped += 1
             return
-        now = time.time()
-        config = self.config
-        captured: dict[str, Any] = {}
-        if config.inputs:
-            captured["endpointInput"] = _side(config, "INPUT", call.content_type, call.body)
-        if config.outputs and output is not None:
-            captured["endpointOutput"] = _side(config, "OUTPUT", output_type, output)
-        metadata = {"eventId": str(uuid.uuid4())}
-        if call.inference_id is not None:
-            metadata["inferenceId"] = call.inference_id.decode("latin-1")
-        metadata["inferenceTime"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
-        line = json.dumps(
-            {"captureData": captured, "eventMetadata": metadata, "eventVersion": EVENT_VERSION},
-            separators=(",", ":"),
-        ).encode()
-        self._events.append((self._hour(now), line + b"\n"))
-        self._size += len(line) + 1
+        if not self.config.outputs:
+            output = None
+        self._events.append((time.time(), call, output_type, output))
+        self._size += len(call.body) + (len(output) if output is not None else 0)
         self.captured += 1
         if self._writer is None:
             self._wake = asyncio.Event()
             self._writer = asyncio.get_running_loop().create_task(self._write_every())
         elif self._size >= FLUSH_BYTES and self._wake is not None:
             self._wake.set()
-
-    def _hour(self, now: float) -> str:
-        stamp = time.strftime("%Y/%m/%d/%H", time.gmtime(now))
-        return "/".join(p for p in (self.config.prefix, self.endpoint, self.variant, stamp) if p)
 
     # off it
     async def _write_every(self) -> None:
@@ -186,13 +170,11 @@ class Capture:
     async def flush(self) -> None:
         """Write what is buffered (and what failed before): one object per hour its events fall in."""
         events, self._events, self._size = self._events, [], 0
-        by_hour: dict[str, list[bytes]] = {}
-        for hour, line in events:
-            by_hour.setdefault(hour, []).append(line)
+        by_hour = await asyncio.to_thread(_lines, self.config, self.endpoint, self.variant, events)
         stamp = time.time()
         name = time.strftime("%M-%S", time.gmtime(stamp)) + f"-{int(stamp * 1000) % 1000:03d}"
         pending = self._unwritten + [
-            (f"{hour}/{name}-{uuid.uuid4()}.jsonl", b"".join(lines)) for hour, lines in by_hour.items()
+            (f"{hour}/{name}-{_uuid()}.jsonl", b"".join(lines)) for hour, lines in by_hour.items()
         ]
         self._unwritten = []
         for key, body in pending:
@@ -236,11 +218,56 @@ class Capture:
         self._unwritten = []
 
 
-def _side(config: CaptureConfig, mode: str, content_type: bytes | None, data: bytes) -> dict[str, str]:
+def _lines(config: CaptureConfig, endpoint: str, variant: str, events: list[Event]) -> dict[str, list[bytes]]:
+    """Each event's JSON line, by the key prefix of the hour it falls in (run in a thread)."""
+    by_hour: dict[str, list[bytes]] = {}
+    second, stamp, lines = -1, "", []
+    for now, call, output_type, output in events:
+        if int(now) != second:  # the time strings change once a second
+            second = int(now)
+            moment = time.gmtime(second)
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", moment)
+            hour = "/".join(
+                p for p in (config.prefix, endpoint, variant, time.strftime("%Y/%m/%d/%H", moment)) if p
+            )
+            lines = by_hour.setdefault(hour, [])
+        sides = []
+        if config.inputs:
+            sides.append(_side(config, "endpointInput", "INPUT", call.content_type, call.body))
+        if output is not None:
+            sides.append(_side(config, "endpointOutput", "OUTPUT", output_type, output))
+        inference = (
+            f'"inferenceId":{_quoted(call.inference_id.decode("latin-1"))},'
+            if call.inference_id is not None
+            else ""
+        )
+        lines.append(
+            (
+                f'{{"captureData":{{{",".join(sides)}}},"eventMetadata":{{"eventId":"{_uuid()}",'
+                f'{inference}"inferenceTime":"{stamp}"}},"eventVersion":"{EVENT_VERSION}"}}\n'
+            ).encode()
+        )
+    return by_hour
+
+
+_quoted = json.encoder.encode_basestring_ascii  # a JSON string, quotes and escapes; C where it can be
+
+
+def _side(config: CaptureConfig, member: str, mode: str, content_type: bytes | None, data: bytes) -> str:
     text, encoding = config.encoded(content_type, data)
-    side = {"observedContentType": content_type.decode("latin-1")} if content_type is not None else {}
-    side.update(mode=mode, data=text, encoding=encoding)
-    return side
+    observed = (
+        f'"observedContentType":{_quoted(content_type.decode("latin-1"))},'
+        if content_type is not None
+        else ""
+    )
+    return f'"{member}":{{{observed}"mode":"{mode}","data":{_quoted(text)},"encoding":"{encoding}"}}'
+
+
+def _uuid() -> str:
+    """A random (version 4) UUID, from the random module: an event's id need not be secret, and
+    os.urandom would be a system call per event."""
+    h = f"{random.getrandbits(128):032x}"
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
 
 
 def _s3_put(kms_key: str | None) -> Put:
