@@ -26,10 +26,12 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gateway.async_inference import AsyncConfig, Journal
+from gateway.backends.http import HttpAddress
 from gateway.capture import Capture
 from gateway.control.api import ControlPlane
 from gateway.control.endpoints import Endpoints
@@ -40,7 +42,7 @@ from gateway.endpoint import Endpoint, ExecutionMode
 from gateway.frontdoor import FrontDoor
 from gateway.launch.console import Console
 from gateway.limits import Limits
-from gateway.metrics import Metrics
+from gateway.metrics import CONTAINER_METRICS_LIMIT, Metrics
 from gateway.multimodel.backend import MultiModelBackend
 from gateway.origins import Origins
 from gateway.server import Server
@@ -185,9 +187,14 @@ class Gateway:
         if self.options.metrics:
             single_hop = endpoint.mode is ExecutionMode.DIRECT or len(names) == 1
             metrics = Metrics(endpoint.EndpointName, variant, names, single_hop=single_hop)
-            for backend in dataplane.backends:
+            for i, backend in enumerate(dataplane.backends):
                 if isinstance(backend, MultiModelBackend):
                     metrics.models[backend.name] = backend.store.stats
+                config = endpoint.containers[i].ContainerMetricsConfig
+                server = getattr(backend, "server", None)
+                if config is not None and isinstance(server, HttpAddress):  # scraped over HTTP only
+                    path = config.path.encode()
+                    metrics.scrapers[backend.name] = partial(server.fetch, path, CONTAINER_METRICS_LIMIT)
             access = self.options.access
             if access is not None:
                 denials = access.denials

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 from pydantic import ValidationError as PydanticValidationError
 from pydantic_core import ErrorDetails
 
@@ -199,6 +199,32 @@ class MultiModelConfigSpec(_Shape):
     ModelCacheSetting: Literal["Enabled", "Disabled"] = "Enabled"
 
 
+def _no_parent(path: str) -> str:
+    if ".." in path:
+        raise ValueError("a metrics path has no '..'")
+    return path
+
+
+class MetricsEndpointSpec(_Shape):
+    # botocore's MetricsEndpointPath pattern, whole (its lookahead as a check of its own); SageMaker's default
+    MetricsEndpointPath: Annotated[
+        str, StringConstraints(pattern=r"^/[a-zA-Z0-9/_.\-]+$", max_length=256), AfterValidator(_no_parent)
+    ] = "/metrics"
+    # how often SageMaker publishes them to CloudWatch; accepted (mce scrapes when its /metrics is scraped)
+    MetricPublishFrequencyInSeconds: Literal[10, 30, 60, 120, 180, 240, 300] | None = None
+
+
+class ContainerMetricsSpec(_Shape):
+    """A ContainerDefinition's ContainerMetricsConfig: where the container serves Prometheus metrics on its
+    serving port (SageMaker: /metrics on port 8080 unless told otherwise)."""
+
+    MetricsEndpoints: list[MetricsEndpointSpec] = Field(default_factory=list, max_length=1)
+
+    @property
+    def path(self) -> str:
+        return self.MetricsEndpoints[0].MetricsEndpointPath if self.MetricsEndpoints else "/metrics"
+
+
 class Container(_Shape):
     """A `ContainerDefinition` (spec §2.1) with our `Backend`."""
 
@@ -211,6 +237,8 @@ class Container(_Shape):
     ModelDataUrl: Annotated[str, StringConstraints(min_length=1, max_length=1024)] | None = None
     Environment: dict[EnvKey, EnvValue] = Field(default_factory=dict, max_length=MAX_ENVIRONMENT_ENTRIES)
     MultiModelConfig: MultiModelConfigSpec | None = None
+    # scraped and shown on the gateway's /metrics with the container's labels (gateway.metrics)
+    ContainerMetricsConfig: ContainerMetricsSpec | None = None
     Backend: BackendSpec = Field(default_factory=lambda: BackendSpec())
 
 

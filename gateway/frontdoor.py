@@ -27,7 +27,7 @@ from gateway.async_inference import MAX_INLINE_BODY, AsyncConfig, AsyncQueue, Jo
 from gateway.cycle import Cycle, Responder, Tee
 from gateway.errors import GatewayError, RequestRefused, UnknownOperation, ValidationError
 from gateway.invocation import Invocation, check_component, invocation_from
-from gateway.metrics import Metrics
+from gateway.metrics import Metrics, containers_exposition
 from gateway.origins import Origins
 from gateway.routing import Operation, unknown_endpoint
 from gateway.service import Service, Variants
@@ -450,13 +450,12 @@ class FrontDoor:
         def shown(name: str) -> bool:
             return access is None or key is None or access.allows(key, DESCRIBE, access.resource(name))
 
-        exposition = Metrics.merged(
-            [
-                service.telemetry.metrics
-                for name, variants in list(self._by_name.items())
-                if shown(name.decode("latin-1"))
-                for service in variants.every
-                if service.telemetry.metrics is not None
-            ]
-        )
+        every = [
+            service.telemetry.metrics
+            for name, variants in list(self._by_name.items())
+            if shown(name.decode("latin-1"))
+            for service in variants.every
+            if service.telemetry.metrics is not None
+        ]
+        exposition = Metrics.merged(every) + await containers_exposition(every)
         cycle.responder.document(cycle, 200, wire.PROMETHEUS, exposition)

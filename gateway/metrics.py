@@ -39,6 +39,8 @@ by hop, per container: the time before a container was called, plus after the la
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
@@ -56,7 +58,9 @@ if TYPE_CHECKING:
     from gateway.multimodel.store import ModelStats
     from gateway.timeline import Timeline
 
-__all__ = ["BUCKETS", "Histogram", "Metrics"]
+__all__ = ["BUCKETS", "Histogram", "Metrics", "containers_exposition"]
+
+logger = logging.getLogger(__name__)
 
 
 class ContainerStats:
@@ -99,6 +103,8 @@ class Metrics:
         self.queue: QueueStats | None = None  # the endpoint's InvokeEndpointAsync queue, when it has one
         # under mce serve --workers: the other workers' expositions of this endpoint (gateway.workers)
         self.siblings: Callable[[], Awaitable[list[bytes]]] | None = None
+        # container -> a GET of its own Prometheus metrics (ContainerMetricsConfig): (status, body) or why not
+        self.scrapers: dict[str, Callable[[], Awaitable[tuple[int, bytes] | str]]] = {}
         self._cpu_seen: dict[str, tuple[float, float]] = {}
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_Collector(self))
@@ -162,9 +168,9 @@ class Metrics:
     async def scrape(self) -> bytes:
         """What GET /metrics shows: this process's numbers, added to its sibling workers' if it has any."""
         own = self.exposition()
-        if self.siblings is None:
-            return own
-        return merge_expositions([own, *await self.siblings()])
+        if self.siblings is not None:
+            own = merge_expositions([own, *await self.siblings()])
+        return own + await containers_exposition([self])
 
     @staticmethod
     def merged(all_metrics: Sequence[Metrics]) -> bytes:
@@ -190,6 +196,65 @@ class Metrics:
 
 # Gauges whose sum over workers means nothing: the largest is the endpoint's.
 _LARGEST = frozenset({"sagemaker_approximate_age_of_oldest_request_seconds"})
+
+
+CONTAINER_METRICS_LIMIT = 4 << 20  # bytes of one container's exposition read at most
+_OWN_PREFIXES = ("sagemaker_", "mce_")  # our families: a container's of the same name are left out
+_TARGET_LABELS = ("endpoint", "variant", "container")
+
+
+async def containers_exposition(all_metrics: Sequence[Metrics]) -> bytes:
+    """Every container's own metrics (those with a ContainerMetricsConfig), scraped now and at once, each
+    sample labelled with its endpoint, variant and container (a label of those names the container set
+    itself becomes `exported_<name>`, as Prometheus does), a family seen in several containers shown once;
+    and mce_container_metrics_up, 1 for each container that answered with Prometheus text."""
+    targets = [(m, name, scrape) for m in all_metrics for name, scrape in m.scrapers.items()]
+    if not targets:
+        return b""
+    answers = await asyncio.gather(*(scrape() for _, _, scrape in targets))
+    up = GaugeMetricFamily(
+        "mce_container_metrics_up",
+        "1 when the container's own metrics endpoint (ContainerMetricsConfig) answered Prometheus text",
+        labels=list(_TARGET_LABELS),
+    )
+    families: dict[str, Metric] = {}
+    for (metrics, name, _), answer in zip(targets, answers, strict=True):
+        parsed = _parsed(metrics, name, answer)
+        up.add_metric([metrics.endpoint, metrics.variant, name], 1.0 if parsed is not None else 0.0)
+        for family in parsed or ():
+            kept = families.setdefault(
+                family.name, Metric(family.name, family.documentation, family.type, family.unit)
+            )
+            if kept.type != family.type:  # two containers disagree on what a name is: the first one's
+                continue
+            labels = {"endpoint": metrics.endpoint, "variant": metrics.variant, "container": name}
+            for sample in family.samples:
+                own = {
+                    (f"exported_{key}" if key in _TARGET_LABELS else key): value
+                    for key, value in sample.labels.items()
+                }
+                kept.samples.append(sample._replace(labels={**own, **labels}))
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Families([up, *families.values()]))
+    return generate_latest(registry)
+
+
+def _parsed(metrics: Metrics, container: str, answer: tuple[int, bytes] | str) -> list[Metric] | None:
+    """A container's answer as metric families (ours left out), or None if it is not Prometheus text."""
+    where = f"{metrics.endpoint}/{metrics.variant}/{container}"
+    if isinstance(answer, str):
+        logger.debug("%s: no metrics: %s", where, answer)
+        return None
+    status, body = answer
+    if status != 200:
+        logger.debug("%s: its metrics endpoint answered %d", where, status)
+        return None
+    try:
+        families = list(text_string_to_metric_families(body.decode("utf-8")))
+    except (ValueError, UnicodeDecodeError) as exc:
+        logger.debug("%s: its metrics are not Prometheus text: %s", where, exc)
+        return None
+    return [family for family in families if not family.name.startswith(_OWN_PREFIXES)]
 
 
 def merge_expositions(expositions: Sequence[bytes]) -> bytes:

@@ -151,6 +151,20 @@ class HttpAddress:
     def get_request(self, path: bytes) -> bytes:
         return b"GET " + path + b" HTTP/1.1\r\n" + self.host_header + b"Accept: application/json\r\n\r\n"
 
+    async def fetch(self, path: bytes, limit: int) -> tuple[int, bytes] | str:
+        """GET `path` as Prometheus asks for its text format: (status, body of at most `limit` bytes), or
+        why there is no answer within HEALTH_TIMEOUT."""
+        request = b"GET " + path + b" HTTP/1.1\r\n" + self.host_header + b"Accept: text/plain\r\n\r\n"
+        try:
+            response = await self.pool.request(request, timeout=HEALTH_TIMEOUT)
+            return response.status, await response.read(limit)
+        except upstream.BodyTooLarge:
+            return f"{self.address}{path.decode()} answered more than {limit} bytes"
+        except upstream.UpstreamTimeout:
+            return f"{self.address} did not answer {path.decode()} within {HEALTH_TIMEOUT:g} s"
+        except upstream.UpstreamError as exc:
+            return f"{self.address} {exc}"
+
     async def probe(self, request: bytes, what: str) -> tuple[int, bytes] | str:
         """A health request: (status, body), or why it got no answer within HEALTH_TIMEOUT."""
         try:

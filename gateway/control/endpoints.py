@@ -314,7 +314,9 @@ class Endpoints:
                 for variant in what.variants:
                     if variant.model is None:  # an endpoint for inference components: they bring containers
                         continue
-                    document = await self._document(resource.name, variant.name, variant.model)
+                    document = await self._document(
+                        resource.name, variant.name, variant.model, detailed=what.detailed_observability
+                    )
                     folder = self._run_dir(resource.name, what.config, variant.name)
                     capture = self._capture(resource.name, variant.name, what)
                     deployment = self._deployment(
@@ -398,9 +400,14 @@ class Endpoints:
             folder = inside(self.run_dir, name, config, f"{variant}-{n}")
         return folder
 
-    async def _document(self, name: str, variant: str, model: dict[str, Any]) -> Endpoint:
+    async def _document(
+        self, name: str, variant: str, model: dict[str, Any], *, detailed: bool | None = None
+    ) -> Endpoint:
         """The endpoint document of one variant: its model, each container's Backend from the image map,
-        or, for an image the map does not know, Docker's (when the engine has it or can pull it)."""
+        or, for an image the map does not know, Docker's (when the engine has it or can pull it).
+        `detailed`: the configuration's EnableDetailedObservability, under which every container's own
+        metrics are scraped (SageMaker's default path, /metrics, unless its ContainerMetricsConfig says);
+        None (an inference component): those with a ContainerMetricsConfig."""
         backends = {}
         for container in containers_of(model):
             image = container.get("Image", "")
@@ -413,6 +420,11 @@ class Endpoints:
                 backend = DOCKER_BACKEND
             backends[image] = backend
         document = model_document(name, model, lambda container: backends[container.get("Image", "")])
+        for container in containers_of(document):
+            if detailed is False:
+                container.pop("ContainerMetricsConfig", None)
+            elif detailed:
+                container.setdefault("ContainerMetricsConfig", {})
         try:
             return parse_endpoint(document, source=f"endpoint {name}", default_name=name)
         except DocumentError as exc:
@@ -444,6 +456,7 @@ def _component_model(component: ComponentResource, spec: ComponentSpec) -> dict[
                 "Image": container.get("Image", ""),
                 **({"ModelDataUrl": container["ArtifactUrl"]} if "ArtifactUrl" in container else {}),
                 **({"Environment": container["Environment"]} if "Environment" in container else {}),
+                **{k: container[k] for k in ("ContainerMetricsConfig",) if k in container},
             }
         }
     if "PrimaryContainer" in model:

@@ -144,6 +144,12 @@ class Deployed:
         return all(model is None for model in self.models.values())
 
     @property
+    def detailed_observability(self) -> bool:
+        """MetricsConfig.EnableDetailedObservability: true unless the configuration says false (botocore's
+        documentation: the default for new endpoint configurations)."""
+        return bool((self.request.get("MetricsConfig") or {}).get("EnableDetailedObservability", True))
+
+    @property
     def async_config(self) -> dict[str, Any] | None:
         return self.request.get("AsyncInferenceConfig")
 
