@@ -10,7 +10,7 @@ DeleteEndpoint, SIGTERM) is written then. An object that cannot be written is ke
 the next flush; one that still cannot be written when the deployment stops goes to a local folder, named
 as its S3 key, and the log says where.
 
-The format (docs/data-capture.md, with its sources): JSON lines under
+The format (docs/real-time-hosting.md, with its sources): JSON lines under
 `<DestinationS3Uri>/<EndpointName>/<VariantName>/yyyy/mm/dd/hh/<mm-ss-fff>-<uuid>.jsonl`, each
     {"captureData": {"endpointInput": {...}, "endpointOutput": {...}},
      "eventMetadata": {"eventId": ..., "inferenceId": ..., "inferenceTime": ...}, "eventVersion": "0"}
@@ -80,19 +80,23 @@ class CaptureConfig:
             percentage=int(config["InitialSamplingPercentage"]),
             inputs=bool(modes & {"Input", "InputAndOutput"}),
             outputs=bool(modes & {"Output", "InputAndOutput"}),
-            csv=frozenset(t.encode() for t in header.get("CsvContentTypes", ())),
-            json=frozenset(t.encode() for t in header.get("JsonContentTypes", ())),
+            csv=frozenset(t.encode().partition(b";")[0].strip() for t in header.get("CsvContentTypes", ())),
+            json=frozenset(t.encode().partition(b";")[0].strip() for t in header.get("JsonContentTypes", ())),
             kms_key=config.get("KmsKeyId"),
         )
 
     def encoded(self, content_type: bytes | None, data: bytes) -> tuple[str, str]:
         """`data` as the capture writes it, and its encoding: text for the content types listed as CSV or
-        JSON (if it is UTF-8), base64 for anything else."""
-        if content_type is not None and (content_type in self.csv or content_type in self.json):
-            try:
-                return data.decode("utf-8"), "CSV" if content_type in self.csv else "JSON"
-            except UnicodeDecodeError:
-                pass
+        JSON (by media type: `text/csv; charset=utf-8` is `text/csv`, as SageMaker's own captures show),
+        if it is UTF-8; base64 for anything else."""
+        if content_type is not None:
+            media = content_type.partition(b";")[0].strip()
+            listed = "CSV" if media in self.csv else "JSON" if media in self.json else None
+            if listed is not None:
+                try:
+                    return data.decode("utf-8"), listed
+                except UnicodeDecodeError:
+                    pass
         return base64.b64encode(data).decode("ascii"), "BASE64"
 
 
@@ -171,10 +175,8 @@ class Capture:
         """Write what is buffered (and what failed before): one object per hour its events fall in."""
         events, self._events, self._size = self._events, [], 0
         by_hour = await asyncio.to_thread(_lines, self.config, self.endpoint, self.variant, events)
-        stamp = time.time()
-        name = time.strftime("%M-%S", time.gmtime(stamp)) + f"-{int(stamp * 1000) % 1000:03d}"
         pending = self._unwritten + [
-            (f"{hour}/{name}-{_uuid()}.jsonl", b"".join(lines)) for hour, lines in by_hour.items()
+            (f"{hour}/{_object_name(first)}", b"".join(lines)) for hour, (first, lines) in by_hour.items()
         ]
         self._unwritten = []
         for key, body in pending:
@@ -218,9 +220,12 @@ class Capture:
         self._unwritten = []
 
 
-def _lines(config: CaptureConfig, endpoint: str, variant: str, events: list[Event]) -> dict[str, list[bytes]]:
-    """Each event's JSON line, by the key prefix of the hour it falls in (run in a thread)."""
-    by_hour: dict[str, list[bytes]] = {}
+def _lines(
+    config: CaptureConfig, endpoint: str, variant: str, events: list[Event]
+) -> dict[str, tuple[float, list[bytes]]]:
+    """Each event's JSON line, by the key prefix of the hour it falls in, with the time of the hour's first
+    event (run in a thread)."""
+    by_hour: dict[str, tuple[float, list[bytes]]] = {}
     second, stamp, lines = -1, "", []
     for now, call, output_type, output in events:
         if int(now) != second:  # the time strings change once a second
@@ -230,7 +235,7 @@ def _lines(config: CaptureConfig, endpoint: str, variant: str, events: list[Even
             hour = "/".join(
                 p for p in (config.prefix, endpoint, variant, time.strftime("%Y/%m/%d/%H", moment)) if p
             )
-            lines = by_hour.setdefault(hour, [])
+            lines = by_hour.setdefault(hour, (now, []))[1]
         sides = []
         if config.inputs:
             sides.append(_side(config, "endpointInput", "INPUT", call.content_type, call.body))
@@ -261,6 +266,11 @@ def _side(config: CaptureConfig, member: str, mode: str, content_type: bytes | N
         else ""
     )
     return f'"{member}":{{{observed}"mode":"{mode}","data":{_quoted(text)},"encoding":"{encoding}"}}'
+
+
+def _object_name(first: float) -> str:
+    """An object's name, after its first event's time (as SageMaker's are): mm-ss-fff-<uuid>.jsonl."""
+    return f"{time.strftime('%M-%S', time.gmtime(first))}-{int(first * 1000) % 1000:03d}-{_uuid()}.jsonl"
 
 
 def _uuid() -> str:

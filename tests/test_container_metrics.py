@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from botocore.exceptions import ClientError
+from conftest import Processes, container_doc, endpoint_doc, invoke, runtime_client
 from prometheus_client.parser import text_string_to_metric_families
 from test_local_sagemaker import ROLE, LocalSageMaker
 
@@ -101,3 +102,26 @@ def test_a_metrics_path_outside_the_api_pattern_is_refused(tmp_path: Path) -> No
             assert error["Code"] == "ValidationException" and "metricsEndpointPath" in error["Message"], error
         else:
             raise AssertionError("CreateModel took a MetricsEndpointPath with '..'")
+
+
+def test_mce_serve_scrapes_the_containers_its_document_configures(procs: Processes) -> None:
+    counted = procs.container("counted")
+    silent = procs.container("silent")
+    metrics = {"ContainerMetricsConfig": {"MetricsEndpoints": [{"MetricsEndpointPath": "/stats"}]}}
+    document = endpoint_doc(
+        "Direct",
+        [{**container_doc("counted", counted.url), **metrics}, container_doc("silent", silent.url)],
+    )
+    gateway = procs.gateway(document)
+    runtime = runtime_client(gateway.url)
+    try:
+        for _ in range(2):
+            invoke(runtime, "counted")
+    finally:
+        runtime.close()
+    _, samples = scrape(gateway.url)
+    assert [(labels["container"], value) for labels, value in samples["contract_posts_total"]] == [
+        ("counted", 2.0)
+    ]
+    up = {labels["container"]: value for labels, value in samples["mce_container_metrics_up"]}
+    assert up == {"counted": 1.0}  # a container without ContainerMetricsConfig is not scraped

@@ -94,6 +94,7 @@ def test_every_answered_request_is_captured_as_sagemaker_writes_it_and_sigterm_l
     sent = [
         ({"ContentType": "application/json", "InferenceId": "first"}, b'{"x": [1, 2]}'),
         ({"ContentType": "text/csv"}, b"1"),  # JSON to the echo container, CSV to the capture
+        ({"ContentType": "text/csv; charset=utf-8"}, b"2"),  # listed by its media type
         ({"ContentType": "application/x-npy"}, b'"\\u00e9"'),  # neither listed: base64
     ]
     answers = []
@@ -115,12 +116,18 @@ def test_every_answered_request_is_captured_as_sagemaker_writes_it_and_sigterm_l
         data = event["captureData"]
         content_type, _ = side(data["endpointInput"], "INPUT")
         assert content_type == extra["ContentType"]
-        expected = {"application/json": "JSON", "text/csv": "CSV"}.get(extra["ContentType"], "BASE64")
+        media = extra["ContentType"].partition(";")[0]
+        expected = {"application/json": "JSON", "text/csv": "CSV"}.get(media, "BASE64")
         assert data["endpointInput"]["encoding"] == expected
         assert side(data["endpointOutput"], "OUTPUT") == (answer_type, answer)
         assert data["endpointOutput"]["encoding"] == "JSON"  # the echo container answers application/json
         assert event["eventMetadata"].get("inferenceId") == extra.get("InferenceId")
     assert len({e["eventMetadata"]["eventId"] for _, e in events}) == len(events)
+    firsts: dict[str, str] = {}
+    for key, event in events:  # an object is named after its first event's minute and second
+        firsts.setdefault(key, event["eventMetadata"]["inferenceTime"])
+    for key, first in firsts.items():
+        assert key.rsplit("/", 1)[1][:5] == f"{first[14:16]}-{first[17:19]}", (key, first)
 
 
 def test_the_sample_follows_the_percentage_and_update_endpoint_stops_it(

@@ -25,7 +25,8 @@ non-JSON body is echoed with its Content-Type. The request steers faults per con
     {"close_idle": true}                 answer, then close the kept-alive connection at once (a
                                          container whose keep-alive timeout ran out)
 
-`GET /count` answers how many POST requests it has read (a request reaching it twice shows there).
+`GET /count` answers how many POST requests it has read (a request reaching it twice shows there);
+`GET /stats`, the same as a Prometheus counter.
 """
 
 from __future__ import annotations
@@ -53,6 +54,10 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         if self.path == "/count":
             self._send(200, str(self.server.posts).encode(), "text/plain")
+            return
+        if self.path == "/stats":  # the same count as Prometheus text
+            text = f"# TYPE contract_posts_total counter\ncontract_posts_total {self.server.posts}\n"
+            self._send(200, text.encode(), "text/plain; version=0.0.4")
             return
         if self.path != "/ping":
             self._send(404, b"not found", "text/plain")
