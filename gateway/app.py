@@ -134,11 +134,13 @@ class Gateway:
         variants: list[tuple[Service, float]],
         asynchronous: AsyncConfig | None = None,
         components: dict[str, Service] | None = None,
+        shadow: tuple[Service, float] | None = None,
     ) -> None:
         """Requests to endpoint `name` go to these services from now on, each variant by its weight;
         `asynchronous`: it also takes InvokeEndpointAsync (gateway.async_inference); `components`: it is
-        made for inference components, and these answer it, by name."""
-        self.door.mount(name, variants, asynchronous, components)
+        made for inference components, and these answer it, by name; `shadow`: a shadow variant, sent a
+        copy of that share of the requests."""
+        self.door.mount(name, variants, asynchronous, components, shadow)
 
     def unmount(self, name: str) -> None:
         self.door.unmount(name)

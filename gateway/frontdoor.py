@@ -18,7 +18,10 @@ driven in-process (tests/test_frontdoor.py).
 from __future__ import annotations
 
 import asyncio
+import logging
+import random
 from collections.abc import Callable, Collection
+from dataclasses import replace
 from functools import partial
 from typing import TYPE_CHECKING, Protocol
 
@@ -35,6 +38,9 @@ from gateway.timeline import Timeline
 
 if TYPE_CHECKING:
     from gateway.access import Access, Key
+    from gateway.backends import Reply
+
+logger = logging.getLogger(__name__)
 
 
 class Control(Protocol):
@@ -78,6 +84,47 @@ ACTIONS = {  # the IAM action --access authorizes for each (gateway.access)
 }
 DESCRIBE = "sagemaker:DescribeEndpoint"  # what a key needs to see an endpoint's metrics
 CONTROL_TYPE = b"application/x-amz-json-1.1"  # what every AWS SDK sends to a JSON 1.1 service
+
+
+class Shadowing:
+    """Where shadow variants' answers go: nowhere. It keeps the copies running, so a variant being
+    retired waits for them and a closing front door stops them."""
+
+    __slots__ = ("running",)
+
+    def __init__(self) -> None:
+        self.running: set[Cycle] = set()
+
+    def whole(self, cycle: Cycle, reply: Reply, chunks: list[bytes], size: int) -> None:
+        pass
+
+    def start(self, cycle: Cycle, reply: Reply, length: int | None) -> None:
+        pass
+
+    def body(self, chunks: list[bytes]) -> None:
+        pass
+
+    def end(self) -> None:
+        pass
+
+    def document(
+        self, cycle: Cycle, status: int, content_type: bytes, body: bytes, extra: bytes = b""
+    ) -> None:
+        pass
+
+    def fail(self, cycle: Cycle, error: GatewayError, begun: bool) -> None:
+        pass  # counted in the shadow variant's metrics, logged by the cycle; no client hears of it
+
+    async def drained(self) -> None:
+        pass
+
+    def done(self, cycle: Cycle) -> None:
+        self.running.discard(cycle)
+
+    def abandon(self) -> None:
+        for cycle in list(self.running):
+            cycle.abandon()
+        self.running.clear()
 
 
 def check_control_type(content_type: bytes | None) -> None:
@@ -126,6 +173,9 @@ class FrontDoor:
         self._only: Variants | None = None  # the one endpoint, while there is one: /invocations is its
         self._queues: dict[str, AsyncQueue] = {}  # endpoint name -> its InvokeEndpointAsync queue
         self._closing_queues: set[asyncio.Task[None]] = set()
+        # production variant -> its shadow variant and the share copied; the copies being answered
+        self._shadows: dict[Service, tuple[Service, float]] = {}
+        self._shadowing = Shadowing()
 
     # what is mounted
     def mount(
@@ -134,11 +184,14 @@ class FrontDoor:
         variants: list[tuple[Service, float]],
         asynchronous: AsyncConfig | None = None,
         components: dict[str, Service] | None = None,
+        shadow: tuple[Service, float] | None = None,
     ) -> None:
         """Serve endpoint `name` at `/endpoints/{name}/invocations` from these variants (and at
         `/invocations`, `/ping` and `/metrics` while it is the only endpoint); with `asynchronous`, also
-        InvokeEndpointAsync, from a queue that outlives a remount (an update) of the endpoint."""
-        mounted = self._by_name[name.encode()] = Variants(variants, components)
+        InvokeEndpointAsync, from a queue that outlives a remount (an update) of the endpoint; with
+        `shadow`, a copy of that share of its invocations goes to that service too (a shadow variant)."""
+        mounted = self._by_name[name.encode()] = Variants(variants, components, shadow)
+        self._find_shadows()
         self._only = next(iter(self._by_name.values())) if len(self._by_name) == 1 else None
         queue = self._queues.get(name)
         if asynchronous is None:
@@ -163,6 +216,7 @@ class FrontDoor:
 
     def unmount(self, name: str) -> None:
         self._by_name.pop(name.encode(), None)
+        self._find_shadows()
         self._only = next(iter(self._by_name.values())) if len(self._by_name) == 1 else None
         if name in self._queues:
             self._close_queue(name, gone=True)
@@ -176,11 +230,23 @@ class FrontDoor:
         return self._queues.get(name)
 
     def answering(self, services: Collection[Service]) -> bool:
-        """Whether an asynchronous request is running on one of `services`."""
-        return any(queue.answering(services) for queue in self._queues.values())
+        """Whether an asynchronous request, or a shadow variant's copy, is running on one of `services`."""
+        return any(queue.answering(services) for queue in self._queues.values()) or any(
+            cycle.service in services for cycle in self._shadowing.running
+        )
+
+    def _find_shadows(self) -> None:
+        self._shadows = {
+            service: variants.shadow
+            for variants in self._by_name.values()
+            if variants.shadow is not None
+            for service in variants.services
+        }
 
     async def close(self) -> None:
-        """Stop the asynchronous queues (with a journal, what is unanswered runs after a restart)."""
+        """Stop the asynchronous queues (with a journal, what is unanswered runs after a restart) and the
+        shadow copies still running."""
+        self._shadowing.abandon()
         for name in list(self._queues):
             self._close_queue(name)
         await asyncio.gather(*self._closing_queues, return_exceptions=True)
@@ -372,8 +438,43 @@ class FrontDoor:
                 key = access.check(method, url, headers, body, endpoint, action=action)
             except GatewayError as error:
                 cycle.refusal = error
-        if cycle.refusal is None and operation in ANSWERED_HERE:
-            self._answer(cycle, url, headers, body, key)
+        if cycle.refusal is None:
+            if operation in ANSWERED_HERE:
+                self._answer(cycle, url, headers, body, key)
+            elif self._shadows and call is not None:
+                self._shadow(cycle, headers, call)
+
+    def _shadow(self, cycle: Cycle, headers: dict[bytes, bytes], call: Invocation) -> None:
+        """Send a copy of an invocation to its variant's shadow variant, when the share says so: routed by
+        the same headers, with the same trace and InferenceId, its answer read whole and dropped (its
+        metrics and data capture are the shadow variant's). A copy that cannot be routed is not sent."""
+        found = self._shadows.get(cycle.service) if cycle.service is not None else None
+        if found is None:
+            return
+        service, share = found
+        if share < 1.0 and random.random() >= share:
+            return
+        try:
+            route = service.dataplane.router.route(headers.get(wire.TARGET_CONTAINER), call.target_model)
+        except GatewayError as error:
+            logger.info(
+                "request %s: no copy to shadow variant %s: %s",
+                cycle.rid.decode(),
+                service.variant,
+                error.message,
+            )
+            return
+        copy = replace(call, stream=False)
+        responder: Responder = self._shadowing
+        capture = service.capture
+        if capture is not None and capture.sampled():
+            responder = Tee(responder, partial(capture.add, copy), capture.config.outputs)
+        timeline = Timeline() if service.telemetry.enabled else None
+        shadowed = Cycle(
+            responder, service, self.request_ids.next(), Operation.INVOKE, route, copy, timeline=timeline
+        )
+        self._shadowing.running.add(shadowed)
+        shadowed.start()
 
     def _authorized(self, cycle: Cycle, url: bytes) -> tuple[str, str | None]:
         """The endpoint and the IAM action --access authorizes this request for (None: a signature by any

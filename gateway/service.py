@@ -74,11 +74,16 @@ class Variants:
     An endpoint made for inference components (variants without a model) has `components` instead: each
     request names one (`X-Amzn-SageMaker-Inference-Component`), which answers it."""
 
-    __slots__ = ("_by_name", "_cumulative", "_only", "_services", "components", "names")
+    __slots__ = ("_by_name", "_cumulative", "_only", "_services", "components", "names", "shadow")
 
     def __init__(
-        self, variants: list[tuple[Service, float]], components: dict[str, Service] | None = None
+        self,
+        variants: list[tuple[Service, float]],
+        components: dict[str, Service] | None = None,
+        shadow: tuple[Service, float] | None = None,
     ) -> None:
+        """`shadow`: a shadow variant and the share of requests it is sent a copy of (gateway.frontdoor)."""
+        self.shadow = shadow
         self.components = (
             {name.encode(): service for name, service in components.items()}
             if components is not None
@@ -150,5 +155,9 @@ class Variants:
 
     @property
     def every(self) -> list[Service]:
-        """Every service the endpoint answers from: its variants' and its components'."""
-        return [*self._services, *(self.components.values() if self.components is not None else ())]
+        """Every service the endpoint runs: its variants', its components' and its shadow variant's."""
+        return [
+            *self._services,
+            *(self.components.values() if self.components is not None else ()),
+            *((self.shadow[0],) if self.shadow is not None else ()),
+        ]

@@ -601,6 +601,16 @@ def s3() -> Iterator[tuple[str, Any]]:
     server.stop()
 
 
+@pytest.fixture
+def local_s3(tmp_path: Path, s3: tuple[str, Any]) -> Iterator[tuple[Any, Any]]:
+    """`mce up` (test_local_sagemaker.LocalSageMaker) that reaches the `s3` fixture's server, and a client
+    for that server; stopped with SIGTERM at the end."""
+    from test_local_sagemaker import LocalSageMaker
+
+    with LocalSageMaker(tmp_path, env=s3_environment(s3[0])) as server:
+        yield server, s3[1]
+
+
 # Docker: a real engine (.ci/run starts one), never skipped silently
 DOCKER_OPTIONAL = "MCE_TESTS_WITHOUT_DOCKER"  # =1: the Docker tests skip, loudly, instead of failing
 BASE_IMAGES = ("python:3.11-slim-bookworm",)  # what the test images are built FROM: containers/bases/build

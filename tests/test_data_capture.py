@@ -7,13 +7,11 @@ from __future__ import annotations
 import base64
 import json
 import re
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
-from conftest import s3_environment, wait_until
+from conftest import wait_until
 from test_local_sagemaker import ROLE, LocalSageMaker
 
 # <DestinationS3Uri>/<EndpointName>/<VariantName>/yyyy/mm/dd/hh/<mm-ss-fff>-<uuid>.jsonl
@@ -72,16 +70,10 @@ def endpoint(sm: Any, name: str, image: str = "test/echo:1", capture: dict[str, 
     sm.get_waiter("endpoint_in_service").wait(EndpointName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 60})
 
 
-@pytest.fixture
-def local(tmp_path: Path, s3: tuple[str, Any]) -> Iterator[tuple[LocalSageMaker, Any]]:
-    with LocalSageMaker(tmp_path, env=s3_environment(s3[0])) as server:
-        yield server, s3[1]
-
-
 def test_every_answered_request_is_captured_as_sagemaker_writes_it_and_sigterm_loses_none(
-    local: tuple[LocalSageMaker, Any],
+    local_s3: tuple[LocalSageMaker, Any],
 ) -> None:
-    server, bucket = local
+    server, bucket = local_s3
     sm, runtime = server.sagemaker(), server.runtime()
     endpoint(sm, "watched")
     described = sm.describe_endpoint(EndpointName="watched")["DataCaptureConfig"]
@@ -131,9 +123,9 @@ def test_every_answered_request_is_captured_as_sagemaker_writes_it_and_sigterm_l
 
 
 def test_the_sample_follows_the_percentage_and_update_endpoint_stops_it(
-    local: tuple[LocalSageMaker, Any],
+    local_s3: tuple[LocalSageMaker, Any],
 ) -> None:
-    server, bucket = local
+    server, bucket = local_s3
     sm, runtime = server.sagemaker(), server.runtime()
     half = {**CAPTURE, "InitialSamplingPercentage": 50, "CaptureOptions": [{"CaptureMode": "Input"}]}
     del half["CaptureContentTypeHeader"]  # none listed: every body is base64
@@ -171,9 +163,9 @@ def test_the_sample_follows_the_percentage_and_update_endpoint_stops_it(
 
 
 def test_what_s3_will_not_take_is_kept_on_disk_and_the_log_says_where(
-    local: tuple[LocalSageMaker, Any],
+    local_s3: tuple[LocalSageMaker, Any],
 ) -> None:
-    server, _ = local
+    server, _ = local_s3
     sm, runtime = server.sagemaker(), server.runtime()
     endpoint(sm, "nowhere", capture={**CAPTURE, "DestinationS3Uri": "s3://no-such-bucket/capture"})
     runtime.invoke_endpoint(EndpointName="nowhere", Body=b'{"kept": true}', ContentType="application/json")
@@ -186,8 +178,8 @@ def test_what_s3_will_not_take_is_kept_on_disk_and_the_log_says_where(
     assert str(kept[0]) in server.log.read_text()
 
 
-def test_a_destination_that_cannot_be_written_here_is_refused(local: tuple[LocalSageMaker, Any]) -> None:
-    server, _ = local
+def test_a_destination_that_cannot_be_written_here_is_refused(local_s3: tuple[LocalSageMaker, Any]) -> None:
+    server, _ = local_s3
     sm = server.sagemaker()
     sm.create_model(ModelName="m", ExecutionRoleArn=ROLE, PrimaryContainer={"Image": "test/echo:1"})
     with pytest.raises(ClientError) as refused:

@@ -323,7 +323,13 @@ class ControlPlane:
     # endpoint configurations
     async def create_endpoint_config(self, params: Params) -> Answer:
         name = params["EndpointConfigName"]
-        variants = params["ProductionVariants"]
+        shadows = params.get("ShadowProductionVariants") or []
+        if shadows and (len(params["ProductionVariants"]) != 1 or len(shadows) != 1):
+            raise InvalidRequest(  # botocore's documentation of ShadowProductionVariants
+                "With ShadowProductionVariants, specify one variant for ProductionVariants and one variant "
+                "for ShadowProductionVariants."
+            )
+        variants = params["ProductionVariants"] + shadows
         names = [variant["VariantName"] for variant in variants]
         if len({n.lower() for n in names}) != len(names):
             raise InvalidRequest(
@@ -376,7 +382,7 @@ class ControlPlane:
         """What an endpoint is deployed from: its configuration and each variant's model, as they are now."""
         config = self._existing(ConfigResource, config_name)
         models: dict[str, dict[str, Any] | None] = {}
-        for variant in config.variants:
+        for variant in config.variants + config.shadows:
             if variant.get("ModelName") is None:  # an endpoint for inference components
                 models[variant["VariantName"]] = None
                 continue
@@ -426,6 +432,10 @@ class ControlPlane:
                 self._variant_summary(v, endpoint.created, weights.get(v.name, v.weight))
                 for v in deployed.variants
             ]
+            if deployed.shadows:
+                answer["ShadowProductionVariants"] = [
+                    self._variant_summary(v, endpoint.created, v.weight) for v in deployed.shadows
+                ]
         capture = deployed.request.get("DataCaptureConfig")
         if capture is not None:
             enabled = capture.get("EnableCapture", True)

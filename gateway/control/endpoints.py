@@ -66,11 +66,12 @@ DOCKER_BACKEND = {"Protocol": "sagemaker", "Launch": {"Runtime": "docker"}}  # t
 
 @dataclass
 class Running:
-    """One production variant (or inference component), its containers started."""
+    """One production variant, shadow variant or inference component, its containers started."""
 
     variant: str
     weight: float
     deployment: Deployment
+    shadow: bool = False  # a shadow variant: sent copies of the production variant's requests
 
     @property
     def service(self) -> Service:
@@ -87,8 +88,10 @@ class Front(Host, Protocol):
         variants: list[tuple[Service, float]],
         asynchronous: AsyncConfig | None = None,
         components: dict[str, Service] | None = None,
+        shadow: tuple[Service, float] | None = None,
     ) -> None:
-        """Requests to endpoint `name` reach these services from now on."""
+        """Requests to endpoint `name` reach these services from now on (and that share of them a copy
+        to the `shadow` service)."""
 
     def unmount(self, name: str) -> None:
         """... and no longer."""
@@ -167,7 +170,8 @@ class Endpoints:
             }
         config = endpoint.deployed.async_config
         asynchronous = AsyncConfig.from_api(config) if config is not None else None
-        self.gateway.mount(endpoint.name, [(r.service, r.weight) for r in running], asynchronous, components)
+        production = [(r.service, r.weight) for r in running if not r.shadow]
+        self.gateway.mount(endpoint.name, production, asynchronous, components, _shadow(production, running))
 
     # what the API asks
     def create(self, resource: EndpointResource | ComponentResource) -> None:
@@ -311,7 +315,8 @@ class Endpoints:
         started: list[Running] = []
         try:
             if isinstance(what, Deployed):
-                for variant in what.variants:
+                shadows = {variant.name for variant in what.shadows}
+                for variant in what.variants + what.shadows:
                     if variant.model is None:  # an endpoint for inference components: they bring containers
                         continue
                     document = await self._document(
@@ -322,7 +327,7 @@ class Endpoints:
                     deployment = self._deployment(
                         document, folder, variant.name, None, variant.limits, capture
                     )
-                    started.append(Running(variant.name, variant.weight, deployment))
+                    started.append(Running(variant.name, variant.weight, deployment, variant.name in shadows))
                     await deployment.start(variant.startup_timeout or self.startup_timeout)
             else:
                 assert isinstance(resource, ComponentResource)
@@ -438,6 +443,16 @@ def _key(resource: Hosted) -> str:
         if resource.kind is Kind.ENDPOINT
         else f"{resource.kind}/{resource.name.lower()}"
     )
+
+
+def _shadow(production: list[tuple[Service, float]], running: list[Running]) -> tuple[Service, float] | None:
+    """The shadow variant and the share of requests it gets a copy of: its weight over the production
+    variant's, at most all (SageMaker's shadow-variant example: production 1, shadow 0.5, half copied)."""
+    shadows = [r for r in running if r.shadow]
+    if not shadows or len(production) != 1:
+        return None
+    weight = production[0][1]
+    return shadows[0].service, min(1.0, shadows[0].weight / weight) if weight > 0 else 0.0
 
 
 async def _stop(running: list[Running]) -> None:

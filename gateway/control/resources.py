@@ -88,6 +88,11 @@ class ConfigResource(Resource):
     def variants(self) -> list[dict[str, Any]]:
         return list(self.request["ProductionVariants"])
 
+    @property
+    def shadows(self) -> list[dict[str, Any]]:
+        """ShadowProductionVariants: copies of the production traffic, whose answers nobody gets."""
+        return list(self.request.get("ShadowProductionVariants") or [])
+
 
 @dataclass(frozen=True)
 class PlannedVariant:
@@ -128,6 +133,15 @@ class Deployed:
 
     @property
     def variants(self) -> list[PlannedVariant]:
+        return self._planned("ProductionVariants")
+
+    @property
+    def shadows(self) -> list[PlannedVariant]:
+        """The shadow variants: each gets a copy of a share of the production variant's requests (its
+        weight over the production variant's, at most all of them) and answers no one."""
+        return self._planned("ShadowProductionVariants")
+
+    def _planned(self, member: str) -> list[PlannedVariant]:
         return [
             PlannedVariant(
                 v["VariantName"],
@@ -135,7 +149,7 @@ class Deployed:
                 self.models.get(v["VariantName"]),
                 self.weights.get(v["VariantName"], float(v.get("InitialVariantWeight", 1.0))),
             )
-            for v in self.request["ProductionVariants"]
+            for v in self.request.get(member) or ()
         ]
 
     @property
