@@ -42,11 +42,12 @@ READY = re.compile(r"\+ (\S+)\s+ready\s+in ([\d.]+) s")
 class LocalSageMaker:
     """`mce up` with an image map, its console read as it comes."""
 
-    def __init__(self, work: Path, name: str, images: Path) -> None:
+    def __init__(self, work: Path, name: str, images: Path, *extra: str, metrics: bool = False) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         argv = [sys.executable, "-m", "gateway", "up", "--port", str(self.port), "--log-level", "warning"]
-        argv += ["--state", str(work / name), "--images", str(images), "--no-metrics"]
+        argv += ["--state", str(work / name), "--images", str(images), *extra]
+        argv += [] if metrics else ["--no-metrics"]
         self.proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, text=True)
         self.ready: list[tuple[str, float]] = []  # (container, seconds) as mce printed them
         self.listening = threading.Event()

@@ -46,6 +46,7 @@ from gateway.metrics import CONTAINER_METRICS_LIMIT, Metrics
 from gateway.multimodel.backend import MultiModelBackend
 from gateway.origins import Origins
 from gateway.server import Server
+from gateway.serverless import IDLE_SECONDS, Serverless
 from gateway.service import Logs, Service
 from gateway.telemetry import Telemetry
 from gateway.wire import LOCAL_ACCOUNT, VARIANT_NAME
@@ -115,16 +116,17 @@ class Gateway:
         variant: str = VARIANT_NAME,
         component: str | None = None,
         capture: Capture | None = None,
+        serverless: Serverless | None = None,
     ) -> Service:
         """Start `endpoint`'s data plane (`base`: its document's folder, for relative paths); not yet
         reachable: `mount` makes it so. `component`: an inference component's, whose metrics carry its
         name as their `variant` label (the components of one variant are told apart so); `capture`: the
-        variant's data capture."""
+        variant's data capture; `serverless`: a serverless variant's capacity."""
         dataplane = DataPlane.from_endpoint(endpoint, base=base, model_cache=model_cache)
         await dataplane.start()
         logs = Logs(self.options.region, self.options.account, endpoint.EndpointName, variant)
         telemetry = self._telemetry(dataplane, component or variant)
-        service = Service(dataplane, telemetry, variant, logs, capture)
+        service = Service(dataplane, telemetry, variant, logs, capture, serverless)
         self.services.append(service)
         return service
 
@@ -227,6 +229,7 @@ class LocalSageMaker:
         *,
         startup_timeout: float,
         describe_hold: float,
+        serverless_idle: float = IDLE_SECONDS,
         data_roots: Sequence[Path] = (),
     ) -> LocalSageMaker:
         """Made inside the event loop; accepted asynchronous requests are kept in `state_dir` (D37)."""
@@ -239,6 +242,7 @@ class LocalSageMaker:
             console,
             startup_timeout=startup_timeout,
             describe_hold=describe_hold,
+            serverless_idle=serverless_idle,
         )
         control = ControlPlane(
             state, endpoints, region=options.region, account=options.account, data_roots=data_roots

@@ -37,6 +37,7 @@ from gateway.launch.summary import summary
 from gateway.launch.supervisor import STARTUP_TIMEOUT, STOP_GRACE
 from gateway.limits import MIB, Limits, raise_descriptor_limit
 from gateway.origins import host_name, is_loopback
+from gateway.serverless import IDLE_SECONDS
 from gateway.wire import LOCAL_ACCOUNT, VARIANT_NAME
 from gateway.workers import Siblings, supervise, worker_index
 
@@ -150,6 +151,17 @@ def _parser() -> argparse.ArgumentParser:
         help=(
             f"how long containers may take to pass their health checks (default {STARTUP_TIMEOUT:.0f}, as "
             "SageMaker)"
+        ),
+    )
+    up.add_argument(
+        "--serverless-idle",
+        type=float,
+        default=IDLE_SECONDS,
+        metavar="SECONDS",
+        help=(
+            f"how long a serverless variant's containers run with no invocation before they stop; the next "
+            f"invocation waits while they start again, a cold start (default {IDLE_SECONDS:.0f}; 0: they "
+            "never stop; a variant with ProvisionedConcurrency never stops)"
         ),
     )
     up.add_argument(
@@ -759,6 +771,7 @@ async def _up_local(
         console,
         startup_timeout=args.startup_timeout,
         describe_hold=args.describe_hold,
+        serverless_idle=args.serverless_idle,
         data_roots=args.data_roots,
     )
     gateway, endpoints, control = local.gateway, local.endpoints, local.control

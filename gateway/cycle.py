@@ -38,6 +38,7 @@ from gateway.timeline import Timeline
 
 if TYPE_CHECKING:
     from gateway.metrics import Metrics
+    from gateway.serverless import Serverless
     from gateway.service import Service
 
 logger = logging.getLogger(__name__)
@@ -138,6 +139,7 @@ class Cycle:
     and how far its answer has got."""
 
     __slots__ = (
+        "_admitted",
         "_answer",
         "_exchange",
         "_head_sent",
@@ -190,6 +192,7 @@ class Cycle:
         self._exchange: Exchange | None = None
         self._task: asyncio.Task[None] | None = None
         self._head_sent = False
+        self._admitted: Serverless | None = None  # counted in a serverless variant's concurrency
 
     def answer_with(self, answer: Callable[[Cycle], Awaitable[None]]) -> None:
         """The cycle is answered by `answer`, which tells the responder (a document or a failure)."""
@@ -205,7 +208,11 @@ class Cycle:
         if self.refusal is not None:
             self._fail(self.refusal)
         elif self.operation is Operation.INVOKE or self.operation is Operation.STREAM:
-            assert self.route is not None and self.call is not None
+            assert self.route is not None and self.call is not None and self._service is not None
+            serverless = self._service.serverless
+            if serverless is not None:
+                self._start_serverless(serverless)
+                return
             self._send(0, DataPlane.entry(self.route, self.call))
         elif self._answer is not None:
             self._wait(self._answer_whole)
@@ -218,6 +225,25 @@ class Cycle:
             self._wait(self._scrape, metrics)
         else:
             self._wait(self._ping)
+
+    def _start_serverless(self, serverless: Serverless) -> None:
+        """A serverless variant's invocation: refused past its MaxConcurrency; sent once its containers
+        run (a cold start first, when they do not)."""
+        refusal = serverless.admit()
+        if refusal is not None:
+            self._fail(refusal)
+            return
+        self._admitted = serverless
+        if serverless.warm:
+            assert self.route is not None and self.call is not None
+            self._send(0, DataPlane.entry(self.route, self.call))
+        else:
+            self._wait(self._cold_start, serverless)
+
+    async def _cold_start(self, serverless: Serverless) -> None:
+        await serverless.ready()
+        assert self.route is not None and self.call is not None
+        self._send(0, DataPlane.entry(self.route, self.call))
 
     def _send(self, hop: int, sent: Invocation) -> None:
         route = self.route
@@ -388,6 +414,9 @@ class Cycle:
     def _finish(self) -> None:
         self.finished = True
         self._task = None
+        if self._admitted is not None:
+            self._admitted.release()
+            self._admitted = None
         timeline = self.timeline
         if timeline is not None and self._service is not None:
             call = self.call
@@ -404,6 +433,9 @@ class Cycle:
         if self.finished:
             return
         self.finished = True
+        if self._admitted is not None:
+            self._admitted.release()
+            self._admitted = None
         if self._task is not None:
             self._task.cancel()
             self._task = None

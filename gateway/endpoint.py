@@ -127,7 +127,9 @@ MemoryQuantity = Annotated[str, StringConstraints(pattern=r"^[1-9][0-9]*(Ki|Mi|G
 class ResourcesSpec(_Shape):
     """What the container needs where a scheduler asks: Kubernetes' requests and limits (`mce render
     kubernetes`) and compose's limits (`mce render compose`), in Kubernetes' quantities ("500m" or "2"
-    CPUs, "512Mi" or "2Gi"). Absent: the defaults the README gives. `mce up` enforces none of it."""
+    CPUs, "512Mi" or "2Gi"). Absent: the defaults the README gives. `mce up` enforces MemoryLimit for a
+    container it runs under Docker (`docker run --memory`; a serverless variant's MemorySizeInMB becomes it),
+    and nothing else."""
 
     Cpu: CpuQuantity | None = None  # requested
     Memory: MemoryQuantity | None = None  # requested

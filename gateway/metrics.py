@@ -101,6 +101,7 @@ class Metrics:
         self.warnings: dict[str, list[str]] = {}  # launched container -> its warnings (gateway.launch)
         self.models: dict[str, ModelStats] = {}  # MultiModel container -> its model store's numbers
         self.queue: QueueStats | None = None  # the endpoint's InvokeEndpointAsync queue, when it has one
+        self.serverless: ServerlessStats | None = None  # a serverless variant's concurrency and cold starts
         # under mce serve --workers: the other workers' expositions of this endpoint (gateway.workers)
         self.siblings: Callable[[], Awaitable[list[bytes]]] | None = None
         # container -> a GET of its own Prometheus metrics (ContainerMetricsConfig): (status, body) or why not
@@ -397,6 +398,8 @@ class _Collector(Collector):
             yield from _model_families(m)
         if m.queue is not None:
             yield from _queue_families(m.endpoint, m.queue)
+        if m.serverless is not None:
+            yield from _serverless_families(m.endpoint, m.variant, m.serverless)
         if m.denials is not None:
             denials = CounterMetricFamily(
                 "mce_access_denials", "requests refused by --access", labels=["endpoint", "reason"]
@@ -440,6 +443,55 @@ def _queue_families(endpoint: str, queue: QueueStats) -> Iterator[GaugeMetricFam
     yield backlog
     yield age
     yield expired
+
+
+class ServerlessStats(Protocol):
+    """What a serverless variant tells (gateway.serverless.Serverless)."""
+
+    warm: bool
+    in_flight: int
+    cold_starts: int
+    throttled: int
+
+
+def _serverless_families(
+    endpoint: str, variant: str, stats: ServerlessStats
+) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+    labels = ["endpoint", "variant"]
+    for family, value in (
+        (
+            GaugeMetricFamily(
+                "mce_serverless_warm", "1 while the serverless variant's containers run", labels=labels
+            ),
+            stats.warm,
+        ),
+        (
+            GaugeMetricFamily(
+                "mce_serverless_concurrent_invocations",
+                "invocations running on the serverless variant",
+                labels=labels,
+            ),
+            stats.in_flight,
+        ),
+        (
+            CounterMetricFamily(
+                "mce_serverless_cold_starts",
+                "invocations that waited for the containers to start",
+                labels=labels,
+            ),
+            stats.cold_starts,
+        ),
+        (
+            CounterMetricFamily(
+                "mce_serverless_throttled",
+                "invocations refused past MaxConcurrency (ThrottlingException)",
+                labels=labels,
+            ),
+            stats.throttled,
+        ),
+    ):
+        family.add_metric([endpoint, variant], float(value))
+        yield family
 
 
 class _Merged(Collector):

@@ -21,6 +21,7 @@ from gateway.telemetry import Telemetry
 
 if TYPE_CHECKING:
     from gateway.capture import Capture
+    from gateway.serverless import Serverless
 
 INSTANCE_ID = "local-1"  # the one local instance a variant runs on, in log stream names
 
@@ -56,6 +57,7 @@ class Service:
     variant: str = wire.VARIANT_NAME
     logs: Logs | None = None
     capture: Capture | None = None  # its data capture, when its endpoint configuration has one
+    serverless: Serverless | None = None  # a serverless variant's concurrency and cold starts
     ok_head: bytes = field(init=False)  # `HTTP/1.1 200 OK` and x-Amzn-Invoked-Production-Variant
 
     def __post_init__(self) -> None:

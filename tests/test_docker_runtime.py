@@ -119,6 +119,25 @@ def test_an_image_only_docker_has_runs_as_sagemaker_runs_it(local: LocalSageMake
     assert ours(local.state) == []
 
 
+def test_a_serverless_variants_memory_size_is_its_docker_containers_memory_limit(
+    local: LocalSageMaker,
+) -> None:
+    sm, runtime = local.sagemaker(), local.runtime()
+    sm.create_model(ModelName="small", ExecutionRoleArn=ROLE, PrimaryContainer={"Image": PROBE})
+    serverless = {"MemorySizeInMB": 2048, "MaxConcurrency": 1}
+    sm.create_endpoint_config(
+        EndpointConfigName="small",
+        ProductionVariants=[
+            {"VariantName": "AllTraffic", "ModelName": "small", "ServerlessConfig": serverless}
+        ],
+    )
+    sm.create_endpoint(EndpointName="small", EndpointConfigName="small")
+    in_service(sm, "small")
+    assert seen(runtime, "small")["argv"] == ["serve"]
+    [container] = ours(local.state)
+    assert container["HostConfig"]["Memory"] == 2048 * 2**20
+
+
 def test_a_direct_endpoint_of_docker_containers_gives_each_its_port(local: LocalSageMaker) -> None:
     sm, runtime = local.sagemaker(), local.runtime()
     create(

@@ -48,6 +48,7 @@ from gateway.launch.console import Console
 from gateway.launch.deployment import Deployment, Host, reclaim
 from gateway.launch.modeldata import Limits
 from gateway.launch.plan import LaunchError, inside
+from gateway.serverless import IDLE_SECONDS, ServerlessConfig
 from gateway.service import Service
 
 logger = logging.getLogger(__name__)
@@ -111,7 +112,9 @@ class Endpoints:
         *,
         startup_timeout: float,
         describe_hold: float = DESCRIBE_HOLD,
+        serverless_idle: float = IDLE_SECONDS,
     ) -> None:
+        """`serverless_idle`: seconds a serverless variant stays warm without an invocation (0: always)."""
         self.gateway = gateway
         self.state = state
         self.images = images
@@ -119,6 +122,7 @@ class Endpoints:
         self.console = console
         self.startup_timeout = startup_timeout
         self.describe_hold = describe_hold
+        self.serverless_idle = serverless_idle
         self.running: dict[str, list[Running]] = {}  # _key(resource) -> what runs for it now
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._changed: dict[str, asyncio.Event] = {}
@@ -320,12 +324,16 @@ class Endpoints:
                     if variant.model is None:  # an endpoint for inference components: they bring containers
                         continue
                     document = await self._document(
-                        resource.name, variant.name, variant.model, detailed=what.detailed_observability
+                        resource.name,
+                        variant.name,
+                        variant.model,
+                        detailed=what.detailed_observability,
+                        memory=variant.serverless["MemorySizeInMB"] if variant.serverless else None,
                     )
                     folder = self._run_dir(resource.name, what.config, variant.name)
                     capture = self._capture(resource.name, variant.name, what)
                     deployment = self._deployment(
-                        document, folder, variant.name, None, variant.limits, capture
+                        document, folder, variant.name, None, variant.limits, capture, variant.serverless
                     )
                     started.append(Running(variant.name, variant.weight, deployment, variant.name in shadows))
                     await deployment.start(variant.startup_timeout or self.startup_timeout)
@@ -363,6 +371,7 @@ class Endpoints:
         component: str | None,
         limits: Limits,
         capture: Capture | None = None,
+        serverless: dict[str, Any] | None = None,
     ) -> Deployment:
         return Deployment(
             self.gateway,
@@ -374,6 +383,8 @@ class Endpoints:
             component=component,
             limits=limits,
             capture=capture,
+            serverless=ServerlessConfig.from_variant(serverless) if serverless is not None else None,
+            idle=self.serverless_idle,
             taken_ports=self._ports,
             planning=self._planning,
             logs=self.run_dir,
@@ -406,13 +417,20 @@ class Endpoints:
         return folder
 
     async def _document(
-        self, name: str, variant: str, model: dict[str, Any], *, detailed: bool | None = None
+        self,
+        name: str,
+        variant: str,
+        model: dict[str, Any],
+        *,
+        detailed: bool | None = None,
+        memory: int | None = None,
     ) -> Endpoint:
         """The endpoint document of one variant: its model, each container's Backend from the image map,
         or, for an image the map does not know, Docker's (when the engine has it or can pull it).
         `detailed`: the configuration's EnableDetailedObservability, under which every container's own
         metrics are scraped (SageMaker's default path, /metrics, unless its ContainerMetricsConfig says);
-        None (an inference component): those with a ContainerMetricsConfig."""
+        None (an inference component): those with a ContainerMetricsConfig. `memory`: a serverless
+        variant's MemorySizeInMB, each container's memory limit (enforced where the runtime can: Docker)."""
         backends = {}
         for container in containers_of(model):
             image = container.get("Image", "")
@@ -430,6 +448,9 @@ class Endpoints:
                 container.pop("ContainerMetricsConfig", None)
             elif detailed:
                 container.setdefault("ContainerMetricsConfig", {})
+            if memory is not None:
+                backend = container["Backend"] = {**container["Backend"]}
+                backend["Resources"] = {**backend.get("Resources", {}), "MemoryLimit": f"{memory}Mi"}
         try:
             return parse_endpoint(document, source=f"endpoint {name}", default_name=name)
         except DocumentError as exc:

@@ -28,6 +28,7 @@ from gateway.launch.plan import fetch, inside, plan
 from gateway.launch.process import STOP_GRACE, Registry, group_usage
 from gateway.launch.supervisor import Supervisor
 from gateway.multimodel.backend import MultiModelBackend
+from gateway.serverless import IDLE_SECONDS, Serverless, ServerlessConfig
 from gateway.service import Service
 from gateway.wire import VARIANT_NAME
 
@@ -48,6 +49,7 @@ class Host(Protocol):
         variant: str = VARIANT_NAME,
         component: str | None = None,
         capture: Capture | None = None,
+        serverless: Serverless | None = None,
     ) -> Service:
         """Start `endpoint`'s data plane; not yet reachable (mounting it is the caller's)."""
 
@@ -72,13 +74,17 @@ class Deployment:
         component: str | None = None,
         limits: Limits | None = None,
         capture: Capture | None = None,
+        serverless: ServerlessConfig | None = None,
+        idle: float = IDLE_SECONDS,
     ) -> None:
         """`base`: where relative paths of the endpoint are from; `taken_ports`: ports other deployments
         hold (this one's are added to it, and given back on stop); `planning`: held while this deployment
         plans, when others may plan at the same time (they would choose the same free ports); `logs`:
         where each container's log is also found under SageMaker's name for it (LOG_NAMES, below); `limits`:
         what its model data may take (a production variant's download timeout and volume size); `capture`:
-        the variant's data capture, whose last events are written when the deployment stops."""
+        the variant's data capture, whose last events are written when the deployment stops; `serverless`:
+        a serverless variant's configuration, whose containers stop after `idle` seconds without an
+        invocation and start again with the next (gateway.serverless)."""
         self.gateway = gateway
         self.endpoint = endpoint
         self.base = base
@@ -92,6 +98,18 @@ class Deployment:
         self.component = component  # an inference component's deployment: its name
         self.limits = limits or Limits()
         self.capture = capture
+        self.serverless = (
+            Serverless(
+                serverless,
+                f"{endpoint.EndpointName}/{variant}",
+                wake=self._wake,
+                sleep=self._sleep,
+                idle=idle,
+            )
+            if serverless is not None
+            else None
+        )
+        self._startup_timeout = 0.0
         self._ports: set[int] = set()
         self._service: Service | None = None
         self._supervisor: Supervisor | None = None
@@ -130,6 +148,7 @@ class Deployment:
             variant=self.variant,
             component=self.component,
             capture=self.capture,
+            serverless=self.serverless,
         )
         backends = {backend.name: backend for backend in service.dataplane.backends}
         registry = Registry(self._logs / PROCESSES) if self._logs is not None else None
@@ -144,7 +163,12 @@ class Deployment:
             await self.stop()
             raise
         self._record(f"every container healthy in {time.monotonic() - began:.1f} s")
+        self._startup_timeout = startup_timeout
         metrics = service.telemetry.metrics
+        if metrics is not None:
+            metrics.serverless = self.serverless
+        if self.serverless is not None:
+            self.serverless.arm()
         for container in supervisor.containers:
             if metrics is not None:
                 metrics.warnings[container.name] = container.warnings
@@ -208,7 +232,26 @@ class Deployment:
         assert self._supervisor is not None, "start() first"
         self._supervisor.watch()
 
+    async def _wake(self) -> None:
+        """A serverless variant's cold start: its containers again, healthy, within the start-up window."""
+        assert self._supervisor is not None
+        began = time.monotonic()
+        self._record("cold start: starting the containers again")
+        try:
+            await self._supervisor.wake(self._startup_timeout)
+        except BaseException as exc:
+            self._record(f"cold start failed: {exc}")
+            raise
+        self._record(f"cold start: every container healthy in {time.monotonic() - began:.1f} s")
+
+    async def _sleep(self) -> None:
+        assert self._supervisor is not None
+        await self._supervisor.sleep()
+        self._record("idle: containers stopped until the next invocation")
+
     async def stop(self, grace: float = STOP_GRACE) -> None:
+        if self.serverless is not None:
+            await self.serverless.close()
         if self._supervisor is not None:
             await self._supervisor.stop(grace)
             self._supervisor = None

@@ -92,12 +92,16 @@ def run_argv(
     mounts: list[tuple[Path, str, bool]],
     run_dir: Path,
     isolated: str | None = None,
+    memory: int | None = None,
 ) -> list[str]:
     """`docker run` in the foreground: removed when it exits, its port on loopback only.
 
     `publish`: (host port, container port); `mounts`: (host path, container path, read-only);
-    `isolated`: its address on ISOLATED_NETWORK instead (nothing published: the host calls that address)."""
+    `isolated`: its address on ISOLATED_NETWORK instead (nothing published: the host calls that address);
+    `memory`: the container's memory limit in bytes."""
     argv = [DOCKER, "run", "--rm", "--name", name, "--hostname", hostname]
+    if memory is not None:
+        argv += ["--memory", str(memory)]
     argv += ["--label", f"{RUN_DIR_LABEL}={run_dir}"]
     if isolated is not None:
         argv += ["--network", ISOLATED_NETWORK, "--ip", isolated]

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from gateway.endpoint import BackendSpec, Container, ContainerMode, Endpoint
+from gateway.endpoint import BackendSpec, Container, ContainerMode, Endpoint, memory_bytes
 from gateway.launch import docker, layout
 from gateway.launch.modeldata import Limits, ModelDataError, Say, code_directory, model_directory
 from gateway.launch.ports import PortAllocation, allocate
@@ -253,10 +253,16 @@ def _docker_plan(
         mounts=mounts,
         run_dir=run_dir.resolve(),
         isolated=isolated,
+        memory=memory_bytes(limit) if (limit := _memory_limit(container)) is not None else None,
     )
     planned.cleanup = docker.remove_argv(instance)
     planned.measurable = False
     return planned, None if isolated is None else f"http://{isolated}:{port}"
+
+
+def _memory_limit(container: Container) -> str | None:
+    resources = container.Backend.Resources
+    return resources.MemoryLimit if resources is not None else None
 
 
 def command(argv: list[str], base: Path) -> list[str]:

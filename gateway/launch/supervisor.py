@@ -28,6 +28,7 @@ from gateway.launch.process import STOP_GRACE, ContainerProcess, Registry
 
 STARTUP_TIMEOUT = 240.0  # ContainerStartupHealthCheckTimeoutInSeconds' default (spec §2.1, §5)
 CHECK_INTERVAL = 0.5
+COLD_START_INTERVAL = 0.05  # a serverless variant's health checks while an invocation waits for them
 BACKOFF_FIRST, BACKOFF_MAX, STABLE_AFTER = 1.0, 30.0, 60.0
 LAST_LINES = 30
 WARNING_MARK = "[mce:warning] "
@@ -82,6 +83,15 @@ class ManagedContainer:
         if code != 0:
             raise LaunchError(self.failure(f"its Prepare step exited with {code}"))
 
+    async def sleep(self, grace: float) -> None:
+        """Stop the container until `wake` (a serverless variant with nothing to do); its log stays open."""
+        await self._end(grace)
+        self.set_state("idle", "no invocations: stopped until the next one")
+
+    async def wake(self) -> None:
+        self._stopping = False
+        await self.start()
+
     async def start(self) -> None:
         self.set_state("starting")
         await self.clean_up()
@@ -93,8 +103,9 @@ class ManagedContainer:
                 "PATH?)"
             ) from None
 
-    async def wait_ready(self, deadline: float) -> None:
-        """Until the health check passes; LaunchError if the process exits or the window closes first."""
+    async def wait_ready(self, deadline: float, interval: float = CHECK_INTERVAL) -> None:
+        """Until the health check passes (tried every `interval` seconds); LaunchError if the process exits
+        or the window closes first."""
         assert self._process is not None
         while True:
             if self._process.returncode is not None:
@@ -111,7 +122,7 @@ class ManagedContainer:
             if time.monotonic() > deadline:
                 raise LaunchError(self.failure(f"not ready within the start-up window ({reason})"))
             self.console.refresh()
-            await asyncio.sleep(CHECK_INTERVAL)
+            await asyncio.sleep(interval)
 
     async def watch(self) -> None:
         """Restart the container whenever it exits, with backoff, until stopped."""
@@ -139,6 +150,12 @@ class ManagedContainer:
             self.console.message(f"{self.name} restarted (pid {self._process.pid})")
 
     async def stop(self, grace: float) -> None:
+        await self._end(grace)
+        self._log.close()
+        self.set_state("stopped")
+
+    async def _end(self, grace: float) -> None:
+        """The process stopped (SIGTERM, SIGKILL after `grace`), what it left removed, its output read."""
         self._stopping = True
         if self._process is not None:
             await self._process.terminate(grace)
@@ -146,8 +163,6 @@ class ManagedContainer:
         if self._pump is not None:
             with contextlib.suppress(asyncio.CancelledError, TimeoutError):
                 await asyncio.wait_for(self._pump, 5)
-        self._log.close()
-        self.set_state("stopped")
 
     async def clean_up(self) -> None:
         """The plan's cleanup command (a Docker container removed, if the engine still has it); bounded."""
@@ -229,8 +244,11 @@ class Supervisor:
             await container.prepare()
         for container in self.containers:
             await container.start()
+        await self._ready(startup_timeout)
+
+    async def _ready(self, startup_timeout: float, interval: float = CHECK_INTERVAL) -> None:
         deadline = time.monotonic() + startup_timeout
-        waits = [asyncio.create_task(c.wait_ready(deadline)) for c in self.containers]
+        waits = [asyncio.create_task(c.wait_ready(deadline, interval)) for c in self.containers]
         try:
             for finished in asyncio.as_completed(waits):
                 await finished
@@ -239,6 +257,24 @@ class Supervisor:
                 wait.cancel()
             await asyncio.gather(*waits, return_exceptions=True)
         self.console.finish_status()
+
+    async def sleep(self, grace: float = STOP_GRACE) -> None:
+        """Stop every container, to be woken again (a serverless variant scaled to zero)."""
+        for task in list(self._watchers):
+            task.cancel()
+        await asyncio.gather(*(c.sleep(grace) for c in self.containers), return_exceptions=True)
+
+    async def wake(self, startup_timeout: float) -> None:
+        """Start every container again and wait until they are healthy, then watch them (LaunchError, the
+        containers stopped again, when one does not get so)."""
+        for container in self.containers:
+            await container.wake()
+        try:
+            await self._ready(startup_timeout, COLD_START_INTERVAL)  # an invocation is waiting
+        except BaseException:
+            await self.sleep()
+            raise
+        self.watch()
 
     def watch(self) -> None:
         """From now on, echo output and restart containers that exit."""
