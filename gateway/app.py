@@ -137,12 +137,14 @@ class Gateway:
         asynchronous: AsyncConfig | None = None,
         components: dict[str, Service] | None = None,
         shadow: tuple[Service, float] | None = None,
+        previous: tuple[list[tuple[Service, float]], float] | None = None,
     ) -> None:
         """Requests to endpoint `name` go to these services from now on, each variant by its weight;
         `asynchronous`: it also takes InvokeEndpointAsync (gateway.async_inference); `components`: it is
         made for inference components, and these answer it, by name; `shadow`: a shadow variant, sent a
-        copy of that share of the requests."""
-        self.door.mount(name, variants, asynchronous, components, shadow)
+        copy of that share of the requests; `previous`: during an update's traffic shift, the old fleet's
+        variants and the share of requests the new one gets."""
+        self.door.mount(name, variants, asynchronous, components, shadow, previous)
 
     def unmount(self, name: str) -> None:
         self.door.unmount(name)

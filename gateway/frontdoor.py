@@ -33,7 +33,7 @@ from gateway.invocation import Invocation, check_component, invocation_from
 from gateway.metrics import Metrics, containers_exposition
 from gateway.origins import Origins
 from gateway.routing import Operation, unknown_endpoint
-from gateway.service import Service, Variants
+from gateway.service import Service, Shifting, Variants
 from gateway.timeline import Timeline
 
 if TYPE_CHECKING:
@@ -185,12 +185,18 @@ class FrontDoor:
         asynchronous: AsyncConfig | None = None,
         components: dict[str, Service] | None = None,
         shadow: tuple[Service, float] | None = None,
+        previous: tuple[list[tuple[Service, float]], float] | None = None,
     ) -> None:
         """Serve endpoint `name` at `/endpoints/{name}/invocations` from these variants (and at
         `/invocations`, `/ping` and `/metrics` while it is the only endpoint); with `asynchronous`, also
         InvokeEndpointAsync, from a queue that outlives a remount (an update) of the endpoint; with
-        `shadow`, a copy of that share of its invocations goes to that service too (a shadow variant)."""
-        mounted = self._by_name[name.encode()] = Variants(variants, components, shadow)
+        `shadow`, a copy of that share of its invocations goes to that service too (a shadow variant);
+        with `previous` (the old fleet's variants, the share the new one gets), an update's traffic shift."""
+        mounted = self._by_name[name.encode()] = (
+            Shifting(variants, Variants(previous[0]), previous[1], components, shadow)
+            if previous is not None
+            else Variants(variants, components, shadow)
+        )
         self._find_shadows()
         self._only = next(iter(self._by_name.values())) if len(self._by_name) == 1 else None
         queue = self._queues.get(name)

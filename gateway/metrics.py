@@ -102,6 +102,7 @@ class Metrics:
         self.models: dict[str, ModelStats] = {}  # MultiModel container -> its model store's numbers
         self.queue: QueueStats | None = None  # the endpoint's InvokeEndpointAsync queue, when it has one
         self.serverless: ServerlessStats | None = None  # a serverless variant's concurrency and cold starts
+        self.new_fleet_share: float | None = None  # while an update shifts traffic to this (new) variant
         # under mce serve --workers: the other workers' expositions of this endpoint (gateway.workers)
         self.siblings: Callable[[], Awaitable[list[bytes]]] | None = None
         # container -> a GET of its own Prometheus metrics (ContainerMetricsConfig): (status, body) or why not
@@ -400,6 +401,14 @@ class _Collector(Collector):
             yield from _queue_families(m.endpoint, m.queue)
         if m.serverless is not None:
             yield from _serverless_families(m.endpoint, m.variant, m.serverless)
+        if m.new_fleet_share is not None:
+            share = GaugeMetricFamily(
+                "mce_update_new_fleet_share",
+                "while UpdateEndpoint shifts traffic: the share of requests the new fleet gets",
+                labels=["endpoint", "variant"],
+            )
+            share.add_metric([m.endpoint, m.variant], m.new_fleet_share)
+            yield share
         if m.denials is not None:
             denials = CounterMetricFamily(
                 "mce_access_denials", "requests refused by --access", labels=["endpoint", "reason"]

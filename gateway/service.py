@@ -163,3 +163,31 @@ class Variants:
             *(self.components.values() if self.components is not None else ()),
             *((self.shadow[0],) if self.shadow is not None else ()),
         ]
+
+
+class Shifting(Variants):
+    """An endpoint while an update moves its traffic (gateway.control.shifting): `share` of its requests
+    reach the new fleet (these variants), the others `old`'s, each fleet picking a variant as it would."""
+
+    __slots__ = ("old", "share")
+
+    def __init__(
+        self,
+        variants: list[tuple[Service, float]],
+        old: Variants,
+        share: float,
+        components: dict[str, Service] | None = None,
+        shadow: tuple[Service, float] | None = None,
+    ) -> None:
+        super().__init__(variants, components, shadow)
+        self.old = old
+        self.share = share
+
+    def pick(self, target: bytes | None, component: bytes | None = None) -> Service:
+        if random.random() >= self.share:
+            return self.old.pick(target, component)
+        return super().pick(target, component)
+
+    @property
+    def every(self) -> list[Service]:
+        return [*super().every, *self.old.every]

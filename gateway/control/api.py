@@ -39,6 +39,7 @@ from gateway.control.resources import (
     Status,
     containers_of,
 )
+from gateway.control.shifting import Shift
 from gateway.control.state import State
 from gateway.endpoint import Endpoint, parse_endpoint
 from gateway.errors import (
@@ -398,6 +399,7 @@ class ControlPlane:
     async def create_endpoint(self, params: Params) -> Answer:
         endpoint = self._new(EndpointResource, params["EndpointName"], params)
         endpoint.deployed = self._deployed(params["EndpointConfigName"])
+        Shift.from_config(params.get("DeploymentConfig"), endpoint.deployed.instances)
         endpoint.last_deployment = params.get("DeploymentConfig")
         self.endpoints.create(endpoint)
         self._tagged(endpoint, params)
@@ -526,6 +528,7 @@ class ControlPlane:
             kept = {v.name: v.weight for v in endpoint.deployed.variants}
             to = to.weighted({v.name: kept[v.name] for v in to.variants if v.name in kept})
         if not params.get("RetainDeploymentConfig"):
+            Shift.from_config(params.get("DeploymentConfig"), to.instances)  # what it refuses, refused now
             endpoint.last_deployment = params.get("DeploymentConfig")
         self.endpoints.update(endpoint, to)
         return {"EndpointArn": endpoint.arn}

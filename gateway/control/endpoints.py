@@ -40,6 +40,7 @@ from gateway.control.resources import (
     Status,
     containers_of,
 )
+from gateway.control.shifting import Shift
 from gateway.control.state import State
 from gateway.endpoint import Endpoint, parse_endpoint
 from gateway.errors import DocumentError
@@ -90,9 +91,10 @@ class Front(Host, Protocol):
         asynchronous: AsyncConfig | None = None,
         components: dict[str, Service] | None = None,
         shadow: tuple[Service, float] | None = None,
+        previous: tuple[list[tuple[Service, float]], float] | None = None,
     ) -> None:
         """Requests to endpoint `name` reach these services from now on (and that share of them a copy
-        to the `shadow` service)."""
+        to the `shadow` service; with `previous`, only the share it names, the rest the old fleet)."""
 
     def unmount(self, name: str) -> None:
         """... and no longer."""
@@ -124,6 +126,8 @@ class Endpoints:
         self.describe_hold = describe_hold
         self.serverless_idle = serverless_idle
         self.running: dict[str, list[Running]] = {}  # _key(resource) -> what runs for it now
+        # _key(endpoint) -> (the old fleet, the share of requests the new one gets) while an update shifts
+        self._shifting: dict[str, tuple[list[Running], float]] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._changed: dict[str, asyncio.Event] = {}
         self._ports: set[int] = set()
@@ -175,7 +179,18 @@ class Endpoints:
         config = endpoint.deployed.async_config
         asynchronous = AsyncConfig.from_api(config) if config is not None else None
         production = [(r.service, r.weight) for r in running if not r.shadow]
-        self.gateway.mount(endpoint.name, production, asynchronous, components, _shadow(production, running))
+        shifting = self._shifting.get(_key(endpoint))
+        previous = None
+        if shifting is not None:
+            old, share = shifting
+            previous = ([(r.service, r.weight) for r in old if not r.shadow], share)
+        for r in running:
+            metrics = r.service.telemetry.metrics
+            if metrics is not None:
+                metrics.new_fleet_share = shifting[1] if shifting is not None else None
+        self.gateway.mount(
+            endpoint.name, production, asynchronous, components, _shadow(production, running), previous
+        )
 
     # what the API asks
     def create(self, resource: EndpointResource | ComponentResource) -> None:
@@ -280,16 +295,42 @@ class Endpoints:
         """Blue/green: the new containers start beside the old; requests move once they are healthy; the
         old drain and stop; only then is the resource InService again. What never gets healthy leaves the
         old serving, and the resource InService with the failure stated."""
+        key = _key(resource)
+        shift = Shift()
+        if isinstance(resource, EndpointResource) and isinstance(to, Deployed):
+            shift = Shift.from_config(resource.last_deployment, to.instances)  # checked by UpdateEndpoint
+        named = f" to {to.config}" if isinstance(to, Deployed) else ""
+        old = self.running.get(key, [])
+        running: list[Running] = []
         try:
-            running = await self._start(resource, to)
+            async with asyncio.timeout(shift.deadline):
+                running = await self._start(resource, to)
+                self.running[key] = running
+                for share, wait in shift.steps:  # requests move to the new fleet, step by step
+                    if share < 1.0:
+                        self._shifting[key] = (old, share)
+                    else:
+                        self._shifting.pop(key, None)
+                    self.transition(resource, Status.UPDATING)  # mounted as `running` and the shift say
+                    if wait:
+                        self.console.message(f"{resource.name}: {share:.0%} of requests to the new fleet")
+                        await asyncio.sleep(wait)
+                if shift.keep_old:
+                    await asyncio.sleep(shift.keep_old)  # baking, then TerminationWaitInSeconds
         except LaunchError as exc:
-            named = f" to {to.config}" if isinstance(to, Deployed) else ""
             failure = f"The update{named} failed and was rolled back: {exc}"
             self.transition(resource, Status.IN_SERVICE, pending=None, failure=failure)
             return
-        old = self.running.get(_key(resource), [])
-        self.running[_key(resource)] = running
-        self.transition(resource, Status.UPDATING)  # requests go to the new from now on
+        except TimeoutError:
+            self._shifting.pop(key, None)
+            self.running[key] = old
+            failure = (
+                f"The update{named} did not finish within its MaximumExecutionTimeoutInSeconds "
+                f"({shift.deadline:g} s) and was rolled back."
+            )
+            self.transition(resource, Status.IN_SERVICE, pending=None, failure=failure)
+            await self._retire(resource, running)
+            return
         await self._retire(resource, old)
         self.transition(resource, Status.IN_SERVICE, deployed=to, pending=None, failure=None)
 

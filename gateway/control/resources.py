@@ -136,6 +136,12 @@ class Deployed:
         return self._planned("ProductionVariants")
 
     @property
+    def instances(self) -> int:
+        """The production variants' InitialInstanceCount, added up (at least 1): what a traffic shift's
+        INSTANCE_COUNT sizes are a share of."""
+        return max(1, sum(int(v.request.get("InitialInstanceCount", 1)) for v in self.variants))
+
+    @property
     def shadows(self) -> list[PlannedVariant]:
         """The shadow variants: each gets a copy of a share of the production variant's requests (its
         weight over the production variant's, at most all of them) and answers no one."""
