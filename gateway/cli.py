@@ -16,7 +16,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gateway import __version__, check
+from gateway import __version__, bidi, check, tls
 from gateway.app import Gateway, LocalSageMaker, Options
 from gateway.async_inference import AsyncConfig
 from gateway.compose import RenderError, render
@@ -153,6 +153,22 @@ def _parser() -> argparse.ArgumentParser:
             "SageMaker)"
         ),
     )
+    up.add_argument(
+        "--http2-port",
+        type=int,
+        default=None,
+        metavar="PORT",
+        help=(
+            "also serve InvokeEndpointWithBidirectionalStream, SageMaker's HTTP/2 runtime service, on this "
+            "port (HTTP/2 over TLS; 0: one the OS chooses; AWS uses 8443). Its certificate is made in "
+            "<state>/tls/ unless --tls-cert and --tls-key give one; point the client at it with "
+            "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME_HTTP2=https://localhost:PORT and SSL_CERT_FILE=<the cert>"
+        ),
+    )
+    up.add_argument(
+        "--tls-cert", type=Path, default=None, metavar="FILE", help="PEM certificate for --http2-port"
+    )
+    up.add_argument("--tls-key", type=Path, default=None, metavar="FILE", help="PEM key for --tls-cert")
     up.add_argument(
         "--serverless-idle",
         type=float,
@@ -780,8 +796,12 @@ async def _up_local(
     stopping = asyncio.create_task(stop.wait())
     deployments: list[Deployment] = []
 
+    bidirectional: bidi.Listener | None = None
+
     async def shut_down() -> None:
         stopping.cancel()
+        if bidirectional is not None:
+            bidirectional.server.close()
         await gateway.close()
         await endpoints.close()
         for deployment in deployments:
@@ -830,11 +850,43 @@ async def _up_local(
         f"  export AWS_ENDPOINT_URL_SAGEMAKER={url} AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME={url}",
         flush=True,
     )
+    if args.http2_port is not None:
+        try:
+            bidirectional, cert = await _http2(gateway, args, state_dir, access)
+        except (OSError, ValueError) as exc:
+            print(f"mce: the HTTP/2 listener cannot start: {exc}", file=sys.stderr)
+            await shut_down()
+            return EXIT_FAILED
+        http2 = f"https://localhost:{bidirectional.port}"
+        print(
+            f"mce-gateway: bidirectional streams (HTTP/2 over TLS) on {http2}\n"
+            f"  export AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME_HTTP2={http2} SSL_CERT_FILE={cert}",
+            flush=True,
+        )
     await stop.wait()
     console.message("stopping: the gateway, then every container (SIGTERM, SIGKILL after the grace period)")
     await shut_down()
     console.message("stopped")
     return EXIT_OK
+
+
+async def _http2(
+    gateway: Gateway, args: argparse.Namespace, state_dir: Path, access: Access | None
+) -> tuple[bidi.Listener, Path]:
+    """The HTTP/2 listener for bidirectional streams, and the certificate its clients must trust."""
+    if access is not None:
+        raise ValueError(
+            "--http2-port is not served under --access yet (its event signatures are not checked)"
+        )
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise ValueError("--tls-cert and --tls-key go together")
+    if args.tls_cert is not None:
+        cert, key = args.tls_cert.resolve(), args.tls_key.resolve()
+    else:
+        cert, key = tls.self_signed(state_dir / "tls")
+    context = tls.server_context(cert, key)
+    listener = await bidi.listen(gateway.door, gateway.door.origins, context, args.host, args.http2_port)
+    return listener, cert
 
 
 class _StopEvent(asyncio.Event):

@@ -72,3 +72,93 @@ def exception(name: str, members: dict[str, str]) -> bytes:
         (":message-type", "exception"),
     )
     return message(encoded, json.dumps(members).encode())
+
+
+# Reading messages (InvokeEndpointWithBidirectionalStream's request body: gateway.bidi)
+MAX_MESSAGE = 16 << 20  # bytes of one message read at most (a request's PayloadPart, in its envelope)
+_FIXED = {0: 0, 1: 0, 2: 1, 3: 2, 4: 4, 5: 8, 8: 8, 9: 16}  # header value types of a fixed size
+_INTEGER = {2: ">b", 3: ">h", 4: ">i", 5: ">q", 8: ">q"}
+
+
+class EventStreamError(ValueError):
+    """Bytes that are not an event stream (a length out of bounds, a CRC that does not match)."""
+
+
+Headers = dict[str, str | bytes | int | bool]
+
+
+class Decoder:
+    """Event-stream messages out of a byte stream, each as soon as its last byte is in."""
+
+    def __init__(self, limit: int = MAX_MESSAGE) -> None:
+        self.limit = limit
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> list[tuple[Headers, bytes]]:
+        """The messages `data` completes, in order (EventStreamError for bytes that cannot be one)."""
+        buffer = self._buffer
+        buffer += data
+        done = []
+        while len(buffer) >= _PRELUDE.size + _CRC.size:
+            total, header_length = _PRELUDE.unpack_from(buffer)
+            if total > self.limit or total < _PRELUDE_AND_CRCS + header_length:
+                raise EventStreamError(f"an event-stream message of {total} bytes (at most {self.limit})")
+            if _CRC.unpack_from(buffer, _PRELUDE.size)[0] != zlib.crc32(buffer[: _PRELUDE.size]):
+                raise EventStreamError("an event-stream message whose prelude CRC does not match")
+            if len(buffer) < total:
+                break
+            whole = bytes(buffer[:total])
+            del buffer[:total]
+            done.append(decode(whole, header_length))
+        return done
+
+    @property
+    def pending(self) -> int:
+        """Bytes of a message begun and not yet complete."""
+        return len(self._buffer)
+
+
+def decode(whole: bytes, header_length: int | None = None) -> tuple[Headers, bytes]:
+    """One complete message: its headers and payload."""
+    if header_length is None:
+        if len(whole) < _PRELUDE_AND_CRCS:
+            raise EventStreamError("an event-stream message shorter than its prelude")
+        total, header_length = _PRELUDE.unpack_from(whole)
+        if total != len(whole):
+            raise EventStreamError(f"an event-stream message says {total} bytes, has {len(whole)}")
+    if _CRC.unpack_from(whole, len(whole) - _CRC.size)[0] != zlib.crc32(whole[: -_CRC.size]):
+        raise EventStreamError("an event-stream message whose CRC does not match")
+    start = _PRELUDE.size + _CRC.size
+    return _headers(whole[start : start + header_length]), whole[start + header_length : -_CRC.size]
+
+
+def _headers(raw: bytes) -> Headers:
+    found: Headers = {}
+    at = 0
+    try:
+        while at < len(raw):
+            size = raw[at]
+            name = raw[at + 1 : at + 1 + size].decode()
+            kind = raw[at + 1 + size]
+            at += 2 + size
+            value: str | bytes | int | bool
+            if kind in (6, 7):  # bytes, string: a uint16 length first
+                length = int.from_bytes(raw[at : at + 2], "big")
+                value = raw[at + 2 : at + 2 + length]
+                value = value.decode() if kind == STRING else value
+                at += 2 + length
+            elif kind in _FIXED:
+                width = _FIXED[kind]
+                chunk = raw[at : at + width]
+                value = (
+                    (kind == 0)
+                    if kind in (0, 1)
+                    else (struct.unpack(_INTEGER[kind], chunk)[0] if kind in _INTEGER else chunk)
+                )
+                at += width
+            else:
+                raise EventStreamError(f"an event-stream header of unknown type {kind}")
+            found[name] = value
+    except (IndexError, UnicodeDecodeError, struct.error) as exc:
+        raise EventStreamError(f"event-stream headers that cannot be read: {exc}") from None
+    return found

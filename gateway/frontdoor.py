@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from gateway import console, wire
 from gateway.async_inference import MAX_INLINE_BODY, AsyncConfig, AsyncQueue, Journal, accepted, job_from
+from gateway.backends.http import HttpAddress
 from gateway.cycle import Cycle, Responder, Tee
 from gateway.errors import GatewayError, RequestRefused, UnknownOperation, ValidationError
 from gateway.invocation import Invocation, check_component, invocation_from
@@ -240,6 +241,27 @@ class FrontDoor:
         return any(queue.answering(services) for queue in self._queues.values()) or any(
             cycle.service in services for cycle in self._shadowing.running
         )
+
+    def bidirectional(self, endpoint: str, variant: bytes | None) -> tuple[Service, str, str]:
+        """Where InvokeEndpointWithBidirectionalStream goes (gateway.bidi): the variant that answers, its
+        container's name and host:port. Its one container must be reached over HTTP (a WebSocket)."""
+        variants = self._by_name.get(endpoint.encode())
+        if variants is None:
+            absent = self.control.absent(endpoint) if self.control is not None else None
+            raise absent if absent is not None else unknown_endpoint(endpoint.encode())
+        service = variants.pick(variant)
+        backends = service.dataplane.backends
+        if len(backends) != 1:
+            raise ValidationError(
+                f"Endpoint {endpoint} has {len(backends)} containers: a bidirectional stream goes to an "
+                "endpoint (or inference component) of one container."
+            )
+        server = getattr(backends[0], "server", None)
+        if not isinstance(server, HttpAddress):
+            raise ValidationError(
+                f"Endpoint {endpoint}'s container is not reached over HTTP: it cannot take a WebSocket."
+            )
+        return service, backends[0].name, server.address
 
     def _find_shadows(self) -> None:
         self._shadows = {

@@ -33,6 +33,7 @@ from conftest import (
 )
 
 ECHO = ROOT / "examples" / "containers" / "echo.py"
+BIDI = ROOT / "examples" / "containers" / "bidi_echo.py"
 READER = ROOT / "tests" / "containers" / "model_reader.py"
 STREAM = ROOT / "tests" / "containers" / "stream_server.py"
 ROLE = "arn:aws:iam::000000000000:role/local"
@@ -95,6 +96,10 @@ def image_map(path: Path) -> Path:
                                 "Command": ["python", "-c", STUBBORN, str(path.parent / "let-go"), str(ECHO)]
                             },
                         },
+                    },
+                    {  # a WebSocket for bidirectional streams (examples/containers/bidi_echo.py)
+                        "Image": "test/bidi:*",
+                        "Backend": {"Protocol": "sagemaker", "Launch": {"Command": ["python", str(BIDI)]}},
                     },
                     {  # streams JSON lines (tests/containers/stream_server.py)
                         "Image": "test/stream:*",
