@@ -30,6 +30,19 @@ ModelCacheHit (average = ratio)    sagemaker_model_cache_hits_total / sagemaker_
 LoadedModelCount                   sagemaker_loaded_model_count
 (gateway) unloads by reason        mce_model_unloads_total                     ... and reason
 
+Serverless variants (gateway.serverless), labels endpoint, variant:
+(gateway) containers running       mce_serverless_warm
+(gateway) invocations running      mce_serverless_concurrent_invocations
+(gateway) cold starts              mce_serverless_cold_starts_total
+(gateway) refused past MaxConcurrency  mce_serverless_throttled_total
+
+While UpdateEndpoint shifts traffic (gateway.control.shifting), labels endpoint, variant:
+(gateway) the new fleet's share    mce_update_new_fleet_share
+
+Each container's own metrics (ContainerMetricsConfig, scraped when /metrics is: `containers_exposition`):
+its families as it names them, each sample with endpoint, variant and container added (its own labels of
+those names as exported_*), and mce_container_metrics_up (1: it answered Prometheus text).
+
 Latencies are in seconds, Prometheus' base unit (CloudWatch's microseconds = seconds x 1e6). A container's
 4XX/5XX errors count its answers with that status; a container that could not be talked to (timeout,
 refused, reset) counts as 5XX and as a model error, as SageMaker's InvocationModelErrors does. ModelLatency
