@@ -162,3 +162,26 @@ def test_what_cannot_shift_here_is_refused(tmp_path: Path, config: dict[str, Any
         error = refused.value.response["Error"]
         assert error["Code"] == "ValidationException" and words in error["Message"], error
         assert sm.describe_endpoint(EndpointName="kept")["EndpointConfigName"] == "kept-blue"
+
+
+def test_deleting_an_endpoint_midway_through_a_shift_stops_both_fleets(tmp_path: Path) -> None:
+    from test_leftovers import children
+
+    with LocalSageMaker(tmp_path) as local:
+        sm = local.sagemaker()
+        blue_then_green(sm, "halfway")
+        canary = {
+            "Type": "CANARY",
+            "WaitIntervalInSeconds": 600,
+            "CanarySize": {"Type": "INSTANCE_COUNT", "Value": 2},
+        }
+        sm.update_endpoint(
+            EndpointName="halfway", EndpointConfigName="halfway-green", DeploymentConfig=blue_green(canary)
+        )
+        wait_until(lambda: share(local.url, "halfway") == 0.5, "the canary step, both fleets running", 60)
+        assert len(children(local.proc.popen.pid)) == 2
+        sm.delete_endpoint(EndpointName="halfway")
+        sm.get_waiter("endpoint_deleted").wait(
+            EndpointName="halfway", WaiterConfig={"Delay": 1, "MaxAttempts": 60}
+        )
+        assert children(local.proc.popen.pid) == {}

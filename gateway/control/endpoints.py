@@ -331,6 +331,11 @@ class Endpoints:
             self.transition(resource, Status.IN_SERVICE, pending=None, failure=failure)
             await self._retire(resource, running)
             return
+        except asyncio.CancelledError:  # deleted, or mce stopping, midway: the old fleet goes too
+            self._shifting.pop(key, None)
+            if self.running.get(key) is not old:
+                await self._retire(resource, old)
+            raise
         await self._retire(resource, old)
         self.transition(resource, Status.IN_SERVICE, deployed=to, pending=None, failure=None)
 
