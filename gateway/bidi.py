@@ -231,12 +231,15 @@ class Relay:
 
     # from the connection
     def received(self, data: bytes, size: int) -> None:
-        self._unacknowledged += size
         try:
             messages = self._decoder.feed(data)
         except eventstream.EventStreamError as exc:
             self._refuse_input(f"The request body is not an event stream: {exc}")
             return
+        if not messages:  # part of a message: taken at once (a part may be larger than the window)
+            self.conn.acknowledge(self.stream_id, size)
+            return
+        self._unacknowledged += size  # acknowledged once the parts it completes are on the WebSocket
         for outer, payload in messages:
             if not payload:  # the signed envelope that says the input ends (END_STREAM follows)
                 continue

@@ -52,7 +52,8 @@ class Http2:
             "AWS_REGION": "us-east-1",
         }
         done = subprocess.run(
-            [str(HTTP2_PYTHON), str(CLIENT), json.dumps(plan)],
+            [str(HTTP2_PYTHON), str(CLIENT)],
+            input=json.dumps(plan),
             env=env,
             capture_output=True,
             text=True,
@@ -225,3 +226,11 @@ def test_a_foreign_host_and_a_body_that_is_no_event_stream_are_refused(http2: Ht
     assert texts(http2.call({"endpoint": "talk", "parts": [["after", "UTF8"], ["close", "UTF8"]]})) == [
         "echo: after"
     ]
+
+
+def test_a_part_larger_than_the_flow_control_window_goes_through(http2: Http2) -> None:
+    blob = bytes(range(256)) * 800  # 200 KiB: three times HTTP/2's initial window
+    part = [base64.b64encode(blob).decode(), "BINARY"]
+    result = http2.call({"endpoint": "talk", "parts": [part], "then": "close"})
+    assert "error" not in result, result
+    assert [base64.b64decode(e["bytes"]) for e in result["events"]] == [blob[::-1]]

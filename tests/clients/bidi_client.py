@@ -2,7 +2,7 @@
 (Python 3.12 or later: run by tests/test_bidirectional.py with the interpreter `.ci/setup` prepares).
 
 It is configured as a user would: AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME_HTTP2, SSL_CERT_FILE (mce's
-certificate), the usual credential variables. argv[1] is a JSON plan:
+certificate), the usual credential variables. Its standard input is a JSON plan:
 
     {"endpoint": NAME, "variant": ..., "path": ..., "query": ...,     the request's members
      "parts": [[TEXT_OR_BASE64, "UTF8" | "BINARY"], ...],               what it sends, in order
@@ -89,4 +89,4 @@ async def main(plan: dict[str, Any]) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    print(json.dumps(asyncio.run(main(json.loads(sys.argv[1])))), flush=True)
+    print(json.dumps(asyncio.run(main(json.load(sys.stdin)))), flush=True)
