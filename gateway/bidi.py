@@ -102,6 +102,7 @@ class Http2(asyncio.Protocol):
         self.relays: dict[int, Relay] = {}
         self._transport: asyncio.Transport | None = None
         self._window = asyncio.Event()  # set whenever the client opens its flow-control window
+        self._flushing = False  # a write is scheduled for the end of this turn of the loop
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
@@ -167,15 +168,27 @@ class Http2(asyncio.Protocol):
                 self.h2.local_flow_control_window(stream_id), self.h2.max_outbound_frame_size, len(data)
             )
             if size <= 0:
+                self.flush()
                 self._window.clear()
                 await self._window.wait()
                 continue
             self.h2.send_data(stream_id, data[:size])
             data = data[size:]
-            self.flush()
+            self._flush_soon()
         if end and self.open and stream_id in self.relays:
             self.h2.end_stream(stream_id)
             self.flush()
+
+    def _flush_soon(self) -> None:
+        """Write what h2 has framed once this turn of the loop is over: the container's messages that
+        arrived together leave in one write."""
+        if not self._flushing:
+            self._flushing = True
+            asyncio.get_running_loop().call_soon(self._flush_now)
+
+    def _flush_now(self) -> None:
+        self._flushing = False
+        self.flush()
 
     def respond(self, stream_id: int, headers: list[tuple[bytes, bytes]]) -> None:
         if self.open:
