@@ -54,6 +54,7 @@ OPEN_TIMEOUT = 5.0  # seconds for the container to accept the WebSocket (SageMak
 PING_INTERVAL = 60.0  # seconds between WebSocket pings to the container (SageMaker's)
 PING_TIMEOUT = 300.0  # ... and how long its pong may take (SageMaker closes after 5 missed pongs)
 MAX_PART = 16 << 20  # bytes of one PayloadPart (or one WebSocket message) at most
+IDLE_TIMEOUT = 120.0  # seconds a connection may go without a stream and without a byte before it is closed
 QUIET_CLOSE = 10.0  # seconds without a message from the container, after the input ended, before closing
 EVENT_STREAM = b"application/vnd.amazon.eventstream"
 _PATH = re.compile(r"^/endpoints/([^/?]+)" + re.escape(SUFFIX) + r"\??$")
@@ -103,13 +104,29 @@ class Http2(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._window = asyncio.Event()  # set whenever the client opens its flow-control window
         self._flushing = False  # a write is scheduled for the end of this turn of the loop
+        self._idle: asyncio.TimerHandle | None = None
+        self._heard = False  # bytes arrived since the last idle check
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
         self.h2.initiate_connection()
         self.flush()
+        self._idle = asyncio.get_running_loop().call_later(IDLE_TIMEOUT, self._idle_check)
+
+    def _idle_check(self) -> None:
+        """A connection with no stream for IDLE_TIMEOUT seconds is closed (GOAWAY first)."""
+        if self._transport is None:
+            return
+        if self.relays or self._heard:
+            self._heard = False
+            self._idle = asyncio.get_running_loop().call_later(IDLE_TIMEOUT, self._idle_check)
+            return
+        self.h2.close_connection()
+        self.flush()
+        self._transport.close()
 
     def data_received(self, data: bytes) -> None:
+        self._heard = True
         try:
             events = self.h2.receive_data(data)
         except h2.exceptions.ProtocolError as exc:
@@ -144,6 +161,8 @@ class Http2(asyncio.Protocol):
         self.flush()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._idle is not None:
+            self._idle.cancel()
         for relay in list(self.relays.values()):
             relay.gone()
         self.relays.clear()
