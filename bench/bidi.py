@@ -14,13 +14,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime
 import json
 import os
-import platform
 import re
 import shutil
-import socket
 import ssl
 import statistics
 import subprocess
@@ -34,7 +31,7 @@ import h2.connection
 import h2.events
 import h2.settings
 import websockets
-from overhead import ROOT
+from overhead import ROOT, free_port, provenance, publish
 
 from gateway import eventstream
 
@@ -152,12 +149,6 @@ async def stream_direct(port: int, count: int) -> float:
         return time.perf_counter() - began
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -251,13 +242,10 @@ def main() -> int:
         direct.terminate()
         direct.wait(timeout=10)
         shutil.rmtree(work, ignore_errors=True)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT)
     lines = [
         "# Bidirectional streams: the relay's cost",
         "",
-        f"- {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, commit {commit.stdout.strip()}; "
-        f"{os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}",
-        f"- reproduce: `.venv/bin/python bench/bidi.py --messages {args.messages} --stream {args.stream}`",
+        *provenance(f".venv/bin/python bench/bidi.py --messages {args.messages} --stream {args.stream}"),
         "",
         "| path | round trip p50 (us) | round trip p99 (us) | 1 KiB messages streamed per second |",
         "| --- | ---: | ---: | ---: |",
@@ -269,10 +257,7 @@ def main() -> int:
         "A round trip is one 64-byte part sent and its echo received, one at a time; the stream is the",
         "container answering one request with that many 1 KiB messages.",
     ]
-    table = "\n".join(lines) + "\n"
-    print(table)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"bidi-{datetime.datetime.now(datetime.UTC):%Y-%m-%d}.md").write_text(table)
+    publish(lines, args.out, "bidi")
     return 0
 
 

@@ -11,13 +11,10 @@ the requests that were answered.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -26,7 +23,7 @@ from typing import Any
 import boto3
 from botocore.config import Config
 from local_sagemaker import HERE, LocalSageMaker
-from overhead import ROOT, Sample, measure
+from overhead import Sample, measure, provenance, publish
 
 
 def deploy(sm: Any, name: str, capture: dict[str, Any] | None) -> None:
@@ -125,7 +122,6 @@ def main() -> int:
     def med(scenario: str, name: str, attribute: str) -> float:
         return statistics.median(getattr(s, attribute) for s in samples[(scenario, name)])
 
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT)
     rows = [
         ("c=1 p50 (us)", "c=1", "p50_us", "{:.0f}"),
         ("c=32 req/s", "c=32", "rps", "{:.0f}"),
@@ -134,10 +130,10 @@ def main() -> int:
     lines = [
         "# Data capture: what it costs a request",
         "",
-        f"- {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, commit {commit.stdout.strip()}; "
-        f"{os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}",
-        f"- reproduce: `.venv/bin/python bench/capture.py --seconds {args.seconds:g} --rounds {args.rounds} "
-        f"--percentage {args.percentage}`",
+        *provenance(
+            f".venv/bin/python bench/capture.py --seconds {args.seconds:g} --rounds {args.rounds} "
+            f"--percentage {args.percentage}"
+        ),
         "",
         f"| measure | no capture | capture, {args.percentage}% input and output | captured / plain |",
         "| --- | ---: | ---: | ---: |",
@@ -150,13 +146,10 @@ def main() -> int:
         f"Events written to S3 for the captured endpoint: {events} (wrk answered about {answered} in the "
         "measured windows, plus the warm-up's).",
     ]
-    table = "\n".join(lines) + "\n"
-    print(table)
     if errors:
-        print(f"bench: {errors} requests failed", file=sys.stderr)
+        print("\n".join(lines), f"bench: {errors} requests failed", sep="\n", file=sys.stderr)
         return 1
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"capture-{datetime.datetime.now(datetime.UTC):%Y-%m-%d}.md").write_text(table)
+    publish(lines, args.out, "capture")
     return 0
 
 

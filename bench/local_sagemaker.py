@@ -16,10 +16,7 @@ to InService, and what an invocation costs with 50 endpoints on one port against
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
-import platform
 import re
 import shutil
 import statistics
@@ -33,7 +30,7 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
-from overhead import ROOT, Sample, free_port, measure
+from overhead import ROOT, Sample, free_port, measure, provenance, publish
 
 HERE = Path(__file__).resolve().parent
 READY = re.compile(r"\+ (\S+)\s+ready\s+in ([\d.]+) s")
@@ -201,18 +198,15 @@ def main() -> int:
     def med(scenario: str, label: str, attribute: str) -> float:
         return statistics.median(getattr(s, attribute) for s in samples[(scenario, label)])
 
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
-    ).stdout
     n = args.endpoints
     labels = list(paths)
     lines = [
         "# The local SageMaker",
         "",
-        f"- {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, commit {commit.strip()}; "
-        f"{os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}",
-        f"- reproduce: `.venv/bin/python bench/local_sagemaker.py --seconds {args.seconds:g} "
-        f"--rounds {args.rounds} --endpoints {n}`",
+        *provenance(
+            f".venv/bin/python bench/local_sagemaker.py --seconds {args.seconds:g} --rounds {args.rounds} "
+            f"--endpoints {n}"
+        ),
         "",
         "## create_endpoint to InService (the seed endpoint: TF Serving stand-in + TorchServe, Direct)",
         "",
@@ -236,13 +230,10 @@ def main() -> int:
         "Both gateways run with --no-metrics; the containers they launch share the machine's two cores "
         "with them alike.",
     ]
-    table = "\n".join(lines) + "\n"
-    print(table)
     if errors:
-        print(f"bench: {errors} requests failed", file=sys.stderr)
+        print("\n".join(lines), f"bench: {errors} requests failed", sep="\n", file=sys.stderr)
         return 1
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"local-sagemaker-{datetime.datetime.now(datetime.UTC):%Y-%m-%d}.md").write_text(table)
+    publish(lines, args.out, "local-sagemaker")
     return 0
 
 

@@ -63,6 +63,26 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def provenance(command: str) -> list[str]:
+    """A result's first lines: when, which commit, on what, and the command that reproduces it."""
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT, check=False
+    ).stdout.strip()
+    return [
+        f"- {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, commit {commit}; "
+        f"{os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}",
+        f"- reproduce: `{command}`",
+    ]
+
+
+def publish(lines: list[str], out: Path, name: str) -> None:
+    """Print a result and keep it as bench/results-style `<name>-<date>.md` in `out`."""
+    table = "\n".join(lines) + "\n"
+    print(table)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}-{datetime.datetime.now(datetime.UTC):%Y-%m-%d}.md").write_text(table)
+
+
 def p99(values: list[float]) -> float:
     """The 99th percentile of latencies (nearest rank)."""
     return sorted(values)[min(len(values) - 1, int(len(values) * 0.99))]

@@ -10,14 +10,10 @@ median of the next 50 (warm).
 from __future__ import annotations
 
 import argparse
-import datetime
 import http.client
 import json
-import os
-import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from local_sagemaker import HERE, LocalSageMaker
-from overhead import ROOT
+from overhead import ROOT, provenance, publish
 
 IMAGES = {
     "bench/nginx:1": ["sh", str(HERE / "nginx-container.sh")],
@@ -114,13 +110,10 @@ def main() -> int:
     finally:
         local.stop()
         shutil.rmtree(work, ignore_errors=True)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT)
     lines = [
         "# Serverless: the first invocation after scaling to zero",
         "",
-        f"- {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, commit {commit.stdout.strip()}; "
-        f"{os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}",
-        f"- reproduce: `.venv/bin/python bench/serverless.py --rounds {args.rounds}`",
+        *provenance(f".venv/bin/python bench/serverless.py --rounds {args.rounds}"),
         "",
         "| container | cold start, median (ms) | cold start, worst (ms) | warm p50 (ms) |",
         "| --- | ---: | ---: | ---: |",
@@ -134,10 +127,7 @@ def main() -> int:
         "answer; the cold one includes starting the container and its health check passing (polled every",
         "0.05 s while an invocation waits).",
     ]
-    table = "\n".join(lines) + "\n"
-    print(table)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"serverless-{datetime.datetime.now(datetime.UTC):%Y-%m-%d}.md").write_text(table)
+    publish(lines, args.out, "serverless")
     return 0
 
 

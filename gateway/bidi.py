@@ -37,6 +37,7 @@ from typing import Any, Protocol
 
 import h2.config
 import h2.connection
+import h2.errors
 import h2.events
 import h2.exceptions
 import websockets

@@ -129,6 +129,7 @@ class Capture:
         self._events: list[Event] = []
         self._size = 0
         self._unwritten: list[tuple[str, bytes]] = []  # objects whose writing failed: (key, body)
+        self._held = 0  # bytes of those
         self._writer: asyncio.Task[None] | None = None
         self._wake: asyncio.Event | None = None
         self._closed = False
@@ -147,7 +148,15 @@ class Capture:
         path, when the buffer is written."""
         if self._closed:
             return
-        if self._size > MAX_BUFFERED:
+        if self._size + self._held > MAX_BUFFERED:
+            if not self.dropped:
+                logger.error(
+                    "%s/%s: %d MiB of captured data not yet written to S3: new events are dropped (and "
+                    "counted in mce_capture_dropped_total) until it takes them",
+                    self.endpoint,
+                    self.variant,
+                    MAX_BUFFERED >> 20,
+                )
             self.dropped += 1
             return
         if not self.config.outputs:
@@ -196,6 +205,7 @@ class Capture:
                 )
             else:
                 self.objects += 1
+        self._held = sum(len(body) for _, body in self._unwritten)
 
     async def close(self) -> None:
         """Write everything buffered; what S3 will not take goes to the spill folder."""

@@ -146,6 +146,14 @@ class ModelNotReady(GatewayError):
     code = "ModelNotReadyException"
 
 
+class Throttled(GatewayError):
+    """More invocations at once than a serverless variant's MaxConcurrency (gateway.serverless): the code
+    boto3 users see from AWS, which botocore retries."""
+
+    status = 429
+    code = "ThrottlingException"
+
+
 class InternalFailure(GatewayError):
     status = 500
     code = "InternalFailure"

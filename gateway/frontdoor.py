@@ -247,8 +247,7 @@ class FrontDoor:
         container's name and host:port. Its one container must be reached over HTTP (a WebSocket)."""
         variants = self._by_name.get(endpoint.encode())
         if variants is None:
-            absent = self.control.absent(endpoint) if self.control is not None else None
-            raise absent if absent is not None else unknown_endpoint(endpoint.encode())
+            raise self._not_served(endpoint.encode())
         service = variants.pick(variant)
         backends = service.dataplane.backends
         if len(backends) != 1:
@@ -403,8 +402,7 @@ class FrontDoor:
         variants = self._by_name.get(name) if name is not None else self._only
         if variants is None:
             if name is not None:
-                absent = self.control.absent(name.decode("latin-1")) if self.control is not None else None
-                raise absent if absent is not None else unknown_endpoint(name)
+                raise self._not_served(name)
             raise UnknownOperation(
                 "No endpoint is served here."
                 if not self._by_name
@@ -412,6 +410,12 @@ class FrontDoor:
                 f"/invocations-response-stream, /async-invocations); not {wire.shown(path)}."
             )
         return variants.pick(target_variant, component)
+
+    def _not_served(self, name: bytes) -> GatewayError:
+        """Why endpoint `name` answers nothing: the control plane knows it (Creating, Failed...), or there
+        is no such endpoint."""
+        absent = self.control.absent(name.decode("latin-1")) if self.control is not None else None
+        return absent if absent is not None else unknown_endpoint(name)
 
     def _check_async(self, service: Service, length: int | None) -> None:
         """InvokeEndpointAsync needs an endpoint configured for it, reached with no hostname or model,

@@ -36,6 +36,9 @@ Serverless variants (gateway.serverless), labels endpoint, variant:
 (gateway) cold starts              mce_serverless_cold_starts_total
 (gateway) refused past MaxConcurrency  mce_serverless_throttled_total
 
+Data capture (gateway.capture), labels endpoint, variant:
+(gateway) events, dropped, objects, failed writes  mce_capture_{events,dropped,objects,write_failures}_total
+
 While UpdateEndpoint shifts traffic (gateway.control.shifting), labels endpoint, variant:
 (gateway) the new fleet's share    mce_update_new_fleet_share
 
@@ -115,6 +118,7 @@ class Metrics:
         self.models: dict[str, ModelStats] = {}  # MultiModel container -> its model store's numbers
         self.queue: QueueStats | None = None  # the endpoint's InvokeEndpointAsync queue, when it has one
         self.serverless: ServerlessStats | None = None  # a serverless variant's concurrency and cold starts
+        self.capture: CaptureStats | None = None  # the variant's data capture, when it has one
         self.new_fleet_share: float | None = None  # while an update shifts traffic to this (new) variant
         # under mce serve --workers: the other workers' expositions of this endpoint (gateway.workers)
         self.siblings: Callable[[], Awaitable[list[bytes]]] | None = None
@@ -414,6 +418,28 @@ class _Collector(Collector):
             yield from _queue_families(m.endpoint, m.queue)
         if m.serverless is not None:
             yield from _serverless_families(m.endpoint, m.variant, m.serverless)
+        if m.capture is not None:
+            yield from _counters(
+                [m.endpoint, m.variant],
+                (
+                    (
+                        "mce_capture_events",
+                        "requests the sample took (DataCaptureConfig)",
+                        m.capture.captured,
+                    ),
+                    (
+                        "mce_capture_dropped",
+                        "events dropped while S3 would not take the buffer",
+                        m.capture.dropped,
+                    ),
+                    ("mce_capture_objects", "objects written to S3", m.capture.objects),
+                    (
+                        "mce_capture_write_failures",
+                        "objects S3 refused (tried again later)",
+                        m.capture.failures,
+                    ),
+                ),
+            )
         if m.new_fleet_share is not None:
             share = GaugeMetricFamily(
                 "mce_update_new_fleet_share",
@@ -476,44 +502,53 @@ class ServerlessStats(Protocol):
     throttled: int
 
 
+class CaptureStats(Protocol):
+    """What a variant's data capture tells (gateway.capture.Capture)."""
+
+    captured: int
+    dropped: int
+    objects: int
+    failures: int
+
+
+def _counters(values: list[str], counters: Sequence[tuple[str, str, int]]) -> Iterator[CounterMetricFamily]:
+    """Counters labelled endpoint and variant."""
+    for name, documentation, value in counters:
+        family = CounterMetricFamily(name, documentation, labels=["endpoint", "variant"])
+        family.add_metric(values, float(value))
+        yield family
+
+
 def _serverless_families(
     endpoint: str, variant: str, stats: ServerlessStats
 ) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
     labels = ["endpoint", "variant"]
-    for family, value in (
+    for name, documentation, value in (
+        ("mce_serverless_warm", "1 while the serverless variant's containers run", stats.warm),
         (
-            GaugeMetricFamily(
-                "mce_serverless_warm", "1 while the serverless variant's containers run", labels=labels
-            ),
-            stats.warm,
-        ),
-        (
-            GaugeMetricFamily(
-                "mce_serverless_concurrent_invocations",
-                "invocations running on the serverless variant",
-                labels=labels,
-            ),
+            "mce_serverless_concurrent_invocations",
+            "invocations running on the serverless variant",
             stats.in_flight,
         ),
+    ):
+        gauge = GaugeMetricFamily(name, documentation, labels=labels)
+        gauge.add_metric([endpoint, variant], float(value))
+        yield gauge
+    yield from _counters(
+        [endpoint, variant],
         (
-            CounterMetricFamily(
+            (
                 "mce_serverless_cold_starts",
                 "invocations that waited for the containers to start",
-                labels=labels,
+                stats.cold_starts,
             ),
-            stats.cold_starts,
-        ),
-        (
-            CounterMetricFamily(
+            (
                 "mce_serverless_throttled",
                 "invocations refused past MaxConcurrency (ThrottlingException)",
-                labels=labels,
+                stats.throttled,
             ),
-            stats.throttled,
         ),
-    ):
-        family.add_metric([endpoint, variant], float(value))
-        yield family
+    )
 
 
 class _Merged(Collector):

@@ -17,18 +17,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.errors import GatewayError, ServiceUnavailable
+from gateway.errors import GatewayError, ServiceUnavailable, Throttled
 
 logger = logging.getLogger(__name__)
 
 IDLE_SECONDS = 300.0  # mce up --serverless-idle: how long a serverless variant stays warm with nothing to do
-
-
-class Throttled(GatewayError):
-    """More invocations at once than the serverless variant's MaxConcurrency."""
-
-    status = 429
-    code = "ThrottlingException"
 
 
 @dataclass(frozen=True, slots=True)

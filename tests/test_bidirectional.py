@@ -156,7 +156,7 @@ def test_when_the_client_ends_its_input_answers_in_flight_still_arrive(http2: Ht
     assert len(got) == 201 and got[-1] == "echo: last"
 
 
-def test_the_certificate_is_kept_for_the_next_start(http2: Http2, tmp_path: Path) -> None:
+def test_the_certificate_lives_in_the_state_folder_and_its_key_is_private(http2: Http2) -> None:
     cert = Path(http2.cert)
     assert cert.parent == http2.local.state.resolve() / "tls"
     assert (cert.parent / "key.pem").stat().st_mode & 0o077 == 0  # the key is this user's alone

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
-from conftest import wait_until
+from conftest import metric, wait_until
 from test_local_sagemaker import ROLE, LocalSageMaker
 
 # <DestinationS3Uri>/<EndpointName>/<VariantName>/yyyy/mm/dd/hh/<mm-ss-fff>-<uuid>.jsonl
@@ -95,6 +95,7 @@ def test_every_answered_request_is_captured_as_sagemaker_writes_it_and_sigterm_l
         answers.append((answer["ContentType"], answer["Body"].read()))
     with pytest.raises(ClientError):  # a failed invocation is not captured
         runtime.invoke_endpoint(EndpointName="watched", Body=b"not json", ContentType="application/json")
+    assert metric(server.url, "mce_capture_events_total", endpoint="watched") == len(sent)
     assert server.stop() == 0  # SIGTERM at once: what is buffered is written before mce exits
 
     events = captured(bucket, "watched")

@@ -155,24 +155,21 @@ class HttpAddress:
         """GET `path` as Prometheus asks for its text format: (status, body of at most `limit` bytes), or
         why there is no answer within HEALTH_TIMEOUT."""
         request = b"GET " + path + b" HTTP/1.1\r\n" + self.host_header + b"Accept: text/plain\r\n\r\n"
-        try:
-            response = await self.pool.request(request, timeout=HEALTH_TIMEOUT)
-            return response.status, await response.read(limit)
-        except upstream.BodyTooLarge:
-            return f"{self.address}{path.decode()} answered more than {limit} bytes"
-        except upstream.UpstreamTimeout:
-            return f"{self.address} did not answer {path.decode()} within {HEALTH_TIMEOUT:g} s"
-        except upstream.UpstreamError as exc:
-            return f"{self.address} {exc}"
+        return await self.probe(request, path.decode(), limit, whole=True)
 
-    async def probe(self, request: bytes, what: str) -> tuple[int, bytes] | str:
-        """A health request: (status, body), or why it got no answer within HEALTH_TIMEOUT."""
+    async def probe(
+        self, request: bytes, what: str, limit: int = ERROR_BODY_LIMIT, *, whole: bool = False
+    ) -> tuple[int, bytes] | str:
+        """A health request: (status, body), or why it got no answer within HEALTH_TIMEOUT. A body past
+        `limit` bytes is not read: the status is the answer, or, when the body is (`whole`), there is none."""
         try:
             response = await self.pool.request(request, timeout=HEALTH_TIMEOUT)
             try:
-                return response.status, await response.read(ERROR_BODY_LIMIT)
+                return response.status, await response.read(limit)
             except upstream.BodyTooLarge:
-                return response.status, b""  # the status is the answer; a large body is not read
+                if whole:
+                    return f"{self.address} answered {what} with more than {limit} bytes"
+                return response.status, b""
         except upstream.UpstreamTimeout:
             return f"{self.address} did not answer {what} within {HEALTH_TIMEOUT:g} s"
         except upstream.UpstreamError as exc:

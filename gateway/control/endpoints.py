@@ -292,9 +292,12 @@ class Endpoints:
     async def _update(
         self, resource: EndpointResource | ComponentResource, to: Deployed | ComponentSpec
     ) -> None:
-        """Blue/green: the new containers start beside the old; requests move once they are healthy; the
-        old drain and stop; only then is the resource InService again. What never gets healthy leaves the
-        old serving, and the resource InService with the failure stated."""
+        """Blue/green: the new containers start beside the old; once they are healthy requests move to them
+        in the steps of the endpoint's DeploymentConfig (gateway.control.shifting; all at once without
+        one); the old stay for its bake and termination wait, then drain and stop; only then is the
+        resource InService again. What never gets healthy, or an update past its
+        MaximumExecutionTimeoutInSeconds, leaves the old serving, and the resource InService with the
+        failure stated."""
         key = _key(resource)
         shift = Shift()
         if isinstance(resource, EndpointResource) and isinstance(to, Deployed):
@@ -402,8 +405,8 @@ class Endpoints:
         return started
 
     def _capture(self, endpoint: str, variant: str, what: Deployed) -> Capture | None:
-        """A production variant's data capture, when its endpoint configuration asks for one; what
-        cannot reach S3 by the time it stops is kept under <state>/_capture."""
+        """A production or shadow variant's data capture, when its endpoint configuration asks for one;
+        what cannot reach S3 by the time it stops is kept under <state>/_capture."""
         config = CaptureConfig.from_request(what.request.get("DataCaptureConfig"))
         if config is None:
             return None
@@ -538,7 +541,11 @@ def _component_model(component: ComponentResource, spec: ComponentSpec) -> dict[
                 "Image": container.get("Image", ""),
                 **({"ModelDataUrl": container["ArtifactUrl"]} if "ArtifactUrl" in container else {}),
                 **({"Environment": container["Environment"]} if "Environment" in container else {}),
-                **{k: container[k] for k in ("ContainerMetricsConfig",) if k in container},
+                **(
+                    {"ContainerMetricsConfig": container["ContainerMetricsConfig"]}
+                    if "ContainerMetricsConfig" in container
+                    else {}
+                ),
             }
         }
     if "PrimaryContainer" in model:

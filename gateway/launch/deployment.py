@@ -167,6 +167,7 @@ class Deployment:
         metrics = service.telemetry.metrics
         if metrics is not None:
             metrics.serverless = self.serverless
+            metrics.capture = self.capture
         if self.serverless is not None:
             self.serverless.arm()
         for container in supervisor.containers:
