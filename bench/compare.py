@@ -2,7 +2,7 @@
 in many short interleaved rounds: a difference of a few percent shows through this machine's noise where
 `bench/run`'s three rounds of every path cannot show it.
 
-    .venv/bin/python bench/compare.py --against REV [--against REV2 ...] [--rounds 8] [--seconds 3]
+    .venv/bin/python bench/compare.py --against REV [--against REV2 ...] [--compiled] [--rounds 8]
 
 Each gateway serves the overhead benchmark's proxy path (two nginx `return 200` backends, 1 KiB POSTs
 routed by the header, wrk at c=32), pinned alone on CPU 0 as in bench/run; every round runs each
@@ -30,6 +30,9 @@ def main() -> int:
     parser.add_argument("--against", metavar="REV", action="append", required=True, help="an earlier commit")
     parser.add_argument("--rounds", type=int, default=8, help="interleaved rounds (default 8)")
     parser.add_argument("--seconds", type=float, default=3.0, help="each wrk run (default 3)")
+    parser.add_argument(
+        "--compiled", action="store_true", help="also this tree with its request path compiled by mypyc (D24)"
+    )
     args = parser.parse_args()
     if not o.needs_nginx_and_wrk():
         return 2
@@ -41,6 +44,9 @@ def main() -> int:
     samples: dict[str, list[o.Sample]] = {}
     try:
         gateways = {"this tree": o.Gateway(work, "this", document)}
+        compiled = o.compile_gateway(work) if args.compiled else None
+        if compiled is not None:
+            gateways["this tree, compiled"] = o.Gateway(work, "compiled", document, source=compiled)
         for revision in args.against:
             (work / revision).mkdir()
             gateways[revision] = o.Gateway(
@@ -70,6 +76,7 @@ def main() -> int:
 def report(samples: dict[str, list[o.Sample]], args: argparse.Namespace) -> str:
     base = statistics.median(s.cpu_us or 0.0 for s in samples["this tree"])
     command = "bench/compare.py " + " ".join(f"--against {r}" for r in args.against)
+    command += " --compiled" if args.compiled else ""
     lines = [
         f"{args.rounds} rounds of {args.seconds:g} s, c=32, medians; `.venv/bin/python {command}`",
         "",

@@ -7,7 +7,7 @@ req/s in one day), so a change of a few percent cannot be told from noise by `be
 counts do not move between runs: they say what a change added to or took from the request path, and
 bench/run (or bench/profile.py) says what that costs in time.
 
-    .venv/bin/python bench/work.py [--against REV ...] [--seconds 2]
+    .venv/bin/python bench/work.py [--against REV ...] [--list] [--seconds 2]
 
 Each gateway serves the overhead benchmark's proxy path (two nginx `return 200` backends, 1 KiB POSTs
 routed by the header, wrk at c=32). Calls and bytecodes come from a tracing hook switched on for the
@@ -141,6 +141,9 @@ def main() -> int:
     parser.add_argument("--against", metavar="REV", action="append", default=[], help="an earlier commit")
     parser.add_argument("--seconds", type=float, default=2.0, help="the counted window (default 2)")
     parser.add_argument("--top", type=int, default=15, help="functions shown by difference (default 15)")
+    parser.add_argument(
+        "--list", action="store_true", help="every function of this tree: calls and bytecodes per request"
+    )
     args = parser.parse_args()
     if not o.needs_nginx_and_wrk():
         return 2
@@ -162,7 +165,19 @@ def main() -> int:
         backends.stop()
         shutil.rmtree(work, ignore_errors=True)
     print(report(results, args.top))
+    if args.list:
+        print(listing(results["this tree"][0]))
     return 0
+
+
+def listing(counts: dict[str, dict[str, float]]) -> str:
+    """Every function this tree ran at least once in ten requests, by bytecodes per request."""
+    lines = ["\n| function | calls per request | bytecodes per request |", "| --- | ---: | ---: |"]
+    calls, codes = counts["calls"], counts["codes"]
+    for key in sorted(codes, key=lambda k: -codes[k]):
+        if calls.get(key, 0) >= 0.1:
+            lines.append(f"| {key} | {calls.get(key, 0):.1f} | {codes[key]:.1f} |")
+    return "\n".join(lines)
 
 
 def report(results: dict[str, tuple[dict[str, dict[str, float]], dict[str, float] | None]], top: int) -> str:

@@ -96,11 +96,34 @@ def _no_room() -> ServiceUnavailable:
     return ServiceUnavailable("The gateway holds as many request bodies as it may; retry later.")
 
 
+class _Unheard:
+    """No callbacks: what a closed connection's parser reports to (httptools calls only those defined)."""
+
+
+_CLOSED = httptools.HttpRequestParser(_Unheard())
+
+
+class _Gone:
+    """Where a closed connection's responders answer: nowhere (its cycles were abandoned already)."""
+
+    def write(self, data: bytes) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+    async def drained(self) -> None:
+        pass
+
+    def done(self, cycle: Cycle) -> None:
+        pass
+
+
+_GONE = _Gone()
+
+
 class HttpProtocol(asyncio.Protocol):
     """One client connection."""
-
-    # dropped when the connection closes, so a closed one is freed at once (declared for mypyc, D24)
-    __deletable__ = ("_parser", "control", "runtime")
 
     def __init__(self, server: Server) -> None:
         self._server = server
@@ -191,9 +214,12 @@ class HttpProtocol(asyncio.Protocol):
         if self._linger is not None:
             self._linger.cancel()
             self._linger = None
-        # the parser holds this protocol's callbacks, and each responder the protocol: drop them, so a closed
-        # connection is freed at once, not by the cycle collector
-        del self._parser, self.runtime, self.control
+        # the parser holds this protocol's callbacks, and each responder the protocol: swap the parser for
+        # one that holds none and detach the responders, so a closed connection is freed at once, not by
+        # the cycle collector (not `del`: compiled by mypyc, it crashed, D54)
+        self._parser = _CLOSED
+        self.runtime.detach()
+        self.control.detach()
 
     def data_received(self, data: bytes) -> None:
         if self._ignoring:
@@ -570,7 +596,7 @@ class HttpResponder:
     __slots__ = ("_chunked", "_conn", "_stream")
 
     def __init__(self, conn: HttpProtocol) -> None:
-        self._conn = conn
+        self._conn: HttpProtocol | _Gone = conn
         self._chunked = False  # the answer begun is chunked
         self._stream = False  # ... and an event stream
 
@@ -624,6 +650,10 @@ class HttpResponder:
 
     def done(self, cycle: Cycle) -> None:
         self._conn.done(cycle)
+
+    def detach(self) -> None:
+        """The connection has closed: answer nowhere from now on, and hold it no more."""
+        self._conn = _GONE
 
     def _error(self, cycle: Cycle, error: GatewayError) -> bytes:
         return wire.error_response(error, cycle.rid, close=not cycle.keep_alive)

@@ -165,10 +165,15 @@ class BodyTooLarge(Exception):
         self.received = received
 
 
+class _Unheard:
+    """No callbacks: what a closed connection's parser reports to (httptools calls only those defined)."""
+
+
+_CLOSED: Final = httptools.HttpResponseParser(_Unheard())
+
+
 class Connection(asyncio.Protocol):
     """One keep-alive connection to a container; carries one exchange at a time."""
-
-    __deletable__ = ("_parser",)  # dropped when the connection closes (and so for mypyc, D24)
 
     def __init__(self, pool: Pool) -> None:
         self._pool = pool
@@ -223,9 +228,9 @@ class Connection(asyncio.Protocol):
                 self._finish_exchange(response)  # a close-delimited body ends with the connection
             else:
                 self._fail(ConnectionClosed("closed the connection in the middle of its response"))
-        # the parser holds this protocol's callbacks: drop it, so a closed connection is freed at once,
-        # not by the cycle collector
-        del self._parser
+        # the parser holds this protocol's callbacks: swap it for one that holds none, so a closed
+        # connection is freed at once, not by the cycle collector (not `del`: compiled, it crashed, D54)
+        self._parser = _CLOSED
         self._poll = None
 
     # httptools callbacks

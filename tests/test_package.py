@@ -20,6 +20,9 @@ from conftest import ROOT
 # what a user's own test session needs beside mce-gateway; the package itself brings the rest
 USER_PACKAGES = ("boto3", "pytest")
 
+# the wheel compiles the request path with mypyc (D54): a few minutes on two cores
+pytestmark = pytest.mark.timeout(900)
+
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
@@ -90,6 +93,8 @@ def test_the_wheel_and_sdist_carry_the_containers_the_image_map_names(built: tup
     ):
         assert f"gateway/_bundled/containers/{script}" in names, script
     assert not any("/bases/" in name or "__pycache__" in name for name in names)
+    # the request path is compiled (setup.py, D54): a user's gateway runs the compiled modules
+    assert any(name.startswith("gateway/server.") and name.endswith(".so") for name in names), names
     entry_points = (
         zipfile.ZipFile(whl).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     )
@@ -104,9 +109,10 @@ def test_installed_outside_the_clone_it_runs_from_its_own_copy(venv: Path, tmp_p
     """`mce` runs; the built-in image map's commands name the package's own copy of the containers."""
     assert subprocess.run([str(venv / "mce"), "--version"], capture_output=True, text=True).returncode == 0
     probe = (
-        "import json, gateway; from gateway.control.images import ImageMap; "
+        "import json, gateway, gateway.server; from gateway.control.images import ImageMap; "
         "m = ImageMap.load(); "
-        "print(json.dumps([gateway.__file__, m.backend('mce/multi-model:1')['Launch']['Command'], "
+        "print(json.dumps([gateway.__file__, gateway.server.__file__, "
+        "m.backend('mce/multi-model:1')['Launch']['Command'], "
         "m.backend('763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-inference:2.1-cpu')['Launch']['Command']]))"
     )
     run = subprocess.run(
@@ -117,8 +123,9 @@ def test_installed_outside_the_clone_it_runs_from_its_own_copy(venv: Path, tmp_p
         text=True,
     )
     assert run.returncode == 0, run.stderr
-    where, multi_model, pytorch = json.loads(run.stdout)
+    where, server, multi_model, pytorch = json.loads(run.stdout)
     assert where.startswith(str(venv.parent)) and not where.startswith(str(ROOT / "gateway"))
+    assert server.endswith(".so"), server  # the compiled request path (D54)
     for command in (multi_model, pytorch):
         script = Path(command[1])
         assert script.is_file() and script.is_relative_to(venv.parent), command
