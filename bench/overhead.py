@@ -503,8 +503,11 @@ def proxies(work: Path, args: argparse.Namespace, results: Results, stoppers: li
         run_wrk(url, INVOKE, 8, 1, 1024, ("alpha", "beta"))  # warm pools and caches
     for round_ in range(args.rounds):
         print(f"round {round_ + 1}/{args.rounds}", file=sys.stderr)
+        # each round runs the paths in the other order: a cell right after another is not always the same
+        # one's (the gateway right after nginx showed a c=1 difference that was the order's, 2026-12-07)
+        order = list(paths.items()) if round_ % 2 == 0 else list(reversed(paths.items()))
         for connections in (1, 32):
-            for name, (url, pids) in paths.items():
+            for name, (url, pids) in order:
                 results.add(
                     f"proxy c={connections}", name, measure(url, INVOKE, pids, connections, args.seconds)
                 )
@@ -605,7 +608,7 @@ def _proxy_sections(results: Results) -> list[str]:
         "## Per core: the three headline ratios",
         "",
         f"Each proxy (nginx's one worker, each gateway) runs alone on CPU {PROXY_CPU}; wrk and the backends "
-        "on the other CPU. 'compiled': the request path built by mypyc (`MCE_COMPILE=1`, D24).",
+        "on the other CPU. 'compiled': the request path built by mypyc, as a wheel is (D24, D54).",
         "",
         "| gateway | c=32 req/s vs nginx (>= 0.8x) | c=32 CPU/req vs nginx (<= 1.5x) "
         "| c=1 added p50 vs nginx (<= 1.3x) |",
@@ -671,30 +674,31 @@ def _proxy_sections(results: Results) -> list[str]:
 
 
 def _against_section(results: Results, revision: str) -> list[str]:
-    """This commit's gateway against `revision`'s, measured in the same rounds."""
+    """This commit's gateway, as the tree runs it and as the wheel builds it (compiled, D54), against
+    `revision`'s as its tree runs it, measured in the same rounds."""
     med, earlier = results.med, f"gateway at {revision}"
     base = med("proxy c=1", "direct", "p50_us")
-    rows = [
-        ("c=32 throughput (req/s)", med("proxy c=32", "gateway", "rps"), med("proxy c=32", earlier, "rps")),
-        (
-            "c=32 CPU per request (us)",
-            med("proxy c=32", "gateway", "cpu_us"),
-            med("proxy c=32", earlier, "cpu_us"),
-        ),
-        (
-            "c=1 added p50 (us)",
-            med("proxy c=1", "gateway", "p50_us") - base,
-            med("proxy c=1", earlier, "p50_us") - base,
-        ),
+    builds = [name for name in ("gateway", "gateway, compiled") if ("proxy c=32", name) in results.samples]
+    measures = [
+        ("c=32 throughput (req/s)", lambda name: med("proxy c=32", name, "rps")),
+        ("c=32 CPU per request (us)", lambda name: med("proxy c=32", name, "cpu_us")),
+        ("c=1 added p50 (us)", lambda name: med("proxy c=1", name, "p50_us") - base),
     ]
-    return [
+    header = " | ".join(f"{'this commit' if name == 'gateway' else 'compiled'} | ratio" for name in builds)
+    lines = [
         "",
         f"## Against {revision} (the same rounds)",
         "",
-        f"| measure | this commit | {revision} | ratio |",
-        "| --- | ---: | ---: | ---: |",
-        *(f"| {what} | {now:.1f} | {then:.1f} | {now / then:.2f}x |" for what, now, then in rows),
+        "'this commit': the tree as it runs (an editable install); 'compiled': as a wheel builds it (D54).",
+        "",
+        f"| measure | {revision} | {header} |",
+        "| --- | ---: |" + " ---: | ---: |" * len(builds),
     ]
+    for what, value in measures:
+        then = value(earlier)
+        cells = " | ".join(f"{value(name):.1f} | {value(name) / then:.2f}x" for name in builds)
+        lines.append(f"| {what} | {then:.1f} | {cells} |")
+    return lines
 
 
 def _headline(results: Results, name: str, base: float) -> str:

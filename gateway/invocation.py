@@ -7,30 +7,54 @@ checks here are cheap byte tests (length, `isascii`, first byte), run once per r
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from gateway import wire
 from gateway.errors import ValidationError
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Invocation:
     """The part of a request that travels to a container: the body and the headers SageMaker forwards.
 
     Every other client header is dropped, as SageMaker strips headers that are not in the API (spec §1.2).
+    `__init__` is written out: the one `dataclass` would make is not compiled by mypyc (D54, D55).
     """
 
     body: bytes
-    content_type: bytes | None = None
-    accept: bytes | None = None
-    custom_attributes: bytes | None = None
-    inference_id: bytes | None = None
-    target_model: bytes | None = None
-    traceparent: bytes | None = None  # W3C trace context, passed to every container
-    session_id: bytes | None = None  # SessionId: NEW_SESSION or an id the container issued (spec §1.6)
-    stream: bool = False  # InvokeEndpointWithResponseStream: the answer is relayed as it comes
-    timeout: float = 0.0  # seconds the container has to answer; 0: its InvocationTimeoutInSeconds
+    content_type: bytes | None
+    accept: bytes | None
+    custom_attributes: bytes | None
+    inference_id: bytes | None
+    target_model: bytes | None
+    traceparent: bytes | None  # W3C trace context, passed to every container
+    session_id: bytes | None  # SessionId: NEW_SESSION or an id the container issued (spec §1.6)
+    stream: bool  # InvokeEndpointWithResponseStream: the answer is relayed as it comes
+    timeout: float  # seconds the container has to answer; 0: its InvocationTimeoutInSeconds
+
+    def __init__(
+        self,
+        body: bytes,
+        content_type: bytes | None = None,
+        accept: bytes | None = None,
+        custom_attributes: bytes | None = None,
+        inference_id: bytes | None = None,
+        target_model: bytes | None = None,
+        traceparent: bytes | None = None,
+        session_id: bytes | None = None,
+        stream: bool = False,
+        timeout: float = 0.0,
+    ) -> None:
+        self.body = body
+        self.content_type = content_type
+        self.accept = accept
+        self.custom_attributes = custom_attributes
+        self.inference_id = inference_id
+        self.target_model = target_model
+        self.traceparent = traceparent
+        self.session_id = session_id
+        self.stream = stream
+        self.timeout = timeout
 
 
 def invocation_from(headers: dict[bytes, bytes], *, stream: bool = False) -> Invocation:
@@ -39,24 +63,24 @@ def invocation_from(headers: dict[bytes, bytes], *, stream: bool = False) -> Inv
 
     Raises `ValidationError`. The body is set once it has arrived.
     """
-    get = headers.get
-    accept = get(wire.STREAM_ACCEPT) if stream else get(wire.ACCEPT)
-    content_type, attributes = get(wire.CONTENT_TYPE), get(wire.CUSTOM_ATTRIBUTES)
+    # headers.get spelled out each time: compiled (D54), a dict's get is a direct call, an alias of it is not
+    accept = headers.get(wire.STREAM_ACCEPT) if stream else headers.get(wire.ACCEPT)
+    content_type, attributes = headers.get(wire.CONTENT_TYPE), headers.get(wire.CUSTOM_ATTRIBUTES)
     # the three tested together first (the common case); check_ascii names the one at fault
     joined = (content_type or b"") + (accept or b"") + (attributes or b"")
     if len(joined) > wire.MAX_HEADER_VALUE or not joined.isascii():
         check_ascii(content_type, accept, attributes)
-    target_model, inference_id = get(wire.TARGET_MODEL), get(wire.INFERENCE_ID)
+    target_model, inference_id = headers.get(wire.TARGET_MODEL), headers.get(wire.INFERENCE_ID)
     if target_model is not None:
         check_printable(target_model, "TargetModel", wire.MAX_HEADER_VALUE)
         _check_relative_path(target_model)
     if inference_id is not None:
         check_printable(inference_id, "InferenceId", wire.MAX_INFERENCE_ID)
-    session_id = get(wire.SESSION_ID)
+    session_id = headers.get(wire.SESSION_ID)
     if session_id is not None:
         _check_session(session_id, stream)
-    if get(wire.ENABLE_EXPLANATIONS) is not None or get(wire.PREFIX_AWARE_ID) is not None:
-        _refuse_unconfigured(get)
+    if wire.ENABLE_EXPLANATIONS in headers or wire.PREFIX_AWARE_ID in headers:
+        _refuse_unconfigured(headers)
     return Invocation(
         b"",
         content_type,
@@ -64,7 +88,7 @@ def invocation_from(headers: dict[bytes, bytes], *, stream: bool = False) -> Inv
         attributes,
         inference_id,
         target_model,
-        get(b"traceparent"),
+        headers.get(b"traceparent"),
         session_id,
         stream,
     )
@@ -148,11 +172,11 @@ def check_component(name: bytes) -> None:
         )
 
 
-def _refuse_unconfigured(get: Callable[[bytes], bytes | None]) -> None:
+def _refuse_unconfigured(headers: dict[bytes, bytes]) -> None:
     """EnableExplanations and PrefixAwareId ask for what an endpoint must be configured for (a
     ClarifyExplainerConfig, RoutingStrategy PREFIX_AWARE), and no local endpoint is: checked against the
     API's rules, then refused, never dropped (D6)."""
-    explanations = get(wire.ENABLE_EXPLANATIONS)
+    explanations = headers.get(wire.ENABLE_EXPLANATIONS)
     if explanations is not None:
         if not 1 <= len(explanations) <= wire.MAX_INFERENCE_ID:
             raise ValidationError("Value for EnableExplanations must be between 1 and 64 characters long.")
@@ -160,7 +184,7 @@ def _refuse_unconfigured(get: Callable[[bytes], bytes | None]) -> None:
             "EnableExplanations is for an endpoint configured for online explainability (ExplainerConfig "
             "with a ClarifyExplainerConfig in its endpoint configuration); this endpoint has none."
         )
-    prefix = get(wire.PREFIX_AWARE_ID)
+    prefix = headers.get(wire.PREFIX_AWARE_ID)
     if prefix is not None:
         check_printable(prefix, "PrefixAwareId", wire.MAX_INFERENCE_ID)
         raise ValidationError(

@@ -11,47 +11,50 @@ import itertools
 import json
 import os
 from http import HTTPStatus
+from typing import Final
 
 from gateway.errors import GatewayError
 
 # Request headers of InvokeEndpoint, lower-cased as the server stores them (spec §1.2).
-CONTENT_TYPE = b"content-type"
-ACCEPT = b"accept"
-CUSTOM_ATTRIBUTES = b"x-amzn-sagemaker-custom-attributes"
-TARGET_MODEL = b"x-amzn-sagemaker-target-model"
-TARGET_VARIANT = b"x-amzn-sagemaker-target-variant"
-TARGET_CONTAINER = b"x-amzn-sagemaker-target-container-hostname"
-INFERENCE_ID = b"x-amzn-sagemaker-inference-id"
-CONTENT_LENGTH = b"content-length"
-EXPECT = b"expect"
+CONTENT_TYPE: Final = b"content-type"
+ACCEPT: Final = b"accept"
+CUSTOM_ATTRIBUTES: Final = b"x-amzn-sagemaker-custom-attributes"
+TARGET_MODEL: Final = b"x-amzn-sagemaker-target-model"
+TARGET_VARIANT: Final = b"x-amzn-sagemaker-target-variant"
+TARGET_CONTAINER: Final = b"x-amzn-sagemaker-target-container-hostname"
+INFERENCE_ID: Final = b"x-amzn-sagemaker-inference-id"
+CONTENT_LENGTH: Final = b"content-length"
+EXPECT: Final = b"expect"
 
 # The runtime API's paths: /endpoints/{EndpointName}/<action>
-ENDPOINTS = b"/endpoints/"
-INVOCATIONS = b"invocations"  # InvokeEndpoint
-RESPONSE_STREAM = b"invocations-response-stream"  # InvokeEndpointWithResponseStream
-ASYNC_INVOCATIONS = b"async-invocations"  # InvokeEndpointAsync
+ENDPOINTS: Final = b"/endpoints/"
+INVOCATIONS: Final = b"invocations"  # InvokeEndpoint
+RESPONSE_STREAM: Final = b"invocations-response-stream"  # InvokeEndpointWithResponseStream
+ASYNC_INVOCATIONS: Final = b"async-invocations"  # InvokeEndpointAsync
 ACTIONS = (INVOCATIONS, RESPONSE_STREAM, ASYNC_INVOCATIONS)
-STREAM_ACCEPT = b"x-amzn-sagemaker-accept"  # InvokeEndpointWithResponseStream's Accept (spec §1.5)
-SESSION_ID = b"x-amzn-sagemaker-session-id"
-NEW_SESSION_ID = b"x-amzn-sagemaker-new-session-id"
-CLOSED_SESSION_ID = b"x-amzn-sagemaker-closed-session-id"
-INFERENCE_COMPONENT = b"x-amzn-sagemaker-inference-component"
-ENABLE_EXPLANATIONS = b"x-amzn-sagemaker-enable-explanations"
-PREFIX_AWARE_ID = b"x-amzn-sagemaker-prefix-aware-id"
+STREAM_ACCEPT: Final = b"x-amzn-sagemaker-accept"  # InvokeEndpointWithResponseStream's Accept (spec §1.5)
+SESSION_ID: Final = b"x-amzn-sagemaker-session-id"
+NEW_SESSION_ID: Final = b"x-amzn-sagemaker-new-session-id"
+CLOSED_SESSION_ID: Final = b"x-amzn-sagemaker-closed-session-id"
+INFERENCE_COMPONENT: Final = b"x-amzn-sagemaker-inference-component"
+ENABLE_EXPLANATIONS: Final = b"x-amzn-sagemaker-enable-explanations"
+PREFIX_AWARE_ID: Final = b"x-amzn-sagemaker-prefix-aware-id"
 
-MAX_BODY = 6 * 1024 * 1024  # InvokeEndpoint Body max 6291456 bytes (spec §1.2)
+MAX_BODY: Final = 6 * 1024 * 1024  # InvokeEndpoint Body max 6291456 bytes (spec §1.2)
 # A body up to this size is handled whole: an answer goes out in one write with its head (a larger one is
 # streamed), a request goes to a container in one write, a container's error body is kept for
 # OriginalMessage (and cut there).
-WHOLE = 64 * 1024
-MAX_HEADER_VALUE = 1024  # Content-Type, Accept, CustomAttributes, TargetModel (spec §1.2)
-MAX_INFERENCE_ID = 64
-MAX_HOSTNAME = 63
+WHOLE: Final = 64 * 1024
+MAX_HEADER_VALUE: Final = 1024  # Content-Type, Accept, CustomAttributes, TargetModel (spec §1.2)
+MAX_INFERENCE_ID: Final = 64
+MAX_HOSTNAME: Final = 63
 
 # The one production variant a local endpoint has; SageMaker's SDK names its default variant so.
-VARIANT_NAME = "AllTraffic"
+VARIANT_NAME: Final = "AllTraffic"
 # Runtime errors name an account; a local endpoint has none, so the conventional local placeholder.
-LOCAL_ACCOUNT = "000000000000"  # the account in ARNs and messages unless told (--account): plainly not real
+LOCAL_ACCOUNT: Final = (
+    "000000000000"  # the account in ARNs and messages unless told (--account): plainly not real
+)
 
 _STATUS_LINES = {
     status.value: f"HTTP/1.1 {status.value} {status.phrase}\r\n".encode() for status in HTTPStatus
@@ -64,10 +67,10 @@ def ok_head(variant: str) -> bytes:
     return b"HTTP/1.1 200 OK\r\nx-Amzn-Invoked-Production-Variant: " + variant.encode() + b"\r\n"
 
 
-_JSON = b"Content-Type: application/json\r\n"
-_CLOSE = b"Connection: close\r\n"
-_CHUNKED = b"Transfer-Encoding: chunked\r\n"
-_EVENT_STREAM = b"Content-Type: application/vnd.amazon.eventstream\r\n"
+_JSON: Final = b"Content-Type: application/json\r\n"
+_CLOSE: Final = b"Connection: close\r\n"
+_CHUNKED: Final = b"Transfer-Encoding: chunked\r\n"
+_EVENT_STREAM: Final = b"Content-Type: application/vnd.amazon.eventstream\r\n"
 
 
 class RequestIds:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import urllib.error
@@ -74,6 +75,8 @@ def test_serial_split_per_hop_and_server_timing(procs: Processes, clients: Any) 
     entries = [part.strip() for part in timing.split(",")]
     assert [e.split(";")[1] for e in entries[:3]] == [f'desc="{n}"' for n in names]
     assert entries[3].startswith("gateway;dur=")
+    # milliseconds to the microsecond, as the header has always had them (formatted from whole microseconds)
+    assert all(re.fullmatch(r".*;dur=\d+\.\d{3}", entry) for entry in entries), entries
     m = scrape(gateway.url)
     assert all(m[("sagemaker_invocations_total", n)] == 1 for n in names)
     assert m[("sagemaker_model_latency_seconds_sum", "")] == pytest.approx(
@@ -165,3 +168,21 @@ def test_utilization_of_launched_containers_and_mce_status(tmp_path: Any, client
     finally:
         run.stop()
         run.kill()
+
+
+def test_histogram_batches_count_as_each_observation_would() -> None:
+    """Observations are sorted into buckets in batches (D55): on every bound, just past it, past the last,
+    across more than one batch and read mid-batch, each lands where Prometheus' `le` puts it."""
+    from gateway.histogram import BUCKETS, FOLD, Histogram
+
+    values = [v for bound in BUCKETS for v in (bound, bound * 1.0001, bound * 0.9999)] + [61.0, 0.0]
+    values = values * (2 * FOLD // len(values) + 1)
+    histogram = Histogram()
+    expected = [0] * (len(BUCKETS) + 1)
+    for count, value in enumerate(values, 1):
+        histogram.observe(value)
+        expected[next((i for i, bound in enumerate(BUCKETS) if value <= bound), len(BUCKETS))] += 1
+        if count == FOLD + 7:  # read between two batches
+            assert histogram.counts == expected
+    assert len(values) > 2 * FOLD and histogram.counts == expected
+    assert histogram.total == pytest.approx(sum(values), rel=1e-12)
