@@ -31,7 +31,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=8, help="interleaved rounds (default 8)")
     parser.add_argument("--seconds", type=float, default=3.0, help="each wrk run (default 3)")
     parser.add_argument(
-        "--compiled", action="store_true", help="also this tree with its request path compiled by mypyc (D24)"
+        "--compiled",
+        action="store_true",
+        help="also this tree and each earlier commit with its request path compiled by mypyc (D24, D54)",
     )
     args = parser.parse_args()
     if not o.needs_nginx_and_wrk():
@@ -49,9 +51,11 @@ def main() -> int:
             gateways["this tree, compiled"] = o.Gateway(work, "compiled", document, source=compiled)
         for revision in args.against:
             (work / revision).mkdir()
-            gateways[revision] = o.Gateway(
-                work, revision, document, source=o.checkout(work / revision, revision)
-            )
+            tree = o.checkout(work / revision, revision)
+            gateways[revision] = o.Gateway(work, revision, document, source=tree)
+            built = o.compile_gateway(work / revision, tree) if args.compiled else None
+            if built is not None:
+                gateways[f"{revision}, compiled"] = o.Gateway(work, f"{revision}-c", document, source=built)
         stoppers += gateways.values()
         for gateway in gateways.values():
             o.wait_http(gateway.url + "/ping")

@@ -251,27 +251,38 @@ def needs_nginx_and_wrk() -> bool:
     return not missing
 
 
-def checkout(work: Path, revision: str) -> Path:
-    """The `gateway` package as commit `revision` has it, in a folder of its own (git archive)."""
-    folder = work / "earlier"
-    folder.mkdir()
-    archive = subprocess.run(
-        ["git", "archive", revision, "gateway"], cwd=ROOT, capture_output=True, check=True
-    ).stdout
-    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
-    return folder
+def checkout(work: Path, revision: str, folder: str = "earlier") -> Path:
+    """The `gateway` package as commit `revision` has it (with its pyproject.toml and setup.py, which say
+    how it compiles), in a folder of its own (git archive)."""
+    target = work / folder
+    target.mkdir()
+
+    def present(name: str) -> bool:
+        found = subprocess.run(["git", "cat-file", "-e", f"{revision}:{name}"], cwd=ROOT, check=False)
+        return found.returncode == 0
+
+    paths = ["gateway", *(name for name in ("pyproject.toml", "setup.py") if present(name))]
+    command = ["git", "archive", revision, *paths]
+    archive = subprocess.run(command, cwd=ROOT, capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+    return target
 
 
-def compile_gateway(work: Path) -> Path | None:
-    """A copy of gateway/ with the request path compiled by mypyc, as `MCE_COMPILE=1` builds it (setup.py,
-    D24); None, with the reason printed, where mypyc or a C compiler is missing."""
+def compile_gateway(work: Path, source: Path = ROOT, folder: str = "compiled") -> Path | None:
+    """A copy of `source`'s gateway/ with the request path compiled by mypyc, as a wheel builds it (setup.py,
+    D24, D54); None, with the reason printed, where mypyc or a C compiler is missing."""
     if importlib.util.find_spec("mypyc") is None or shutil.which("cc") is None:
         print("bench: mypyc or a C compiler is missing; the compiled gateway is left out", file=sys.stderr)
         return None
-    copy = work / "compiled"
-    shutil.copytree(ROOT / "gateway", copy / "gateway", ignore=shutil.ignore_patterns("__pycache__", "*.so"))
+    project = source / "pyproject.toml"
+    if not project.is_file() or "[tool.mce-gateway]" not in project.read_text():
+        print(f"bench: {source} names no modules to compile; left out compiled", file=sys.stderr)
+        return None
+    copy = work / folder
+    ignore = shutil.ignore_patterns("__pycache__", "*.so")
+    shutil.copytree(source / "gateway", copy / "gateway", ignore=ignore)
     for name in ("pyproject.toml", "setup.py"):
-        shutil.copy(ROOT / name, copy / name)
+        shutil.copy(source / name, copy / name)
     print("bench: compiling the request path with mypyc (about a minute)", file=sys.stderr)
     subprocess.run(
         [sys.executable, "setup.py", "build_ext", "--inplace"],

@@ -80,6 +80,9 @@ _SINGLE = frozenset(
 )
 
 
+_BLANK = (32, 9)  # space, tab
+
+
 class _Refusal(Exception):
     """Raised inside a parser callback to stop parsing; the connection answers `error` and closes."""
 
@@ -396,13 +399,14 @@ class HttpProtocol(asyncio.Protocol):
         self._header_count += 1
         if self._header_count > self._limits.max_headers:  # its bytes are counted as they are read
             raise _Refusal(self._head_too_large())
-        name = name.lower()
+        name = wire.lowered(name)
         headers = self._headers
         if name in headers:
             if self._repeated is None:
                 self._repeated = []
             self._repeated.append(name)
-        headers[name] = value.rstrip(b" \t")  # RFC 9110 §5.5: a field value has no trailing whitespace
+        # RFC 9110 §5.5: a field value has no trailing whitespace (tested first: stripping is a call)
+        headers[name] = value if not value or value[-1] not in _BLANK else value.rstrip(b" \t")
 
     def on_headers_complete(self) -> None:
         self._head_done = True

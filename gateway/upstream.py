@@ -29,6 +29,8 @@ from typing import Final, Protocol, cast
 
 import httptools
 
+from gateway.wire import lowered
+
 logger = logging.getLogger(__name__)
 
 HIGH_WATER: Final = 256 * 1024  # pause reading a response nobody is consuming above this many bytes
@@ -236,7 +238,7 @@ class Connection(asyncio.Protocol):
     # httptools callbacks
     def on_header(self, name: bytes, value: bytes) -> None:
         assert self._response is not None
-        self._response.headers[name.lower()] = value
+        self._response.headers[lowered(name)] = value
 
     def on_headers_complete(self) -> None:
         response = self._response

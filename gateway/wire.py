@@ -7,7 +7,6 @@ per response only the variable parts are joined.
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 from http import HTTPStatus
@@ -56,6 +55,21 @@ LOCAL_ACCOUNT: Final = (
     "000000000000"  # the account in ARNs and messages unless told (--account): plainly not real
 )
 
+_LOWERED: dict[bytes, bytes] = {}  # header names as they come -> lower-cased, for the names seen most
+_MAX_LOWERED: Final = 256
+
+
+def lowered(name: bytes) -> bytes:
+    """`name.lower()`, the same object each time for a name seen before (up to `_MAX_LOWERED` of them): a
+    dict lookup is cheaper than lowering, and the object it returns has its hash already (D55)."""
+    found = _LOWERED.get(name)
+    if found is None:
+        found = name.lower()
+        if len(_LOWERED) < _MAX_LOWERED:
+            _LOWERED[name] = found
+    return found
+
+
 _STATUS_LINES = {
     status.value: f"HTTP/1.1 {status.value} {status.phrase}\r\n".encode() for status in HTTPStatus
 }
@@ -73,6 +87,10 @@ _CHUNKED: Final = b"Transfer-Encoding: chunked\r\n"
 _EVENT_STREAM: Final = b"Content-Type: application/vnd.amazon.eventstream\r\n"
 
 
+_FIRST_ID: Final = 0x100000000000
+_LAST_ID: Final = 0xFFFFFFFFFFFF
+
+
 class RequestIds:
     """`x-amzn-RequestId` values shaped like UUIDs: a random prefix per process, then a counter.
 
@@ -83,10 +101,13 @@ class RequestIds:
     def __init__(self) -> None:
         raw = os.urandom(12).hex()
         self._prefix = f"{raw[:8]}-{raw[8:12]}-4{raw[13:16]}-{raw[16:20]}-".encode()
-        self._counter = itertools.count(int(raw[20:24], 16) << 32)
+        # the counter stays between _FIRST_ID and _LAST_ID: always 12 hex digits, so no padding to format
+        self._last = _FIRST_ID | (int(raw[20:24], 16) << 32)
 
     def next(self) -> bytes:
-        return b"%s%012x" % (self._prefix, next(self._counter) & 0xFFFFFFFFFFFF)
+        last = self._last
+        last = self._last = last + 1 if last < _LAST_ID else _FIRST_ID
+        return self._prefix + hex(last)[2:].encode()
 
 
 def status_line(status: int) -> bytes:
@@ -153,15 +174,15 @@ def invocation_head(
     and whose payload's type is X-Amzn-SageMaker-Content-Type."""
     parts = [ok, b"x-amzn-RequestId: ", rid, b"\r\n"]
     if timing is not None:
-        parts += (b"Server-Timing: ", timing, b"\r\n")
+        parts.extend((b"Server-Timing: ", timing, b"\r\n"))
     if stream:
         parts.append(_EVENT_STREAM)
         if content_type is not None:
-            parts += (b"X-Amzn-SageMaker-Content-Type: ", content_type, b"\r\n")
+            parts.extend((b"X-Amzn-SageMaker-Content-Type: ", content_type, b"\r\n"))
     elif content_type is not None:
-        parts += (b"Content-Type: ", content_type, b"\r\n")
+        parts.extend((b"Content-Type: ", content_type, b"\r\n"))
     if custom_attributes is not None:
-        parts += (b"X-Amzn-SageMaker-Custom-Attributes: ", custom_attributes, b"\r\n")
+        parts.extend((b"X-Amzn-SageMaker-Custom-Attributes: ", custom_attributes, b"\r\n"))
     if session:
         parts.append(session)
     if close:
@@ -169,7 +190,7 @@ def invocation_head(
     if length is None:
         parts.append(_CHUNKED)
     else:
-        parts += (b"Content-Length: ", str(length).encode(), b"\r\n")
+        parts.extend((b"Content-Length: ", str(length).encode(), b"\r\n"))
     parts.append(b"\r\n")
     return b"".join(parts)
 

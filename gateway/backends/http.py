@@ -225,20 +225,20 @@ class HttpBackend:
         `head` is the request line and Host header, when not the backend's invocation path."""
         parts = [head if head is not None else self._invoke_head]
         if call.content_type is not None:
-            parts += (b"Content-Type: ", call.content_type, b"\r\n")
+            parts.extend((b"Content-Type: ", call.content_type, b"\r\n"))
         if call.accept is not None:
-            parts += (b"Accept: ", call.accept, b"\r\n")
+            parts.extend((b"Accept: ", call.accept, b"\r\n"))
         if call.custom_attributes is not None:
-            parts += (b"X-Amzn-SageMaker-Custom-Attributes: ", call.custom_attributes, b"\r\n")
+            parts.extend((b"X-Amzn-SageMaker-Custom-Attributes: ", call.custom_attributes, b"\r\n"))
         if call.inference_id is not None:
-            parts += (b"X-Amzn-SageMaker-Inference-Id: ", call.inference_id, b"\r\n")
+            parts.extend((b"X-Amzn-SageMaker-Inference-Id: ", call.inference_id, b"\r\n"))
         if call.target_model is not None:
-            parts += (b"X-Amzn-SageMaker-Target-Model: ", call.target_model, b"\r\n")
+            parts.extend((b"X-Amzn-SageMaker-Target-Model: ", call.target_model, b"\r\n"))
         if call.session_id is not None:
-            parts += (b"X-Amzn-SageMaker-Session-Id: ", call.session_id, b"\r\n")
+            parts.extend((b"X-Amzn-SageMaker-Session-Id: ", call.session_id, b"\r\n"))
         if call.traceparent is not None:
-            parts += (b"traceparent: ", call.traceparent, b"\r\n")
-        parts += (b"Content-Length: ", str(len(call.body)).encode(), b"\r\n\r\n")
+            parts.extend((b"traceparent: ", call.traceparent, b"\r\n"))
+        parts.extend((b"Content-Length: ", str(len(call.body)).encode(), b"\r\n\r\n"))
         if len(call.body) < wire.WHOLE:  # joined with its head: one write
             parts.append(call.body)
             return b"".join(parts)
