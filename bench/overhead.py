@@ -258,7 +258,8 @@ def checkout(work: Path, revision: str, folder: str = "earlier") -> Path:
     target.mkdir()
 
     def present(name: str) -> bool:
-        found = subprocess.run(["git", "cat-file", "-e", f"{revision}:{name}"], cwd=ROOT, check=False)
+        command = ["git", "cat-file", "-e", f"{revision}:{name}"]
+        found = subprocess.run(command, cwd=ROOT, capture_output=True, check=False)
         return found.returncode == 0
 
     paths = ["gateway", *(name for name in ("pyproject.toml", "setup.py") if present(name))]

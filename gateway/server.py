@@ -81,6 +81,7 @@ _SINGLE = frozenset(
 
 
 _BLANK = (32, 9)  # space, tab
+_LOWERED = wire.LOWERED
 
 
 class _Refusal(Exception):
@@ -399,7 +400,7 @@ class HttpProtocol(asyncio.Protocol):
         self._header_count += 1
         if self._header_count > self._limits.max_headers:  # its bytes are counted as they are read
             raise _Refusal(self._head_too_large())
-        name = wire.lowered(name)
+        name = _LOWERED.get(name) or wire.lowered(name)
         headers = self._headers
         if name in headers:
             if self._repeated is None:

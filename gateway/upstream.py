@@ -29,7 +29,7 @@ from typing import Final, Protocol, cast
 
 import httptools
 
-from gateway.wire import lowered
+from gateway.wire import LOWERED, lowered
 
 logger = logging.getLogger(__name__)
 
@@ -238,7 +238,7 @@ class Connection(asyncio.Protocol):
     # httptools callbacks
     def on_header(self, name: bytes, value: bytes) -> None:
         assert self._response is not None
-        self._response.headers[lowered(name)] = value
+        self._response.headers[LOWERED.get(name) or lowered(name)] = value
 
     def on_headers_complete(self) -> None:
         response = self._response

@@ -55,18 +55,20 @@ LOCAL_ACCOUNT: Final = (
     "000000000000"  # the account in ARNs and messages unless told (--account): plainly not real
 )
 
-_LOWERED: dict[bytes, bytes] = {}  # header names as they come -> lower-cased, for the names seen most
+# header names as they come -> lower-cased, for the names seen first; read it before calling `lowered`
+# (`LOWERED.get(name) or lowered(name)`): interpreted, a call costs more than the lowering it saves
+LOWERED: dict[bytes, bytes] = {}
 _MAX_LOWERED: Final = 256
 
 
 def lowered(name: bytes) -> bytes:
     """`name.lower()`, the same object each time for a name seen before (up to `_MAX_LOWERED` of them): a
     dict lookup is cheaper than lowering, and the object it returns has its hash already (D55)."""
-    found = _LOWERED.get(name)
+    found = LOWERED.get(name)
     if found is None:
         found = name.lower()
-        if len(_LOWERED) < _MAX_LOWERED:
-            _LOWERED[name] = found
+        if len(LOWERED) < _MAX_LOWERED:
+            LOWERED[name] = found
     return found
 
 
