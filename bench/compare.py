@@ -31,6 +31,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=8, help="interleaved rounds (default 8)")
     parser.add_argument("--seconds", type=float, default=3.0, help="each wrk run (default 3)")
     parser.add_argument(
+        "--connections", type=int, default=32, help="wrk's connections (default 32; 1: the added latency)"
+    )
+    parser.add_argument(
         "--compiled",
         action="store_true",
         help="also this tree and each earlier commit with its request path compiled by mypyc (D24, D54)",
@@ -42,6 +45,9 @@ def main() -> int:
         os.sched_setaffinity(0, o.REST_CPUS)
     work = Path(tempfile.mkdtemp(prefix="mce-compare-"))
     backends, document = o.small_backends(work)
+    containers = document["Containers"]
+    assert isinstance(containers, list)
+    direct = str(containers[0]["Backend"]["Url"])
     stoppers: list[o.Nginx | o.Gateway] = [backends]
     samples: dict[str, list[o.Sample]] = {}
     try:
@@ -62,8 +68,12 @@ def main() -> int:
             o.run_wrk(gateway.url, o.INVOKE, 8, 1, 1024, ("alpha", "beta"))  # warm pools and caches
         for round_ in range(args.rounds):
             print(f"round {round_ + 1}/{args.rounds}", file=sys.stderr)
-            for label, gateway in gateways.items():
-                sample = o.measure(gateway.url, o.INVOKE, [gateway.proc.pid], 32, args.seconds)
+            if args.connections == 1:  # the backend alone, for the latency each gateway adds
+                samples.setdefault("direct", []).append(o.measure(direct, o.INVOKE, [], 1, args.seconds))
+            order = list(gateways.items())  # every other round the other way: no gateway always goes first
+            for label, gateway in order if round_ % 2 == 0 else reversed(order):
+                pids = [gateway.proc.pid]
+                sample = o.measure(gateway.url, o.INVOKE, pids, args.connections, args.seconds)
                 samples.setdefault(label, []).append(sample)
     finally:
         for item in reversed(stoppers):
@@ -81,17 +91,24 @@ def report(samples: dict[str, list[o.Sample]], args: argparse.Namespace) -> str:
     base = statistics.median(s.cpu_us or 0.0 for s in samples["this tree"])
     command = "bench/compare.py " + " ".join(f"--against {r}" for r in args.against)
     command += " --compiled" if args.compiled else ""
+    command += f" --connections {args.connections}" if args.connections != 32 else ""
     lines = [
-        f"{args.rounds} rounds of {args.seconds:g} s, c=32, medians; `.venv/bin/python {command}`",
+        f"{args.rounds} rounds of {args.seconds:g} s, c={args.connections}, medians; "
+        f"`.venv/bin/python {command}`",
         "",
-        "| gateway | req/s | CPU/request (us) | this tree / it | each round's CPU/request (us) |",
-        "| --- | ---: | ---: | ---: | --- |",
+        "| gateway | req/s | p50 (us) | CPU/request (us) | this tree / it | each round's CPU/request (us) |",
+        "| --- | ---: | ---: | ---: | ---: | --- |",
     ]
+    direct = samples.pop("direct", None)
+    if direct is not None:
+        alone = statistics.median(s.p50_us for s in direct)
+        lines.insert(1, f"The backend alone: p50 {alone:.0f} us; a gateway adds its p50 less that.")
     for label, group in samples.items():
         cpu = statistics.median(s.cpu_us or 0.0 for s in group)
         rps = statistics.median(s.rps for s in group)
+        p50 = statistics.median(s.p50_us for s in group)
         rounds = json.dumps([round(s.cpu_us or 0.0, 1) for s in group])
-        lines.append(f"| {label} | {rps:.0f} | {cpu:.1f} | {base / cpu:.2f}x | {rounds} |")
+        lines.append(f"| {label} | {rps:.0f} | {p50:.0f} | {cpu:.1f} | {base / cpu:.2f}x | {rounds} |")
     return "\n".join(lines)
 
 
