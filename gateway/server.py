@@ -100,11 +100,7 @@ def _no_room() -> ServiceUnavailable:
     return ServiceUnavailable("The gateway holds as many request bodies as it may; retry later.")
 
 
-class _Unheard:
-    """No callbacks: what a closed connection's parser reports to (httptools calls only those defined)."""
-
-
-_CLOSED = httptools.HttpRequestParser(_Unheard())
+_CLOSED = httptools.HttpRequestParser(wire.Unheard())
 
 
 class _Gone:
@@ -220,7 +216,7 @@ class HttpProtocol(asyncio.Protocol):
             self._linger = None
         # the parser holds this protocol's callbacks, and each responder the protocol: swap the parser for
         # one that holds none and detach the responders, so a closed connection is freed at once, not by
-        # the cycle collector (not `del`: compiled by mypyc, it crashed, D54)
+        # the cycle collector (compiled by mypyc, `del` of them left some held until a collection, D54)
         self._parser = _CLOSED
         self.runtime.detach()
         self.control.detach()

@@ -29,7 +29,7 @@ from typing import Final, Protocol, cast
 
 import httptools
 
-from gateway.wire import LOWERED, lowered
+from gateway.wire import LOWERED, Unheard, lowered
 
 logger = logging.getLogger(__name__)
 
@@ -167,11 +167,7 @@ class BodyTooLarge(Exception):
         self.received = received
 
 
-class _Unheard:
-    """No callbacks: what a closed connection's parser reports to (httptools calls only those defined)."""
-
-
-_CLOSED: Final = httptools.HttpResponseParser(_Unheard())
+_CLOSED: Final = httptools.HttpResponseParser(Unheard())
 
 
 class Connection(asyncio.Protocol):
@@ -231,7 +227,7 @@ class Connection(asyncio.Protocol):
             else:
                 self._fail(ConnectionClosed("closed the connection in the middle of its response"))
         # the parser holds this protocol's callbacks: swap it for one that holds none, so a closed
-        # connection is freed at once, not by the cycle collector (not `del`: compiled, it crashed, D54)
+        # connection is freed at once, not by the cycle collector (compiled, `del` did not, D54)
         self._parser = _CLOSED
         self._poll = None
 

@@ -50,10 +50,9 @@ MAX_HOSTNAME: Final = 63
 
 # The one production variant a local endpoint has; SageMaker's SDK names its default variant so.
 VARIANT_NAME: Final = "AllTraffic"
-# Runtime errors name an account; a local endpoint has none, so the conventional local placeholder.
-LOCAL_ACCOUNT: Final = (
-    "000000000000"  # the account in ARNs and messages unless told (--account): plainly not real
-)
+# Runtime errors name an account; a local endpoint has none, so the conventional local placeholder: the
+# account in ARNs and messages unless told (--account), plainly not real.
+LOCAL_ACCOUNT: Final = "000000000000"
 
 # header names as they come -> lower-cased, for the names seen first; read it before calling `lowered`
 # (`LOWERED.get(name) or lowered(name)`): interpreted, a call costs more than the lowering it saves
@@ -70,6 +69,12 @@ def lowered(name: bytes) -> bytes:
         if len(LOWERED) < _MAX_LOWERED:
             LOWERED[name] = found
     return found
+
+
+class Unheard:
+    """No callbacks: what the parser of a closed connection (client or container) reports to; httptools
+    calls only the callbacks an object defines. Swapped in for the live parser, which holds the
+    connection's own callbacks, so a closed connection is freed at once, not by the cycle collector."""
 
 
 _STATUS_LINES = {
