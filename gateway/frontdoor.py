@@ -23,7 +23,7 @@ import random
 from collections.abc import Callable, Collection
 from dataclasses import replace
 from functools import partial
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 from gateway import console, wire
 from gateway.async_inference import MAX_INLINE_BODY, AsyncConfig, AsyncQueue, Journal, accepted, job_from
@@ -74,10 +74,11 @@ class Client(Protocol):
         """The control plane's framing (AWS JSON 1.1, errors with `__type`)."""
 
 
-INVOCATIONS = (Operation.INVOKE, Operation.STREAM)  # a route and a container's answer
-BODIED = (*INVOCATIONS, Operation.ASYNC)  # a body, counted against the server's budget
+INVOCATIONS: Final = (Operation.INVOKE, Operation.STREAM)  # a route and a container's answer
+BODIED: Final = (*INVOCATIONS, Operation.ASYNC)  # a body, counted against the server's budget
 # answered by the front door, not a container
-ANSWERED_HERE = (Operation.CONTROL, Operation.METRICS, Operation.ASYNC, Operation.CONSOLE)
+_QUERY: Final = ord("?")
+ANSWERED_HERE: Final = (Operation.CONTROL, Operation.METRICS, Operation.ASYNC, Operation.CONSOLE)
 ACTIONS = {  # the IAM action --access authorizes for each (gateway.access)
     Operation.INVOKE: "sagemaker:InvokeEndpoint",
     Operation.STREAM: "sagemaker:InvokeEndpoint",  # InvokeEndpointWithResponseStream's, as documented
@@ -301,7 +302,8 @@ class FrontDoor:
         """The cycle a request becomes, from its head; `length`: its Content-Length, if it has one. A
         refusal is the cycle's `refusal`; one that ends the connection (`closes`) is answered before the
         body is read."""
-        path = url.partition(b"?")[0]
+        # a byte's value, not b"?": `in` then looks for one byte, where a bytes needle costs a search set-up
+        path = url if _QUERY not in url else url.partition(b"?")[0]
         control = self.control
         foreign = self.origins.refusal(headers.get(b"host"), headers.get(b"origin"))
         if foreign is not None:  # before anything else: nothing done for a page that is no client
@@ -453,9 +455,8 @@ class FrontDoor:
         call = cycle.call
         if call is not None:
             call.body = body
-            if call.traceparent is None:
-                trace = cycle.rid.replace(b"-", b"")  # a fresh trace, named after the request: 32 hex digits
-                call.traceparent = b"00-" + trace + b"-" + trace[16:] + b"-01"
+            if call.traceparent is None:  # a fresh trace, named after the request
+                call.traceparent = self.request_ids.traceparent(cycle.rid)
         access = self.access
         key: Key | None = None
         # the console under --access is only ever refused (console.OFF_UNDER_ACCESS): it says so to anyone

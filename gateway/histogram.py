@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Sequence
+from typing import Final
 
 # From 50 us (a gateway's overhead) to 60 s (SageMaker's invocation timeout).
-BUCKETS = (
+BUCKETS: Final = (
     5e-5,
     1e-4,
     2.5e-4,
@@ -35,7 +36,7 @@ BUCKETS = (
 )
 
 
-FOLD = 1024  # observations kept before they are sorted into buckets
+FOLD: Final = 1024  # observations kept before they are sorted into buckets
 
 
 class Histogram:

@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable
+from typing import Final
 
 from gateway import wire
 from gateway.errors import AccessDenied
 
-REMEMBERED = 1024  # distinct approved Host values kept for the fast path (loopback on every port...)
+REMEMBERED: Final = 1024  # distinct approved Host values kept for the fast path (loopback on every port...)
 ANY_HOST = "*"
 
 

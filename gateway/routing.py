@@ -61,6 +61,7 @@ class Router:
     def __init__(self, endpoint: Endpoint, backends: Sequence[Backend]) -> None:
         self.endpoint_name = endpoint.EndpointName
         self.mode = endpoint.mode
+        self._is_direct = self.mode is ExecutionMode.DIRECT  # read per request; the enum is looked up by name
         self._invoke_path = f"/endpoints/{endpoint.EndpointName}/invocations".encode()
         self._stream_path = self._invoke_path + b"-response-stream"
         self._async_path = f"/endpoints/{endpoint.EndpointName}/async-invocations".encode()
@@ -78,9 +79,9 @@ class Router:
         self._names = ", ".join(backend.name for backend in backends)
         self.routes: tuple[Route, ...] = (*self._direct.values(), self._serial)
 
-    def operation(self, method: bytes, url: bytes) -> Operation:
-        """The operation a request line names; raises for anything the runtime API does not have."""
-        path = url.split(b"?", 1)[0]
+    def operation(self, method: bytes, path: bytes) -> Operation:
+        """The operation a request's method and path (its target less any query) name; raises for anything
+        the runtime API does not have."""
         if path == self._invoke_path or path == b"/invocations":
             if method == b"POST":
                 return Operation.INVOKE
@@ -109,7 +110,7 @@ class Router:
         """The containers an invocation runs through, from `X-Amzn-SageMaker-Target-Container-Hostname`;
         `X-Amzn-SageMaker-Target-Model` must name a model exactly when the route has a MultiModel
         container."""
-        if self.mode is ExecutionMode.DIRECT:
+        if self._is_direct:
             route = self._direct.get(target) if target is not None else None
             if route is None:
                 raise self._bad_target(target)

@@ -26,7 +26,7 @@ import logging
 import math
 import socket
 from collections.abc import Collection
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Final, cast
 
 import httptools
 
@@ -44,23 +44,23 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-LINGER = 5.0  # after refusing a request mid-body, keep draining the client this long before closing
-TURNED_AWAY_LOG_EVERY = 10.0  # seconds between log lines about connections refused at the cap
+LINGER: Final = 5.0  # after refusing a request mid-body, keep draining the client this long before closing
+TURNED_AWAY_LOG_EVERY: Final = 10.0  # seconds between log lines about connections refused at the cap
 
 # Where the parser is in the request it reads, for the client's deadlines.
-_WAIT = 0  # between requests: no byte of the next one yet
-_HEAD = 1  # request line and headers
-_BODY = 2
+_WAIT: Final = 0  # between requests: no byte of the next one yet
+_HEAD: Final = 1  # request line and headers
+_BODY: Final = 2
 # Why reading is paused (a bit each).
 # A read this small that begins a request is parsed in one call, not split at message boundaries.
-_WHOLE_READ = 16 * 1024
+_WHOLE_READ: Final = 16 * 1024
 # What a request line holds besides its target: the method, spaces, "HTTP/1.1".
-_LINE_EXTRA = 32
-_QUEUE_FULL = 1  # a request is already waiting behind the one being answered
-_OUTPUT_FULL = 2  # the client is not taking its answers
+_LINE_EXTRA: Final = 32
+_QUEUE_FULL: Final = 1  # a request is already waiting behind the one being answered
+_OUTPUT_FULL: Final = 2  # the client is not taking its answers
 
 # Headers the gateway reads: a request that repeats one is refused, so nobody can say two things at once.
-_SINGLE = frozenset(
+_SINGLE: Final = frozenset(
     {
         b"host",
         b"content-length",
@@ -80,8 +80,8 @@ _SINGLE = frozenset(
 )
 
 
-_BLANK = (32, 9)  # space, tab
-_LOWERED = wire.LOWERED
+_BLANK: Final = (32, 9)  # space, tab
+_LOWERED: Final = wire.LOWERED
 
 
 class _Refusal(Exception):
@@ -434,7 +434,8 @@ class HttpProtocol(asyncio.Protocol):
                 self._shed_request(cycle)
                 return
             self._held = length
-        if headers.get(wire.EXPECT, b"").lower() == b"100-continue" and self._current is None:
+        expect = headers.get(wire.EXPECT)
+        if expect is not None and expect.lower() == b"100-continue" and self._current is None:
             self.write(wire.CONTINUE)
 
     def _check_head(self, parser: httptools.HttpRequestParser, headers: dict[bytes, bytes]) -> None:

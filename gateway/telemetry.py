@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from gateway.metrics import Metrics
 from gateway.timeline import Timeline, now
@@ -21,6 +21,16 @@ if TYPE_CHECKING:
     from gateway.routing import Route
 
 access_log = logging.getLogger("gateway.requests")
+
+_THOUSANDTHS: Final = tuple(b".%03d" % n for n in range(1000))
+
+
+def milliseconds(seconds: float) -> bytes:
+    """`seconds` (>= 0) in milliseconds with three decimals, as `b"%.3f" % (seconds * 1000)` has them, to the
+    nearest microsecond; an integer's digits and a table's decimals, at half the cost of formatting a
+    float (D56)."""
+    micros = int(seconds * 1_000_000 + 0.5)
+    return str(micros // 1000).encode() + _THOUSANDTHS[micros % 1000]
 
 
 class Telemetry:
@@ -36,17 +46,17 @@ class Telemetry:
     def server_timing(self, route: Route, timeline: Timeline) -> bytes:
         """`Server-Timing`: one entry per container answered so far, then the gateway's own time so far."""
         names, timing = route.names, self._timing
-        if timeline.hops == 1:  # one container, answered: the common case, in one formatting step
+        if timeline.hops == 1:  # one container, answered: the common case
             spent = timeline.spent(0)
             gateway = max(now() - timeline.received - spent, 0.0)
-            return b"%s%.3f, gateway;dur=%.3f" % (timing[names[0]], spent * 1000, gateway * 1000)
+            return timing[names[0]] + milliseconds(spent) + b", gateway;dur=" + milliseconds(gateway)
         parts = []
         in_containers = 0.0
         for hop in range(timeline.hops):
             spent = timeline.spent(hop)
             in_containers += spent
-            parts.append(b"%s%.3f" % (timing[names[hop]], spent * 1000))
-        parts.append(b"gateway;dur=%.3f" % (max(now() - timeline.received - in_containers, 0.0) * 1000))
+            parts.append(timing[names[hop]] + milliseconds(spent))
+        parts.append(b"gateway;dur=" + milliseconds(max(now() - timeline.received - in_containers, 0.0)))
         return b", ".join(parts)
 
     def finish(

@@ -5,10 +5,11 @@ answered, and how it ended. Written by the request cycle (gateway.cycle); read b
 from __future__ import annotations
 
 import time
+from typing import Final
 
 from gateway.errors import GatewayError
 
-now = time.perf_counter
+now: Final = time.perf_counter
 
 
 class Timeline:

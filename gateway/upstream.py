@@ -19,7 +19,6 @@ Failures are `UpstreamError`s, which the backends translate into the SageMaker e
 from __future__ import annotations
 
 import asyncio
-import collections
 import ipaddress
 import logging
 import math
@@ -374,7 +373,8 @@ class Pool:
         self.port = port
         self.connect_timeout = connect_timeout
         self.loop = asyncio.get_running_loop()
-        self._idle: collections.deque[Connection] = collections.deque()
+        # the latest released last, reused first; a list: compiled, its pop and append are direct calls
+        self._idle: list[Connection] = []
         self._all: set[Connection] = set()
         self._active: set[Connection] = set()
         self._sweeper: asyncio.TimerHandle | None = None

@@ -30,7 +30,7 @@ ENDPOINTS: Final = b"/endpoints/"
 INVOCATIONS: Final = b"invocations"  # InvokeEndpoint
 RESPONSE_STREAM: Final = b"invocations-response-stream"  # InvokeEndpointWithResponseStream
 ASYNC_INVOCATIONS: Final = b"async-invocations"  # InvokeEndpointAsync
-ACTIONS = (INVOCATIONS, RESPONSE_STREAM, ASYNC_INVOCATIONS)
+ACTIONS: Final = (INVOCATIONS, RESPONSE_STREAM, ASYNC_INVOCATIONS)
 STREAM_ACCEPT: Final = b"x-amzn-sagemaker-accept"  # InvokeEndpointWithResponseStream's Accept (spec §1.5)
 SESSION_ID: Final = b"x-amzn-sagemaker-session-id"
 NEW_SESSION_ID: Final = b"x-amzn-sagemaker-new-session-id"
@@ -56,16 +56,50 @@ LOCAL_ACCOUNT: Final = "000000000000"
 
 # header names as they come -> lower-cased, for the names seen first; read it before calling `lowered`
 # (`LOWERED.get(name) or lowered(name)`): interpreted, a call costs more than the lowering it saves
-LOWERED: dict[bytes, bytes] = {}
+LOWERED: Final[dict[bytes, bytes]] = {}
 _MAX_LOWERED: Final = 256
+# The names the gateway looks headers up by, each the very object its lookups use: a header stored under
+# one of them is found by identity, with no comparison of bytes (compiled, one object per literal; D56).
+_CANONICAL: Final = {
+    name: name
+    for name in (
+        CONTENT_TYPE,
+        ACCEPT,
+        CUSTOM_ATTRIBUTES,
+        TARGET_MODEL,
+        TARGET_VARIANT,
+        TARGET_CONTAINER,
+        INFERENCE_ID,
+        CONTENT_LENGTH,
+        EXPECT,
+        STREAM_ACCEPT,
+        SESSION_ID,
+        NEW_SESSION_ID,
+        CLOSED_SESSION_ID,
+        INFERENCE_COMPONENT,
+        ENABLE_EXPLANATIONS,
+        PREFIX_AWARE_ID,
+        b"host",
+        b"origin",
+        b"transfer-encoding",
+        b"authorization",
+        b"x-amz-date",
+        b"x-amz-content-sha256",
+        b"x-amz-security-token",
+        b"x-amz-target",
+        b"traceparent",
+    )
+}
 
 
 def lowered(name: bytes) -> bytes:
     """`name.lower()`, the same object each time for a name seen before (up to `_MAX_LOWERED` of them): a
-    dict lookup is cheaper than lowering, and the object it returns has its hash already (D55)."""
+    dict lookup is cheaper than lowering, and the object it returns has its hash already (D55); for a
+    name the gateway reads, the object its lookups use (`_CANONICAL`)."""
     found = LOWERED.get(name)
     if found is None:
         found = name.lower()
+        found = _CANONICAL.get(found, found)
         if len(LOWERED) < _MAX_LOWERED:
             LOWERED[name] = found
     return found
@@ -91,7 +125,7 @@ def ok_head(variant: str) -> bytes:
 _JSON: Final = b"Content-Type: application/json\r\n"
 _CLOSE: Final = b"Connection: close\r\n"
 _CHUNKED: Final = b"Transfer-Encoding: chunked\r\n"
-_EVENT_STREAM: Final = b"Content-Type: application/vnd.amazon.eventstream\r\n"
+_EVENT_STREAM: Final = b"\r\nContent-Type: application/vnd.amazon.eventstream"
 
 
 _FIRST_ID: Final = 0x100000000000
@@ -108,6 +142,7 @@ class RequestIds:
     def __init__(self) -> None:
         raw = os.urandom(12).hex()
         self._prefix = f"{raw[:8]}-{raw[8:12]}-4{raw[13:16]}-{raw[16:20]}-".encode()
+        self._bare = self._prefix.replace(b"-", b"")  # the prefix's 20 hex digits
         # the counter stays between _FIRST_ID and _LAST_ID: always 12 hex digits, so no padding to format
         self._last = _FIRST_ID | (int(raw[20:24], 16) << 32)
 
@@ -115,6 +150,12 @@ class RequestIds:
         last = self._last
         last = self._last = last + 1 if last < _LAST_ID else _FIRST_ID
         return self._prefix + hex(last)[2:].encode()
+
+    def traceparent(self, rid: bytes) -> bytes:
+        """A W3C `traceparent` for a request that came with none: a fresh trace named after `rid` (one of
+        this object's ids; its 32 hex digits), sampled."""
+        trace = self._bare + rid[-12:]
+        return b"00-" + trace + b"-" + trace[16:] + b"-01"
 
 
 def status_line(status: int) -> bytes:
@@ -179,35 +220,56 @@ def invocation_head(
     `length=None` means a chunked body follows; `session`: the container's session header lines.
     `stream`: InvokeEndpointWithResponseStream's, whose body is an event stream (gateway.eventstream)
     and whose payload's type is X-Amzn-SageMaker-Content-Type."""
-    parts = [ok, b"x-amzn-RequestId: ", rid, b"\r\n"]
+    # appended one by one, each line's CRLF with the next line's name: compiled, an append is a direct
+    # call where extending by a tuple makes the tuple first
+    parts = [ok, b"x-amzn-RequestId: ", rid]
     if timing is not None:
-        parts.extend((b"Server-Timing: ", timing, b"\r\n"))
+        parts.append(b"\r\nServer-Timing: ")
+        parts.append(timing)
     if stream:
         parts.append(_EVENT_STREAM)
         if content_type is not None:
-            parts.extend((b"X-Amzn-SageMaker-Content-Type: ", content_type, b"\r\n"))
+            parts.append(b"\r\nX-Amzn-SageMaker-Content-Type: ")
+            parts.append(content_type)
     elif content_type is not None:
-        parts.extend((b"Content-Type: ", content_type, b"\r\n"))
+        parts.append(b"\r\nContent-Type: ")
+        parts.append(content_type)
     if custom_attributes is not None:
-        parts.extend((b"X-Amzn-SageMaker-Custom-Attributes: ", custom_attributes, b"\r\n"))
+        parts.append(b"\r\nX-Amzn-SageMaker-Custom-Attributes: ")
+        parts.append(custom_attributes)
+    parts.append(b"\r\n")
     if session:
         parts.append(session)
     if close:
         parts.append(_CLOSE)
     if length is None:
         parts.append(_CHUNKED)
+        parts.append(b"\r\n")
     else:
-        parts.extend((b"Content-Length: ", str(length).encode(), b"\r\n"))
-    parts.append(b"\r\n")
+        parts.append(b"Content-Length: ")
+        parts.append(str(length).encode())
+        parts.append(b"\r\n\r\n")
     return b"".join(parts)
 
 
+# runtime API paths -> the EndpointName they name, for the paths seen first (as LOWERED)
+_ENDPOINT_NAMES: Final[dict[bytes, bytes]] = {}
+
+
 def endpoint_name(path: bytes) -> bytes | None:
-    """The EndpointName of a runtime API path (`/endpoints/{EndpointName}/invocations`, ...), else None."""
+    """The EndpointName of a runtime API path (`/endpoints/{EndpointName}/invocations`, ...), else None.
+    Remembered for the first `_MAX_LOWERED` paths that name one: a lookup costs a quarter of the parse."""
+    known = _ENDPOINT_NAMES.get(path)
+    if known is not None:
+        return known
     if not path.startswith(ENDPOINTS):
         return None
     name, slash, action = path[len(ENDPOINTS) :].partition(b"/")
-    return name if slash and action in ACTIONS else None
+    if not slash or action not in ACTIONS:
+        return None
+    if name and len(_ENDPOINT_NAMES) < _MAX_LOWERED:
+        _ENDPOINT_NAMES[path] = name
+    return name
 
 
 def shown(value: bytes, limit: int = 100) -> str:

@@ -186,3 +186,40 @@ def test_histogram_batches_count_as_each_observation_would() -> None:
             assert histogram.counts == expected
     assert len(values) > 2 * FOLD and histogram.counts == expected
     assert histogram.total == pytest.approx(sum(values), rel=1e-12)
+
+
+def test_server_timing_milliseconds_as_float_formatting_has_them() -> None:
+    """Server-Timing's durations are formatted from whole microseconds with a table of decimals (D56): the
+    same digits as `%.3f`, but for a value exactly half a microsecond away, which rounds up."""
+    from gateway.telemetry import milliseconds
+
+    values = [0.0, 5e-7, 0.000999, 0.0009995, 0.001, 0.0123456, 1.0, 59.999999, 3600.0]
+    values += [n * 0.000_000_73 for n in range(0, 20_000, 7)]
+    for seconds in values:
+        ours = milliseconds(seconds)
+        assert re.fullmatch(rb"\d+\.\d{3}", ours), ours
+        exact = seconds * 1000
+        assert abs(float(ours) - exact) <= 0.0005 + 1e-9, (seconds, ours)
+        micros = seconds * 1_000_000
+        if abs(abs(micros - round(micros)) - 0.5) > 1e-6:  # not a tie: the very digits of %.3f
+            assert ours == b"%.3f" % exact, (seconds, ours)
+
+
+def test_endpoint_names_remembered_are_the_names_parsed() -> None:
+    """wire.endpoint_name remembers the paths it has parsed (D56): asked again, it answers the same, and a
+    path that names no endpoint is never remembered as one."""
+    from gateway import wire
+
+    paths = [
+        b"/endpoints/alpha/invocations",
+        b"/endpoints/alpha/invocations-response-stream",
+        b"/endpoints/beta/async-invocations",
+        b"/endpoints/alpha/other",
+        b"/endpoints//invocations",
+        b"/endpoints/alpha",
+        b"/invocations",
+        b"/ping",
+    ]
+    first = [wire.endpoint_name(path) for path in paths]
+    assert first == [b"alpha", b"alpha", b"beta", None, b"", None, None, None]
+    assert [wire.endpoint_name(bytes(path)) for path in paths] == first

@@ -223,22 +223,35 @@ class HttpBackend:
     def request_bytes(self, call: Invocation, head: bytes | None = None) -> bytes | list[bytes]:
         """The request for `call`, framed: one bytes object for small bodies, head and body otherwise.
         `head` is the request line and Host header, when not the backend's invocation path."""
-        parts = [head if head is not None else self._invoke_head]
+        # each header's CRLF goes with the next one's name; appended one by one (compiled, an append is a
+        # direct call where extending by a tuple makes the tuple first)
+        parts = [
+            head if head is not None else self._invoke_head,
+            b"Content-Length: ",
+            str(len(call.body)).encode(),
+        ]
         if call.content_type is not None:
-            parts.extend((b"Content-Type: ", call.content_type, b"\r\n"))
+            parts.append(b"\r\nContent-Type: ")
+            parts.append(call.content_type)
         if call.accept is not None:
-            parts.extend((b"Accept: ", call.accept, b"\r\n"))
+            parts.append(b"\r\nAccept: ")
+            parts.append(call.accept)
         if call.custom_attributes is not None:
-            parts.extend((b"X-Amzn-SageMaker-Custom-Attributes: ", call.custom_attributes, b"\r\n"))
+            parts.append(b"\r\nX-Amzn-SageMaker-Custom-Attributes: ")
+            parts.append(call.custom_attributes)
         if call.inference_id is not None:
-            parts.extend((b"X-Amzn-SageMaker-Inference-Id: ", call.inference_id, b"\r\n"))
+            parts.append(b"\r\nX-Amzn-SageMaker-Inference-Id: ")
+            parts.append(call.inference_id)
         if call.target_model is not None:
-            parts.extend((b"X-Amzn-SageMaker-Target-Model: ", call.target_model, b"\r\n"))
+            parts.append(b"\r\nX-Amzn-SageMaker-Target-Model: ")
+            parts.append(call.target_model)
         if call.session_id is not None:
-            parts.extend((b"X-Amzn-SageMaker-Session-Id: ", call.session_id, b"\r\n"))
+            parts.append(b"\r\nX-Amzn-SageMaker-Session-Id: ")
+            parts.append(call.session_id)
         if call.traceparent is not None:
-            parts.extend((b"traceparent: ", call.traceparent, b"\r\n"))
-        parts.extend((b"Content-Length: ", str(len(call.body)).encode(), b"\r\n\r\n"))
+            parts.append(b"\r\ntraceparent: ")
+            parts.append(call.traceparent)
+        parts.append(b"\r\n\r\n")
         if len(call.body) < wire.WHOLE:  # joined with its head: one write
             parts.append(call.body)
             return b"".join(parts)
