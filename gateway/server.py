@@ -148,6 +148,7 @@ class HttpProtocol(asyncio.Protocol):
         self._repeated: list[bytes] | None = None
         self._head_done = False  # headers after this are trailers: read, never used
         self._url = b""
+        self._method = b""  # the parser's, asked once per request
         self._headers: dict[bytes, bytes] = {}
         self._body: list[bytes] = []
         self._body_size = 0
@@ -413,6 +414,7 @@ class HttpProtocol(asyncio.Protocol):
         self._deadline = self._server.clock + self._limits.body_timeout
         headers = self._headers
         parser = self._parser
+        method = self._method = parser.get_method()
         field = headers.get(wire.CONTENT_LENGTH)
         length = int(field) if field is not None else None  # llhttp has checked it is digits
         self._body_left = length if length is not None and b"transfer-encoding" not in headers else -1
@@ -421,7 +423,7 @@ class HttpProtocol(asyncio.Protocol):
         except GatewayError as error:
             cycle = self._cycle = self._door.refused(error, self)
         else:
-            cycle = self._cycle = self._door.admit(parser.get_method(), self._url, headers, length, self)
+            cycle = self._cycle = self._door.admit(method, self._url, headers, length, self)
         if cycle.refusal is not None:
             if cycle.closes:
                 self._close_with(cycle)
@@ -492,9 +494,7 @@ class HttpProtocol(asyncio.Protocol):
         cycle.held, self._held = self._held, 0
         body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
         self._body = []
-        self._door.complete(
-            cycle, self._parser.get_method(), self._url, self._headers, body, authenticate=not self._shed
-        )
+        self._door.complete(cycle, self._method, self._url, self._headers, body, authenticate=not self._shed)
         self._enqueue(cycle)
 
     # answering: one cycle at a time
