@@ -441,7 +441,7 @@ class Pool:
         """A socket connected to the container, made and connected here and then handed to the loop.
         uvloop's `create_connection(host, port)` could leave a connect it never saw complete once a
         container had restarted (every later connection to it then timed out: docs/decisions.md D40)."""
-        address: tuple[str, int] | tuple[str, int, int, int]
+        address: tuple[str, int] | tuple[str, int, int, int] | tuple[int, bytes]
         if self._numeric is not None:  # an address already: nothing to resolve
             family, address = self._numeric
             sock = socket.socket(family, socket.SOCK_STREAM)
