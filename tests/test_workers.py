@@ -61,6 +61,7 @@ def test_two_workers_share_the_port_and_metrics_add_up_across_them(procs: Proces
             EndpointName="demo", TargetContainerHostname="alpha", Body=b"{}", ContentType="application/json"
         )
         assert answer["ResponseMetadata"]["HTTPStatusCode"] == 200
+        assert answer["Body"].read()  # read: its connection goes back to the pool, which closing closes
     each = own_metrics(workers_tmp)
     assert len(each) == 2 and sum(each) == sent and min(each) > 0, each  # both answered; none twice
     for _ in range(6):  # each scrape on a new connection, so on either worker: the same total
