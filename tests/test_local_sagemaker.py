@@ -337,6 +337,7 @@ def test_variants_split_by_weight_and_target_variant_picks_one(local: LocalSageM
     assert set(seen) == {"blue", "green"} and min(seen.values()) >= 60, seen
     answer = runtime.invoke_endpoint(EndpointName="split", Body=b"{}", TargetVariant="dark")
     assert answer["InvokedProductionVariant"] == "dark"
+    assert json.loads(answer["Body"].read())["container"] == "echo"  # read: its connection goes back
     with pytest.raises(ClientError) as unknown:
         runtime.invoke_endpoint(EndpointName="split", Body=b"{}", TargetVariant="purple")
     assert unknown.value.response["Error"]["Code"] == "ValidationError"
