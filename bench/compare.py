@@ -3,6 +3,10 @@ in many short interleaved rounds: a difference of a few percent shows through th
 `bench/run`'s three rounds of every path cannot show it.
 
     .venv/bin/python bench/compare.py --against REV [--against REV2 ...] [--compiled] [--rounds 8]
+    .venv/bin/python bench/compare.py --tree LABEL=DIR [--compiled] [--connections 1]
+
+`--tree` adds a gateway from a folder prepared by hand: an older commit compiled by the mypy of its day,
+say, which the mypy installed now may refuse (D56). The folder holds `gateway/`, as a checkout does.
 
 Each gateway serves the overhead benchmark's proxy path (two nginx `return 200` backends, 1 KiB POSTs
 routed by the header, wrk at c=32), pinned alone on CPU 0 as in bench/run; every round runs each
@@ -14,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
 import statistics
 import sys
@@ -27,7 +32,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--against", metavar="REV", action="append", required=True, help="an earlier commit")
+    parser.add_argument("--against", metavar="REV", action="append", default=[], help="an earlier commit")
+    parser.add_argument(
+        "--tree", metavar="LABEL=DIR", action="append", default=[], help="a gateway from a prepared folder"
+    )
     parser.add_argument("--rounds", type=int, default=8, help="interleaved rounds (default 8)")
     parser.add_argument("--seconds", type=float, default=3.0, help="each wrk run (default 3)")
     parser.add_argument(
@@ -39,6 +47,8 @@ def main() -> int:
         help="also this tree and each earlier commit with its request path compiled by mypyc (D24, D54)",
     )
     args = parser.parse_args()
+    if not args.against and not args.tree:
+        parser.error("name at least one --against or --tree to compare with")
     if not o.needs_nginx_and_wrk():
         return 2
     if (os.cpu_count() or 1) >= 2:
@@ -62,6 +72,11 @@ def main() -> int:
             built = o.compile_gateway(work / revision, tree) if args.compiled else None
             if built is not None:
                 gateways[f"{revision}, compiled"] = o.Gateway(work, f"{revision}-c", document, source=built)
+        for spec in args.tree:
+            label, _, folder = spec.partition("=")
+            gateways[label] = o.Gateway(
+                work, f"tree-{len(gateways)}", document, source=Path(folder).resolve()
+            )
         stoppers += gateways.values()
         for gateway in gateways.values():
             o.wait_http(gateway.url + "/ping")
@@ -89,7 +104,9 @@ def main() -> int:
 
 def report(samples: dict[str, list[o.Sample]], args: argparse.Namespace) -> str:
     base = statistics.median(s.cpu_us or 0.0 for s in samples["this tree"])
-    command = "bench/compare.py " + " ".join(f"--against {r}" for r in args.against)
+    command = "bench/compare.py " + " ".join(
+        [*(f"--against {r}" for r in args.against), *(f"--tree {shlex.quote(t)}" for t in args.tree)]
+    )
     command += " --compiled" if args.compiled else ""
     command += f" --connections {args.connections}" if args.connections != 32 else ""
     lines = [
