@@ -290,15 +290,15 @@ def compile_gateway(work: Path, source: Path = ROOT, folder: str = "compiled") -
         [sys.executable, "setup.py", "build_ext", "--inplace"],
         cwd=copy,
         env={**os.environ, "MCE_COMPILE": "1"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,  # mypyc reports type errors on stdout
         text=True,
     )
     if build.returncode != 0:  # an older tree may not type-check under this mypy (D56): say so, go on
-        last = build.stderr.strip().splitlines()[-1:] or ["(no message)"]
+        lines = build.stdout.strip().splitlines() or ["(no message)"]
+        reason = next((line for line in lines if "error:" in line), lines[-1])
         print(
-            f"bench: {source} does not compile with this mypyc ({last[0]}); left out compiled",
-            file=sys.stderr,
+            f"bench: {source} does not compile with this mypyc ({reason}); left out compiled", file=sys.stderr
         )
         return None
     where = subprocess.run(
@@ -412,8 +412,15 @@ def main() -> int:
     parser.add_argument(
         "--against",
         metavar="REV",
-        help="also run the gateway of this commit (e.g. HEAD~1) in the same rounds: a regression shows the "
-        "day it lands",
+        help="also run the gateway of this commit (e.g. HEAD~1) in the same rounds, as its tree runs and "
+        "compiled: a regression shows the day it lands",
+    )
+    parser.add_argument(
+        "--against-compiled",
+        metavar="DIR",
+        type=Path,
+        help="with --against: its compiled build, prepared by hand (a commit the installed mypy cannot "
+        "compile, D56), instead of compiling it here",
     )
     args = parser.parse_args()
     if args.smoke:
@@ -501,11 +508,17 @@ def proxies(work: Path, args: argparse.Namespace, results: Results, stoppers: li
         compiled = Gateway(work, "compiled", every, source=source)
         stoppers.append(compiled)
         gateways.append(compiled)
-    earlier = None
+    earlier = earlier_compiled = None
     if args.against:
-        earlier = Gateway(work, "earlier", every, source=checkout(work, args.against))
+        tree = checkout(work, args.against)
+        earlier = Gateway(work, "earlier", every, source=tree)
         stoppers.append(earlier)
         gateways.append(earlier)
+        built = args.against_compiled or compile_gateway(work, tree, "earlier-compiled")
+        if built is not None:
+            earlier_compiled = Gateway(work, "earlier-compiled", every, source=built.resolve())
+            stoppers.append(earlier_compiled)
+            gateways.append(earlier_compiled)
     for port in (*small, *big, proxy_port, *(gateway.port for gateway in gateways)):
         wait_http(f"http://127.0.0.1:{port}/ping")
     backend = f"http://127.0.0.1:{small[0]}"
@@ -519,6 +532,8 @@ def proxies(work: Path, args: argparse.Namespace, results: Results, stoppers: li
         paths["gateway, compiled"] = (compiled.url, [compiled.proc.pid])
     if earlier is not None:
         paths[f"gateway at {args.against}"] = (earlier.url, [earlier.proc.pid])
+    if earlier_compiled is not None:
+        paths[f"gateway at {args.against}, compiled"] = (earlier_compiled.url, [earlier_compiled.proc.pid])
     for url, _ in paths.values():
         run_wrk(url, INVOKE, 8, 1, 1024, ("alpha", "beta"))  # warm pools and caches
     for round_ in range(args.rounds):
@@ -568,6 +583,7 @@ def report(results: Results, args: argparse.Namespace) -> str:
     )
     options += " --models" if args.models else ""
     options += f" --against {args.against}" if args.against else ""
+    options += f" --against-compiled {args.against_compiled}" if args.against_compiled else ""
     options += " --models-only" if args.models_only else ""
     lines = [
         "# Gateway overhead",
@@ -718,6 +734,18 @@ def _against_section(results: Results, revision: str) -> list[str]:
         then = value(earlier)
         cells = " | ".join(f"{value(name):.1f} | {value(name) / then:.2f}x" for name in builds)
         lines.append(f"| {what} | {then:.1f} | {cells} |")
+    both = f"{earlier}, compiled"
+    if ("proxy c=32", both) in results.samples and "gateway, compiled" in builds:
+        lines += [
+            "",
+            f"Compiled, each as a wheel builds it, in the same rounds: {revision}'s against this commit's.",
+            "",
+            f"| measure | {revision}, compiled | compiled | ratio |",
+            "| --- | ---: | ---: | ---: |",
+        ]
+        for what, value in measures:
+            then, now = value(both), value("gateway, compiled")
+            lines.append(f"| {what} | {then:.1f} | {now:.1f} | {now / then:.2f}x |")
     return lines
 
 

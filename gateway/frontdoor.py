@@ -77,13 +77,14 @@ class Client(Protocol):
 INVOCATIONS: Final = (Operation.INVOKE, Operation.STREAM)  # a route and a container's answer
 BODIED: Final = (*INVOCATIONS, Operation.ASYNC)  # a body, counted against the server's budget
 # answered by the front door, not a container
-_QUERY: Final = ord("?")
 ANSWERED_HERE: Final = (Operation.CONTROL, Operation.METRICS, Operation.ASYNC, Operation.CONSOLE)
 ACTIONS = {  # the IAM action --access authorizes for each (gateway.access)
     Operation.INVOKE: "sagemaker:InvokeEndpoint",
     Operation.STREAM: "sagemaker:InvokeEndpoint",  # InvokeEndpointWithResponseStream's, as documented
     Operation.ASYNC: "sagemaker:InvokeEndpointAsync",
 }
+# a byte's value, not b"?": `in` then looks for one byte, where a bytes needle costs a search set-up
+_QUERY: Final = ord("?")
 DESCRIBE = "sagemaker:DescribeEndpoint"  # what a key needs to see an endpoint's metrics
 CONTROL_TYPE = b"application/x-amz-json-1.1"  # what every AWS SDK sends to a JSON 1.1 service
 
@@ -302,7 +303,6 @@ class FrontDoor:
         """The cycle a request becomes, from its head; `length`: its Content-Length, if it has one. A
         refusal is the cycle's `refusal`; one that ends the connection (`closes`) is answered before the
         body is read."""
-        # a byte's value, not b"?": `in` then looks for one byte, where a bytes needle costs a search set-up
         path = url if _QUERY not in url else url.partition(b"?")[0]
         control = self.control
         foreign = self.origins.refusal(headers.get(b"host"), headers.get(b"origin"))

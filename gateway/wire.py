@@ -57,7 +57,7 @@ LOCAL_ACCOUNT: Final = "000000000000"
 # header names as they come -> lower-cased, for the names seen first; read it before calling `lowered`
 # (`LOWERED.get(name) or lowered(name)`): interpreted, a call costs more than the lowering it saves
 LOWERED: Final[dict[bytes, bytes]] = {}
-_MAX_LOWERED: Final = 256
+_REMEMBERED: Final = 256  # entries each of this module's first-come caches keeps (LOWERED, endpoint names)
 # The names the gateway looks headers up by, each the very object its lookups use: a header stored under
 # one of them is found by identity, with no comparison of bytes (compiled, one object per literal; D56).
 _CANONICAL: Final = {
@@ -93,14 +93,14 @@ _CANONICAL: Final = {
 
 
 def lowered(name: bytes) -> bytes:
-    """`name.lower()`, the same object each time for a name seen before (up to `_MAX_LOWERED` of them): a
+    """`name.lower()`, the same object each time for a name seen before (up to `_REMEMBERED` of them): a
     dict lookup is cheaper than lowering, and the object it returns has its hash already (D55); for a
     name the gateway reads, the object its lookups use (`_CANONICAL`)."""
     found = LOWERED.get(name)
     if found is None:
         found = name.lower()
         found = _CANONICAL.get(found, found)
-        if len(LOWERED) < _MAX_LOWERED:
+        if len(LOWERED) < _REMEMBERED:
             LOWERED[name] = found
     return found
 
@@ -258,7 +258,7 @@ _ENDPOINT_NAMES: Final[dict[bytes, bytes]] = {}
 
 def endpoint_name(path: bytes) -> bytes | None:
     """The EndpointName of a runtime API path (`/endpoints/{EndpointName}/invocations`, ...), else None.
-    Remembered for the first `_MAX_LOWERED` paths that name one: a lookup costs a quarter of the parse."""
+    Remembered for the first `_REMEMBERED` paths that name one: a lookup costs a quarter of the parse."""
     known = _ENDPOINT_NAMES.get(path)
     if known is not None:
         return known
@@ -267,7 +267,7 @@ def endpoint_name(path: bytes) -> bytes | None:
     name, slash, action = path[len(ENDPOINTS) :].partition(b"/")
     if not slash or action not in ACTIONS:
         return None
-    if name and len(_ENDPOINT_NAMES) < _MAX_LOWERED:
+    if name and len(_ENDPOINT_NAMES) < _REMEMBERED:
         _ENDPOINT_NAMES[path] = name
     return name
 

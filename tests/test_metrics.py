@@ -222,4 +222,4 @@ def test_endpoint_names_remembered_are_the_names_parsed() -> None:
     ]
     first = [wire.endpoint_name(path) for path in paths]
     assert first == [b"alpha", b"alpha", b"beta", None, b"", None, None, None]
-    assert [wire.endpoint_name(bytes(path)) for path in paths] == first
+    assert [wire.endpoint_name(path) for path in paths] == first
